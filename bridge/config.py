@@ -1,0 +1,267 @@
+"""Configuration: one typed settings object read from ``BRIDGE_*`` environment variables.
+
+Every variable is a field of :class:`Settings`; its environment name is ``BRIDGE_`` + the field
+name in upper case, its default and constraints live on the field, and its description is the
+text of the configuration reference. :func:`load_settings` validates everything once, at start;
+a wrong value raises :class:`ConfigError` whose one-line message names the variable and never
+repeats a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+ENV_PREFIX: Final = "BRIDGE_"
+
+DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+DEFAULT_MPC_BASE_URL: Final = "https://api.mpc.placewise.com"
+"""Production MPC; the documentation's examples use ``https://api.mpc.dev.placewise.com``."""
+DEFAULT_SLACK_API_URL: Final = "https://slack.com/api/"
+MPC_POLL_FLOOR_S: Final = 5.0
+"""MPC asks for polling "in intervals not smaller than 5 seconds": the default minimum interval."""
+POLL_INTERVAL_LOWEST_S: Final = 0.05
+"""The smallest interval accepted at all (tests, the demo and benchmarks run against the simulator)."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; the message is one line naming the variable."""
+
+
+class Secret:
+    """A configuration value that must never be printed: its repr and str are masked."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _doc(text: str, **constraints: Any) -> msgspec.Meta:
+    return msgspec.Meta(description=text, **constraints)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the API, the workers and the CLI read from the environment."""
+
+    redis_url: Annotated[
+        str, _doc("Redis the API and workers share (`redis://`, `rediss://` or `unix://`).")
+    ] = DEFAULT_REDIS_URL
+    api_keys: Annotated[
+        tuple[Secret, ...], _doc("Bearer keys accepted on `/v1` routes, comma-separated. The API needs one.")
+    ] = ()
+    secret_key: Annotated[
+        Secret | None,
+        _doc("Fernet key (url-safe base64 of 32 bytes) encrypting MPC tokens and webhook secrets at rest."),
+    ] = None
+    mpc_base_url: Annotated[str, _doc("Base URL of the MPC API, without the `/v3` part.")] = (
+        DEFAULT_MPC_BASE_URL
+    )
+    mpc_token: Annotated[
+        Secret | None, _doc("Default MPC API token for clubs without their own credentials.")
+    ] = None
+    mpc_product_name: Annotated[
+        str, _doc("Value of the `X-Product-Name` header sent to MPC.", min_length=1)
+    ] = "mpc-import-bridge"
+    poll_min_interval_s: Annotated[
+        float,
+        _doc(
+            "Floor between two polls of one bulk or import (MPC asks for >= 5 s).", ge=POLL_INTERVAL_LOWEST_S
+        ),
+    ] = MPC_POLL_FLOOR_S
+    poll_max_interval_s: Annotated[
+        float, _doc("Ceiling of the interval while a bulk keeps `waiting` or MPC keeps failing.", ge=0.05)
+    ] = 60.0
+    poll_concurrency: Annotated[
+        int, _doc("Imports one worker process polls at the same time.", ge=1, le=10_000)
+    ] = 200
+    upstream_timeout_s: Annotated[
+        float, _doc("Timeout of one MPC request (read, write, pool).", gt=0, le=300)
+    ] = 10.0
+    upstream_connect_timeout_s: Annotated[float, _doc("Connect timeout of one MPC request.", gt=0, le=60)] = (
+        3.0
+    )
+    upstream_failing_after: Annotated[
+        int, _doc("Consecutive failed polls before `watch.upstream_failing` is announced.", ge=1, le=1000)
+    ] = 5
+    retry_after_max_s: Annotated[
+        float, _doc("Longest `Retry-After` from MPC that is honoured as given; longer ones are capped.", ge=1)
+    ] = 600.0
+    slack_bot_token: Annotated[
+        Secret | None, _doc("Slack bot token (`xoxb-...`): import cards and threads.")
+    ] = None
+    slack_webhook_url: Annotated[
+        Secret | None, _doc("Slack incoming-webhook URL: one message per event.")
+    ] = None
+    slack_api_url: Annotated[
+        str, _doc("Slack Web API base URL (a local stand-in in tests and the demo).")
+    ] = DEFAULT_SLACK_API_URL
+    slack_show_pii: Annotated[bool, _doc("Show member identifiers unmasked in Slack messages.")] = False
+    webhook_allow_cidrs: Annotated[
+        tuple[str, ...],
+        _doc("Networks webhook URLs may resolve to although not public (comma-separated CIDRs)."),
+    ] = ()
+    notify_log: Annotated[
+        bool, _doc("Also deliver every event to the log notifier (one JSON line per event).")
+    ] = True
+    worker_drain_s: Annotated[
+        float,
+        _doc("On SIGTERM, how long a worker finishes running work before handing it back.", ge=0, le=3600),
+    ] = 20.0
+    worker_poll_delay_s: Annotated[
+        float, _doc("How often an idle worker looks for due delivery jobs.", gt=0, le=10)
+    ] = 0.05
+    worker_max_jobs: Annotated[
+        int, _doc("Delivery jobs one worker runs at the same time.", ge=1, le=10_000)
+    ] = 100
+    retention_s: Annotated[
+        float, _doc("How long an ended watch, its timeline and its events are kept.", ge=60)
+    ] = 30 * 86_400.0
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], _doc("Lowest level logged.")] = "info"
+    log_format: Annotated[
+        Literal["auto", "json", "console"],
+        _doc("`json` lines, `console` for people, `auto`: console on a TTY."),
+    ] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.poll_max_interval_s < self.poll_min_interval_s:
+            raise ConfigError(
+                f"{env_name('poll_max_interval_s')}: must be >= {env_name('poll_min_interval_s')} "
+                f"({self.poll_max_interval_s} < {self.poll_min_interval_s})"
+            )
+        _check_url("redis_url", self.redis_url, ("redis", "rediss", "unix"))
+        _check_url("mpc_base_url", self.mpc_base_url, ("http", "https"))
+        _check_url("slack_api_url", self.slack_api_url, ("http", "https"))
+        if self.secret_key is not None:
+            _check_fernet_key(self.secret_key)
+        for cidr in self.webhook_allow_cidrs:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"{env_name('webhook_allow_cidrs')}: {cidr!r} is not a network") from None
+
+    @property
+    def mpc_base(self) -> str:
+        """The MPC base URL without a trailing slash."""
+        return self.mpc_base_url.rstrip("/")
+
+    @property
+    def slack_base(self) -> str:
+        """The Slack API base URL with the trailing slash slack_sdk's ``base_url`` needs."""
+        return self.slack_api_url if self.slack_api_url.endswith("/") else self.slack_api_url + "/"
+
+    def require_api_keys(self) -> tuple[Secret, ...]:
+        if not self.api_keys:
+            raise ConfigError(f"{env_name('api_keys')}: set at least one API key (comma-separated)")
+        return self.api_keys
+
+
+_SECRET_FIELDS: Final = frozenset(f.name for f in msgspec.structs.fields(Settings) if "Secret" in str(f.type))
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _check_url(field: str, value: str, schemes: tuple[str, ...]) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or (parts.scheme != "unix" and not parts.hostname):
+        raise ConfigError(f"{env_name(field)}: expected a {'/'.join(schemes)} URL, got {value!r}")
+
+
+def _check_fernet_key(key: Secret) -> None:
+    try:
+        raw = base64.urlsafe_b64decode(key.reveal().encode())
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(
+            f"{env_name('secret_key')}: expected url-safe base64 of 32 bytes (a Fernet key); "
+            "generate one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+        )
+
+
+def _dec_hook(kind: type, value: Any) -> Any:
+    if kind is Secret and isinstance(value, str):
+        return Secret(value)
+    raise NotImplementedError(f"cannot read {kind!r} from the environment")
+
+
+def _raw_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The fields given in ``environ``: comma lists split, empty values treated as unset."""
+    raw: dict[str, Any] = {}
+    for field in msgspec.structs.fields(Settings):
+        value = environ.get(env_name(field.name))
+        if value is None or value.strip() == "":
+            continue
+        if str(field.type).startswith("typing.Annotated[tuple"):
+            raw[field.name] = [item.strip() for item in value.split(",") if item.strip()]
+        else:
+            raw[field.name] = value.strip()
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate :class:`Settings` from ``environ`` (default: ``os.environ``)."""
+    raw = _raw_values(os.environ if environ is None else environ)
+    try:
+        return msgspec.convert(raw, Settings, strict=False, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_describe(exc, raw)) from None
+
+
+def _describe(exc: msgspec.ValidationError, raw: Mapping[str, Any]) -> str:
+    message, _, path = str(exc).partition(" - at `$.")
+    field = path.split("`", 1)[0].split("[", 1)[0]
+    if not field:  # raised by Settings.__post_init__, already naming its variable
+        return message if message.startswith(ENV_PREFIX) else f"invalid configuration: {message}"
+    for kind, words in _TYPE_WORDS.items():
+        message = message.replace(kind, words)
+    shown = "" if field in _SECRET_FIELDS else f" (got {raw.get(field)!r})"
+    return f"{env_name(field)}: {message[0].lower()}{message[1:]}{shown}"
+
+
+_TYPE_WORDS: Final = {
+    "`float`": "a number",
+    "`int`": "an integer",
+    "`bool`": "true or false",
+    "`str`": "text",
+}
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting: the configuration reference."""
+    rows = []
+    for field in msgspec.structs.fields(Settings):
+        meta = next((m for m in getattr(field.type, "__metadata__", ()) if isinstance(m, msgspec.Meta)), None)
+        default = field.default
+        if isinstance(default, tuple):
+            shown = ",".join(default) or "(empty)"
+        elif default is None:
+            shown = "(unset)"
+        else:
+            shown = str(default).lower() if isinstance(default, bool) else str(default)
+        rows.append((env_name(field.name), shown, meta.description if meta and meta.description else ""))
+    return rows

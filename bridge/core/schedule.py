@@ -1,0 +1,114 @@
+"""When to poll an import next, and which requests one poll makes (pure).
+
+Intervals (SPEC "Upstream polling"): the minimum while MPC's job is busy with a bulk or right
+after a change, growing by :data:`BACKOFF_FACTOR` per quiet poll while bulks only wait, up to the
+maximum; doubling per consecutive failure; ``Retry-After`` honoured up to a bound. Jitter only
+ever lengthens an interval, so the floor MPC asks for always holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+import msgspec
+
+from bridge.core.model import ACTIVE_STATUSES, Failure, WatchSnapshot, WatchSpec
+
+BACKOFF_FACTOR: Final = 1.25
+"""Growth of the interval per quiet poll while every open bulk is ``waiting``."""
+FAILURE_FACTOR: Final = 2.0
+"""Growth of the interval per consecutive failed poll."""
+JITTER: Final = 0.1
+"""Up to +10 % on every interval, so pollers that started together drift apart."""
+
+
+class PollState(msgspec.Struct, kw_only=True, array_like=True):
+    """Per import, across polls (stored with the tracker)."""
+
+    failures: int = 0
+    quiet: int = 0
+    """Consecutive successful polls that changed nothing while no bulk was busy."""
+    last_polled: float = 0.0
+
+
+class Intervals(msgspec.Struct, frozen=True, kw_only=True):
+    min_s: float
+    max_s: float
+    retry_after_max_s: float
+
+
+class Plan(msgspec.Struct, frozen=True, kw_only=True):
+    """The requests of one poll."""
+
+    use_import: bool
+    """Ask the import endpoint (all bulks' statuses in one request)."""
+    bulks: tuple[int, ...]
+    """Bulks to ask directly (when ``use_import`` is false)."""
+
+
+def plan_requests(watches: Iterable[WatchSpec], snapshots: Mapping[str, WatchSnapshot]) -> Plan:
+    """A whole-import watch polls the import endpoint; named bulks are asked one by one, and
+    only while some watch still waits for news of them."""
+    wanted: set[int] = set()
+    for watch in watches:
+        if watch.bulk_ids is None:
+            return Plan(use_import=True, bulks=())
+        snap = snapshots.get(watch.id)
+        for bulk_id in watch.bulk_ids:
+            known = snap.bulks.get(bulk_id) if snap is not None else None
+            if known is None or not known.done:
+                wanted.add(bulk_id)
+    return Plan(use_import=False, bulks=tuple(sorted(wanted)))
+
+
+def bulks_to_fetch(
+    listing: Mapping[int, str], watches: Iterable[WatchSpec], snapshots: Mapping[str, WatchSnapshot]
+) -> list[int]:
+    """After an import poll: the listed bulks whose details some watch needs — new to it, with
+    a status it has not seen, or busy while it wants progress."""
+    needed: set[int] = set()
+    for watch in watches:
+        snap = snapshots.get(watch.id)
+        scope = listing.keys() if watch.bulk_ids is None else (b for b in watch.bulk_ids if b in listing)
+        for bulk_id in scope:
+            known = snap.bulks.get(bulk_id) if snap is not None else None
+            status = listing[bulk_id]
+            if (
+                known is None
+                or known.missing
+                or known.status != status
+                or (watch.notify_progress and status in ACTIVE_STATUSES)
+            ):
+                needed.add(bulk_id)
+    return sorted(needed)
+
+
+def next_delay(
+    state: PollState,
+    *,
+    failure: Failure | None,
+    changed: bool,
+    busy: bool,
+    intervals: Intervals,
+    jitter: float,
+) -> tuple[float, PollState]:
+    """Seconds until the next poll, and the poll state to keep. ``jitter`` is drawn in [0, 1)."""
+    if failure is not None and failure.kind == "rate_limited":
+        wait = failure.retry_after if failure.retry_after is not None else intervals.min_s * FAILURE_FACTOR
+        delay = max(min(wait, intervals.retry_after_max_s), intervals.min_s)
+        return delay, state  # Retry-After is exact: no jitter, no failure counted
+    if failure is not None:
+        failures = state.failures + 1
+        delay = min(intervals.max_s, intervals.min_s * FAILURE_FACTOR**failures)
+        if failure.retry_after is not None:
+            delay = max(delay, min(failure.retry_after, intervals.retry_after_max_s))
+        new = msgspec.structs.replace(state, failures=failures)
+    elif changed or busy:
+        delay = intervals.min_s
+        new = msgspec.structs.replace(state, failures=0, quiet=0)
+    else:
+        quiet = state.quiet + 1
+        delay = min(intervals.max_s, intervals.min_s * BACKOFF_FACTOR**quiet)
+        new = msgspec.structs.replace(state, failures=0, quiet=quiet)
+    return delay * (1.0 + JITTER * jitter), new

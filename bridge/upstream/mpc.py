@@ -1,0 +1,220 @@
+"""Client of the two MPC "Members Imports" read endpoints.
+
+Every answer becomes an :class:`MpcResponse`: the decoded body, or a :class:`Failure` of one of
+the kinds the rest of the bridge knows (not found, unauthorized, rate-limited with its
+``Retry-After``, server error, timeout, connection, malformed body, rejected). Nothing here
+raises for an upstream problem, and no token ever reaches a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import time
+from typing import Final, Generic, Protocol, TypeVar
+
+import httpx
+import msgspec
+
+from bridge import __version__
+from bridge.core.model import Failure, FailureKind, MpcBulk, MpcImport
+from bridge.http import transport_error_kind
+
+MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+"""A bulk of 1,000 members with errors is a few hundred kB; anything this large is not MPC."""
+MAX_ERROR_DETAIL_CHARS: Final = 200
+UNAUTHORIZED_STATUSES: Final = frozenset({401, 402, 403, 444})
+"""Bad token, feature disabled, permit missing, blocked by MPC's firewall: retrying won't help."""
+
+T = TypeVar("T")
+
+
+def user_agent() -> str:
+    return f"mpc-import-bridge/{__version__}"
+
+
+class MpcResponse(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
+    value: T | None = None
+    failure: Failure | None = None
+    status: int | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+class TokenSource(Protocol):
+    """Where the MPC token of a club comes from (configuration, or stored credentials)."""
+
+    async def token_for(self, slug: str) -> str | None: ...
+
+
+class StaticTokens:
+    """One token for every club (``BRIDGE_MPC_TOKEN``)."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token
+
+    async def token_for(self, slug: str) -> str | None:
+        return self._token
+
+
+class UpstreamClient(Protocol):
+    """What the poller needs from MPC (the simulator and MPC itself both serve it)."""
+
+    async def get_bulk(self, slug: str, import_id: str, bulk_id: int) -> MpcResponse[MpcBulk]: ...
+
+    async def get_import(self, slug: str, import_id: str) -> MpcResponse[MpcImport]: ...
+
+
+class _ErrorBody(msgspec.Struct):
+    error: str | None = None
+
+
+_ERROR_DECODER: Final = msgspec.json.Decoder(_ErrorBody)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _error_detail(status: int, body: bytes) -> str:
+    try:
+        message = _ERROR_DECODER.decode(body).error
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        message = None
+    text = f"HTTP {status}" + (f": {message}" if message else "")
+    return text[:MAX_ERROR_DETAIL_CHARS]
+
+
+def _failure_kind(status: int) -> FailureKind:
+    if status in UNAUTHORIZED_STATUSES:
+        return "unauthorized"
+    if status == 404:
+        return "not_found"
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    return "rejected"
+
+
+class MpcClient:
+    """The two endpoints over one shared ``httpx.AsyncClient`` (built by :mod:`bridge.http`)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        tokens: TokenSource,
+        product_name: str,
+        deadline_s: float,
+    ) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self._tokens = tokens
+        self._product_name = product_name
+        self._deadline_s = deadline_s
+        """Cap on one whole request, body included (a slow-drip body cannot hold a poll forever)."""
+        self._bulk_decoder = msgspec.json.Decoder(MpcBulk)
+        self._import_decoder = msgspec.json.Decoder(MpcImport)
+
+    def import_url(self, slug: str, import_id: str) -> str:
+        return f"{self._base}/v3/{slug}/members/imports/{import_id}"
+
+    async def get_bulk(self, slug: str, import_id: str, bulk_id: int) -> MpcResponse[MpcBulk]:
+        response = await self._get(
+            slug, f"{self.import_url(slug, import_id)}/bulks/{bulk_id}", self._bulk_decoder
+        )
+        if response.value is not None and response.value.id != bulk_id:
+            return MpcResponse(
+                failure=Failure(
+                    kind="malformed", detail=f"asked for bulk {bulk_id}, got {response.value.id}"
+                ),
+                status=response.status,
+                elapsed_s=response.elapsed_s,
+            )
+        return response
+
+    async def get_import(self, slug: str, import_id: str) -> MpcResponse[MpcImport]:
+        return await self._get(slug, self.import_url(slug, import_id), self._import_decoder)
+
+    async def _get(self, slug: str, url: str, decoder: msgspec.json.Decoder[T]) -> MpcResponse[T]:
+        token = await self._tokens.token_for(slug)
+        if not token:
+            return MpcResponse(failure=Failure(kind="unauthorized", detail="no MPC token for this club"))
+        headers = {
+            "X-Client-Authorization": token,
+            "X-Loyalty-Club-Slug": slug,
+            "X-Product-Name": self._product_name,
+            "X-User-Agent": user_agent(),
+            "Accept": "application/json",
+        }
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._deadline_s):
+                status, response_headers, body = await self._fetch(url, headers)
+        except TimeoutError:
+            return self._failed("timeout", f"no answer within {self._deadline_s:g}s", None, started)
+        except _TooLarge:
+            return self._failed("malformed", f"body larger than {MAX_BODY_BYTES} bytes", 200, started)
+        except httpx.HTTPError as exc:
+            kind = transport_error_kind(exc)
+            detail = (
+                "no answer in time"
+                if kind == "timeout"
+                else f"connection failed ({type(exc.__cause__ or exc).__name__})"
+            )
+            return self._failed(kind, detail, None, started)
+        elapsed = time.perf_counter() - started
+        if status == 200:
+            try:
+                return MpcResponse(value=decoder.decode(body), status=status, elapsed_s=elapsed)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                return self._failed("malformed", str(exc)[:MAX_ERROR_DETAIL_CHARS], status, started)
+        retry_after = parse_retry_after(response_headers.get("retry-after")) if status in (429, 503) else None
+        failure = Failure(
+            kind=_failure_kind(status), detail=_error_detail(status, body), retry_after=retry_after
+        )
+        return MpcResponse(failure=failure, status=status, elapsed_s=elapsed)
+
+    async def _fetch(self, url: str, headers: dict[str, str]) -> tuple[int, httpx.Headers, bytes]:
+        async with self._http.stream("GET", url, headers=headers) as response:
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+                raise _TooLarge
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise _TooLarge
+                chunks.append(chunk)
+            return response.status_code, response.headers, b"".join(chunks)
+
+    @staticmethod
+    def _failed(kind: FailureKind, detail: str, status: int | None, started: float) -> MpcResponse[T]:
+        return MpcResponse(
+            failure=Failure(kind=kind, detail=detail), status=status, elapsed_s=time.perf_counter() - started
+        )
+
+
+class _TooLarge(Exception):
+    pass

@@ -1,0 +1,1 @@
+"""Tools to run the bridge and its stand-ins on one machine: the demo, tests and benchmarks use them."""

@@ -1,0 +1,413 @@
+"""The Redis store: watches, trackers, snapshots, timelines, events and the outbox.
+
+Every multi-key change is one Lua script (:mod:`bridge.store.scripts`), so a poll's snapshot
+update, its events, their timeline entries and their outbox entries land together or not at
+all, guarded by a compare-and-set on the tracker's version.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any, Final, TypeVar
+
+import msgspec
+from redis.asyncio import Redis
+
+from bridge.core.model import Event, WatchSnapshot, WatchSpec, WatchState
+from bridge.core.schedule import PollState
+from bridge.store import keys, scripts
+
+DEFAULT_LEASE_S: Final = 60.0
+"""How long a claimed import stays with its worker; after that it is due again (the worker died).
+Longer than one poll can take: two requests in sequence, each bounded by the upstream deadline."""
+LIST_SCAN_BATCH: Final = 100
+"""Index entries read per round trip while listing watches."""
+EVENT_TTL_EXTRA_S: Final = 60 * 86_400.0
+"""Events outlive the longest watch (expires_after <= 30 days) plus retention."""
+
+T = TypeVar("T")
+
+_snapshot_encoder: Final = msgspec.msgpack.Encoder()
+_snapshot_decoder: Final = msgspec.msgpack.Decoder(WatchSnapshot)
+_poll_state_decoder: Final = msgspec.msgpack.Decoder(PollState)
+_spec_decoder: Final = msgspec.json.Decoder(WatchSpec)
+_json_encoder: Final = msgspec.json.Encoder()
+
+
+def now_ms(now: float) -> int:
+    return int(now * 1000)
+
+
+def encode_event(event: Event) -> bytes:
+    """The event's JSON: stored once, then sent byte for byte (it is what webhooks sign)."""
+    return _json_encoder.encode(event)
+
+
+def encode_spec(spec: WatchSpec) -> bytes:
+    return _json_encoder.encode(spec)
+
+
+def encode_snapshot(snapshot: WatchSnapshot) -> bytes:
+    return _snapshot_encoder.encode(snapshot)
+
+
+def decode_snapshot(raw: bytes) -> WatchSnapshot:
+    return _snapshot_decoder.decode(raw)
+
+
+class ClaimedTracker(msgspec.Struct, kw_only=True):
+    """One import a worker now owns until it commits (or its lease runs out)."""
+
+    tid: str
+    version: str
+    poll_state: PollState
+    watches: dict[str, WatchSpec]
+    snapshots: dict[str, WatchSnapshot]
+
+
+class Claim(msgspec.Struct, kw_only=True):
+    trackers: list[ClaimedTracker]
+    next_due: float | None
+    """When the earliest import still scheduled is due (epoch s), if any."""
+
+
+class NewEvent(msgspec.Struct, kw_only=True, frozen=True):
+    watch_id: str
+    event: Event
+    destinations: tuple[str, ...]
+
+
+class CommitPlan(msgspec.Struct, kw_only=True):
+    """What one poll of one import writes."""
+
+    tid: str
+    version: str
+    now: float
+    due: float
+    poll_state: PollState
+    snapshots: dict[str, WatchSnapshot]
+    events: list[NewEvent]
+    ended: dict[str, WatchSnapshot]
+    """Watches that reached a final state in this poll, with their final snapshot."""
+
+
+class CommitResult(msgspec.Struct, kw_only=True, frozen=True):
+    committed: bool
+    inserted: tuple[str, ...] = ()
+    """Ids of the events that were new (those already stored were somebody else's news)."""
+
+
+class WatchRecord(msgspec.Struct, kw_only=True):
+    spec: WatchSpec
+    state: WatchState
+    created_at: float
+    updated_at: float
+    ended_at: float | None
+    snapshot: WatchSnapshot | None
+
+
+async def resolved(value: Awaitable[T] | T) -> T:
+    """redis-py types some asyncio commands as ``Awaitable[X] | X``: this awaits either."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _ms_to_s(value: Any) -> float:
+    return float(_text(value)) / 1000.0
+
+
+class RedisStore:
+    """All reads and writes of the bridge's state (the API and the workers share it)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        retention_s: float,
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> None:
+        self.redis = redis
+        self.retention_ms = now_ms(retention_s)
+        self.event_ttl_ms = now_ms(retention_s + EVENT_TTL_EXTRA_S)
+        self.lease_ms = now_ms(lease_s)
+        self._claim = redis.register_script(scripts.CLAIM)
+        self._commit = redis.register_script(scripts.COMMIT)
+        self._create = redis.register_script(scripts.CREATE_WATCH)
+        self._stop = redis.register_script(scripts.STOP_WATCH)
+        self._release = redis.register_script(scripts.RELEASE)
+
+    # ------------------------------------------------------------------ polling
+
+    async def claim(self, now: float, limit: int) -> Claim:
+        raw_claimed, first = await self._claim(
+            keys=[keys.SCHEDULE, keys.INFLIGHT, keys.TRACKERS],
+            args=[
+                now_ms(now),
+                self.lease_ms,
+                limit,
+                keys.TRACKER_PREFIX,
+                keys.CLUB_PAUSE_PREFIX,
+                keys.WATCH_PREFIX,
+                keys.TRACKER_WATCHES_SUFFIX,
+            ],
+        )
+        trackers = [self._claimed(tid, fields, docs) for tid, fields, docs in raw_claimed]
+        return Claim(trackers=trackers, next_due=None if first is None else _ms_to_s(first))
+
+    @staticmethod
+    def _claimed(tid: bytes, fields: list[bytes], docs: list[bytes]) -> ClaimedTracker:
+        values = dict(zip(fields[::2], fields[1::2], strict=True))
+        watches = {
+            _text(wid): _spec_decoder.decode(doc) for wid, doc in zip(docs[::2], docs[1::2], strict=True)
+        }
+        snapshots = {}
+        prefix = keys.F_SNAPSHOT_PREFIX.encode()
+        for field, value in values.items():
+            if field.startswith(prefix):
+                wid = field[len(prefix) :].decode()
+                if wid in watches:
+                    snapshots[wid] = _snapshot_decoder.decode(value)
+        raw_state = values.get(keys.F_POLL_STATE.encode())
+        return ClaimedTracker(
+            tid=_text(tid),
+            version=_text(values.get(keys.F_VERSION.encode(), b"0")),
+            poll_state=_poll_state_decoder.decode(raw_state) if raw_state else PollState(),
+            watches=watches,
+            snapshots=snapshots,
+        )
+
+    def _commit_args(self, plan: CommitPlan) -> list[Any]:
+        args: list[Any] = [
+            keys.TRACKER_PREFIX,
+            keys.WATCH_PREFIX,
+            keys.TIMELINE_PREFIX,
+            keys.EVENT_PREFIX,
+            keys.TRACKER_WATCHES_SUFFIX,
+            keys.F_SNAPSHOT_PREFIX,
+            keys.WATCHES_BY_STATE_PREFIX,
+            plan.tid,
+            plan.version,
+            now_ms(plan.now),
+            now_ms(plan.due),
+            self.retention_ms,
+            self.event_ttl_ms,
+        ]
+        fields: list[Any] = [
+            keys.F_POLL_STATE,
+            _snapshot_encoder.encode(plan.poll_state),
+            keys.F_LAST_POLL,
+            now_ms(plan.poll_state.last_polled),
+        ]
+        for wid, snapshot in plan.snapshots.items():
+            fields += [keys.snapshot_field(wid), _snapshot_encoder.encode(snapshot)]
+        args += [len(fields) // 2, *fields, len(plan.events)]
+        for new in plan.events:
+            args += [
+                new.watch_id,
+                new.event.id,
+                encode_event(new.event),
+                len(new.destinations),
+                *new.destinations,
+            ]
+        args.append(len(plan.ended))
+        for wid, snapshot in plan.ended.items():
+            args += [wid, snapshot.state, _snapshot_encoder.encode(snapshot)]
+        return args
+
+    async def commit_many(self, plans: Sequence[CommitPlan]) -> list[CommitResult]:
+        """Commit several polls in one round trip; each is atomic on its own."""
+        if not plans:
+            return []
+        commit_keys = [keys.SCHEDULE, keys.INFLIGHT, keys.OUTBOX, keys.WATCH_FINGERPRINTS, keys.TRACKERS]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for plan in plans:
+                await self._commit(keys=commit_keys, args=self._commit_args(plan), client=pipe)
+            replies = await pipe.execute()
+        return [
+            CommitResult(
+                committed=reply[0] == 1,
+                inserted=tuple(_text(e) for e in (reply[1] if len(reply) > 1 else ())),
+            )
+            for reply in replies
+        ]
+
+    async def release(self, tids: Iterable[str], now: float) -> int:
+        """Hand claimed imports back, due at once (a worker stopping before it could poll them)."""
+        tids = list(tids)
+        if not tids:
+            return 0
+        return int(await self._release(keys=[keys.SCHEDULE, keys.INFLIGHT], args=[now_ms(now), *tids]))
+
+    async def pause_club(self, slug: str, until: float) -> None:
+        """No worker calls MPC for this club before ``until`` (MPC answered 429/503 with Retry-After)."""
+        ttl_ms = max(1, now_ms(until - time.time()))
+        await self.redis.set(keys.club_pause(slug), now_ms(until), px=ttl_ms)
+
+    # ------------------------------------------------------------------ watches
+
+    async def create_watch(
+        self, spec: WatchSpec, fingerprint: str, min_interval_s: float
+    ) -> tuple[bool, str]:
+        """Store a new watch and schedule its import; ``(False, existing id)`` when an identical
+        active watch exists."""
+        created, wid = await self._create(
+            keys=[keys.SCHEDULE, keys.INFLIGHT, keys.WATCHES, keys.WATCH_FINGERPRINTS, keys.TRACKERS],
+            args=[
+                keys.TRACKER_PREFIX,
+                keys.WATCH_PREFIX,
+                keys.TRACKER_WATCHES_SUFFIX,
+                spec.id,
+                spec.tracker_id,
+                fingerprint,
+                encode_spec(spec),
+                now_ms(spec.created_at),
+                now_ms(min_interval_s),
+                keys.WATCHES_BY_CLUB_PREFIX,
+                keys.WATCHES_BY_STATE_PREFIX,
+                spec.loyalty_club_slug,
+            ],
+        )
+        return created == 1, _text(wid)
+
+    async def stop_watch(self, spec: WatchSpec, now: float) -> bool:
+        """Stop an active watch; False when it had already ended."""
+        stopped, _ = await self._stop(
+            keys=[keys.SCHEDULE, keys.INFLIGHT, keys.WATCH_FINGERPRINTS, keys.TRACKERS],
+            args=[
+                keys.TRACKER_PREFIX,
+                keys.WATCH_PREFIX,
+                keys.TIMELINE_PREFIX,
+                keys.TRACKER_WATCHES_SUFFIX,
+                keys.F_SNAPSHOT_PREFIX,
+                spec.id,
+                now_ms(now),
+                self.retention_ms,
+                spec.tracker_id,
+                keys.WATCHES_BY_STATE_PREFIX,
+            ],
+        )
+        return bool(stopped == 1)
+
+    async def get_watch(self, wid: str) -> WatchRecord | None:
+        fields = await resolved(self.redis.hgetall(keys.watch(wid)))
+        if not fields or b"doc" not in fields:
+            return None
+        spec = _spec_decoder.decode(fields[b"doc"])
+        state: WatchState = msgspec.convert(_text(fields[b"state"]), WatchState)
+        raw_snapshot = fields.get(b"snapshot")
+        if raw_snapshot is None and state == "active":
+            raw_snapshot = await resolved(
+                self.redis.hget(keys.tracker(spec.tracker_id), keys.snapshot_field(wid))
+            )
+        return WatchRecord(
+            spec=spec,
+            state=state,
+            created_at=_ms_to_s(fields[b"created_at"]),
+            updated_at=_ms_to_s(fields[b"updated_at"]),
+            ended_at=_ms_to_s(fields[b"ended_at"]) if b"ended_at" in fields else None,
+            snapshot=_snapshot_decoder.decode(raw_snapshot) if raw_snapshot else None,
+        )
+
+    async def list_watches(
+        self, *, slug: str | None, state: str | None, offset: int, limit: int
+    ) -> tuple[list[WatchRecord], int | None]:
+        """Newest first, filtered; the offset to continue from, or ``None`` at the end.
+
+        Ended watches leave the indexes lazily: an id whose watch expired is skipped and dropped.
+        """
+        index = (
+            keys.watches_by_club(slug) if slug else keys.watches_by_state(state) if state else keys.WATCHES
+        )
+        found: list[WatchRecord] = []
+        position = offset
+        while len(found) < limit:
+            ids = await self.redis.zrevrange(index, position, position + LIST_SCAN_BATCH - 1)
+            if not ids:
+                return found, None
+            for raw in ids:
+                position += 1
+                wid = _text(raw)
+                record = await self.get_watch(wid)
+                if record is None:
+                    await self._forget_watch(wid, index)
+                    position -= 1  # the index shrank under us
+                    continue
+                if (slug and record.spec.loyalty_club_slug != slug) or (state and record.state != state):
+                    continue
+                found.append(record)
+                if len(found) == limit:
+                    break
+        more = await self.redis.zcard(index) > position
+        return found, position if more else None
+
+    async def _forget_watch(self, wid: str, index: str) -> None:
+        await self.redis.zrem(index, wid)
+        await self.redis.zrem(keys.WATCHES, wid)
+
+    async def timeline(self, wid: str, offset: int, limit: int) -> list[bytes]:
+        """Event bodies of a watch's timeline, oldest first, from ``offset``."""
+        ids = await resolved(self.redis.lrange(keys.timeline(wid), offset, offset + limit - 1))
+        if not ids:
+            return []
+        bodies = await self.redis.mget([keys.event(_text(eid)) for eid in ids])
+        return [body for body in bodies if body is not None]
+
+    # ------------------------------------------------------------------ events and outbox
+
+    async def get_event(self, eid: str) -> bytes | None:
+        body: bytes | None = await self.redis.get(keys.event(eid))
+        return body
+
+    async def outbox_older_than(self, before: float, limit: int) -> list[tuple[str, str]]:
+        entries = await self.redis.zrangebyscore(keys.OUTBOX, "-inf", now_ms(before), start=0, num=limit)
+        return [keys.split_outbox_entry(_text(entry)) for entry in entries]
+
+    async def outbox_size(self) -> int:
+        return int(await self.redis.zcard(keys.OUTBOX))
+
+    async def mark_delivered(self, eid: str, destination: str) -> None:
+        """Record that ``destination`` has the event and take it off the outbox, together."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.delivered(eid, destination), b"1", px=self.event_ttl_ms)
+            pipe.zrem(keys.OUTBOX, keys.outbox_entry(eid, destination))
+            await pipe.execute()
+
+    async def was_delivered(self, eid: str, destination: str) -> bool:
+        return bool(await self.redis.exists(keys.delivered(eid, destination)))
+
+    async def drop_from_outbox(self, eid: str, destination: str) -> None:
+        """Give up on a destination (it refused for good); the attempt log says why."""
+        await self.redis.zrem(keys.OUTBOX, keys.outbox_entry(eid, destination))
+
+    # ------------------------------------------------------------------ integrity
+
+    async def reschedule_orphans(self, now: float, batch: int = 500) -> int:
+        """Trackers with active watches that are neither scheduled nor leased (lost in a Redis
+        restart without a full AOF, say) are made due again."""
+        fixed = 0
+        cursor = 0
+        while True:
+            cursor, tids = await self.redis.sscan(keys.TRACKERS, cursor=cursor, count=batch)
+            if tids:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for tid in tids:
+                        pipe.zscore(keys.SCHEDULE, tid)
+                        pipe.zscore(keys.INFLIGHT, tid)
+                    scores = await pipe.execute()
+                lost = [
+                    tid
+                    for tid, s, f in zip(tids, scores[::2], scores[1::2], strict=True)
+                    if s is None and f is None
+                ]
+                if lost:
+                    await self.redis.zadd(keys.SCHEDULE, {tid: now_ms(now) for tid in lost}, nx=True)
+                    fixed += len(lost)
+            if cursor == 0:
+                return fixed

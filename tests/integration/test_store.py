@@ -1,0 +1,200 @@
+"""The Redis store against a real redis-server: claims, leases, compare-and-set commits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+from redis.asyncio import Redis
+
+from bridge.core.diff import diff
+from bridge.core.model import WatchSnapshot
+from bridge.core.schedule import PollState
+from bridge.store import keys
+from bridge.store.redis_store import ClaimedTracker, CommitPlan, NewEvent, RedisStore, resolved
+from tests.builders import T0, bulk, seen, watch
+
+MIN_INTERVAL_S = 5.0
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def store_for(redis: Redis, lease_s: float = 60.0) -> RedisStore:
+    return RedisStore(redis, retention_s=3600, lease_s=lease_s)
+
+
+def plan_from(
+    claimed: ClaimedTracker, now: float, bulk_status: str = "working", due_in: float = 5.0
+) -> CommitPlan:
+    snapshots: dict[str, WatchSnapshot] = {}
+    events: list[NewEvent] = []
+    ended: dict[str, WatchSnapshot] = {}
+    for wid, spec in claimed.watches.items():
+        result = diff(spec, claimed.snapshots.get(wid), seen(bulk(11, bulk_status)), now)  # type: ignore[arg-type]
+        snapshots[wid] = result.snapshot
+        events += [NewEvent(watch_id=wid, event=e, destinations=("log",)) for e in result.events]
+        if result.snapshot.state != "active":
+            ended[wid] = result.snapshot
+    return CommitPlan(
+        tid=claimed.tid,
+        version=claimed.version,
+        now=now,
+        due=now + due_in,
+        poll_state=PollState(last_polled=now),
+        snapshots=snapshots,
+        events=events,
+        ended=ended,
+    )
+
+
+async def test_a_new_watch_is_due_at_once_and_an_identical_one_is_the_same_watch(redis: Redis) -> None:
+    store = store_for(redis)
+    spec = watch((11,), created_at=T0)
+    assert await store.create_watch(spec, "fp-1", MIN_INTERVAL_S) == (True, spec.id)
+    other = msgspec.structs.replace(spec, id="wch_000000000000000000000002")
+    assert await store.create_watch(other, "fp-1", MIN_INTERVAL_S) == (False, spec.id)
+    assert await redis.zscore(keys.SCHEDULE, spec.tracker_id) == T0 * 1000
+    claim = await store.claim(T0, 10)
+    assert [t.tid for t in claim.trackers] == [spec.tracker_id]
+    assert claim.trackers[0].watches == {spec.id: spec}
+
+
+async def test_a_claimed_import_is_leased_until_committed_or_the_lease_runs_out(redis: Redis) -> None:
+    store = store_for(redis, lease_s=30)
+    spec = watch((11,))
+    await store.create_watch(spec, "fp", MIN_INTERVAL_S)
+    assert len((await store.claim(T0, 10)).trackers) == 1
+    assert (await store.claim(T0 + 29, 10)).trackers == []
+    again = await store.claim(T0 + 31, 10)  # the first worker died
+    assert [t.tid for t in again.trackers] == [spec.tracker_id]
+
+
+async def test_commit_stores_snapshot_events_timeline_and_outbox_together(redis: Redis) -> None:
+    store = store_for(redis)
+    spec = watch((11,))
+    await store.create_watch(spec, "fp", MIN_INTERVAL_S)
+    claimed = (await store.claim(T0, 10)).trackers[0]
+    first = plan_from(claimed, T0, "waiting")
+    [result] = await store.commit_many([first])
+    assert result.committed and result.inserted == ()
+    claimed = (await store.claim(T0 + 5, 10)).trackers[0]
+    assert claimed.snapshots[spec.id].bulks[11].status == "waiting"
+    plan = plan_from(claimed, T0 + 5, "working")
+    [result] = await store.commit_many([plan])
+    event = plan.events[0].event
+    assert result.inserted == (event.id,)
+    assert await store.timeline(spec.id, 0, 10) == [await store.get_event(event.id)]
+    assert await store.outbox_older_than(T0 + 6, 10) == [(event.id, "log")]
+    assert await redis.zscore(keys.SCHEDULE, spec.tracker_id) == (T0 + 10) * 1000
+    assert await redis.zscore(keys.INFLIGHT, spec.tracker_id) is None
+
+
+async def test_two_workers_committing_the_same_poll_announce_the_change_once(redis: Redis) -> None:
+    store = store_for(redis, lease_s=1)
+    spec = watch((11,))
+    await store.create_watch(spec, "fp", MIN_INTERVAL_S)
+    claimed = (await store.claim(T0, 10)).trackers[0]
+    await store.commit_many([plan_from(claimed, T0, "waiting")])
+    mine = (await store.claim(T0 + 5, 10)).trackers[0]
+    theirs = (await store.claim(T0 + 7, 10)).trackers[0]  # my lease ran out while I polled
+    results = await asyncio.gather(
+        store.commit_many([plan_from(mine, T0 + 7, "working")]),
+        store.commit_many([plan_from(theirs, T0 + 7, "working")]),
+    )
+    committed = [r for [r] in results if r.committed]
+    assert len(committed) == 1 and len(committed[0].inserted) == 1
+    assert await resolved(redis.llen(keys.timeline(spec.id))) == 1
+    assert await redis.zcard(keys.OUTBOX) == 1
+
+
+async def test_an_event_id_already_stored_is_not_news_again(redis: Redis) -> None:
+    store = store_for(redis)
+    spec = watch((11,))
+    await store.create_watch(spec, "fp", MIN_INTERVAL_S)
+    claimed = (await store.claim(T0, 10)).trackers[0]
+    await store.commit_many([plan_from(claimed, T0, "waiting")])
+    claimed = (await store.claim(T0 + 5, 10)).trackers[0]
+    plan = plan_from(claimed, T0 + 5, "working")
+    await store.commit_many([plan])
+    # A worker that read the older snapshot and lost its lease, replaying with a fresh version:
+    stale = msgspec.structs.replace(
+        plan, version=_text(await resolved(redis.hget(keys.tracker(spec.tracker_id), "v")))
+    )
+    [result] = await store.commit_many([stale])
+    assert result.committed and result.inserted == ()
+    assert await resolved(redis.llen(keys.timeline(spec.id))) == 1
+
+
+async def test_a_completed_watch_ends_and_its_import_is_no_longer_scheduled(redis: Redis) -> None:
+    store = store_for(redis)
+    spec = watch((11,))
+    await store.create_watch(spec, "fp", MIN_INTERVAL_S)
+    claimed = (await store.claim(T0, 10)).trackers[0]
+    await store.commit_many([plan_from(claimed, T0, "finished")])
+    record = await store.get_watch(spec.id)
+    assert record is not None and record.state == "completed"
+    assert record.snapshot is not None and record.snapshot.bulks[11].status == "finished"
+    assert await redis.zscore(keys.SCHEDULE, spec.tracker_id) is None
+    assert not await redis.exists(keys.tracker(spec.tracker_id))
+    assert await redis.ttl(keys.watch(spec.id)) > 0
+    # The same request again is a new watch: the completed one is no longer "active".
+    again = msgspec.structs.replace(spec, id="wch_000000000000000000000009")
+    assert await store.create_watch(again, "fp", MIN_INTERVAL_S) == (True, again.id)
+
+
+async def test_stopping_a_watch_mid_poll_drops_its_news_and_ends_polling(redis: Redis) -> None:
+    store = store_for(redis)
+    spec = watch((11,))
+    await store.create_watch(spec, "fp", MIN_INTERVAL_S)
+    claimed = (await store.claim(T0, 10)).trackers[0]
+    await store.commit_many([plan_from(claimed, T0, "waiting")])
+    claimed = (await store.claim(T0 + 5, 10)).trackers[0]
+    assert await store.stop_watch(spec, T0 + 6)
+    [result] = await store.commit_many([plan_from(claimed, T0 + 7, "working")])
+    assert result.committed and result.inserted == ()
+    assert await redis.zscore(keys.SCHEDULE, spec.tracker_id) is None
+    record = await store.get_watch(spec.id)
+    assert record is not None and record.state == "stopped"
+    assert record.snapshot is not None and record.snapshot.bulks[11].status == "waiting"
+    assert not await store.stop_watch(spec, T0 + 8)
+
+
+async def test_two_watches_on_one_import_share_one_schedule_entry(redis: Redis) -> None:
+    store = store_for(redis)
+    first, second = watch((11,)), watch((11,), id="wch_000000000000000000000002", notify_progress=True)
+    await store.create_watch(first, "a", MIN_INTERVAL_S)
+    await store.create_watch(second, "b", MIN_INTERVAL_S)
+    assert await redis.zcard(keys.SCHEDULE) == 1
+    claimed = (await store.claim(T0, 10)).trackers
+    assert len(claimed) == 1 and set(claimed[0].watches) == {first.id, second.id}
+
+
+async def test_a_paused_club_is_not_claimed_before_the_pause_ends(redis: Redis) -> None:
+    store = store_for(redis)
+    spec = watch((11,))
+    await store.create_watch(spec, "fp", MIN_INTERVAL_S)
+    await redis.set(keys.club_pause(spec.loyalty_club_slug), int((T0 + 30) * 1000))
+    assert (await store.claim(T0, 10)).trackers == []
+    assert await redis.zscore(keys.SCHEDULE, spec.tracker_id) == (T0 + 30) * 1000
+    assert len((await store.claim(T0 + 30, 10)).trackers) == 1
+
+
+async def test_released_imports_are_due_again_at_once(redis: Redis) -> None:
+    store = store_for(redis)
+    spec = watch((11,))
+    await store.create_watch(spec, "fp", MIN_INTERVAL_S)
+    claimed = (await store.claim(T0, 10)).trackers
+    assert await store.release([t.tid for t in claimed], T0 + 1) == 1
+    assert len((await store.claim(T0 + 1, 10)).trackers) == 1
+
+
+async def test_lost_schedule_entries_are_recreated_by_the_sweeper(redis: Redis) -> None:
+    store = store_for(redis)
+    spec = watch((11,))
+    await store.create_watch(spec, "fp", MIN_INTERVAL_S)
+    await redis.delete(keys.SCHEDULE)
+    assert await store.reschedule_orphans(T0) == 1
+    assert await store.reschedule_orphans(T0) == 0
+    assert len((await store.claim(T0, 10)).trackers) == 1

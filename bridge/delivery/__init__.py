@@ -1,0 +1,1 @@
+"""Getting events out: the outbox becomes one delivery job per (event, destination)."""

@@ -1,0 +1,60 @@
+"""Deliveries: job arguments, destinations and what a notifier answers."""
+
+from __future__ import annotations
+
+from typing import Final, Literal, Protocol
+
+import msgspec
+
+from bridge.core.model import Event
+
+DELIVER_FUNCTION: Final = "deliver"
+"""Name of the arq function that delivers one event to one destination."""
+JOB_ID_PREFIX: Final = "dlv:"
+
+LOG: Final = "log"
+SLACK: Final = "slack"
+SUBSCRIPTION_PREFIX: Final = "sub:"
+
+
+def job_id(event_id: str, destination: str) -> str:
+    """One arq job per (event, destination): enqueueing it twice is a no-op."""
+    return f"{JOB_ID_PREFIX}{event_id}:{destination}"
+
+
+def destination_kind(destination: str) -> str:
+    return destination.split(":", 1)[0]
+
+
+class DeliveryJob(msgspec.Struct, kw_only=True, frozen=True):
+    """The argument of a ``deliver`` job (no secret, no personal data: ids only)."""
+
+    event_id: str
+    destination: str
+
+
+class SendResult(msgspec.Struct, kw_only=True, frozen=True):
+    outcome: Literal["delivered", "retry", "failed"]
+    retry_after_s: float | None = None
+    """For ``retry``: when to try again (from ``Retry-After``, else the notifier's backoff)."""
+    detail: str = ""
+
+    @classmethod
+    def delivered(cls) -> SendResult:
+        return cls(outcome="delivered")
+
+
+class Delivery(msgspec.Struct, kw_only=True, frozen=True):
+    """One event on its way to one destination."""
+
+    destination: str
+    event: Event
+    body: bytes
+    """The stored JSON of the event, byte for byte."""
+    attempt: int
+
+
+class Notifier(Protocol):
+    """Sends one event to one kind of destination."""
+
+    async def send(self, delivery: Delivery) -> SendResult: ...

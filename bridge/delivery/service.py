@@ -1,0 +1,65 @@
+"""Running one delivery job: load the event, hand it to the destination's notifier, record it.
+
+Safe to repeat: a destination that already has the event is skipped, so a job that arq runs a
+second time (a worker killed mid-job, the sweeper re-creating it) sends nothing twice, except
+in the instant between a notifier's success and its record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+
+from bridge.core.model import Event
+from bridge.delivery.model import Delivery, DeliveryJob, Notifier, SendResult, destination_kind
+from bridge.logs import get_logger
+from bridge.store.redis_store import RedisStore
+
+RETRY_DEFAULT_S: Final = 5.0
+_event_decoder: Final = msgspec.json.Decoder(Event)
+
+
+class RetryLater(Exception):
+    """The job should run again after ``defer_s`` (the arq job turns this into ``Retry``)."""
+
+    def __init__(self, defer_s: float, detail: str) -> None:
+        super().__init__(detail)
+        self.defer_s = defer_s
+
+
+class Deliveries:
+    def __init__(self, store: RedisStore, notifiers: Mapping[str, Notifier], logger: Any = None) -> None:
+        self._store = store
+        self._notifiers = notifiers
+        self._log = logger or get_logger("bridge.delivery")
+
+    async def run(self, job: DeliveryJob, attempt: int) -> SendResult:
+        eid, destination = job.event_id, job.destination
+        if await self._store.was_delivered(eid, destination):
+            await self._store.drop_from_outbox(eid, destination)
+            return SendResult.delivered()
+        body = await self._store.get_event(eid)
+        notifier = self._notifiers.get(destination_kind(destination))
+        if body is None or notifier is None:
+            reason = (
+                "event no longer stored" if body is None else "no notifier configured for this destination"
+            )
+            self._log.warning("delivery dropped", event_id=eid, destination=destination, reason=reason)
+            await self._store.drop_from_outbox(eid, destination)
+            return SendResult(outcome="failed", detail=reason)
+        delivery = Delivery(
+            destination=destination, event=_event_decoder.decode(body), body=body, attempt=attempt
+        )
+        result = await notifier.send(delivery)
+        if result.outcome == "delivered":
+            await self._store.mark_delivered(eid, destination)
+        elif result.outcome == "retry":
+            raise RetryLater(result.retry_after_s or RETRY_DEFAULT_S, result.detail)
+        else:
+            self._log.warning(
+                "delivery failed for good", event_id=eid, destination=destination, detail=result.detail
+            )
+            await self._store.drop_from_outbox(eid, destination)
+        return result

@@ -1,0 +1,143 @@
+"""The pipeline in this process against real parts: the MPC simulator over HTTP, a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final
+
+import msgspec
+import pytest
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+
+from bridge.config import Settings, load_settings
+from bridge.core.model import Event, WatchSpec
+from bridge.delivery.dispatch import Dispatcher
+from bridge.poller import Poller
+from bridge.simulator import RunningSimulator, SimulatorControl, start
+from bridge.store import keys
+from bridge.store.redis_store import RedisStore, resolved
+from bridge.worker import _upstream, deserialize_job, poller_config, serialize_job
+
+MPC_TOKEN: Final = "mpc-test-token"
+API_KEY: Final = "test-api-key"
+SLUG: Final = "infinity-mall"
+FAST_ENV: Final = {
+    "BRIDGE_POLL_MIN_INTERVAL_S": "0.05",
+    "BRIDGE_POLL_MAX_INTERVAL_S": "0.2",
+    "BRIDGE_UPSTREAM_TIMEOUT_S": "0.5",
+    "BRIDGE_UPSTREAM_CONNECT_TIMEOUT_S": "0.5",
+    "BRIDGE_POLL_LEASE_S": "2.5",
+    "BRIDGE_UPSTREAM_FAILING_AFTER": "3",
+}
+_event_decoder: Final = msgspec.json.Decoder(Event)
+
+
+def settings_for(redis_url: str, mpc_url: str, **extra: str) -> Settings:
+    return load_settings(
+        {
+            "BRIDGE_REDIS_URL": redis_url,
+            "BRIDGE_MPC_BASE_URL": mpc_url,
+            "BRIDGE_MPC_TOKEN": MPC_TOKEN,
+            "BRIDGE_API_KEYS": API_KEY,
+            **FAST_ENV,
+            **extra,
+        }
+    )
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[RunningSimulator]:
+    running = await start(default_token=MPC_TOKEN, seed=7)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def control(simulator: RunningSimulator) -> AsyncIterator[SimulatorControl]:
+    async with SimulatorControl(simulator.url) as client:
+        yield client
+
+
+class Pipeline:
+    """A worker's poll side in this process: store, MPC client, poller, dispatcher."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.settings = settings
+        self.queue = ArqRedis(
+            connection_pool=redis.connection_pool,
+            job_serializer=serialize_job,
+            job_deserializer=deserialize_job,
+            default_queue_name=keys.QUEUE,
+        )
+        self.store = RedisStore(redis, retention_s=settings.retention_s, lease_s=settings.poll_lease_s)
+        self.http, self.mpc = _upstream(settings)
+        self.poller = Poller(
+            store=self.store,
+            upstream=self.mpc,
+            config=poller_config(settings),
+            dispatch=Dispatcher(self.queue).dispatch,
+        )
+
+    async def poll_due(self, ahead_s: float = 3600.0) -> int:
+        """Claim every scheduled import as if ``ahead_s`` had passed, and poll each once."""
+        claim = await self.store.claim(time.time() + ahead_s, 1000)
+        await asyncio.gather(*(self.poller.poll(tracker) for tracker in claim.trackers))
+        return len(claim.trackers)
+
+    async def create(self, spec: WatchSpec) -> WatchSpec:
+        created, _ = await self.store.create_watch(spec, spec.id, self.settings.poll_min_interval_s)
+        assert created
+        return spec
+
+    async def events(self, watch_id: str) -> list[Event]:
+        return [_event_decoder.decode(body) for body in await self.store.timeline(watch_id, 0, 10_000)]
+
+    async def types(self, watch_id: str) -> list[str]:
+        return [e.type for e in await self.events(watch_id)]
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+@pytest.fixture
+async def pipeline_factory(
+    redis: Redis, redis_url: str, simulator: RunningSimulator
+) -> AsyncIterator[Callable[..., Pipeline]]:
+    made: list[Pipeline] = []
+
+    def make(**extra: str) -> Pipeline:
+        pipeline = Pipeline(redis, settings_for(redis_url, simulator.url, **extra))
+        made.append(pipeline)
+        return pipeline
+
+    try:
+        yield make
+    finally:
+        for pipeline in made:
+            await pipeline.close()
+
+
+@pytest.fixture
+async def pipeline(pipeline_factory: Callable[..., Pipeline]) -> Pipeline:
+    return pipeline_factory()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def outbox(redis: Redis) -> list[bytes]:
+    entries: list[bytes] = await resolved(redis.zrange(keys.OUTBOX, 0, -1))
+    return entries

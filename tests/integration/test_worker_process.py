@@ -1,0 +1,143 @@
+"""Real worker processes (``bridge worker``), started and killed by PID."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from bridge.core.model import WatchSpec
+from bridge.devtools.processes import Process
+from bridge.simulator import RunningSimulator, SimulatorControl
+from bridge.store import keys
+from bridge.store.redis_store import RedisStore
+from tests.integration.conftest import API_KEY, FAST_ENV, MPC_TOKEN, SLUG, eventually
+
+IMPORT = "imp-worker"
+pytestmark = pytest.mark.slow
+
+
+def worker_env(redis_url: str, mpc_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update(FAST_ENV)
+    env.update(
+        {
+            "BRIDGE_REDIS_URL": redis_url,
+            "BRIDGE_MPC_BASE_URL": mpc_url,
+            "BRIDGE_MPC_TOKEN": MPC_TOKEN,
+            "BRIDGE_API_KEYS": API_KEY,
+            "BRIDGE_LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[Process]]:
+    started: list[Process] = []
+    try:
+        yield started
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+def spec(bulk_ids: tuple[int, ...]) -> WatchSpec:
+    now = time.time()
+    return WatchSpec(
+        id="wch_00000000000000000000cccc",
+        loyalty_club_slug=SLUG,
+        import_id=IMPORT,
+        created_at=now,
+        expires_at=now + 3600,
+        bulk_ids=bulk_ids,
+    )
+
+
+async def test_a_worker_killed_mid_poll_loses_no_event(
+    redis: Redis,
+    redis_url: str,
+    simulator: RunningSimulator,
+    control: SimulatorControl,
+    tmp_path: Path,
+    workers: list[Process],
+) -> None:
+    store = RedisStore(redis, retention_s=3600)
+    env = worker_env(redis_url, simulator.url)
+    await control.put_import(SLUG, IMPORT, [{"id": 5}])
+    watch = spec((5,))
+    await store.create_watch(watch, "fp", 0.05)
+    workers.append(
+        Process([sys.executable, "-m", "bridge", "worker"], tmp_path / "worker-1.log", env).start()
+    )
+
+    async def status() -> str | None:
+        record = await store.get_watch(watch.id)
+        snap = record.snapshot if record else None
+        return snap.bulks[5].status if snap and 5 in snap.bulks else None
+
+    async def hang_consumed() -> bool:
+        return not await control.list_faults()
+
+    async def first_event() -> bytes | None:
+        bodies = await store.timeline(watch.id, 0, 10)
+        return bodies[0] if bodies else None
+
+    async def waiting() -> bool:
+        return await status() == "waiting"
+
+    await eventually(waiting, 20, "the worker's first poll")
+    await control.add_fault("hang", count=1, hang_s=5.0)
+    await control.patch_bulk(SLUG, IMPORT, 5, status="working")
+    await eventually(hang_consumed, 10, "the worker to be mid-poll")
+    workers[0].kill()
+    assert await store.timeline(watch.id, 0, 10) == []
+
+    workers.append(
+        Process([sys.executable, "-m", "bridge", "worker"], tmp_path / "worker-2.log", env).start()
+    )
+    body = await eventually(first_event, 20, "the transition after restart")
+    event_id = msgspec.json.decode(body)["data"]["event_id"]
+    assert msgspec.json.decode(body)["type"] == "bulk.started"
+    await eventually(lambda: store.was_delivered(event_id, "log"), 20, "the log delivery")
+    assert await redis.zcard(keys.OUTBOX) == 0
+    assert '"event"' in workers[1].output() and event_id in workers[1].output()
+    assert MPC_TOKEN not in workers[0].output() + workers[1].output()
+
+
+async def test_a_worker_stops_on_sigterm_and_hands_back_its_imports(
+    redis: Redis,
+    redis_url: str,
+    simulator: RunningSimulator,
+    control: SimulatorControl,
+    tmp_path: Path,
+    workers: list[Process],
+) -> None:
+    store = RedisStore(redis, retention_s=3600)
+    await control.put_import(SLUG, IMPORT, [{"id": 5}])
+    watch = spec((5,))
+    await store.create_watch(watch, "fp", 0.05)
+    env = worker_env(redis_url, simulator.url) | {"BRIDGE_WORKER_DRAIN_S": "1"}
+    workers.append(Process([sys.executable, "-m", "bridge", "worker"], tmp_path / "worker.log", env).start())
+
+    async def polled() -> bool:
+        return bool((await control.requests()).items)
+
+    async def in_flight() -> bool:
+        return bool(await redis.zcard(keys.INFLIGHT))
+
+    await eventually(polled, 20, "the first poll")
+    await control.add_fault("hang", p=1.0, hang_s=30.0)
+    await eventually(in_flight, 10, "an import in flight")
+    started = time.monotonic()
+    assert workers[0].stop(grace_s=15) == 0
+    assert time.monotonic() - started < 10
+    assert await redis.zcard(keys.INFLIGHT) == 0
+    assert await redis.zscore(keys.SCHEDULE, watch.tracker_id) is not None

@@ -1,0 +1,1 @@
+"""arq worker entry points (``arq workers.settings.WorkerSettings``)."""

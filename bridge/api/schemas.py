@@ -1,0 +1,207 @@
+"""Request and response bodies of the API (``msgspec.Struct``; unknown request fields are rejected)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any, Final, Generic, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct
+
+from bridge.core.diff import bulk_outcome, iso_timestamp
+from bridge.core.model import MAX_RETRIES, BulkSnapshot, EventData, ImportTotals, SlackTarget, WatchSnapshot
+from bridge.store.redis_store import WatchRecord
+
+SLUG_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{0,63}$"
+IMPORT_ID_PATTERN: Final = r"^[A-Za-z0-9-]{1,64}$"
+SLACK_CHANNEL_PATTERN: Final = r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CDG][A-Z0-9]{6,20})$"
+MAX_BULK_IDS: Final = 1000
+MAX_BULK_ID: Final = 2**53 - 1
+"""Largest bulk id accepted (exact in every JSON parser)."""
+DAY_S: Final = 86_400
+STALL_AFTER_DEFAULT_S: Final = 7200
+EXPIRES_AFTER_DEFAULT_S: Final = 2 * DAY_S
+MISSING_AFTER_DEFAULT_S: Final = 900
+WATCH_OPTION_MIN_S: Final = 60
+WATCH_OPTION_MAX_S: Final = 30 * DAY_S
+PAGE_DEFAULT: Final = 50
+PAGE_MAX: Final = 500
+
+Slug = Annotated[
+    str, Meta(pattern=SLUG_PATTERN, description="MPC loyalty club slug", examples=["infinity-mall"])
+]
+ImportId = Annotated[
+    str,
+    Meta(
+        pattern=IMPORT_ID_PATTERN,
+        description="MPC import id",
+        examples=["89405ae3-2dd5-46cb-a13b-840bc588199b"],
+    ),
+]
+BulkId = Annotated[int, Meta(ge=1, le=MAX_BULK_ID)]
+Seconds = Annotated[int, Meta(ge=WATCH_OPTION_MIN_S, le=WATCH_OPTION_MAX_S)]
+
+
+class SlackTargetIn(Struct, kw_only=True, forbid_unknown_fields=True):
+    channel: Annotated[
+        str,
+        Meta(
+            pattern=SLACK_CHANNEL_PATTERN, description="Slack channel id or #name", examples=["C0123456789"]
+        ),
+    ]
+
+
+class WatchCreate(Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/watches``. Without ``bulk_ids`` the whole import is watched."""
+
+    loyalty_club_slug: Slug
+    import_id: ImportId
+    bulk_ids: Annotated[list[BulkId], Meta(min_length=1, max_length=MAX_BULK_IDS)] | None = None
+    slack: SlackTargetIn | None = None
+    notify_progress: bool = False
+    stall_after_s: Seconds = STALL_AFTER_DEFAULT_S
+    expires_after_s: Seconds = EXPIRES_AFTER_DEFAULT_S
+    missing_after_s: Seconds = MISSING_AFTER_DEFAULT_S
+
+
+class BulkOut(Struct, kw_only=True):
+    bulk_id: int
+    status: str | None
+    request_number: int
+    members_in_payload_number: int
+    members_created_number: int
+    members_updated_number: int
+    members_with_validation_errors_number: int
+    retries: int
+    max_retries: int
+    outcome: str | None
+    missing: bool
+    stalled: bool
+    sequence: int
+    last_seen_at: str | None
+    last_changed_at: str | None
+
+
+class UpstreamOut(Struct, kw_only=True):
+    consecutive_failures: int
+    failing: bool
+
+
+class WatchOut(Struct, kw_only=True):
+    id: str
+    loyalty_club_slug: str
+    import_id: str
+    bulk_ids: list[int] | None
+    slack: SlackTarget | None
+    notify_progress: bool
+    stall_after_s: float
+    missing_after_s: float
+    state: str
+    created_at: str
+    updated_at: str
+    expires_at: str
+    ended_at: str | None
+    bulks: list[BulkOut]
+    totals: ImportTotals
+    upstream: UpstreamOut
+
+
+class TimelineItem(Struct, kw_only=True):
+    event_id: str
+    type: str
+    sequence: int
+    timestamp: str
+    bulk_id: int | None
+    data: EventData
+
+
+T = TypeVar("T")
+
+
+class Page(Struct, Generic[T], kw_only=True):
+    items: list[T]
+    next_cursor: str | None
+
+
+def _iso_or_none(epoch_s: float) -> str | None:
+    return iso_timestamp(epoch_s) if epoch_s else None
+
+
+def bulk_out(bulk_id: int, snap: BulkSnapshot) -> BulkOut:
+    return BulkOut(
+        bulk_id=bulk_id,
+        status=snap.status,
+        request_number=snap.request_number,
+        members_in_payload_number=snap.payload,
+        members_created_number=snap.created,
+        members_updated_number=snap.updated,
+        members_with_validation_errors_number=snap.invalid,
+        retries=snap.retries,
+        max_retries=MAX_RETRIES,
+        outcome=bulk_outcome(snap) if snap.done else None,
+        missing=snap.missing,
+        stalled=snap.stalled,
+        sequence=snap.seq,
+        last_seen_at=_iso_or_none(snap.last_seen),
+        last_changed_at=_iso_or_none(snap.last_changed),
+    )
+
+
+def totals_of(snapshot: WatchSnapshot) -> ImportTotals:
+    seen = [b for b in snapshot.bulks.values() if b.status is not None]
+    return ImportTotals(
+        members_in_payload_number=sum(b.payload for b in seen),
+        members_created_number=sum(b.created for b in seen),
+        members_updated_number=sum(b.updated for b in seen),
+        members_with_validation_errors_number=sum(b.invalid for b in seen),
+    )
+
+
+def watch_out(record: WatchRecord) -> WatchOut:
+    spec = record.spec
+    snapshot = record.snapshot or WatchSnapshot()
+    bulk_ids = sorted(set(spec.bulk_ids or ()) | set(snapshot.bulks))
+    bulks = [bulk_out(b, snapshot.bulks.get(b, BulkSnapshot())) for b in bulk_ids]
+    return WatchOut(
+        id=spec.id,
+        loyalty_club_slug=spec.loyalty_club_slug,
+        import_id=spec.import_id,
+        bulk_ids=list(spec.bulk_ids) if spec.bulk_ids is not None else None,
+        slack=spec.slack,
+        notify_progress=spec.notify_progress,
+        stall_after_s=spec.stall_after_s,
+        missing_after_s=spec.missing_after_s,
+        state=record.state,
+        created_at=iso_timestamp(record.created_at),
+        updated_at=iso_timestamp(record.updated_at),
+        expires_at=iso_timestamp(spec.expires_at),
+        ended_at=iso_timestamp(record.ended_at) if record.ended_at else None,
+        bulks=bulks,
+        totals=totals_of(snapshot),
+        upstream=UpstreamOut(consecutive_failures=snapshot.failures, failing=snapshot.failing),
+    )
+
+
+class _Cursor(Struct, array_like=True):
+    offset: int
+
+
+def encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(_Cursor(offset))).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    """The offset in a cursor; ``None`` when it is not one of ours."""
+    if not cursor:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        offset = msgspec.json.decode(raw, type=_Cursor).offset
+    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return offset if offset >= 0 else None
+
+
+def jsonable(value: Any) -> Any:
+    return msgspec.to_builtins(value)

@@ -1,0 +1,179 @@
+"""``/v1/watches``: create, show, stop and read the timeline of watches."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from typing import Annotated, Any, Final
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.params import JSONBody, Parameter, QueryParameter
+from litestar.response import Response
+
+from bridge.api.deps import SettingsDep, StoreDep
+from bridge.api.errors import ApiError, decode_strictly
+from bridge.api.schemas import (
+    PAGE_DEFAULT,
+    PAGE_MAX,
+    SLUG_PATTERN,
+    Page,
+    TimelineItem,
+    WatchCreate,
+    WatchOut,
+    decode_cursor,
+    encode_cursor,
+    watch_out,
+)
+from bridge.core.model import Event, SlackTarget, WatchSpec, WatchState
+
+WATCH_ID_PREFIX: Final = "wch_"
+WATCH_ID_BYTES: Final = 12
+WATCH_ID_PATTERN: Final = r"^wch_[0-9a-f]{24}$"
+
+_event_decoder: Final = msgspec.json.Decoder(Event)
+
+WatchId = Annotated[str, Parameter(description="watch id", pattern=WATCH_ID_PATTERN)]
+Cursor = Annotated[str | None, Parameter(description="from a previous page's next_cursor", max_length=200)]
+Limit = Annotated[int, Parameter(ge=1, le=PAGE_MAX, description="items per page")]
+ClubFilter = Annotated[str | None, Parameter(pattern=SLUG_PATTERN, description="only this club's watches")]
+StateFilter = Annotated[
+    WatchState | None, QueryParameter(name="state", description="only watches in this state")
+]
+
+
+def new_watch_id() -> str:
+    return WATCH_ID_PREFIX + secrets.token_hex(WATCH_ID_BYTES)
+
+
+def fingerprint(data: WatchCreate) -> str:
+    """Identical creation requests (bulk order aside) have the same fingerprint."""
+    canonical = msgspec.structs.replace(
+        data, bulk_ids=sorted(data.bulk_ids) if data.bulk_ids is not None else None
+    )
+    return hashlib.sha256(msgspec.json.encode(canonical)).hexdigest()
+
+
+def _check_full_match(data: WatchCreate) -> None:
+    # The patterns are anchored with `$`, which also matches before a final newline.
+    for field, value in (("loyalty_club_slug", data.loyalty_club_slug), ("import_id", data.import_id)):
+        if "\n" in value:
+            raise ApiError(
+                422,
+                "validation_error",
+                f"{field} must not contain a newline",
+                [{"key": field, "message": "contains a newline"}],
+            )
+
+
+def spec_from(data: WatchCreate, watch_id: str, now: float) -> WatchSpec:
+    if data.bulk_ids is not None and len(set(data.bulk_ids)) != len(data.bulk_ids):
+        raise ApiError(
+            422,
+            "validation_error",
+            "bulk_ids must not repeat an id",
+            [{"key": "bulk_ids", "message": "duplicate bulk id"}],
+        )
+    _check_full_match(data)
+    return WatchSpec(
+        id=watch_id,
+        loyalty_club_slug=data.loyalty_club_slug,
+        import_id=data.import_id,
+        created_at=now,
+        expires_at=now + data.expires_after_s,
+        bulk_ids=tuple(data.bulk_ids) if data.bulk_ids is not None else None,
+        slack=SlackTarget(channel=data.slack.channel) if data.slack is not None else None,
+        notify_progress=data.notify_progress,
+        stall_after_s=float(data.stall_after_s),
+        missing_after_s=float(data.missing_after_s),
+    )
+
+
+async def _record(store: StoreDep, watch_id: str) -> WatchOut:
+    record = await store.get_watch(watch_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"no watch {watch_id}")
+    return watch_out(record)
+
+
+class WatchController(Controller):
+    path = "/watches"
+    tags = ["watches"]
+
+    @post(
+        "/",
+        summary="Watch an import (201), or get the identical active watch (200)",
+        status_code=201,
+    )
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[WatchCreate],
+        store: StoreDep,
+        settings: SettingsDep,
+    ) -> Response[WatchOut]:
+        # Litestar converts leniently ("1" becomes 1); the contract is the schema, exactly.
+        data = decode_strictly(await request.body(), WatchCreate)
+        spec = spec_from(data, new_watch_id(), time.time())
+        created, watch_id = await store.create_watch(spec, fingerprint(data), settings.poll_min_interval_s)
+        return Response(await _record(store, watch_id), status_code=201 if created else 200)
+
+    @get("/", summary="Watches, newest first, filtered by club and state")
+    async def list_watches(
+        self,
+        store: StoreDep,
+        loyalty_club_slug: ClubFilter = None,
+        state_filter: StateFilter = None,
+        cursor: Cursor = None,
+        limit: Limit = PAGE_DEFAULT,
+    ) -> Page[WatchOut]:
+        offset = decode_cursor(cursor)
+        if offset is None:
+            raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out")
+        records, next_offset = await store.list_watches(
+            slug=loyalty_club_slug, state=state_filter, offset=offset, limit=limit
+        )
+        return Page(
+            items=[watch_out(r) for r in records],
+            next_cursor=encode_cursor(next_offset) if next_offset is not None else None,
+        )
+
+    @get("/{watch_id:str}", summary="A watch with every bulk's snapshot and the import totals")
+    async def show(self, watch_id: WatchId, store: StoreDep) -> WatchOut:
+        return await _record(store, watch_id)
+
+    @delete("/{watch_id:str}", summary="Stop a watch", status_code=200)
+    async def stop(self, watch_id: WatchId, store: StoreDep) -> WatchOut:
+        record = await store.get_watch(watch_id)
+        if record is None:
+            raise ApiError(404, "not_found", f"no watch {watch_id}")
+        await store.stop_watch(record.spec, time.time())
+        return await _record(store, watch_id)
+
+    @get("/{watch_id:str}/events", summary="The watch's timeline, oldest first")
+    async def events(
+        self, watch_id: WatchId, store: StoreDep, cursor: Cursor = None, limit: Limit = PAGE_DEFAULT
+    ) -> Page[TimelineItem]:
+        offset = decode_cursor(cursor)
+        if offset is None:
+            raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out")
+        if await store.get_watch(watch_id) is None:
+            raise ApiError(404, "not_found", f"no watch {watch_id}")
+        bodies = await store.timeline(watch_id, offset, limit + 1)
+        items = []
+        for body in bodies[:limit]:
+            event = _event_decoder.decode(body)
+            bulk_id = event.data.bulk_id if isinstance(event.data.bulk_id, int) else None
+            items.append(
+                TimelineItem(
+                    event_id=event.id,
+                    type=event.type,
+                    sequence=event.data.sequence,
+                    timestamp=event.timestamp,
+                    bulk_id=bulk_id,
+                    data=event.data,
+                )
+            )
+        next_cursor = encode_cursor(offset + limit) if len(bodies) > limit else None
+        return Page(items=items, next_cursor=next_cursor)

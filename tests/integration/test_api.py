@@ -1,0 +1,202 @@
+"""The HTTP API in this process (Litestar's test client) against a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from bridge.app import create_app
+from bridge.config import load_settings
+from bridge.devtools.processes import free_port
+
+KEY = "test-key-1"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+WATCH = {"loyalty_club_slug": "infinity-mall", "import_id": "89405ae3-2dd5-46cb-a13b-840bc588199b"}
+
+
+@pytest.fixture
+def client(redis_url: str, redis: Any) -> Iterator[TestClient[Any]]:
+    # `redis` flushes the database first.
+    settings = load_settings({"BRIDGE_REDIS_URL": redis_url, "BRIDGE_API_KEYS": f"{KEY},second-key"})
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def error_of(response: Any) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"} and {"code", "message", "details"} <= set(body["error"])
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def test_health_routes_need_no_key(client: TestClient[Any]) -> None:
+    assert client.get("/livez").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ok", "redis": "ok"}
+
+
+def test_readyz_is_503_while_redis_is_unreachable() -> None:
+    settings = load_settings(
+        {"BRIDGE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "BRIDGE_API_KEYS": KEY}
+    )
+    with TestClient(create_app(settings)) as test_client:
+        assert test_client.get("/livez").status_code == 200
+        response = test_client.get("/readyz")
+    assert response.status_code == 503 and response.json()["status"] == "unavailable"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": KEY},
+        {"Authorization": "Basic dGVzdA=="},
+        {"Authorization": "Bearer "},
+    ],
+)
+def test_v1_routes_answer_401_json_without_a_valid_key(
+    client: TestClient[Any], headers: dict[str, str]
+) -> None:
+    for method, path in (("GET", "/v1/watches"), ("POST", "/v1/watches"), ("GET", "/v1/watches/wch_x")):
+        response = client.request(method, path, headers=headers, json=WATCH)
+        assert response.status_code == 401
+        assert error_of(response)["code"] == "unauthorized"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_every_configured_key_works(client: TestClient[Any]) -> None:
+    assert client.get("/v1/watches", headers={"Authorization": "Bearer second-key"}).status_code == 200
+
+
+def test_creating_the_same_watch_twice_answers_201_then_200_with_the_same_watch(
+    client: TestClient[Any],
+) -> None:
+    first = client.post("/v1/watches", json={**WATCH, "bulk_ids": [12, 11]}, headers=AUTH)
+    again = client.post("/v1/watches", json={**WATCH, "bulk_ids": [11, 12]}, headers=AUTH)
+    other = client.post("/v1/watches", json={**WATCH, "bulk_ids": [11]}, headers=AUTH)
+    assert (first.status_code, again.status_code, other.status_code) == (201, 200, 201)
+    assert first.json()["id"] == again.json()["id"] != other.json()["id"]
+    body = first.json()
+    assert body["state"] == "active" and body["bulk_ids"] == [12, 11]
+    assert [b["bulk_id"] for b in body["bulks"]] == [11, 12]
+    assert body["bulks"][0]["status"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**WATCH, "loyalty_club_slug": "Infinity Mall"}, "loyalty_club_slug"),
+        ({**WATCH, "loyalty_club_slug": "infinity-mall\n"}, "loyalty_club_slug"),
+        ({**WATCH, "import_id": ""}, "import_id"),
+        ({**WATCH, "import_id": "x" * 65}, "import_id"),
+        ({**WATCH, "import_id": "../etc"}, "import_id"),
+        ({**WATCH, "bulk_ids": []}, "bulk_ids"),
+        ({**WATCH, "bulk_ids": [0]}, "bulk_ids"),
+        ({**WATCH, "bulk_ids": [1, 1]}, "bulk_ids"),
+        ({**WATCH, "bulk_ids": list(range(1, 1002))}, "bulk_ids"),
+        ({**WATCH, "bulk_ids": ["1"]}, "bulk_ids"),
+        ({**WATCH, "surprise": True}, "surprise"),
+        ({**WATCH, "slack": {"channel": "not a channel"}}, "slack"),
+        ({**WATCH, "stall_after_s": 1}, "stall_after_s"),
+        ({"import_id": "x"}, "loyalty_club_slug"),
+    ],
+)
+def test_invalid_watches_are_422_naming_the_field_and_change_nothing(
+    client: TestClient[Any], body: dict[str, Any], field: str
+) -> None:
+    response = client.post("/v1/watches", json=body, headers=AUTH)
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["code"] == "validation_error"
+    assert field in str(error["details"]) or field in error["message"]
+    assert client.get("/v1/watches", headers=AUTH).json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "code"),
+    [
+        (b"{not json", "application/json", 400, "invalid_json"),
+        (b"\xff\xfe\x00", "application/json", 400, "invalid_json"),
+        (b"[1, 2]", "application/json", 422, "validation_error"),
+        (b'{"a": ' * 5000 + b"1" + b"}" * 5000, "application/json", 400, "invalid_json"),
+        (b"x" * (65 * 1024), "application/json", 413, "request_entity_too_large"),
+    ],
+)
+def test_unreadable_bodies_get_a_4xx_json_error(
+    client: TestClient[Any], content: bytes, content_type: str, status: int, code: str
+) -> None:
+    response = client.post("/v1/watches", content=content, headers={**AUTH, "Content-Type": content_type})
+    assert response.status_code == status
+    assert error_of(response)["code"] == code
+
+
+def test_framework_errors_use_the_error_shape(client: TestClient[Any]) -> None:
+    assert error_of(client.get("/nowhere"))["code"] == "not_found"
+    assert client.put("/v1/watches", headers=AUTH).status_code == 405
+    assert error_of(client.put("/v1/watches", headers=AUTH))["code"] == "method_not_allowed"
+    missing = client.get("/v1/watches/wch_000000000000000000000000", headers=AUTH)
+    assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"
+
+
+def test_list_filters_by_club_and_state_with_cursor_pagination(client: TestClient[Any]) -> None:
+    ids = [
+        client.post("/v1/watches", json={**WATCH, "import_id": f"imp-{n}"}, headers=AUTH).json()["id"]
+        for n in range(5)
+    ]
+    client.post("/v1/watches", json={**WATCH, "loyalty_club_slug": "other-club"}, headers=AUTH)
+    client.delete(f"/v1/watches/{ids[0]}", headers=AUTH)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"loyalty_club_slug": "infinity-mall", "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/v1/watches", params=params, headers=AUTH).json()
+        seen += [w["id"] for w in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    stopped = client.get("/v1/watches", params={"state": "stopped"}, headers=AUTH).json()["items"]
+    assert [w["id"] for w in stopped] == [ids[0]]
+    assert (
+        error_of(client.get("/v1/watches", params={"state": "sleepy"}, headers=AUTH))["details"][0]["key"]
+        == "state"
+    )
+    assert client.get("/v1/watches", params={"cursor": "garbage"}, headers=AUTH).status_code == 400
+
+
+def test_stopping_a_watch_is_idempotent(client: TestClient[Any]) -> None:
+    watch_id = client.post("/v1/watches", json=WATCH, headers=AUTH).json()["id"]
+    first = client.delete(f"/v1/watches/{watch_id}", headers=AUTH)
+    second = client.delete(f"/v1/watches/{watch_id}", headers=AUTH)
+    assert first.status_code == second.status_code == 200
+    assert first.json()["state"] == second.json()["state"] == "stopped"
+    assert first.json()["ended_at"] is not None
+    # Stopped, the same request is a new watch.
+    assert client.post("/v1/watches", json=WATCH, headers=AUTH).status_code == 201
+
+
+def test_an_empty_timeline_is_an_empty_page(client: TestClient[Any]) -> None:
+    watch_id = client.post("/v1/watches", json=WATCH, headers=AUTH).json()["id"]
+    assert client.get(f"/v1/watches/{watch_id}/events", headers=AUTH).json() == {
+        "items": [],
+        "next_cursor": None,
+    }
+    assert client.get("/v1/watches/wch_000000000000000000000000/events", headers=AUTH).status_code == 404
+
+
+def test_the_openapi_document_declares_bearer_auth_and_every_route(client: TestClient[Any]) -> None:
+    document = client.get("/schema/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    assert document["components"]["securitySchemes"]["BearerApiKey"]["scheme"] == "bearer"
+    assert {
+        "/v1/watches",
+        "/v1/watches/{watch_id}",
+        "/v1/watches/{watch_id}/events",
+        "/livez",
+        "/readyz",
+    } <= set(document["paths"])

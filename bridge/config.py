@@ -97,6 +97,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     poll_concurrency: Annotated[
         int, _doc("Imports one worker process polls at the same time.", ge=1, le=10_000)
     ] = 200
+    poll_lease_s: Annotated[
+        float,
+        _doc(
+            "How long an import stays with the worker that claimed it; then it is due again "
+            "(that worker died).",
+            ge=0.1,
+            le=3600,
+        ),
+    ] = 60.0
     upstream_timeout_s: Annotated[
         float, _doc("Timeout of one MPC request (read, write, pool).", gt=0, le=300)
     ] = 10.0
@@ -151,6 +160,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 f"{env_name('poll_max_interval_s')}: must be >= {env_name('poll_min_interval_s')} "
                 f"({self.poll_max_interval_s} < {self.poll_min_interval_s})"
             )
+        longest_poll = 2 * (self.upstream_connect_timeout_s + self.upstream_timeout_s)
+        if self.poll_lease_s <= longest_poll:
+            raise ConfigError(
+                f"{env_name('poll_lease_s')}: must be longer than a poll can take, "
+                f"2 x ({env_name('upstream_connect_timeout_s')} + {env_name('upstream_timeout_s')})"
+                f" = {longest_poll:g}s"
+            )
         _check_url("redis_url", self.redis_url, ("redis", "rediss", "unix"))
         _check_url("mpc_base_url", self.mpc_base_url, ("http", "https"))
         _check_url("slack_api_url", self.slack_api_url, ("http", "https"))
@@ -199,7 +215,8 @@ def _check_fernet_key(key: Secret) -> None:
     if len(raw) != 32:
         raise ConfigError(
             f"{env_name('secret_key')}: expected url-safe base64 of 32 bytes (a Fernet key); "
-            "generate one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+            "generate one with: "
+            "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
         )
 
 

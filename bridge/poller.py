@@ -33,7 +33,7 @@ from bridge.core.model import (
     WatchSpec,
 )
 from bridge.core.schedule import Intervals, bulks_to_fetch, next_delay, plan_requests
-from bridge.delivery.model import LOG, SLACK
+from bridge.delivery.routing import DestinationResolver
 from bridge.logs import get_logger
 from bridge.store.redis_store import ClaimedTracker, CommitPlan, CommitResult, NewEvent, RedisStore
 from bridge.upstream.mpc import MpcResponse, UpstreamClient
@@ -94,28 +94,6 @@ class PollerConfig(msgspec.Struct, frozen=True, kw_only=True):
     intervals: Intervals
     concurrency: int
     rules: diffing.Rules
-    notify_log: bool
-    slack_enabled: bool
-
-
-class DestinationResolver:
-    """Which destinations an event goes to (subscriptions join here with the webhook engine)."""
-
-    def __init__(self, config: PollerConfig) -> None:
-        self._config = config
-
-    async def destinations(self, watch: WatchSpec, event: Event) -> tuple[str, ...]:
-        found: list[str] = []
-        if self._config.notify_log:
-            found.append(LOG)
-        if self._config.slack_enabled and watch.slack is not None:
-            found.append(SLACK)
-        return tuple(found)
-
-
-class Dispatch(msgspec.Struct, frozen=True):
-    event_id: str
-    destinations: tuple[str, ...]
 
 
 class Poller:
@@ -126,7 +104,7 @@ class Poller:
         upstream: UpstreamClient,
         config: PollerConfig,
         dispatch: Callable[[str, Iterable[str]], Awaitable[int]],
-        resolver: DestinationResolver | None = None,
+        resolver: DestinationResolver,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
         logger: Any = None,
@@ -135,7 +113,7 @@ class Poller:
         self._upstream = upstream
         self._config = config
         self._dispatch = dispatch
-        self._resolver = resolver or DestinationResolver(config)
+        self._resolver = resolver
         self._clock = clock
         self._jitter = jitter
         self._log = logger or get_logger("bridge.poller")

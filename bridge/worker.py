@@ -20,8 +20,8 @@ from bridge.config import Settings
 from bridge.core.diff import Rules
 from bridge.core.schedule import Intervals
 from bridge.delivery.dispatch import Dispatcher
-from bridge.delivery.log_notifier import LogNotifier
-from bridge.delivery.model import DELIVER_FUNCTION, LOG, DeliveryJob, Notifier
+from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob
+from bridge.delivery.registry import build_notifiers, build_resolver
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.http import build_client
 from bridge.logs import configure_logging, get_logger
@@ -87,13 +87,7 @@ def poller_config(settings: Settings) -> PollerConfig:
         ),
         concurrency=settings.poll_concurrency,
         rules=Rules(failing_after=settings.upstream_failing_after),
-        notify_log=settings.notify_log,
-        slack_enabled=False,
     )
-
-
-def notifiers(settings: Settings) -> dict[str, Notifier]:
-    return {LOG: LogNotifier()}
 
 
 class Runtime:
@@ -104,12 +98,13 @@ class Runtime:
         self.store = RedisStore(redis, retention_s=settings.retention_s, lease_s=settings.poll_lease_s)
         self.dispatcher = Dispatcher(redis)
         self.http, self.mpc = _upstream(settings)
-        self.deliveries = Deliveries(self.store, notifiers(settings))
+        self.deliveries = Deliveries(self.store, build_notifiers(settings, store=self.store, redis=redis))
         self.poller = Poller(
             store=self.store,
             upstream=self.mpc,
             config=poller_config(settings),
             dispatch=self.dispatcher.dispatch,
+            resolver=build_resolver(settings, store=self.store, redis=redis),
         )
         self._poll_task: asyncio.Task[None] | None = None
 

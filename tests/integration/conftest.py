@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from bridge.config import Settings, load_settings
 from bridge.core.model import Event, WatchSpec
 from bridge.delivery.dispatch import Dispatcher
+from bridge.delivery.registry import build_resolver
 from bridge.poller import Poller
 from bridge.simulator import RunningSimulator, SimulatorControl, start
 from bridge.store import keys
@@ -81,6 +82,7 @@ class Pipeline:
             upstream=self.mpc,
             config=poller_config(settings),
             dispatch=Dispatcher(self.queue).dispatch,
+            resolver=build_resolver(settings, store=self.store, redis=redis),
         )
 
     async def poll_due(self, ahead_s: float = 3600.0) -> int:

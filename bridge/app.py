@@ -17,12 +17,15 @@ from redis.asyncio import ConnectionPool
 
 from bridge import __version__
 from bridge.api.auth import SECURITY_SCHEME, require_api_key
+from bridge.api.clubs import ClubController
 from bridge.api.deps import provide_redis, provide_settings, provide_store
 from bridge.api.errors import handle_http_exception, handle_unexpected
 from bridge.api.health import HealthController
 from bridge.api.request import BridgeRequest
 from bridge.api.watches import WatchController
 from bridge.config import Settings, load_settings
+from bridge.credentials import CredentialStore
+from bridge.crypto import SecretBox
 from bridge.logs import configure_logging
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
@@ -53,6 +56,7 @@ def _redis(settings: Settings) -> ArqRedis:
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     api_keys = tuple(key.reveal().encode() for key in settings.require_api_keys())
+    box = SecretBox(settings.require_secret_key())
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -60,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         redis = _redis(settings)
         app.state.redis = redis
         app.state.store = RedisStore(redis, retention_s=settings.retention_s)
+        app.state.credentials = CredentialStore(redis, box)
         try:
             yield
         finally:
@@ -67,7 +72,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     v1 = Router(
         path="/v1",
-        route_handlers=[WatchController],
+        route_handlers=[WatchController, ClubController],
         guards=[require_api_key],
         security=[{SECURITY_SCHEME: []}],
     )

@@ -32,6 +32,12 @@ POLL_INTERVAL_LOWEST_S: Final = 0.05
 """The smallest interval accepted at all (tests, the demo and benchmarks run against the simulator)."""
 
 
+FERNET_KEY_HINT: Final = (
+    "url-safe base64 of 32 bytes (a Fernet key); generate one with: "
+    "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+)
+
+
 class ConfigError(ValueError):
     """A configuration value is missing or wrong; the message is one line naming the variable."""
 
@@ -188,6 +194,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """The Slack API base URL with the trailing slash slack_sdk's ``base_url`` needs."""
         return self.slack_api_url if self.slack_api_url.endswith("/") else self.slack_api_url + "/"
 
+    def require_secret_key(self) -> Secret:
+        if self.secret_key is None:
+            raise ConfigError(f"{env_name('secret_key')}: required, {FERNET_KEY_HINT}")
+        return self.secret_key
+
     def require_api_keys(self) -> tuple[Secret, ...]:
         if not self.api_keys:
             raise ConfigError(f"{env_name('api_keys')}: set at least one API key (comma-separated)")
@@ -213,11 +224,7 @@ def _check_fernet_key(key: Secret) -> None:
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 32:
-        raise ConfigError(
-            f"{env_name('secret_key')}: expected url-safe base64 of 32 bytes (a Fernet key); "
-            "generate one with: "
-            "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
-        )
+        raise ConfigError(f"{env_name('secret_key')}: expected {FERNET_KEY_HINT}")
 
 
 def _dec_hook(kind: type, value: Any) -> Any:

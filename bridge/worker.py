@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -19,6 +18,8 @@ from arq.connections import RedisSettings
 from bridge.config import Settings
 from bridge.core.diff import Rules
 from bridge.core.schedule import Intervals
+from bridge.credentials import CachedCredentials, CredentialStore
+from bridge.crypto import SecretBox
 from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob
 from bridge.delivery.registry import build_notifiers, build_resolver
@@ -28,7 +29,7 @@ from bridge.logs import configure_logging, get_logger
 from bridge.poller import Poller, PollerConfig
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
-from bridge.upstream.mpc import MpcClient, StaticTokens
+from bridge.upstream.mpc import ClubCredentials, MpcClient
 
 DELIVERY_MAX_TRIES: Final = 50
 """A ceiling far above any notifier's own schedule: notifiers decide when to give up."""
@@ -62,7 +63,7 @@ def redis_settings(url: str) -> RedisSettings:
     return settings
 
 
-def _upstream(settings: Settings) -> tuple[httpx.AsyncClient, MpcClient]:
+def _upstream(settings: Settings, redis: Any) -> tuple[httpx.AsyncClient, MpcClient]:
     connections = settings.poll_concurrency * UPSTREAM_CONNECTIONS_PER_POLL
     http = build_client(
         timeout=httpx.Timeout(settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s),
@@ -71,7 +72,10 @@ def _upstream(settings: Settings) -> tuple[httpx.AsyncClient, MpcClient]:
     mpc = MpcClient(
         http,
         base_url=settings.mpc_base,
-        tokens=StaticTokens(settings.mpc_token.reveal() if settings.mpc_token else None),
+        tokens=CachedCredentials(
+            CredentialStore(redis, SecretBox(settings.require_secret_key())),
+            ClubCredentials(token=settings.mpc_token.reveal()) if settings.mpc_token else None,
+        ),
         product_name=settings.mpc_product_name,
         deadline_s=settings.upstream_connect_timeout_s + settings.upstream_timeout_s,
     )
@@ -97,7 +101,7 @@ class Runtime:
         self.settings = settings
         self.store = RedisStore(redis, retention_s=settings.retention_s, lease_s=settings.poll_lease_s)
         self.dispatcher = Dispatcher(redis)
-        self.http, self.mpc = _upstream(settings)
+        self.http, self.mpc = _upstream(settings, redis)
         self.deliveries = Deliveries(self.store, build_notifiers(settings, store=self.store, redis=redis))
         self.poller = Poller(
             store=self.store,
@@ -166,8 +170,7 @@ async def sweep(ctx: dict[str, Any]) -> None:
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """arq ``Worker`` keyword arguments for these settings."""
-    if urlsplit(settings.redis_url).scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"unsupported Redis URL scheme: {settings.redis_url.split(':', 1)[0]}")
+    settings.require_secret_key()
     return {
         "functions": [
             func(

@@ -45,20 +45,30 @@ class MpcResponse(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
         return self.failure is None
 
 
-class TokenSource(Protocol):
-    """Where the MPC token of a club comes from (configuration, or stored credentials)."""
+class ClubCredentials(msgspec.Struct, frozen=True, kw_only=True):
+    """What MPC needs to know who calls: the token and, optionally, a club's own product name."""
 
-    async def token_for(self, slug: str) -> str | None: ...
+    token: str
+    product_name: str | None = None
+
+    def __repr__(self) -> str:
+        return f"ClubCredentials(token='***', product_name={self.product_name!r})"
+
+
+class CredentialSource(Protocol):
+    """Where a club's MPC credentials come from (configuration, or stored per club)."""
+
+    async def credentials_for(self, slug: str) -> ClubCredentials | None: ...
 
 
 class StaticTokens:
     """One token for every club (``BRIDGE_MPC_TOKEN``)."""
 
     def __init__(self, token: str | None) -> None:
-        self._token = token
+        self._credentials = ClubCredentials(token=token) if token else None
 
-    async def token_for(self, slug: str) -> str | None:
-        return self._token
+    async def credentials_for(self, slug: str) -> ClubCredentials | None:
+        return self._credentials
 
 
 class UpstreamClient(Protocol):
@@ -123,7 +133,7 @@ class MpcClient:
         http: httpx.AsyncClient,
         *,
         base_url: str,
-        tokens: TokenSource,
+        tokens: CredentialSource,
         product_name: str,
         deadline_s: float,
     ) -> None:
@@ -157,13 +167,13 @@ class MpcClient:
         return await self._get(slug, self.import_url(slug, import_id), self._import_decoder)
 
     async def _get(self, slug: str, url: str, decoder: msgspec.json.Decoder[T]) -> MpcResponse[T]:
-        token = await self._tokens.token_for(slug)
-        if not token:
+        credentials = await self._tokens.credentials_for(slug)
+        if credentials is None:
             return MpcResponse(failure=Failure(kind="unauthorized", detail="no MPC token for this club"))
         headers = {
-            "X-Client-Authorization": token,
+            "X-Client-Authorization": credentials.token,
             "X-Loyalty-Club-Slug": slug,
-            "X-Product-Name": self._product_name,
+            "X-Product-Name": credentials.product_name or self._product_name,
             "X-User-Agent": user_agent(),
             "Accept": "application/json",
         }

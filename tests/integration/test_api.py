@@ -11,6 +11,7 @@ from litestar.testing import TestClient
 from bridge.app import create_app
 from bridge.config import load_settings
 from bridge.devtools.processes import free_port
+from tests.integration.conftest import SECRET_KEY
 
 KEY = "test-key-1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -20,7 +21,13 @@ WATCH = {"loyalty_club_slug": "infinity-mall", "import_id": "89405ae3-2dd5-46cb-
 @pytest.fixture
 def client(redis_url: str, redis: Any) -> Iterator[TestClient[Any]]:
     # `redis` flushes the database first.
-    settings = load_settings({"BRIDGE_REDIS_URL": redis_url, "BRIDGE_API_KEYS": f"{KEY},second-key"})
+    settings = load_settings(
+        {
+            "BRIDGE_REDIS_URL": redis_url,
+            "BRIDGE_API_KEYS": f"{KEY},second-key",
+            "BRIDGE_SECRET_KEY": SECRET_KEY,
+        }
+    )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
@@ -39,7 +46,11 @@ def test_health_routes_need_no_key(client: TestClient[Any]) -> None:
 
 def test_readyz_is_503_while_redis_is_unreachable() -> None:
     settings = load_settings(
-        {"BRIDGE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "BRIDGE_API_KEYS": KEY}
+        {
+            "BRIDGE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "BRIDGE_API_KEYS": KEY,
+            "BRIDGE_SECRET_KEY": SECRET_KEY,
+        }
     )
     with TestClient(create_app(settings)) as test_client:
         assert test_client.get("/livez").status_code == 200
@@ -200,3 +211,46 @@ def test_the_openapi_document_declares_bearer_auth_and_every_route(client: TestC
         "/livez",
         "/readyz",
     } <= set(document["paths"])
+
+
+def test_club_credentials_are_write_only_and_encrypted_at_rest(
+    client: TestClient[Any], redis_url: str
+) -> None:
+    import redis as sync_redis
+
+    response = client.put(
+        "/v1/clubs/infinity-mall/credentials",
+        json={"token": "s3cr3t-mpc-token", "product_name": "CRM"},
+        headers=AUTH,
+    )
+    assert response.status_code == 204 and response.content == b""
+    raw = sync_redis.Redis.from_url(redis_url).hgetall("bridge:credentials")
+    assert list(raw) == [b"infinity-mall"]
+    assert b"s3cr3t-mpc-token" not in raw[b"infinity-mall"]
+    for path in ("/v1/clubs/infinity-mall/credentials", "/v1/clubs/infinity-mall"):
+        assert client.get(path, headers=AUTH).status_code in (404, 405)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"token": ""},
+        {"token": "with space"},
+        {"token": "x" * 5000},
+        {"token": 5},
+        {},
+        {"token": "t", "extra": 1},
+        {"token": "t", "product_name": ""},
+    ],
+)
+def test_bad_credentials_are_422_and_never_echo_the_token(
+    client: TestClient[Any], body: dict[str, Any]
+) -> None:
+    response = client.put("/v1/clubs/infinity-mall/credentials", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert "with space" not in response.text
+
+
+def test_credentials_for_a_bad_slug_are_refused(client: TestClient[Any]) -> None:
+    response = client.put("/v1/clubs/Bad_Slug/credentials", json={"token": "t"}, headers=AUTH)
+    assert response.status_code == 422

@@ -13,6 +13,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig
 from redis.asyncio import ConnectionPool
 
 from bridge import __version__
@@ -21,6 +22,7 @@ from bridge.api.clubs import ClubController
 from bridge.api.deps import provide_redis, provide_settings, provide_store
 from bridge.api.errors import handle_http_exception, handle_unexpected
 from bridge.api.health import HealthController
+from bridge.api.metrics import MetricsController
 from bridge.api.request import BridgeRequest
 from bridge.api.watches import WatchController
 from bridge.config import Settings, load_settings
@@ -76,8 +78,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         guards=[require_api_key],
         security=[{SECURITY_SCHEME: []}],
     )
+    prometheus = PrometheusConfig(
+        app_name="mpc-import-bridge",
+        prefix="bridge",
+        group_path=True,
+        exclude_unhandled_paths=True,
+        exclude=["/metrics"],
+    )
     return Litestar(
-        route_handlers=[HealthController, v1],
+        route_handlers=[HealthController, MetricsController, v1],
+        middleware=[prometheus.middleware],
         lifespan=[lifespan],
         state=State({"settings": settings, "api_keys": api_keys}),
         dependencies={

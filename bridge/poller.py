@@ -35,6 +35,7 @@ from bridge.core.model import (
 from bridge.core.schedule import Intervals, bulks_to_fetch, next_delay, plan_requests
 from bridge.delivery.routing import DestinationResolver
 from bridge.logs import get_logger
+from bridge.metrics import WorkerMetrics
 from bridge.store.redis_store import ClaimedTracker, CommitPlan, CommitResult, NewEvent, RedisStore
 from bridge.upstream.mpc import MpcResponse, UpstreamClient
 
@@ -107,6 +108,7 @@ class Poller:
         resolver: DestinationResolver,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
+        metrics: WorkerMetrics | None = None,
         logger: Any = None,
     ) -> None:
         self._store = store
@@ -116,6 +118,7 @@ class Poller:
         self._resolver = resolver
         self._clock = clock
         self._jitter = jitter
+        self._metrics = metrics or WorkerMetrics()
         self._log = logger or get_logger("bridge.poller")
         self._committer: Batcher[CommitPlan, CommitResult] = Batcher(store.commit_many, CLAIM_BATCH_MAX)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -204,7 +207,9 @@ class Poller:
             await self._store.pause_club(slug, plan.due)
         result = await self._committer.submit(plan)
         self.polls += 1
+        self._metrics.poll(failure.kind if failure is not None else "ok")
         if not result.committed:
+            self._metrics.superseded()
             self._log.info("poll superseded by another worker", tracker=tracker.tid)
             return result
         if result.inserted:
@@ -214,6 +219,8 @@ class Poller:
     async def _dispatch_new(self, plan: CommitPlan, result: CommitResult) -> None:
         inserted = set(result.inserted)
         for new in plan.events:
+            if new.event.id in inserted:
+                self._metrics.event(new.event.type)
             if new.event.id in inserted and new.destinations:
                 self.events += 1
                 try:
@@ -230,6 +237,7 @@ class Poller:
         plan = plan_requests(tracker.watches.values(), tracker.snapshots)
         if plan.use_import:
             answer = await self._upstream.get_import(slug, import_id)
+            self._record("import", answer)
             if answer.value is None:
                 return Observation(failure=answer.failure), False
             listing = {b.id: b.status for b in answer.value.bulks}
@@ -263,8 +271,16 @@ class Poller:
     ) -> list[MpcResponse[Any]]:
         ids = list(bulk_ids)
         if len(ids) == 1:
-            return [await self._upstream.get_bulk(slug, import_id, ids[0])]
-        return list(await asyncio.gather(*(self._upstream.get_bulk(slug, import_id, b) for b in ids)))
+            answers = [await self._upstream.get_bulk(slug, import_id, ids[0])]
+        else:
+            answers = list(await asyncio.gather(*(self._upstream.get_bulk(slug, import_id, b) for b in ids)))
+        for answer in answers:
+            self._record("bulk", answer)
+        return answers
+
+    def _record(self, endpoint: str, answer: MpcResponse[Any]) -> None:
+        outcome = answer.failure.kind if answer.failure is not None else "ok"
+        self._metrics.upstream(endpoint, outcome, answer.elapsed_s)
 
     async def _plan(
         self, tracker: ClaimedTracker, observation: Observation, retry_soon: bool, now: float

@@ -26,6 +26,7 @@ from bridge.delivery.registry import build_notifiers, build_resolver
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.http import build_client
 from bridge.logs import configure_logging, get_logger
+from bridge.metrics import WorkerMetrics
 from bridge.poller import Poller, PollerConfig
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
@@ -102,23 +103,33 @@ class Runtime:
         self.store = RedisStore(redis, retention_s=settings.retention_s, lease_s=settings.poll_lease_s)
         self.dispatcher = Dispatcher(redis)
         self.http, self.mpc = _upstream(settings, redis)
-        self.deliveries = Deliveries(self.store, build_notifiers(settings, store=self.store, redis=redis))
+        self.redis = redis
+        self.metrics = WorkerMetrics()
+        self.deliveries = Deliveries(
+            self.store, build_notifiers(settings, store=self.store, redis=redis), metrics=self.metrics
+        )
         self.poller = Poller(
             store=self.store,
             upstream=self.mpc,
             config=poller_config(settings),
             dispatch=self.dispatcher.dispatch,
             resolver=build_resolver(settings, store=self.store, redis=redis),
+            metrics=self.metrics,
         )
-        self._poll_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._poll_task = asyncio.get_running_loop().create_task(self.poller.run())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self.poller.run()), loop.create_task(self.metrics.run(self.redis))]
 
     async def close(self) -> None:
         await self.poller.stop(self.settings.worker_drain_s)
-        if self._poll_task is not None:
-            await asyncio.gather(self._poll_task, return_exceptions=True)
+        poll_task, metrics_task = self._tasks or (None, None)
+        if poll_task is not None:
+            await asyncio.gather(poll_task, return_exceptions=True)
+        if metrics_task is not None:
+            metrics_task.cancel()
+            await asyncio.gather(metrics_task, return_exceptions=True)
         await self.http.aclose()
 
 

@@ -15,9 +15,12 @@ import msgspec
 from bridge.core.model import Event
 from bridge.delivery.model import Delivery, DeliveryJob, Notifier, SendResult, destination_kind
 from bridge.logs import get_logger
+from bridge.metrics import WorkerMetrics
 from bridge.store.redis_store import RedisStore
 
 RETRY_DEFAULT_S: Final = 5.0
+SINK_OF_KIND: Final = {"log": "log", "slack": "slack", "sub": "webhook"}
+"""The ``sink`` label of the deliveries metric for each destination kind."""
 _event_decoder: Final = msgspec.json.Decoder(Event)
 
 
@@ -30,9 +33,16 @@ class RetryLater(Exception):
 
 
 class Deliveries:
-    def __init__(self, store: RedisStore, notifiers: Mapping[str, Notifier], logger: Any = None) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        notifiers: Mapping[str, Notifier],
+        metrics: WorkerMetrics | None = None,
+        logger: Any = None,
+    ) -> None:
         self._store = store
         self._notifiers = notifiers
+        self._metrics = metrics or WorkerMetrics()
         self._log = logger or get_logger("bridge.delivery")
 
     async def run(self, job: DeliveryJob, attempt: int) -> SendResult:
@@ -53,6 +63,7 @@ class Deliveries:
             destination=destination, event=_event_decoder.decode(body), body=body, attempt=attempt
         )
         result = await notifier.send(delivery)
+        self._metrics.delivery(SINK_OF_KIND.get(destination_kind(destination), "other"), result.outcome)
         if result.outcome == "delivered":
             await self._store.mark_delivered(eid, destination)
         elif result.outcome == "retry":

@@ -20,6 +20,7 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
     bridge:delivered:{eid}|{dest}    string set once a destination has the event (dedup)
     bridge:club-pause:{slug}         string until when MPC asked not to be called (ms)
     bridge:credentials               hash  slug -> the club's MPC token (sealed) and product name
+    bridge:metrics                   hash  Prometheus sample -> total over all workers
     bridge:queue                     zset  arq's job queue (arq owns arq:job:*, arq:in-progress:*)
 """
 
@@ -37,6 +38,7 @@ WATCH_FINGERPRINTS: Final = PREFIX + "watch-fingerprints"
 OUTBOX: Final = PREFIX + "outbox"
 QUEUE: Final = PREFIX + "queue"
 CREDENTIALS: Final = PREFIX + "credentials"
+METRICS: Final = PREFIX + "metrics"
 
 TRACKER_PREFIX: Final = PREFIX + "tracker:"
 TRACKER_WATCHES_SUFFIX: Final = ":watches"

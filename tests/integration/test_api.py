@@ -224,7 +224,7 @@ def test_club_credentials_are_write_only_and_encrypted_at_rest(
         headers=AUTH,
     )
     assert response.status_code == 204 and response.content == b""
-    raw = sync_redis.Redis.from_url(redis_url).hgetall("bridge:credentials")
+    raw: dict[bytes, bytes] = sync_redis.Redis.from_url(redis_url).hgetall("bridge:credentials")  # type: ignore[assignment]
     assert list(raw) == [b"infinity-mall"]
     assert b"s3cr3t-mpc-token" not in raw[b"infinity-mall"]
     for path in ("/v1/clubs/infinity-mall/credentials", "/v1/clubs/infinity-mall"):
@@ -254,3 +254,37 @@ def test_bad_credentials_are_422_and_never_echo_the_token(
 def test_credentials_for_a_bad_slug_are_refused(client: TestClient[Any]) -> None:
     response = client.put("/v1/clubs/Bad_Slug/credentials", json={"token": "t"}, headers=AUTH)
     assert response.status_code == 422
+
+
+async def test_metrics_export_http_worker_totals_and_gauges(client: TestClient[Any], redis: Any) -> None:
+    from bridge.metrics import WorkerMetrics
+
+    client.get("/v1/watches", headers=AUTH)
+    client.post("/v1/watches", json=WATCH, headers=AUTH)
+    worker = WorkerMetrics()
+    worker.poll("ok")
+    worker.poll("timeout")
+    worker.upstream("bulk", "ok", 0.02)
+    worker.event("bulk.started")
+    worker.delivery("log", "delivered")
+    await worker.flush(redis)
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'bridge_polls_total{outcome="ok"} 1' in text
+    assert 'bridge_polls_total{outcome="timeout"} 1' in text
+    assert 'bridge_upstream_request_duration_seconds_bucket{endpoint="bulk",le="0.025"} 1' in text
+    assert 'bridge_events_total{type="bulk.started"} 1' in text
+    assert 'bridge_deliveries_total{sink="log",outcome="delivered"} 1' in text
+    assert "bridge_active_watches 1" in text
+    assert "bridge_queue_depth 0" in text
+    assert 'path="/v1/watches"' in text and "bridge_requests_total" in text
+    assert "wch_" not in text  # no per-watch labels
+
+
+def test_the_metrics_text_parses_as_prometheus_exposition(client: TestClient[Any]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client.get("/livez")
+    families = {f.name for f in text_string_to_metric_families(client.get("/metrics").text)}
+    assert {"bridge_polls", "bridge_outbox_depth", "bridge_upstream_request_duration_seconds"} <= families

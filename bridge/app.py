@@ -11,19 +11,17 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 from redis.asyncio import ConnectionPool
 
-from bridge import __version__
 from bridge.api.auth import SECURITY_SCHEME, require_api_key
 from bridge.api.clubs import ClubController
 from bridge.api.deps import provide_redis, provide_settings, provide_store
+from bridge.api.docs import assets_router, exact_request_schemas, openapi_config
 from bridge.api.errors import handle_http_exception, handle_unexpected
 from bridge.api.health import HealthController
 from bridge.api.metrics import MetricsController
-from bridge.api.request import BridgeRequest
+from bridge.api.request import AllowHeaderMiddleware, BridgeRequest
 from bridge.api.watches import WatchController
 from bridge.config import Settings, load_settings
 from bridge.credentials import CredentialStore
@@ -85,9 +83,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exclude_unhandled_paths=True,
         exclude=["/metrics"],
     )
-    return Litestar(
-        route_handlers=[HealthController, MetricsController, v1],
-        middleware=[prometheus.middleware],
+    app = Litestar(
+        route_handlers=[HealthController, MetricsController, v1, assets_router()],
+        middleware=[prometheus.middleware, AllowHeaderMiddleware()],
         lifespan=[lifespan],
         state=State({"settings": settings, "api_keys": api_keys}),
         dependencies={
@@ -96,21 +94,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "redis": Provide(provide_redis),
         },
         exception_handlers={HTTPException: handle_http_exception, Exception: handle_unexpected},
-        openapi_config=OpenAPIConfig(
-            title="mpc-import-bridge",
-            version=__version__,
-            description="Watches Placewise MPC member imports and announces every bulk status change.",
-            path="/schema",
-            components=Components(
-                security_schemes={
-                    SECURITY_SCHEME: SecurityScheme(
-                        type="http", scheme="bearer", description="A key from BRIDGE_API_KEYS"
-                    )
-                }
-            ),
-        ),
+        openapi_config=openapi_config(),
         request_max_body_size=MAX_BODY_BYTES,
         request_class=BridgeRequest,
         logging_config=None,
         debug=False,
     )
+    exact_request_schemas(app)
+    return app

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import httpx
 import msgspec
+import structlog
 from arq import Retry, cron, func
 from arq.connections import RedisSettings
 
@@ -159,10 +160,17 @@ async def deliver(ctx: dict[str, Any], job: Any) -> str:
     """arq job: deliver one event to one destination (safe to run twice)."""
     runtime: Runtime = ctx["runtime"]
     spec = msgspec.convert(job, DeliveryJob)
-    try:
-        result = await runtime.deliveries.run(spec, attempt=ctx.get("job_try", 1))
-    except RetryLater as retry:
-        raise Retry(defer=retry.defer_s) from None
+    with structlog.contextvars.bound_contextvars(
+        job_id=ctx.get("job_id"),
+        job_try=ctx.get("job_try"),
+        event_id=spec.event_id,
+        destination=spec.destination,
+    ):
+        try:
+            result = await runtime.deliveries.run(spec, attempt=ctx.get("job_try", 1))
+        except RetryLater as retry:
+            log.info("delivery retried later", retry_in_s=round(retry.defer_s, 3), reason=str(retry))
+            raise Retry(defer=retry.defer_s) from None
     return result.outcome
 
 

@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody, Parameter
 from msgspec import Meta, Struct
 
+from bridge.api.docs import WRITE_ERRORS, errors
 from bridge.api.errors import decode_strictly
 from bridge.api.schemas import SLUG_PATTERN
 from bridge.credentials import CredentialStore
@@ -54,6 +55,7 @@ class ClubController(Controller):
         "/{slug:str}/credentials",
         status_code=204,
         summary="Store a club's MPC token (encrypted at rest, never returned)",
+        responses=errors(*WRITE_ERRORS),
     )
     async def put_credentials(
         self, slug: ClubSlug, request: Request[Any, Any, State], data: JSONBody[CredentialsIn]

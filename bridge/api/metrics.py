@@ -5,6 +5,7 @@ No auth (SPEC): operators restrict it at the network.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Final
 
 from litestar import Controller, MediaType, get
@@ -24,9 +25,7 @@ class MetricsController(Controller):
     @get("/metrics", summary="Prometheus metrics", media_type=MediaType.TEXT, include_in_schema=True)
     async def metrics(self, redis: RedisDep) -> Response[bytes]:
         text = generate_latest(REGISTRY)
-        try:
+        # Redis away: the API's own metrics still tell the story (and /readyz says why).
+        with contextlib.suppress(RedisError, OSError):
             text += render_shared(await read_shared(redis), await read_gauges(redis)).encode()
-        except (RedisError, OSError):
-            # Redis away: the API's own metrics still tell the story (and /readyz says why).
-            pass
         return Response(text, media_type=CONTENT_TYPE)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any, Final, Generic, TypeVar
 
 import msgspec
@@ -57,7 +55,19 @@ class WatchCreate(Struct, kw_only=True, forbid_unknown_fields=True):
 
     loyalty_club_slug: Slug
     import_id: ImportId
-    bulk_ids: Annotated[list[BulkId], Meta(min_length=1, max_length=MAX_BULK_IDS)] | None = None
+    bulk_ids: (
+        Annotated[
+            list[BulkId],
+            Meta(
+                min_length=1,
+                max_length=MAX_BULK_IDS,
+                extra_json_schema={"uniqueItems": True},
+                description="the bulks to follow; omitted: the whole import, bulks discovered as they appear",
+                examples=[[11, 12]],
+            ),
+        ]
+        | None
+    ) = None
     slack: SlackTargetIn | None = None
     notify_progress: bool = False
     stall_after_s: Seconds = STALL_AFTER_DEFAULT_S
@@ -183,24 +193,19 @@ def watch_out(record: WatchRecord) -> WatchOut:
     )
 
 
-class _Cursor(Struct, array_like=True):
-    offset: int
+CURSOR_PATTERN: Final = r"^[0-9]{1,9}$"
+"""A cursor is the position to continue from: every cursor the pattern allows is a valid one."""
 
 
 def encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(_Cursor(offset))).decode().rstrip("=")
+    return str(offset)
 
 
 def decode_cursor(cursor: str | None) -> int | None:
-    """The offset in a cursor; ``None`` when it is not one of ours."""
+    """The position in a cursor; ``None`` when it is not one (the route answers 400)."""
     if not cursor:
         return 0
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        offset = msgspec.json.decode(raw, type=_Cursor).offset
-    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    return offset if offset >= 0 else None
+    return int(cursor) if cursor.isascii() and cursor.isdigit() else None
 
 
 def jsonable(value: Any) -> Any:

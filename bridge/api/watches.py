@@ -9,12 +9,15 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
+from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, Parameter, QueryParameter
 from litestar.response import Response
 
 from bridge.api.deps import SettingsDep, StoreDep
+from bridge.api.docs import READ_ERRORS, WRITE_ERRORS, errors
 from bridge.api.errors import ApiError, decode_strictly
 from bridge.api.schemas import (
+    CURSOR_PATTERN,
     PAGE_DEFAULT,
     PAGE_MAX,
     SLUG_PATTERN,
@@ -35,7 +38,9 @@ WATCH_ID_PATTERN: Final = r"^wch_[0-9a-f]{24}$"
 _event_decoder: Final = msgspec.json.Decoder(Event)
 
 WatchId = Annotated[str, Parameter(description="watch id", pattern=WATCH_ID_PATTERN)]
-Cursor = Annotated[str | None, Parameter(description="from a previous page's next_cursor", max_length=200)]
+Cursor = Annotated[
+    str | None, Parameter(description="from a previous page's next_cursor", pattern=CURSOR_PATTERN)
+]
 Limit = Annotated[int, Parameter(ge=1, le=PAGE_MAX, description="items per page")]
 ClubFilter = Annotated[str | None, Parameter(pattern=SLUG_PATTERN, description="only this club's watches")]
 StateFilter = Annotated[
@@ -105,6 +110,10 @@ class WatchController(Controller):
         "/",
         summary="Watch an import (201), or get the identical active watch (200)",
         status_code=201,
+        responses={
+            200: ResponseSpec(WatchOut, description="An identical active watch exists: here it is."),
+            **errors(*WRITE_ERRORS),
+        },
     )
     async def create(
         self,
@@ -119,7 +128,7 @@ class WatchController(Controller):
         created, watch_id = await store.create_watch(spec, fingerprint(data), settings.poll_min_interval_s)
         return Response(await _record(store, watch_id), status_code=201 if created else 200)
 
-    @get("/", summary="Watches, newest first, filtered by club and state")
+    @get("/", summary="Watches, newest first, filtered by club and state", responses=errors(400, 401, 422))
     async def list_watches(
         self,
         store: StoreDep,
@@ -139,11 +148,20 @@ class WatchController(Controller):
             next_cursor=encode_cursor(next_offset) if next_offset is not None else None,
         )
 
-    @get("/{watch_id:str}", summary="A watch with every bulk's snapshot and the import totals")
+    @get(
+        "/{watch_id:str}",
+        summary="A watch with every bulk's snapshot and the import totals",
+        responses=errors(401, 404, 422),
+    )
     async def show(self, watch_id: WatchId, store: StoreDep) -> WatchOut:
         return await _record(store, watch_id)
 
-    @delete("/{watch_id:str}", summary="Stop a watch", status_code=200)
+    @delete(
+        "/{watch_id:str}",
+        summary="Stop a watch (idempotent)",
+        status_code=200,
+        responses=errors(401, 404, 422),
+    )
     async def stop(self, watch_id: WatchId, store: StoreDep) -> WatchOut:
         record = await store.get_watch(watch_id)
         if record is None:
@@ -151,7 +169,9 @@ class WatchController(Controller):
         await store.stop_watch(record.spec, time.time())
         return await _record(store, watch_id)
 
-    @get("/{watch_id:str}/events", summary="The watch's timeline, oldest first")
+    @get(
+        "/{watch_id:str}/events", summary="The watch's timeline, oldest first", responses=errors(*READ_ERRORS)
+    )
     async def events(
         self, watch_id: WatchId, store: StoreDep, cursor: Cursor = None, limit: Limit = PAGE_DEFAULT
     ) -> Page[TimelineItem]:

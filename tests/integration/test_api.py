@@ -177,7 +177,7 @@ def test_list_filters_by_club_and_state_with_cursor_pagination(client: TestClien
         error_of(client.get("/v1/watches", params={"state": "sleepy"}, headers=AUTH))["details"][0]["key"]
         == "state"
     )
-    assert client.get("/v1/watches", params={"cursor": "garbage"}, headers=AUTH).status_code == 400
+    assert client.get("/v1/watches", params={"cursor": "garbage"}, headers=AUTH).status_code == 422
 
 
 def test_stopping_a_watch_is_idempotent(client: TestClient[Any]) -> None:
@@ -288,3 +288,20 @@ def test_the_metrics_text_parses_as_prometheus_exposition(client: TestClient[Any
     client.get("/livez")
     families = {f.name for f in text_string_to_metric_families(client.get("/metrics").text)}
     assert {"bridge_polls", "bridge_outbox_depth", "bridge_upstream_request_duration_seconds"} <= families
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_a_body_that_is_not_json_is_415(client: TestClient[Any], content_type: str) -> None:
+    headers = {**AUTH, "Content-Type": content_type} if content_type else AUTH
+    response = client.post(
+        "/v1/watches", content=b'{"loyalty_club_slug": "a", "import_id": "b"}', headers=headers
+    )
+    assert response.status_code == 415
+    assert error_of(response)["code"] == "unsupported_media_type"
+
+
+def test_the_interactive_docs_render_from_local_assets(client: TestClient[Any]) -> None:
+    page = client.get("/schema").text
+    assert "/schema/assets/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+    assert client.get("/schema/assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/schema/openapi.yaml").status_code == 200

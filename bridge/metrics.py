@@ -17,11 +17,11 @@ import contextlib
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 from redis.exceptions import RedisError
 
-from bridge.core.model import EVENT_TYPES
+from bridge.core.model import EVENT_TYPES, FailureKind
 from bridge.logs import get_logger
 from bridge.store import keys
 
@@ -29,17 +29,7 @@ PREFIX: Final = "bridge_"
 FLUSH_EVERY_S: Final = 5.0
 LATENCY_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-POLL_OUTCOMES: Final = (
-    "ok",
-    "not_found",
-    "unauthorized",
-    "rate_limited",
-    "server_error",
-    "timeout",
-    "connection",
-    "malformed",
-    "rejected",
-)
+POLL_OUTCOMES: Final = ("ok", *get_args(FailureKind))
 UPSTREAM_ENDPOINTS: Final = ("bulk", "import")
 SINKS: Final = ("log", "slack", "webhook")
 DELIVERY_OUTCOMES: Final = ("delivered", "retry", "failed")

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Final, Generic, TypeVar
 import msgspec
 from msgspec import Meta, Struct
 
-from bridge.core.diff import bulk_outcome, iso_timestamp
+from bridge.core.diff import bulk_outcome, import_totals, iso_timestamp
 from bridge.core.model import MAX_RETRIES, BulkSnapshot, EventData, ImportTotals, SlackTarget, WatchSnapshot
 from bridge.store.redis_store import WatchRecord
 
@@ -158,16 +158,6 @@ def bulk_out(bulk_id: int, snap: BulkSnapshot) -> BulkOut:
     )
 
 
-def totals_of(snapshot: WatchSnapshot) -> ImportTotals:
-    seen = [b for b in snapshot.bulks.values() if b.status is not None]
-    return ImportTotals(
-        members_in_payload_number=sum(b.payload for b in seen),
-        members_created_number=sum(b.created for b in seen),
-        members_updated_number=sum(b.updated for b in seen),
-        members_with_validation_errors_number=sum(b.invalid for b in seen),
-    )
-
-
 def watch_out(record: WatchRecord) -> WatchOut:
     spec = record.spec
     snapshot = record.snapshot or WatchSnapshot()
@@ -188,7 +178,7 @@ def watch_out(record: WatchRecord) -> WatchOut:
         expires_at=iso_timestamp(spec.expires_at),
         ended_at=iso_timestamp(record.ended_at) if record.ended_at else None,
         bulks=bulks,
-        totals=totals_of(snapshot),
+        totals=import_totals(snapshot),
         upstream=UpstreamOut(consecutive_failures=snapshot.failures, failing=snapshot.failing),
     )
 

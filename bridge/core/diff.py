@@ -358,20 +358,24 @@ def _completed(watch: WatchSpec, snap: WatchSnapshot) -> bool:
     return bool(snap.bulks) and all(b.done for b in snap.bulks.values())
 
 
-def _completion_fields(snap: WatchSnapshot) -> dict[str, Any]:
+def import_totals(snap: WatchSnapshot) -> ImportTotals:
+    """Counts summed over the bulks a watch has seen."""
     seen = [b for b in snap.bulks.values() if b.status is not None]
-    by_outcome: dict[str, int] = {}
-    for bulk in snap.bulks.values():
-        kind = bulk_outcome(bulk)
-        by_outcome[kind] = by_outcome.get(kind, 0) + 1
-    totals = ImportTotals(
+    return ImportTotals(
         members_in_payload_number=sum(b.payload for b in seen),
         members_created_number=sum(b.created for b in seen),
         members_updated_number=sum(b.updated for b in seen),
         members_with_validation_errors_number=sum(b.invalid for b in seen),
     )
+
+
+def _completion_fields(snap: WatchSnapshot) -> dict[str, Any]:
+    by_outcome: dict[str, int] = {}
+    for bulk in snap.bulks.values():
+        kind = bulk_outcome(bulk)
+        by_outcome[kind] = by_outcome.get(kind, 0) + 1
     return {
-        "totals": totals,
+        "totals": import_totals(snap),
         "bulks_by_outcome": dict(sorted(by_outcome.items())),
         "bulk_count": len(snap.bulks),
     }

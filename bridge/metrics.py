@@ -13,6 +13,7 @@ Labels are bounded: outcomes, endpoints, sinks and event types are closed sets.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import math
 from collections import defaultdict
@@ -56,42 +57,66 @@ def _bounded(value: str, allowed: Iterable[str]) -> str:
 
 
 class WorkerMetrics:
-    """Counters of one worker process, added to Redis from time to time."""
+    """Counters of one worker process, added to Redis from time to time.
+
+    Counting is a dict increment on the hot path; sample names are formatted at flush time.
+    """
 
     def __init__(self) -> None:
+        self._counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+        self._latency: dict[tuple[str, int], int] = defaultdict(int)
+        """(endpoint, index of the first bucket the duration fits) -> observations."""
+        self._latency_sum: dict[str, float] = defaultdict(float)
         self._pending: dict[str, float] = defaultdict(float)
+        """Formatted samples a failed flush keeps for the next one."""
 
-    def _add(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        self._pending[PREFIX + name + _labels(**labels)] += amount
+    def _add(self, name: str, *labels: tuple[str, str], amount: float = 1.0) -> None:
+        self._counts[(name, labels)] += amount
 
     def poll(self, outcome: str) -> None:
-        self._add("polls_total", outcome=_bounded(outcome, POLL_OUTCOMES))
+        self._add("polls_total", ("outcome", _bounded(outcome, POLL_OUTCOMES)))
 
     def upstream(self, endpoint: str, outcome: str, seconds: float) -> None:
         endpoint = _bounded(endpoint, UPSTREAM_ENDPOINTS)
-        self._add("upstream_requests_total", endpoint=endpoint, outcome=_bounded(outcome, POLL_OUTCOMES))
-        name = "upstream_request_duration_seconds"
-        for bound in LATENCY_BUCKETS_S:
-            if seconds <= bound:
-                self._add(name + "_bucket", endpoint=endpoint, le=f"{bound:g}")
-        self._add(name + "_bucket", endpoint=endpoint, le="+Inf")
-        self._add(name + "_sum", seconds, endpoint=endpoint)
-        self._add(name + "_count", endpoint=endpoint)
+        self._add(
+            "upstream_requests_total", ("endpoint", endpoint), ("outcome", _bounded(outcome, POLL_OUTCOMES))
+        )
+        self._latency[(endpoint, bisect.bisect_left(LATENCY_BUCKETS_S, seconds))] += 1
+        self._latency_sum[endpoint] += seconds
 
     def event(self, event_type: str) -> None:
-        self._add("events_total", type=_bounded(event_type, EVENT_TYPES))
+        self._add("events_total", ("type", _bounded(event_type, EVENT_TYPES)))
 
     def delivery(self, sink: str, outcome: str) -> None:
         self._add(
-            "deliveries_total", sink=_bounded(sink, SINKS), outcome=_bounded(outcome, DELIVERY_OUTCOMES)
+            "deliveries_total",
+            ("sink", _bounded(sink, SINKS)),
+            ("outcome", _bounded(outcome, DELIVERY_OUTCOMES)),
         )
 
     def superseded(self) -> None:
         self._add("commits_superseded_total")
 
     def take(self) -> dict[str, float]:
-        pending, self._pending = dict(self._pending), defaultdict(float)
-        return pending
+        """Every sample counted since the last take, formatted, and forget them."""
+        samples, self._pending = self._pending, defaultdict(float)
+        for (name, labels), amount in self._counts.items():
+            samples[PREFIX + name + _labels(**dict(labels))] += amount
+        histogram = PREFIX + "upstream_request_duration_seconds"
+        for endpoint in {e for e, _ in self._latency}:
+            cumulative = 0
+            for index, bound in enumerate((*LATENCY_BUCKETS_S, math.inf)):
+                cumulative += self._latency.get((endpoint, index), 0)
+                if cumulative:
+                    samples[f"{histogram}_bucket" + _labels(endpoint=endpoint, le=_number(bound))] += (
+                        cumulative
+                    )
+            samples[f"{histogram}_count" + _labels(endpoint=endpoint)] += cumulative
+            samples[f"{histogram}_sum" + _labels(endpoint=endpoint)] += self._latency_sum[endpoint]
+        self._counts.clear()
+        self._latency.clear()
+        self._latency_sum.clear()
+        return dict(samples)
 
     async def flush(self, redis: Any) -> None:
         """Add the counts since the last flush to the shared totals (kept if Redis is away)."""

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Generic, TypeVar
 
 import msgspec
-import structlog
 from redis.exceptions import RedisError
 
 from bridge.core import diff as diffing
@@ -190,10 +189,7 @@ class Poller:
 
     async def _poll_guarded(self, tracker: ClaimedTracker) -> None:
         try:
-            with structlog.contextvars.bound_contextvars(
-                tracker=tracker.tid, watch_ids=sorted(tracker.watches)
-            ):
-                await self.poll(tracker)
+            await self.poll(tracker)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one import's trouble must not stop the loop

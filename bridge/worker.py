@@ -25,13 +25,13 @@ from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob
 from bridge.delivery.registry import build_notifiers, build_resolver
 from bridge.delivery.service import Deliveries, RetryLater
-from bridge.http import build_client
+from bridge.http import Fetcher, build_transport
 from bridge.logs import configure_logging, get_logger
 from bridge.metrics import WorkerMetrics
 from bridge.poller import Poller, PollerConfig
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
-from bridge.upstream.mpc import ClubCredentials, MpcClient
+from bridge.upstream.mpc import MAX_BODY_BYTES, ClubCredentials, MpcClient
 
 DELIVERY_MAX_TRIES: Final = 50
 """A ceiling far above any notifier's own schedule: notifiers decide when to give up."""
@@ -65,11 +65,14 @@ def redis_settings(url: str) -> RedisSettings:
     return settings
 
 
-def _upstream(settings: Settings, redis: Any) -> tuple[httpx.AsyncClient, MpcClient]:
+def _upstream(settings: Settings, redis: Any) -> tuple[Fetcher, MpcClient]:
     connections = settings.poll_concurrency * UPSTREAM_CONNECTIONS_PER_POLL
-    http = build_client(
+    http = Fetcher(
+        build_transport(
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        ),
         timeout=httpx.Timeout(settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s),
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        max_body_bytes=MAX_BODY_BYTES,
     )
     mpc = MpcClient(
         http,

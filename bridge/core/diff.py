@@ -103,7 +103,9 @@ class _Emitter:
 
     def __init__(self, watch: WatchSpec, now: float) -> None:
         self.watch = watch
-        self.timestamp = iso_timestamp(now)
+        self.now = now
+        self.timestamp = ""
+        """Formatted at the first event: most polls have none."""
         self.events: list[Event] = []
 
     def emit(self, event_type: EventType, sequence: int, bulk_id: int | None, **fields: Any) -> None:
@@ -116,6 +118,7 @@ class _Emitter:
             bulk_id=UNSET if bulk_id is None else bulk_id,
             **fields,
         )
+        self.timestamp = self.timestamp or iso_timestamp(self.now)
         self.events.append(Event(type=event_type, timestamp=self.timestamp, data=data))
 
 

@@ -19,7 +19,7 @@ import msgspec
 
 from bridge import __version__
 from bridge.core.model import Failure, FailureKind, MpcBulk, MpcImport
-from bridge.http import transport_error_kind
+from bridge.http import BodyTooLarge, Fetcher, transport_error_kind
 
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 """A bulk of 1,000 members with errors is a few hundred kB; anything this large is not MPC."""
@@ -130,7 +130,7 @@ class MpcClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: Fetcher,
         *,
         base_url: str,
         tokens: CredentialSource,
@@ -180,10 +180,10 @@ class MpcClient:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._deadline_s):
-                status, response_headers, body = await self._fetch(url, headers)
+                status, response_headers, body = await self._http.get(url, headers)
         except TimeoutError:
             return self._failed("timeout", f"no answer within {self._deadline_s:g}s", None, started)
-        except _TooLarge:
+        except BodyTooLarge:
             return self._failed("malformed", f"body larger than {MAX_BODY_BYTES} bytes", 200, started)
         except httpx.HTTPError as exc:
             kind = transport_error_kind(exc)
@@ -205,26 +205,8 @@ class MpcClient:
         )
         return MpcResponse(failure=failure, status=status, elapsed_s=elapsed)
 
-    async def _fetch(self, url: str, headers: dict[str, str]) -> tuple[int, httpx.Headers, bytes]:
-        async with self._http.stream("GET", url, headers=headers) as response:
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-                raise _TooLarge
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise _TooLarge
-                chunks.append(chunk)
-            return response.status_code, response.headers, b"".join(chunks)
-
     @staticmethod
     def _failed(kind: FailureKind, detail: str, status: int | None, started: float) -> MpcResponse[T]:
         return MpcResponse(
             failure=Failure(kind=kind, detail=detail), status=status, elapsed_s=time.perf_counter() - started
         )
-
-
-class _TooLarge(Exception):
-    pass

@@ -131,4 +131,4 @@ async def test_many_imports_are_created_in_one_call(control: SimulatorControl) -
     )
     assert count == 50
     assert len(await control.list_imports()) == 50
-    assert (await control.get_bulk("club-a", "imp-7", 7)).status == "working"
+    assert (await control.get_bulk("club-a", "imp-7", 8)).status == "working"

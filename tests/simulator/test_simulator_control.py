@@ -127,7 +127,7 @@ async def test_url_unsafe_ids_round_trip(http: httpx.AsyncClient, control: Simul
 
 async def test_many_imports_are_created_in_one_call(control: SimulatorControl) -> None:
     count = await control.put_imports(
-        [("club-a", f"imp-{n}", [{"id": n, "status": "working"}]) for n in range(50)]
+        [("club-a", f"imp-{n}", [{"id": n + 1, "status": "working"}]) for n in range(50)]
     )
     assert count == 50
     assert len(await control.list_imports()) == 50

@@ -21,11 +21,14 @@ from bridge.api.deps import provide_redis, provide_settings, provide_store
 from bridge.api.errors import handle_http_exception, handle_unexpected
 from bridge.api.health import HealthController
 from bridge.api.request import BridgeRequest
+from bridge.api.subscriptions import DEPENDENCIES as WEBHOOK_DEPENDENCIES
+from bridge.api.subscriptions import DeliveryController, SubscriptionController
 from bridge.api.watches import WatchController
 from bridge.config import Settings, load_settings
 from bridge.logs import configure_logging
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
+from bridge.webhooks import subscription_store, url_guard
 from bridge.worker import deserialize_job, serialize_job
 
 MAX_BODY_BYTES: Final = 64 * 1024
@@ -60,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         redis = _redis(settings)
         app.state.redis = redis
         app.state.store = RedisStore(redis, retention_s=settings.retention_s)
+        app.state.subscriptions = subscription_store(settings, redis)
         try:
             yield
         finally:
@@ -67,18 +71,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     v1 = Router(
         path="/v1",
-        route_handlers=[WatchController],
+        route_handlers=[WatchController, SubscriptionController, DeliveryController],
         guards=[require_api_key],
         security=[{SECURITY_SCHEME: []}],
     )
     return Litestar(
         route_handlers=[HealthController, v1],
         lifespan=[lifespan],
-        state=State({"settings": settings, "api_keys": api_keys}),
+        state=State({"settings": settings, "api_keys": api_keys, "webhook_guard": url_guard(settings)}),
         dependencies={
             "store": Provide(provide_store),
             "settings": Provide(provide_settings),
             "redis": Provide(provide_redis),
+            **{name: Provide(provider) for name, provider in WEBHOOK_DEPENDENCIES.items()},
         },
         exception_handlers={HTTPException: handle_http_exception, Exception: handle_unexpected},
         openapi_config=OpenAPIConfig(

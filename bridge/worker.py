@@ -21,7 +21,7 @@ from bridge.core.diff import Rules
 from bridge.core.schedule import Intervals
 from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob
-from bridge.delivery.registry import build_notifiers, build_resolver
+from bridge.delivery.registry import build_notifiers, build_resolver, close_notifiers
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.http import build_client
 from bridge.logs import configure_logging, get_logger
@@ -98,7 +98,8 @@ class Runtime:
         self.store = RedisStore(redis, retention_s=settings.retention_s, lease_s=settings.poll_lease_s)
         self.dispatcher = Dispatcher(redis)
         self.http, self.mpc = _upstream(settings)
-        self.deliveries = Deliveries(self.store, build_notifiers(settings, store=self.store, redis=redis))
+        self.notifiers = build_notifiers(settings, store=self.store, redis=redis)
+        self.deliveries = Deliveries(self.store, self.notifiers)
         self.poller = Poller(
             store=self.store,
             upstream=self.mpc,
@@ -116,6 +117,7 @@ class Runtime:
         if self._poll_task is not None:
             await asyncio.gather(self._poll_task, return_exceptions=True)
         await self.http.aclose()
+        await close_notifiers(self.notifiers)
 
 
 async def startup(ctx: dict[str, Any]) -> None:

@@ -38,6 +38,8 @@ from bridge.webhooks.signing import HEADER_ID, VerificationFailed, verify
 CONTROL_PREFIX: Final = "/_control"
 READY_PREFIX: Final = "READY webhook-receiver "
 DEFAULT_STATUS: Final = 204
+SHUTDOWN_GRACE_S: Final = 0.5
+"""A stand-in answering slowly on purpose is not waited for at shutdown."""
 
 
 class Reply(msgspec.Struct, kw_only=True, frozen=True):
@@ -120,13 +122,13 @@ class WebhookReceiver:
         app.router.add_get(CONTROL_PREFIX + "/requests", self._get_requests)
         app.router.add_delete(CONTROL_PREFIX + "/requests", self._reset)
         app.router.add_route("*", "/{path:.*}", self._receive)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])
         return self
 
     async def stop(self) -> None:

@@ -23,7 +23,7 @@ draws = st.floats(min_value=0.0, max_value=1.0, exclude_max=True)
 
 
 def test_the_default_schedule_is_the_specs() -> None:
-    assert POLICY.schedule_s == (5, 300, 1800, 2 * HOUR, 5 * HOUR, 10 * HOUR, 10 * HOUR)
+    assert POLICY.schedule_s == (5.0, 300.0, 1800.0, 2 * HOUR, 5 * HOUR, 10 * HOUR, 10 * HOUR)
     assert POLICY.max_attempts == 8
     assert POLICY.disable_after_s == 5 * 24 * HOUR
 

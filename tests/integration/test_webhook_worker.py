@@ -155,7 +155,7 @@ async def test_a_worker_process_delivers_an_imports_events_signed_and_never_logs
     tmp_path: Path,
 ) -> None:
     webhooks = Webhooks(redis)
-    sid, secret = await webhooks.subscribe(receiver.url(HOOK), event_types=("bulk.*",))
+    _, secret = await webhooks.subscribe(receiver.url(HOOK), event_types=("bulk.*",))
     receiver.set_secrets(HOOK, [secret])
     store = RedisStore(redis, retention_s=3600)
     await control.put_import(SLUG, "imp-worker", [{"id": 5}])

@@ -13,7 +13,7 @@ scripted.
 
 In a test: ``async with WebhookReceiver() as receiver`` (127.0.0.1, a free port; optionally TLS).
 As a process: ``python -m bridge.devtools.webhook_receiver --port 0`` prints
-``READY webhook-receiver http://127.0.0.1:PORT`` and then one line per verified event.
+``READY webhook-receiver http://127.0.0.1:PORT`` on stdout, then one line per request on stderr.
 """
 
 from __future__ import annotations
@@ -270,8 +270,9 @@ def describe(received: Received) -> str:
 
 async def _serve(host: str, port: int) -> None:
     def show(received: Received) -> None:
-        sys.stdout.write(f"RECEIVED {describe(received)}\n")
-        sys.stdout.flush()
+        # stderr: stdout carries only the READY line, which a parent may read and then leave.
+        sys.stderr.write(f"RECEIVED {describe(received)}\n")
+        sys.stderr.flush()
 
     receiver = WebhookReceiver(host=host, port=port, on_receive=show)
     await receiver.start()

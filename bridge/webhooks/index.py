@@ -1,10 +1,8 @@
 """Which subscriptions an event goes to, cheaply: the poller asks for every new event.
 
-A worker keeps every enabled subscription's filters in memory and reloads them when
-``bridge:subscriptions:version`` moved. The counter is read at most once per
-:data:`VERSION_CHECK_S` (events recorded together share one read), so a subscription created or
-changed through the API is seen by every worker within that time.
-"""
+A worker keeps every enabled subscription's filters in memory and reloads them only when
+``bridge:subscriptions:version`` moved: one ``GET`` per event (events are rare next to polls),
+so an event recorded after the API answered a subscription's creation goes to it."""
 
 from __future__ import annotations
 
@@ -17,10 +15,10 @@ from bridge.core.model import Event
 from bridge.webhooks.model import SubscriptionDoc, destination, matches
 from bridge.webhooks.store import SubscriptionStore
 
-VERSION_CHECK_S: Final = 0.05
-"""How stale a worker's subscription list may be. An event is routed when it is recorded, so a
-subscription created this long before an event might miss it: short against anything a person
-or a client does between creating a subscription and the events it wants."""
+VERSION_CHECK_S: Final = 0.0
+"""How stale a worker's subscription list may be (0: the version is read for every event). An
+event is routed when it is recorded: a subscription created within this time before an event
+could miss it."""
 
 
 class SubscriptionIndex:
@@ -48,15 +46,16 @@ class SubscriptionIndex:
         return [destination(sid) for sid, doc in self._table if matches(doc, event)]
 
     async def _refresh(self) -> None:
-        if self._clock() - self._checked_at < self._check_every_s:
+        if self._check_every_s and self._clock() - self._checked_at < self._check_every_s:
             return
-        async with self._lock:
-            if self._clock() - self._checked_at < self._check_every_s:
-                return  # another caller checked while this one waited
-            version = await self._store.version()
-            if version != self._version:
-                # Read the table after the version: a change in between is caught next time.
-                self._table = await self._store.routing_table()
-                self._version = version
-                self.reloads += 1
-            self._checked_at = self._clock()
+        version = await self._store.version()
+        self._checked_at = self._clock()
+        if self._version is not None and version <= self._version:
+            return
+        async with self._lock:  # one reload at a time; the others find it done
+            if self._version is not None and version <= self._version:
+                return
+            # Read after the version: a change in between shows as a newer version next time.
+            self._table = await self._store.routing_table()
+            self._version = version
+            self.reloads += 1

@@ -485,3 +485,17 @@ async def test_routing_sees_a_new_subscription_at_once_and_caches_between_change
     await webhooks.store.disable(bulk, "api", time.time())
     assert await index.matching(event) == [destination(sid)]
     assert club and finished
+
+
+async def test_a_delivery_waiting_for_its_retry_is_left_alone_by_the_sweeper_until_due(
+    webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver, redis: Redis
+) -> None:
+    webhooks = webhooks_factory(schedule_s=(3600.0,), draw=0.5)
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(status=500)])
+    event = make_event()
+    assert isinstance(await webhooks.deliver(event, sid), RetryLater)
+    entry = keys.outbox_entry(event.id, destination(sid))
+    score = await redis.zscore(keys.OUTBOX, entry)
+    assert score is not None and score / 1000 == pytest.approx(time.time() + 3600, abs=5)
+    assert await webhooks.events.outbox_older_than(time.time() + 60, 10) == []

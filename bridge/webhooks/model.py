@@ -59,10 +59,6 @@ class Subscription(msgspec.Struct, kw_only=True, frozen=True):
     last_success_at: float | None = None
     last_failure_at: float | None = None
 
-    @property
-    def destination(self) -> str:
-        return destination(self.id)
-
 
 class Attempt(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     at: float

@@ -165,9 +165,10 @@ class WebhookNotifier:
         wait = self._policy.wait(made, self._draw(), retry_after)
         if wait is None:
             record.attempts.append(attempt)
-            self._log.warning("webhook failed for good", detail=outcome.detail, **context)
+            # No detail in the log: error texts may quote the URL, and URLs may carry tokens.
+            self._log.warning("webhook failed for good", **context)
             return await self._give_up(record, f"gave up after {made} attempts")
-        next_at = now + wait
+        next_at = self._clock() + wait  # arq defers from when this run ends
         record.attempts.append(msgspec.structs.replace(attempt, next_attempt_at=next_at))
         record.next_attempt_at = next_at
         await self._store.save_delivery(record)

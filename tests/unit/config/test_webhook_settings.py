@@ -9,7 +9,7 @@ from bridge.config import ConfigError, describe_settings, load_settings
 
 def test_the_default_schedule_and_limits_are_the_specs() -> None:
     settings = load_settings({})
-    assert settings.webhook_retry_schedule_s == (5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert settings.webhook_retry_schedule_s == (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
     assert settings.webhook_timeout_s == 15.0
     assert settings.webhook_disable_after_s == 5 * 86_400.0
 

@@ -22,6 +22,8 @@ from bridge.api.errors import handle_http_exception, handle_unexpected
 from bridge.api.health import HealthController
 from bridge.api.metrics import MetricsController
 from bridge.api.request import AllowHeaderMiddleware, BridgeRequest
+from bridge.api.subscriptions import DEPENDENCIES as WEBHOOK_DEPENDENCIES
+from bridge.api.subscriptions import DeliveryController, SubscriptionController
 from bridge.api.watches import WatchController
 from bridge.config import Settings, load_settings
 from bridge.credentials import CredentialStore
@@ -29,6 +31,7 @@ from bridge.crypto import SecretBox
 from bridge.logs import configure_logging
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
+from bridge.webhooks import subscription_store, url_guard
 from bridge.worker import deserialize_job, serialize_job
 
 MAX_BODY_BYTES: Final = 64 * 1024
@@ -65,6 +68,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.redis = redis
         app.state.store = RedisStore(redis, retention_s=settings.retention_s)
         app.state.credentials = CredentialStore(redis, box)
+        app.state.subscriptions = subscription_store(settings, redis)
         try:
             yield
         finally:
@@ -72,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     v1 = Router(
         path="/v1",
-        route_handlers=[WatchController, ClubController],
+        route_handlers=[WatchController, ClubController, SubscriptionController, DeliveryController],
         guards=[require_api_key],
         security=[{SECURITY_SCHEME: []}],
     )
@@ -87,11 +91,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[HealthController, MetricsController, v1, assets_router()],
         middleware=[prometheus.middleware, AllowHeaderMiddleware()],
         lifespan=[lifespan],
-        state=State({"settings": settings, "api_keys": api_keys}),
+        state=State({"settings": settings, "api_keys": api_keys, "webhook_guard": url_guard(settings)}),
         dependencies={
             "store": Provide(provide_store),
             "settings": Provide(provide_settings),
             "redis": Provide(provide_redis),
+            **{name: Provide(provider) for name, provider in WEBHOOK_DEPENDENCIES.items()},
         },
         exception_handlers={HTTPException: handle_http_exception, Exception: handle_unexpected},
         openapi_config=openapi_config(),

@@ -30,6 +30,19 @@ MPC_POLL_FLOOR_S: Final = 5.0
 """MPC asks for polling "in intervals not smaller than 5 seconds": the default minimum interval."""
 POLL_INTERVAL_LOWEST_S: Final = 0.05
 """The smallest interval accepted at all (tests, the demo and benchmarks run against the simulator)."""
+WEBHOOK_RETRY_SCHEDULE_S: Final = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+"""SPEC "Webhooks": the waits after the first attempt (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h)."""
+WEBHOOK_RETRY_MAX_STEPS: Final = 20
+"""Retries a schedule may list: far below the worker's ceiling of tries per delivery job."""
+WEBHOOK_SCHEDULE_MAX_TOTAL_S: Final = 6 * 86_400.0
+"""Longest a whole retry schedule may take at worst (every wait jittered up, then doubled by
+``Retry-After``): a delivery job that arq has not finished 7 days after it was enqueued expires."""
+WEBHOOK_TIMEOUT_S: Final = 15.0
+"""SPEC "Webhooks": success is a 2xx answer within 15 s."""
+WEBHOOK_TIMEOUT_MAX_S: Final = 50.0
+"""Below the delivery job's own timeout (60 s), so a slow receiver never gets the job killed."""
+WEBHOOK_DISABLE_AFTER_S: Final = 5 * 86_400.0
+"""SPEC "Webhooks": a subscription failing continuously this long with no success is disabled."""
 
 
 FERNET_KEY_HINT: Final = (
@@ -138,6 +151,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         tuple[str, ...],
         _doc("Networks webhook URLs may resolve to although not public (comma-separated CIDRs)."),
     ] = ()
+    webhook_retry_schedule_s: Annotated[
+        tuple[float, ...],
+        _doc(
+            "Seconds to wait before each webhook retry after a failed attempt (comma-separated; "
+            "each jittered by +-20 %). One attempt plus one per entry.",
+            min_length=1,
+            max_length=WEBHOOK_RETRY_MAX_STEPS,
+        ),
+    ] = WEBHOOK_RETRY_SCHEDULE_S
+    webhook_timeout_s: Annotated[
+        float,
+        _doc(
+            "How long a webhook receiver has to answer (the whole request).", gt=0, le=WEBHOOK_TIMEOUT_MAX_S
+        ),
+    ] = WEBHOOK_TIMEOUT_S
+    webhook_disable_after_s: Annotated[
+        float,
+        _doc("A subscription failing continuously this long, with no success, is disabled.", gt=0),
+    ] = WEBHOOK_DISABLE_AFTER_S
     notify_log: Annotated[
         bool, _doc("Also deliver every event to the log notifier (one JSON line per event).")
     ] = True
@@ -178,6 +210,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         _check_url("slack_api_url", self.slack_api_url, ("http", "https"))
         if self.secret_key is not None:
             _check_fernet_key(self.secret_key)
+        _check_webhook_schedule(self.webhook_retry_schedule_s)
         for cidr in self.webhook_allow_cidrs:
             try:
                 ipaddress.ip_network(cidr, strict=False)
@@ -216,6 +249,19 @@ def _check_url(field: str, value: str, schemes: tuple[str, ...]) -> None:
     parts = urlsplit(value)
     if parts.scheme not in schemes or (parts.scheme != "unix" and not parts.hostname):
         raise ConfigError(f"{env_name(field)}: expected a {'/'.join(schemes)} URL, got {value!r}")
+
+
+def _check_webhook_schedule(schedule: tuple[float, ...]) -> None:
+    name = env_name("webhook_retry_schedule_s")
+    if any(not step > 0 for step in schedule):
+        raise ConfigError(f"{name}: every wait must be a positive number of seconds")
+    # Jitter adds up to 20 % and Retry-After may double a wait: the worst case must fit arq's expiry.
+    worst = sum(schedule) * 1.2 * 2
+    if worst > WEBHOOK_SCHEDULE_MAX_TOTAL_S:
+        raise ConfigError(
+            f"{name}: the schedule may take {worst:.0f}s at worst (jitter and Retry-After); "
+            f"keep it under {WEBHOOK_SCHEDULE_MAX_TOTAL_S:.0f}s"
+        )
 
 
 def _check_fernet_key(key: Secret) -> None:
@@ -282,7 +328,8 @@ def describe_settings() -> list[tuple[str, str, str]]:
         meta = next((m for m in getattr(field.type, "__metadata__", ()) if isinstance(m, msgspec.Meta)), None)
         default = field.default
         if isinstance(default, tuple):
-            shown = ",".join(default) or "(empty)"
+            shown = ",".join(f"{item:g}" if isinstance(item, float) else str(item) for item in default)
+            shown = shown or "(empty)"
         elif default is None:
             shown = "(unset)"
         else:

@@ -11,10 +11,12 @@ client's per-request work it does not need (cookie jar, auth flow, redirect loop
 
 from __future__ import annotations
 
+import ssl
 from typing import Final, Literal
 
 import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver
 from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
 
 DEFAULT_TIMEOUT: Final = httpx.Timeout(10.0, connect=3.0)
@@ -94,3 +96,36 @@ def transport_error_kind(exc: BaseException) -> Literal["timeout", "connection"]
     if isinstance(cause, aiohttp.ClientConnectionError) or not isinstance(exc, httpx.TimeoutException):
         return "connection"
     return "timeout"
+
+
+def build_pinned_client(
+    resolver: AbstractResolver,
+    *,
+    timeout: httpx.Timeout,
+    max_connections: int,
+    ssl_context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.AsyncClient:
+    """A client whose every connection resolves its host through ``resolver`` (webhooks: the SSRF
+    guard, which checks the addresses and returns only those).
+
+    - no DNS cache and no keep-alive, so every request resolves (and is checked) again;
+    - no proxy from the environment (``trust_env=False``): a proxy would connect elsewhere;
+    - redirects are never followed; ``Host`` and the TLS server name stay the URL's host name.
+    """
+    context = ssl_context or httpx.create_ssl_context()
+
+    def session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            resolver=resolver,
+            use_dns_cache=False,
+            force_close=True,
+            limit=max_connections,
+            ssl=context,
+        )
+        return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
+
+    transport = AiohttpTransport(client=session)
+    return httpx.AsyncClient(
+        transport=transport, timeout=timeout, headers=headers, follow_redirects=False, trust_env=False
+    )

@@ -23,7 +23,7 @@ from bridge.credentials import CachedCredentials, CredentialStore
 from bridge.crypto import SecretBox
 from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob
-from bridge.delivery.registry import build_notifiers, build_resolver
+from bridge.delivery.registry import build_notifiers, build_resolver, close_notifiers
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.http import Fetcher, build_transport
 from bridge.logs import configure_logging, get_logger
@@ -109,9 +109,8 @@ class Runtime:
         self.http, self.mpc = _upstream(settings, redis)
         self.redis = redis
         self.metrics = WorkerMetrics()
-        self.deliveries = Deliveries(
-            self.store, build_notifiers(settings, store=self.store, redis=redis), metrics=self.metrics
-        )
+        self.notifiers = build_notifiers(settings, store=self.store, redis=redis)
+        self.deliveries = Deliveries(self.store, self.notifiers, metrics=self.metrics)
         self.poller = Poller(
             store=self.store,
             upstream=self.mpc,
@@ -135,6 +134,7 @@ class Runtime:
             metrics_task.cancel()
             await asyncio.gather(metrics_task, return_exceptions=True)
         await self.http.aclose()
+        await close_notifiers(self.notifiers)
 
 
 async def startup(ctx: dict[str, Any]) -> None:

@@ -16,16 +16,14 @@ from litestar.response import Response
 from bridge.api.deps import SettingsDep, StoreDep
 from bridge.api.docs import READ_ERRORS, WRITE_ERRORS, errors
 from bridge.api.errors import ApiError, decode_strictly
+from bridge.api.params import Cursor, Limit, offset_of
 from bridge.api.schemas import (
-    CURSOR_PATTERN,
     PAGE_DEFAULT,
-    PAGE_MAX,
     SLUG_PATTERN,
     Page,
     TimelineItem,
     WatchCreate,
     WatchOut,
-    decode_cursor,
     encode_cursor,
     watch_out,
 )
@@ -38,10 +36,6 @@ WATCH_ID_PATTERN: Final = r"^wch_[0-9a-f]{24}$"
 _event_decoder: Final = msgspec.json.Decoder(Event)
 
 WatchId = Annotated[str, Parameter(description="watch id", pattern=WATCH_ID_PATTERN)]
-Cursor = Annotated[
-    str | None, Parameter(description="from a previous page's next_cursor", pattern=CURSOR_PATTERN)
-]
-Limit = Annotated[int, Parameter(ge=1, le=PAGE_MAX, description="items per page")]
 ClubFilter = Annotated[str | None, Parameter(pattern=SLUG_PATTERN, description="only this club's watches")]
 StateFilter = Annotated[
     WatchState | None, QueryParameter(name="state", description="only watches in this state")
@@ -137,9 +131,7 @@ class WatchController(Controller):
         cursor: Cursor = None,
         limit: Limit = PAGE_DEFAULT,
     ) -> Page[WatchOut]:
-        offset = decode_cursor(cursor)
-        if offset is None:
-            raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out")
+        offset = offset_of(cursor)
         records, next_offset = await store.list_watches(
             slug=loyalty_club_slug, state=state_filter, offset=offset, limit=limit
         )
@@ -175,9 +167,7 @@ class WatchController(Controller):
     async def events(
         self, watch_id: WatchId, store: StoreDep, cursor: Cursor = None, limit: Limit = PAGE_DEFAULT
     ) -> Page[TimelineItem]:
-        offset = decode_cursor(cursor)
-        if offset is None:
-            raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out")
+        offset = offset_of(cursor)
         if await store.get_watch(watch_id) is None:
             raise ApiError(404, "not_found", f"no watch {watch_id}")
         bodies = await store.timeline(watch_id, offset, limit + 1)

@@ -7,6 +7,7 @@ in the instant between a notifier's success and its record.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -67,7 +68,10 @@ class Deliveries:
         if result.outcome == "delivered":
             await self._store.mark_delivered(eid, destination)
         elif result.outcome == "retry":
-            raise RetryLater(result.retry_after_s or RETRY_DEFAULT_S, result.detail)
+            defer_s = result.retry_after_s or RETRY_DEFAULT_S
+            # Webhook retries wait for hours: the sweeper must not re-dispatch them all the while.
+            await self._store.postpone_in_outbox(eid, destination, time.time() + defer_s)
+            raise RetryLater(defer_s, result.detail)
         else:
             self._log.warning(
                 "delivery failed for good", event_id=eid, destination=destination, detail=result.detail

@@ -21,6 +21,13 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
     bridge:club-pause:{slug}         string until when MPC asked not to be called (ms)
     bridge:credentials               hash  slug -> the club's MPC token (sealed) and product name
     bridge:metrics                   hash  Prometheus sample -> total over all workers
+    bridge:subscriptions             zset  webhook subscription id -> created (ms)
+    bridge:subscriptions:version     string bumped on every change routing must see (workers cache)
+    bridge:subscription:{sid}        hash  doc (url and filters, JSON), enabled, reason, created,
+                                           updated, secret / prev (sealed), prev_until,
+                                           failing_since, last_success, last_failure (ms)
+    bridge:subscription:{sid}:deliveries  zset  delivery id -> created (ms), the attempt logs
+    bridge:webhook-delivery:{did}    string one webhook delivery and its attempts (JSON)
     bridge:queue                     zset  arq's job queue (arq owns arq:job:*, arq:in-progress:*)
 """
 
@@ -39,6 +46,8 @@ OUTBOX: Final = PREFIX + "outbox"
 QUEUE: Final = PREFIX + "queue"
 CREDENTIALS: Final = PREFIX + "credentials"
 METRICS: Final = PREFIX + "metrics"
+SUBSCRIPTIONS: Final = PREFIX + "subscriptions"
+SUBSCRIPTIONS_VERSION: Final = SUBSCRIPTIONS + ":version"
 
 TRACKER_PREFIX: Final = PREFIX + "tracker:"
 TRACKER_WATCHES_SUFFIX: Final = ":watches"
@@ -49,6 +58,9 @@ TIMELINE_PREFIX: Final = PREFIX + "timeline:"
 EVENT_PREFIX: Final = PREFIX + "event:"
 DELIVERED_PREFIX: Final = PREFIX + "delivered:"
 CLUB_PAUSE_PREFIX: Final = PREFIX + "club-pause:"
+SUBSCRIPTION_PREFIX: Final = PREFIX + "subscription:"
+SUBSCRIPTION_DELIVERIES_SUFFIX: Final = ":deliveries"
+WEBHOOK_DELIVERY_PREFIX: Final = PREFIX + "webhook-delivery:"
 
 OUTBOX_SEPARATOR: Final = "|"
 
@@ -93,6 +105,18 @@ def delivered(eid: str, destination: str) -> str:
 
 def club_pause(slug: str) -> str:
     return CLUB_PAUSE_PREFIX + slug
+
+
+def subscription(sid: str) -> str:
+    return SUBSCRIPTION_PREFIX + sid
+
+
+def subscription_deliveries(sid: str) -> str:
+    return SUBSCRIPTION_PREFIX + sid + SUBSCRIPTION_DELIVERIES_SUFFIX
+
+
+def webhook_delivery(did: str) -> str:
+    return WEBHOOK_DELIVERY_PREFIX + did
 
 
 def snapshot_field(wid: str) -> str:

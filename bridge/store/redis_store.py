@@ -382,6 +382,11 @@ class RedisStore:
     async def was_delivered(self, eid: str, destination: str) -> bool:
         return bool(await self.redis.exists(keys.delivered(eid, destination)))
 
+    async def postpone_in_outbox(self, eid: str, destination: str, until: float) -> None:
+        """A delivery waits for a retry: the sweeper leaves its entry alone until then (``XX``: an
+        entry already settled is not brought back)."""
+        await self.redis.zadd(keys.OUTBOX, {keys.outbox_entry(eid, destination): now_ms(until)}, xx=True)
+
     async def drop_from_outbox(self, eid: str, destination: str) -> None:
         """Give up on a destination (it refused for good); the attempt log says why."""
         await self.redis.zrem(keys.OUTBOX, keys.outbox_entry(eid, destination))

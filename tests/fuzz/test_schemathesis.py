@@ -1,7 +1,7 @@
 """The OpenAPI document against the running API: schemathesis generates the requests.
 
-Stateless and stateful phases, every check except ``use_after_free``: a stopped watch stays
-readable on purpose (``DELETE /v1/watches/{id}`` stops it; SPEC keeps its state and timeline).
+Stateless and stateful phases and every check, except the few ``schemathesis.toml`` switches
+off, each with its reason.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ MAX_EXAMPLES: Final = 200
 """Per operation and phase; with 9 operations this generates well over MIN_CASES."""
 SEED: Final = 20261127
 KEY: Final = "fuzz-key"
+CONFIG: Final = Path(__file__).parent / "schemathesis.toml"
+"""Checks switched off, each with its reason."""
 
 pytestmark = pytest.mark.slow
 

@@ -39,3 +39,15 @@ def transport_error_kind(exc: BaseException) -> Literal["timeout", "connection"]
     if isinstance(cause, aiohttp.ClientConnectionError) or not isinstance(exc, httpx.TimeoutException):
         return "connection"
     return "timeout"
+
+
+def build_session(*, timeout_s: float, connections: int = 100) -> aiohttp.ClientSession:
+    """A shared ``aiohttp.ClientSession`` for libraries that need one (slack_sdk's async clients).
+
+    One per process, created and closed with it: without one, slack_sdk opens and closes a
+    session (and its connections) for every call (LIBRARY-NOTES §3).
+    """
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        connector=aiohttp.TCPConnector(limit=connections),
+    )

@@ -26,6 +26,7 @@ from bridge.delivery.service import Deliveries, RetryLater
 from bridge.http import build_client
 from bridge.logs import configure_logging, get_logger
 from bridge.poller import Poller, PollerConfig
+from bridge.slack.factory import open_session, slack_mode
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
 from bridge.upstream.mpc import MpcClient, StaticTokens
@@ -87,6 +88,7 @@ def poller_config(settings: Settings) -> PollerConfig:
         ),
         concurrency=settings.poll_concurrency,
         rules=Rules(failing_after=settings.upstream_failing_after),
+        unmasked_errors=settings.slack_show_pii and slack_mode(settings) is not None,
     )
 
 
@@ -98,7 +100,9 @@ class Runtime:
         self.store = RedisStore(redis, retention_s=settings.retention_s, lease_s=settings.poll_lease_s)
         self.dispatcher = Dispatcher(redis)
         self.http, self.mpc = _upstream(settings)
-        self.deliveries = Deliveries(self.store, build_notifiers(settings, store=self.store, redis=redis))
+        self.slack_http = open_session(settings)
+        self.notifiers = build_notifiers(settings, store=self.store, redis=redis, slack_http=self.slack_http)
+        self.deliveries = Deliveries(self.store, self.notifiers)
         self.poller = Poller(
             store=self.store,
             upstream=self.mpc,
@@ -111,11 +115,20 @@ class Runtime:
     def start(self) -> None:
         self._poll_task = asyncio.get_running_loop().create_task(self.poller.run())
 
+    async def check_notifiers(self) -> None:
+        """Let notifiers that can check their credentials do so (logged, never fatal)."""
+        for notifier in self.notifiers.values():
+            check = getattr(notifier, "check", None)
+            if check is not None:
+                await check()
+
     async def close(self) -> None:
         await self.poller.stop(self.settings.worker_drain_s)
         if self._poll_task is not None:
             await asyncio.gather(self._poll_task, return_exceptions=True)
         await self.http.aclose()
+        if self.slack_http is not None:
+            await self.slack_http.close()
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -124,6 +137,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     runtime = Runtime(settings, ctx["redis"])
     ctx["runtime"] = runtime
     runtime.start()
+    await runtime.check_notifiers()
     log.info(
         "worker started",
         poll_concurrency=settings.poll_concurrency,

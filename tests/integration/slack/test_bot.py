@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from bridge.delivery.model import DELIVER_FUNCTION, SendResult
 from bridge.delivery.service import RetryLater
+from bridge.devtools.processes import free_port
 from bridge.simulator import SimulatorControl
 from bridge.slack.notifier import HINTS, MAX_ATTEMPTS
 from bridge.slack.plain import message_text
@@ -226,6 +227,30 @@ async def test_server_errors_and_dropped_connections_are_retried_with_backoff(
     rig.slack.inject(method="chat.postMessage", error="internal_error")
     assert isinstance(await rig.deliver(event, attempt=4), RetryLater)  # Slack's own transient error
     assert await rig.deliver(event, attempt=5) == SendResult.delivered()
+    assert len(rig.replies()) == 1
+
+
+async def test_an_unreachable_slack_and_a_timeout_are_retried_with_backoff(
+    rig_factory: Callable[..., SlackRig], control: SimulatorControl
+) -> None:
+    nowhere = rig_factory(BRIDGE_SLACK_API_URL=f"http://127.0.0.1:{free_port()}/api/")
+    await control.put_import(SLUG, IMPORT, [{"id": 1}])
+    watch = await nowhere.pipeline.create(watch_spec())
+    await nowhere.pipeline.poll_due()
+    (event,) = await nowhere.events(watch.id)
+    with capture_logs() as logs:
+        refused = await nowhere.deliver(event, attempt=2)
+    assert isinstance(refused, RetryLater) and 3 <= refused.defer_s <= 5  # 4 s ±20 %
+    assert [e["error"] for e in logs if e["event"] == "slack unavailable: message deferred"] == [
+        "ClientConnectorError"
+    ]
+
+    rig = rig_factory()
+    impatient = rig.worker(timeout_s=0.2)
+    rig.slack.inject(method="chat.postMessage", delay_s=1.0)
+    slow = await rig.deliver(event, deliveries=impatient)
+    assert isinstance(slow, RetryLater) and 1.5 <= slow.defer_s <= 2.5
+    assert await rig.deliver(event, attempt=2, deliveries=impatient) == SendResult.delivered()
     assert len(rig.replies()) == 1
 
 

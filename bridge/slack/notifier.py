@@ -47,6 +47,10 @@ CARD_WAIT_S: Final = 3.0
 CARD_WAIT_POLL_S: Final = 0.05
 CARD_BUSY_RETRY_S: Final = 1.0
 """Deferral when the card is still being created after :data:`CARD_WAIT_S`."""
+MAX_RENDERS_PER_JOB: Final = 20
+"""Card renders one job does for others while it holds the card; then it hands the card over and
+is deferred, well inside the job timeout (a steady flood of events must not keep it forever)."""
+CARD_HANDOVER_RETRY_S: Final = 0.2
 CARD_GONE_RETRY_S: Final = 0.2
 """Deferral after Slack lost the card (deleted): the next run posts a new one."""
 PACE_INLINE_MAX_S: Final = 1.0
@@ -180,7 +184,11 @@ class _Base:
 
     def _outcome(self, problem: SlackProblem, delivery: Delivery, channel: str) -> SendResult:
         log = self._log.bind(
-            event_id=delivery.event.id, type=delivery.event.type, channel=channel, attempt=delivery.attempt
+            event_id=delivery.event.id,
+            watch_id=delivery.event.data.watch_id,
+            type=delivery.event.type,
+            channel=channel,
+            attempt=delivery.attempt,
         )
         if problem.kind == "rate_limited":
             delay = (problem.retry_after_s or RETRY_AFTER_DEFAULT_S) + self._jitter()
@@ -258,11 +266,13 @@ class SlackBotNotifier(_Base):
                 raise _Later(CARD_BUSY_RETRY_S, "another worker is creating the card")
             await self._sleep(CARD_WAIT_POLL_S)
         try:
-            while True:
+            for _ in range(MAX_RENDERS_PER_JOB):
                 seen = await self._state.wanted(wid, channel)
                 card = await self._publish(wid, channel, token, delivery)
                 if await self._state.unlock_if_done(wid, channel, token, seen, CARD_LOCK_TTL_S):
                     return card
+            # Still asked for more: this job comes back, takes the card again and renders the latest.
+            raise _Later(CARD_HANDOVER_RETRY_S, "card busy: handed over")
         except BaseException:
             # Cancelled or failed: hand the card over now (the lock would lapse after its TTL).
             await asyncio.shield(self._state.unlock(wid, channel, token))

@@ -22,6 +22,7 @@ from bridge.simulator import SimulatorControl
 from bridge.slack.notifier import HINTS, MAX_ATTEMPTS
 from bridge.slack.plain import message_text
 from bridge.slack.render import CARD_BLOCK_ID_PREFIX, render_card
+from bridge.slack.state import SlackState
 from bridge.store import keys
 from bridge.store.redis_store import UNMASKED_ERRORS_TTL_S
 from bridge.worker import deliver, deserialize_job, serialize_job
@@ -389,6 +390,35 @@ async def test_many_events_delivered_by_two_workers_at_once_end_on_the_latest_ca
     assert len(rig.replies()) == len(events)
     assert len({r.text for r in rig.replies()}) == len(events)  # each event once
     assert rig.slack.problems() == [] and rig.slack.orphans() == []
+
+
+async def test_a_job_asked_for_renders_without_end_hands_the_card_over_and_comes_back(
+    rig: SlackRig, control: SimulatorControl
+) -> None:
+    await control.put_import(SLUG, IMPORT, [{"id": 1}])
+    watch = await rig.pipeline.create(watch_spec())
+    await rig.pipeline.poll_due()
+    (event,) = await rig.events(watch.id)
+    state = SlackState(rig.redis, ttl_s=3600)
+    await rig.deliver(event)  # the card exists
+    await rig.redis.delete(keys.delivered(event.id, "slack"))
+    flooding = True
+
+    async def flood() -> None:  # other workers asking for refreshes, faster than it can finish
+        while flooding:
+            await state.want_refresh(watch.id, CHANNEL)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(flood())
+    try:
+        result = await rig.deliver(event, attempt=2)
+    finally:
+        flooding = False
+        await task
+    assert isinstance(result, RetryLater) and str(result) == "card busy: handed over"
+    assert await rig.redis.get(keys.slack_card_lock(watch.id, CHANNEL)) is None  # handed over
+    assert await rig.deliver(event, attempt=3) == SendResult.delivered()
+    assert len(rig.replies()) == 1
 
 
 async def test_messages_to_one_channel_are_paced_and_later_ones_deferred_not_slept(

@@ -234,8 +234,6 @@ class SlackStandin:
         self._names: dict[str, str] = {}
         self._seq = itertools.count(1)
         self._ts = itertools.count(1)
-        self.changed = asyncio.Event()
-        """Set whenever a message is posted or updated (tests may wait on it)."""
 
     # ------------------------------------------------------------------ views
 
@@ -400,7 +398,6 @@ class SlackStandin:
             reply_broadcast=str(payload.get("reply_broadcast")).lower() in ("true", "1"),
         )
         self.messages[(cid, message.ts)] = message
-        self.changed.set()
         return {
             "ok": True,
             "channel": cid,
@@ -424,7 +421,6 @@ class SlackStandin:
         message.text = str(merged["text"] or "")
         message.blocks = list(merged["blocks"] or [])
         message.update_count += 1
-        self.changed.set()
         return {"ok": True, "channel": cid, "ts": message.ts, "text": message.text}
 
     def _delete(self, payload: dict[str, Any], call: Call) -> dict[str, Any]:
@@ -456,7 +452,6 @@ class SlackStandin:
             self.webhook_posts.append(
                 {"hook": path, "text": payload.get("text"), "blocks": payload.get("blocks")}
             )
-            self.changed.set()
         return web.Response(status=call.http_status, text=call.response)
 
 

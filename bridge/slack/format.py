@@ -95,7 +95,7 @@ def pack_lines(
     if max_chunks < 1:
         raise ValueError("max_chunks must be at least 1")
     chunks: list[list[str]] = []
-    current: list[str] = [heading] if heading else []
+    current: list[str] = [fit(heading, max_chars)] if heading else []
     left = 0
     for index, raw in enumerate(lines):
         line = fit(raw, max_chars)
@@ -112,7 +112,11 @@ def pack_lines(
         while len(current) > keep and _joined_len([*current, more(left)]) > max_chars:
             current.pop()
             left += 1
-        current.append(more(left))
+        tail = fit(more(left), max_chars)
+        if current and _joined_len([*current, tail]) > max_chars:  # only a long heading is left
+            room = max_chars - slack_len(tail) - 1
+            current = [fit(current[0], room)] if room > slack_len(ELLIPSIS) else []
+        current.append(tail)
     chunks.append(current)
     return ["\n".join(chunk) for chunk in chunks if chunk]
 

@@ -64,7 +64,8 @@ BACKOFF_MAX_S: Final = 300.0
 BACKOFF_JITTER: Final = 0.2
 """±20 %, so messages that failed together do not come back together."""
 MAX_ATTEMPTS: Final = 12
-"""Attempts before a message that keeps failing transiently is given up (~25 min of backoff)."""
+"""Runs of a job (deferrals for pacing or a 429 included) after which a message that still fails
+transiently is given up: about 25 minutes of backoff."""
 
 TRANSIENT_ERRORS: Final = frozenset(
     {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited", "rate_limited"}

@@ -130,3 +130,17 @@ async def test_faults_are_injected_through_the_control_api(http: httpx.AsyncClie
     assert BOT_TOKEN not in str(calls)
     await http.post("/_control/reset")
     assert (await http.get("/_control/calls")).json() == []
+
+
+async def test_the_incoming_webhook_accepts_good_messages_and_refuses_bad_ones(
+    http: httpx.AsyncClient, standin: RunningStandin
+) -> None:
+    ok = await http.post("/services/T0/B0/x", json={"text": "hi", "blocks": [SECTION]})
+    assert (ok.status_code, ok.text) == (200, "ok")
+    empty = await http.post("/services/T0/B0/x", json={})
+    assert (empty.status_code, empty.text) == (400, "no_text")
+    invalid = await http.post("/services/T0/B0/x", json={"text": "x", "blocks": [{"type": "sparkles"}]})
+    assert (invalid.status_code, invalid.text) == (400, "invalid_blocks")
+    legacy = await http.post("/services/T0/B0/x", data={"payload": '{"text": "form style"}'})
+    assert legacy.status_code == 200
+    assert [p["text"] for p in standin.slack.webhook_posts] == ["hi", "form style"]

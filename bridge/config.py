@@ -30,6 +30,9 @@ MPC_POLL_FLOOR_S: Final = 5.0
 """MPC asks for polling "in intervals not smaller than 5 seconds": the default minimum interval."""
 POLL_INTERVAL_LOWEST_S: Final = 0.05
 """The smallest interval accepted at all (tests, the demo and benchmarks run against the simulator)."""
+SLACK_POST_INTERVAL_S: Final = 1.0
+"""Slack asks for "no more than one message per channel per second" (bursts tolerated)."""
+
 WEBHOOK_RETRY_SCHEDULE_S: Final = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 """SPEC "Webhooks": the waits after the first attempt (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h)."""
 WEBHOOK_RETRY_MAX_STEPS: Final = 20
@@ -147,6 +150,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         str, _doc("Slack Web API base URL (a local stand-in in tests and the demo).")
     ] = DEFAULT_SLACK_API_URL
     slack_show_pii: Annotated[bool, _doc("Show member identifiers unmasked in Slack messages.")] = False
+    slack_post_interval_s: Annotated[
+        float,
+        _doc("Least time between two messages the bridge posts to one Slack channel.", ge=0, le=60),
+    ] = SLACK_POST_INTERVAL_S
     webhook_allow_cidrs: Annotated[
         tuple[str, ...],
         _doc("Networks webhook URLs may resolve to although not public (comma-separated CIDRs)."),
@@ -208,6 +215,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         _check_url("redis_url", self.redis_url, ("redis", "rediss", "unix"))
         _check_url("mpc_base_url", self.mpc_base_url, ("http", "https"))
         _check_url("slack_api_url", self.slack_api_url, ("http", "https"))
+        if self.slack_webhook_url is not None:
+            parts = urlsplit(self.slack_webhook_url.reveal())
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                # The URL is a secret (it lets anyone post): named, never shown.
+                raise ConfigError(f"{env_name('slack_webhook_url')}: expected an http/https URL")
         if self.secret_key is not None:
             _check_fernet_key(self.secret_key)
         _check_webhook_schedule(self.webhook_retry_schedule_s)

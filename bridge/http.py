@@ -129,3 +129,15 @@ def build_pinned_client(
     return httpx.AsyncClient(
         transport=transport, timeout=timeout, headers=headers, follow_redirects=False, trust_env=False
     )
+
+
+def build_session(*, timeout_s: float, connections: int = 100) -> aiohttp.ClientSession:
+    """A shared ``aiohttp.ClientSession`` for libraries that need one (slack_sdk's async clients).
+
+    One per process, created and closed with it: without one, slack_sdk opens and closes a
+    session (and its connections) for every call (LIBRARY-NOTES §3).
+    """
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        connector=aiohttp.TCPConnector(limit=connections),
+    )

@@ -21,6 +21,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from bridge.core import diff as diffing
+from bridge.core import member_errors
 from bridge.core.model import (
     ACTIVE_STATUSES,
     BulkGone,
@@ -33,6 +34,7 @@ from bridge.core.model import (
     WatchSpec,
 )
 from bridge.core.schedule import Intervals, bulks_to_fetch, next_delay, plan_requests
+from bridge.delivery.model import SLACK
 from bridge.delivery.routing import DestinationResolver
 from bridge.logs import get_logger
 from bridge.metrics import WorkerMetrics
@@ -46,6 +48,8 @@ IDLE_SLEEP_MAX_S: Final = 0.25
 REDIS_RETRY_MAX_S: Final = 5.0
 """Ceiling of the back-off while Redis does not answer."""
 UNAUTHORIZED_FIRST: Final = ("unauthorized", "rate_limited")
+UNMASKED_ERROR_TYPES: Final = frozenset({"bulk.finished", "bulk.failed"})
+"""The events whose errors summary Slack may show unmasked (``BRIDGE_SLACK_SHOW_PII``)."""
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -95,6 +99,8 @@ class PollerConfig(msgspec.Struct, frozen=True, kw_only=True):
     intervals: Intervals
     concurrency: int
     rules: diffing.Rules
+    unmasked_errors: bool = False
+    """Store an unmasked errors summary beside events going to Slack (``BRIDGE_SLACK_SHOW_PII``)."""
 
 
 class Poller:
@@ -290,14 +296,21 @@ class Poller:
         events: list[NewEvent] = []
         changed = False
         busy = retry_soon
+        unmasked: dict[int, bytes] = {}
         for wid, watch in sorted(tracker.watches.items()):
             result = diffing.diff(watch, tracker.snapshots.get(wid), observation, now, self._config.rules)
             snapshots[wid] = result.snapshot
             if result.snapshot.state != "active":
                 ended[wid] = result.snapshot
             for event in result.events:
+                destinations = await self._destinations(watch, event)
                 events.append(
-                    NewEvent(watch_id=wid, event=event, destinations=await self._destinations(watch, event))
+                    NewEvent(
+                        watch_id=wid,
+                        event=event,
+                        destinations=destinations,
+                        unmasked_errors=self._unmasked_errors(event, destinations, observation, unmasked),
+                    )
                 )
             changed = changed or bool(result.events) or _changed_at(result.snapshot, now)
             busy = busy or _busy(result.snapshot, watch)
@@ -323,6 +336,33 @@ class Poller:
 
     async def _destinations(self, watch: WatchSpec, event: Event) -> tuple[str, ...]:
         return await self._resolver.destinations(watch, event)
+
+    def _unmasked_errors(
+        self, event: Event, destinations: tuple[str, ...], observation: Observation, cache: dict[int, bytes]
+    ) -> bytes:
+        """The bulk's errors with identifiers unmasked, for Slack only, only when configured.
+
+        The event keeps its masked summary (it is also the webhook payload); this side record
+        lives briefly beside it (see ``RedisStore``) and Slack deletes it once posted.
+        """
+        bulk_id = event.data.bulk_id
+        if (
+            not self._config.unmasked_errors
+            or event.type not in UNMASKED_ERROR_TYPES
+            or SLACK not in destinations
+            or not isinstance(bulk_id, int)
+        ):
+            return b""
+        if bulk_id not in cache:
+            seen = observation.bulks.get(bulk_id)
+            errors = seen.bulk.members_errors if isinstance(seen, BulkSeen) else None
+            if errors:
+                groups, omitted = member_errors.summarize(errors, mask=False)
+                summary = member_errors.ErrorSummary(groups=groups, omitted=omitted)
+                cache[bulk_id] = member_errors.encode_summary(summary)
+            else:
+                cache[bulk_id] = b""
+        return cache[bulk_id]
 
 
 def _bulk_observation(answer: MpcResponse[Any]) -> BulkObservation | None:

@@ -29,6 +29,7 @@ from bridge.http import Fetcher, build_transport
 from bridge.logs import configure_logging, get_logger
 from bridge.metrics import WorkerMetrics
 from bridge.poller import Poller, PollerConfig
+from bridge.slack.factory import open_session, slack_mode
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
 from bridge.upstream.mpc import MAX_BODY_BYTES, ClubCredentials, MpcClient
@@ -96,6 +97,7 @@ def poller_config(settings: Settings) -> PollerConfig:
         ),
         concurrency=settings.poll_concurrency,
         rules=Rules(failing_after=settings.upstream_failing_after),
+        unmasked_errors=settings.slack_show_pii and slack_mode(settings) is not None,
     )
 
 
@@ -109,7 +111,8 @@ class Runtime:
         self.http, self.mpc = _upstream(settings, redis)
         self.redis = redis
         self.metrics = WorkerMetrics()
-        self.notifiers = build_notifiers(settings, store=self.store, redis=redis)
+        self.slack_http = open_session(settings)
+        self.notifiers = build_notifiers(settings, store=self.store, redis=redis, slack_http=self.slack_http)
         self.deliveries = Deliveries(self.store, self.notifiers, metrics=self.metrics)
         self.poller = Poller(
             store=self.store,
@@ -125,6 +128,13 @@ class Runtime:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.poller.run()), loop.create_task(self.metrics.run(self.redis))]
 
+    async def check_notifiers(self) -> None:
+        """Let notifiers that can check their credentials do so (logged, never fatal)."""
+        for notifier in self.notifiers.values():
+            check = getattr(notifier, "check", None)
+            if check is not None:
+                await check()
+
     async def close(self) -> None:
         await self.poller.stop(self.settings.worker_drain_s)
         poll_task, metrics_task = self._tasks or (None, None)
@@ -135,6 +145,8 @@ class Runtime:
             await asyncio.gather(metrics_task, return_exceptions=True)
         await self.http.aclose()
         await close_notifiers(self.notifiers)
+        if self.slack_http is not None:
+            await self.slack_http.close()
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -143,12 +155,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     runtime = Runtime(settings, ctx["redis"])
     ctx["runtime"] = runtime
     runtime.start()
+    await runtime.check_notifiers()
     log.info(
         "worker started",
         poll_concurrency=settings.poll_concurrency,
         poll_min_interval_s=settings.poll_min_interval_s,
         poll_max_interval_s=settings.poll_max_interval_s,
         mpc_base_url=settings.mpc_base,
+        slack=slack_mode(settings),
     )
 
 

@@ -26,6 +26,10 @@ LIST_SCAN_BATCH: Final = 100
 """Index entries read per round trip while listing watches."""
 EVENT_TTL_EXTRA_S: Final = 60 * 86_400.0
 """Events outlive the longest watch (expires_after <= 30 days) plus retention."""
+UNMASKED_ERRORS_TTL_S: Final = 6 * 3600.0
+"""An event's unmasked errors summary (``BRIDGE_SLACK_SHOW_PII`` only) outlives the Slack
+delivery's retries with room to spare, and no more: it is personal data. Slack deletes it once
+posted; MPC itself drops ``members_errors`` after 24 h."""
 
 T = TypeVar("T")
 
@@ -77,6 +81,9 @@ class NewEvent(msgspec.Struct, kw_only=True, frozen=True):
     watch_id: str
     event: Event
     destinations: tuple[str, ...]
+    unmasked_errors: bytes = b""
+    """The bulk's errors summary with identifiers unmasked (JSON), stored beside the event at
+    ``bridge:slack:errors:{eid}`` for Slack when ``BRIDGE_SLACK_SHOW_PII``; never in the event."""
 
 
 class CommitPlan(msgspec.Struct, kw_only=True):
@@ -198,6 +205,8 @@ class RedisStore:
             now_ms(plan.due),
             self.retention_ms,
             self.event_ttl_ms,
+            keys.SLACK_ERRORS_PREFIX,
+            now_ms(UNMASKED_ERRORS_TTL_S),
         ]
         fields: list[Any] = [
             keys.F_POLL_STATE,
@@ -213,6 +222,7 @@ class RedisStore:
                 new.watch_id,
                 new.event.id,
                 encode_event(new.event),
+                new.unmasked_errors,
                 len(new.destinations),
                 *new.destinations,
             ]

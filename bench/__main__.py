@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
-from bench import throughput
+from bench import latency, throughput
 from bench.harness import stack
+from bench.plot import latency_png
 
 RESULTS: Final = Path(__file__).parent / "results"
 
@@ -35,7 +36,13 @@ def _horizontal(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
     )
 
 
-SCENARIOS: Final = {"throughput": _throughput, "horizontal": _horizontal}
+def _latency(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    return lambda s: latency.run(
+        s, bulks=500 if quick else 2000, rate=10 if quick else 20, seconds=15 if quick else 60
+    )
+
+
+SCENARIOS: Final = {"throughput": _throughput, "latency": _latency, "horizontal": _horizontal}
 
 
 def table(rows: list[tuple[str, str, str]]) -> str:
@@ -74,6 +81,25 @@ def summarize(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
         return rows
+    if name == "latency":
+        t, o = result["total"], result["own_part"]
+        return [
+            (
+                name,
+                f"{result['bulks']} bulks, floor {result['poll_floor_s']} s, {result['flips']} flips",
+                f"{result['observed_flips']} observed, {result['not_delivered']} not delivered",
+            ),
+            (
+                name,
+                "flip -> webhook received (total)",
+                f"p50 {t['p50_ms']} ms, p99 {t['p99_ms']} ms, max {t['max_ms']} ms",
+            ),
+            (
+                name,
+                "poll that saw it -> webhook (own part)",
+                f"p50 {o['p50_ms']} ms, p99 {o['p99_ms']} ms, max {o['max_ms']} ms",
+            ),
+        ]
     return [(name, key, str(value)) for key, value in result.items() if not isinstance(value, dict | list)]
 
 
@@ -95,6 +121,11 @@ async def main() -> None:
             result = await SCENARIOS[name](args.quick)(running)
             result["wall_s"] = round(time.monotonic() - started, 1)
         results[name] = result
+        if name == "latency":
+            RESULTS.mkdir(exist_ok=True)
+            latency_png(result, RESULTS / "latency.png")
+            result.pop("samples_total_s")
+            result.pop("samples_own_s")
         rows += summarize(name, result)
         print(table(rows[-len(summarize(name, result)) :]), flush=True)
     RESULTS.mkdir(exist_ok=True)

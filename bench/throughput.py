@@ -34,13 +34,13 @@ def bulk_url(stack: Stack, n: int) -> str:
     return f"{stack.simulator_url}/v3/{SLUG}/members/imports/imp-{n}/bulks/{n + 1}"
 
 
-async def populate(stack: Stack, count: int) -> None:
-    """``count`` imports of one working bulk each, and one named-bulk watch on each."""
+async def populate(stack: Stack, count: int, status: str = "working") -> None:
+    """``count`` imports of one bulk each (in ``status``), and one named-bulk watch on each."""
     async with SimulatorControl(stack.simulator_url) as control:
         for start in range(0, count, BATCH):
             await control.put_imports(
                 [
-                    (SLUG, f"imp-{n}", [{"id": n + 1, "status": "working", "members_in_payload_number": 100}])
+                    (SLUG, f"imp-{n}", [{"id": n + 1, "status": status, "members_in_payload_number": 100}])
                     for n in range(start, min(count, start + BATCH))
                 ]
             )

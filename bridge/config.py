@@ -186,7 +186,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ] = 20.0
     worker_poll_delay_s: Annotated[
         float, _doc("How often an idle worker looks for due delivery jobs.", gt=0, le=10)
-    ] = 0.05
+    ] = 0.01
     worker_max_jobs: Annotated[
         int, _doc("Delivery jobs one worker runs at the same time.", ge=1, le=10_000)
     ] = 100

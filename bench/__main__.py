@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
-from bench import latency, throughput
+from bench import economy, latency, throughput
 from bench.harness import stack
 from bench.plot import latency_png
 
@@ -42,7 +42,16 @@ def _latency(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
     )
 
 
-SCENARIOS: Final = {"throughput": _throughput, "latency": _latency, "horizontal": _horizontal}
+def _economy(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    return lambda s: economy.run(s, imports=40 if quick else 200, bulks=5)
+
+
+SCENARIOS: Final = {
+    "throughput": _throughput,
+    "latency": _latency,
+    "economy": _economy,
+    "horizontal": _horizontal,
+}
 
 
 def table(rows: list[tuple[str, str, str]]) -> str:
@@ -81,6 +90,27 @@ def summarize(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
         return rows
+    if name == "economy":
+        b, n = result["bridge"], result["naive_5s_poller"]
+        return [
+            (
+                name,
+                f"{result['imports']} imports x {result['bulks_per_import']} bulks, "
+                f"time x{result['time_scale']}",
+                f"{b['completed_bulks']} bulks completed",
+            ),
+            (
+                name,
+                "bridge: requests per completed bulk, median delay",
+                f"{b['requests_per_completed_bulk']}, {b['median_detection_delay_s']} s",
+            ),
+            (
+                name,
+                "naive 5 s poller: requests per completed bulk, median delay",
+                f"{n['requests_per_completed_bulk']}, {n['median_detection_delay_s']} s",
+            ),
+            (name, "ratio of requests (bridge / naive)", f"{result['request_ratio']}"),
+        ]
     if name == "latency":
         t, o = result["total"], result["own_part"]
         return [

@@ -50,6 +50,9 @@ from bridge.core.model import (
 )
 
 EVENT_ID_PREFIX: Final = "evt_"
+LISTING_SUFFICES: Final = frozenset({"working"})
+"""Statuses an import listing announces on its own: ``bulk.started`` carries nothing the listing
+lacks (counts and retries do not move when a job picks a bulk up), so the bulk is not fetched."""
 EVENT_ID_HEX_CHARS: Final = 32
 NO_BULK: Final = "-"
 
@@ -262,11 +265,36 @@ def _seen(
     return msgspec.structs.replace(new, seq=seq)
 
 
-def _listed(old: BulkSnapshot | None, listed: BulkListed, now: float) -> BulkSnapshot | None:
-    """Listed with the status we know: seen, unchanged. Any other case is unknown this time."""
-    if old is None or old.missing or old.status != listed.status:
+def _listed(
+    old: BulkSnapshot | None, listed: BulkListed, bulk_id: int, watch: WatchSpec, now: float, out: _Emitter
+) -> BulkSnapshot | None:
+    """Listed with the status we know: seen, unchanged. Listed as newly ``working``: started (the
+    listing says all such an event needs). Any other case is unknown until its details come."""
+    if old is None or old.status is None or old.missing:
         return old
-    return msgspec.structs.replace(old, last_seen=now)
+    if old.status == listed.status:
+        return msgspec.structs.replace(old, last_seen=now)
+    if listed.status not in LISTING_SUFFICES:
+        return old
+    new = msgspec.structs.replace(
+        old,
+        status=listed.status,
+        request_number=listed.request_number or old.request_number,
+        seq=old.seq + 1,
+        last_seen=now,
+        last_changed=now,
+        stalled=False,
+    )
+    out.emit(
+        STATUS_EVENT[listed.status],
+        new.seq,
+        bulk_id,
+        status=listed.status,
+        previous_status=old.status,
+        retries=old.retries,
+        bulk=_view(watch.import_id, bulk_id, new, None),
+    )
+    return new
 
 
 def _gone(
@@ -329,7 +357,7 @@ def _diff_bulk(
     if isinstance(observed, BulkSeen):
         new = _seen(old, observed.bulk, bulk_id, named, watch, now, out)
     elif isinstance(observed, BulkListed):
-        new = _listed(old, observed, now)
+        new = _listed(old, observed, bulk_id, watch, now, out)
     elif isinstance(observed, BulkGone):
         new = _gone(old, bulk_id, watch, now, out)
     else:

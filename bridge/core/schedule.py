@@ -13,10 +13,13 @@ from typing import Final
 
 import msgspec
 
+from bridge.core.diff import LISTING_SUFFICES
 from bridge.core.model import ACTIVE_STATUSES, Failure, WatchSnapshot, WatchSpec
 
-BACKOFF_FACTOR: Final = 1.25
+BACKOFF_FACTOR: Final = 1.15
 """Growth of the interval per quiet poll while every open bulk is ``waiting``."""
+QUIET_POLLS_AT_FLOOR: Final = 4
+"""Quiet polls still at the floor before backing off: a queue often picks a bulk up soon."""
 FAILURE_FACTOR: Final = 2.0
 """Growth of the interval per consecutive failed poll."""
 JITTER: Final = 0.1
@@ -66,7 +69,8 @@ def bulks_to_fetch(
     listing: Mapping[int, str], watches: Iterable[WatchSpec], snapshots: Mapping[str, WatchSnapshot]
 ) -> list[int]:
     """After an import poll: the listed bulks whose details some watch needs — new to it, with
-    a status it has not seen, or busy while it wants progress."""
+    a status it has not seen (unless the listing alone announces it), or busy while it wants
+    progress."""
     needed: set[int] = set()
     for watch in watches:
         snap = snapshots.get(watch.id)
@@ -74,10 +78,14 @@ def bulks_to_fetch(
         for bulk_id in scope:
             known = snap.bulks.get(bulk_id) if snap is not None else None
             status = listing[bulk_id]
+            changed = known is not None and known.status != status
+            announced_by_listing = (
+                changed and known is not None and known.status is not None and (status in LISTING_SUFFICES)
+            )
             if (
                 known is None
                 or known.missing
-                or known.status != status
+                or (changed and not announced_by_listing)
                 or (watch.notify_progress and status in ACTIVE_STATUSES)
             ):
                 needed.add(bulk_id)
@@ -105,10 +113,12 @@ def next_delay(
             delay = max(delay, min(failure.retry_after, intervals.retry_after_max_s))
         new = msgspec.structs.replace(state, failures=failures)
     elif changed or busy:
-        delay = intervals.min_s
-        new = msgspec.structs.replace(state, failures=0, quiet=0)
+        # Exactly the floor: every extra millisecond here is detection delay. Imports stay out of
+        # step with each other by the phase they started at, not by stretching busy intervals.
+        return intervals.min_s, msgspec.structs.replace(state, failures=0, quiet=0)
     else:
         quiet = state.quiet + 1
-        delay = min(intervals.max_s, intervals.min_s * BACKOFF_FACTOR**quiet)
+        growth = max(0, quiet - QUIET_POLLS_AT_FLOOR)
+        delay = min(intervals.max_s, intervals.min_s * BACKOFF_FACTOR**growth)
         new = msgspec.structs.replace(state, failures=0, quiet=quiet)
     return delay * (1.0 + JITTER * jitter), new

@@ -342,6 +342,18 @@ def test_a_listed_bulk_with_an_unchanged_status_is_seen_without_events() -> None
     assert snapshot is not None and snapshot.bulks[11].last_seen == T0 + 5
 
 
+def test_a_bulk_listed_as_newly_working_is_started_without_its_details() -> None:
+    spec = watch()
+    first, _ = run(spec, listed({11: "waiting"}, (bulk(11, "waiting", members_in_payload_number=13),)))
+    result = diff(spec, first, listed({11: "working"}), T0 + 5)
+    assert types(result.events) == ["bulk.started"]
+    data = result.events[0].data
+    assert (data.status, data.previous_status) == ("working", "waiting")
+    assert data.bulk and data.bulk.status == "working" and data.bulk.members_in_payload_number == 13
+    again = diff(spec, result.snapshot, listed({11: "working"}), T0 + 10)
+    assert again.events == []
+
+
 def test_a_listed_status_change_without_details_waits_for_the_details() -> None:
     spec = watch()
     first, _ = run(spec, listed({11: "working"}, (bulk(11, "working"),)))

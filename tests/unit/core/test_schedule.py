@@ -10,6 +10,7 @@ from bridge.core.model import BulkSnapshot, Failure, WatchSnapshot
 from bridge.core.schedule import (
     BACKOFF_FACTOR,
     JITTER,
+    QUIET_POLLS_AT_FLOOR,
     Intervals,
     PollState,
     bulks_to_fetch,
@@ -43,8 +44,14 @@ def test_quiet_waiting_imports_back_off_up_to_the_maximum() -> None:
     for _ in range(30):
         wait, state = delay(state)
         seen.append(wait)
-    assert seen[0] == pytest.approx(5.0 * BACKOFF_FACTOR)
+    assert seen[:QUIET_POLLS_AT_FLOOR] == [5.0] * QUIET_POLLS_AT_FLOOR
+    assert seen[QUIET_POLLS_AT_FLOOR] == pytest.approx(5.0 * BACKOFF_FACTOR)
     assert seen == sorted(seen) and seen[-1] == 60.0
+
+
+def test_busy_polls_are_exactly_at_the_floor_whatever_the_jitter() -> None:
+    assert delay(busy=True, jitter=0.99)[0] == 5.0
+    assert delay(changed=True, jitter=0.99)[0] == 5.0
 
 
 def test_failures_double_the_interval_and_retry_after_is_honoured() -> None:
@@ -105,6 +112,8 @@ def test_after_an_import_poll_only_changed_or_new_bulks_are_fetched() -> None:
     known = WatchSnapshot(bulks={11: BulkSnapshot(status="working"), 12: BulkSnapshot(status="waiting")})
     listing = {11: "working", 12: "finished", 13: "waiting"}
     assert bulks_to_fetch(listing, [spec], {spec.id: known}) == [12, 13]
+    picked_up = {11: "working", 12: "working"}
+    assert bulks_to_fetch(picked_up, [spec], {spec.id: known}) == []  # the listing says it all
     progress = watch(id="wch_p", notify_progress=True)
     assert bulks_to_fetch(listing, [progress], {progress.id: known}) == [11, 12, 13]
     named = watch((12, 99), id="wch_n")

@@ -1,0 +1,177 @@
+"""Upstream economy: requests per completed bulk, against a naive fixed 5 s per-bulk poller.
+
+The simulator plays its ``realistic`` scenario (200 imports x 5 bulks: a first bulk waits minutes,
+jobs work tens of seconds one after another, some retry, a few fail) time-compressed by
+``TIME_SCALE``; the same seed is played twice, once watched by the bridge (whole-import
+watches), once by the naive poller (a GET per known bulk every 5 s until it is terminal, which
+is what an n8n flow or changedetection.io would do; it is told each bulk the moment it appears,
+for free). Every interval is compressed by the same factor, so request counts compare as they
+would in real time, and delays are reported in real seconds.
+
+Detection delay of a status change: from the simulator's flip to the first upstream answer that
+showed the new status (an import listing counts: it is where the bridge learns it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any, Final
+
+import aiohttp
+from redis.asyncio import Redis
+
+from bench.harness import MPC_TOKEN, Stack, stack
+from bench.latency import read_all
+from bridge.core.model import WatchSpec
+from bridge.simulator import SimulatorControl
+from bridge.store.redis_store import RedisStore
+from bridge.upstream.mpc import user_agent
+
+TIME_SCALE: Final = 10.0
+MPC_FLOOR_S: Final = 5.0
+MPC_CEILING_S: Final = 60.0
+NAIVE_EVERY_S: Final = 5.0
+SEED: Final = 20_261_127
+TERMINAL: Final = ("finished", "failed")
+REQUEST_LOG: Final = 2_000_000
+
+
+def scenario_params(imports: int, bulks: int) -> dict[str, Any]:
+    return {
+        "imports": imports,
+        "bulks_per_import": bulks,
+        "start_spread_s": 0.0,
+        "time_scale": TIME_SCALE,
+        "seed": SEED,
+        "slugs": ["bench-club"],
+    }
+
+
+async def _wait_done(control: SimulatorControl, scenario_id: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (await control.scenario(scenario_id)).state != "running":
+            return
+        await asyncio.sleep(0.5)
+
+
+async def run_bridge(stack: Stack, imports: int, bulks: int) -> dict[str, Any]:
+    stack.start_redis()
+    stack.start_simulator("--request-log", str(REQUEST_LOG))
+    env = stack.bridge_env(
+        BRIDGE_POLL_MIN_INTERVAL_S=str(MPC_FLOOR_S / TIME_SCALE),
+        BRIDGE_POLL_MAX_INTERVAL_S=str(MPC_CEILING_S / TIME_SCALE),
+    )
+    redis = Redis(port=stack.redis_port)
+    store = RedisStore(redis, retention_s=3600)
+    async with SimulatorControl(stack.simulator_url) as control:
+        status = await control.start_scenario("realistic", **scenario_params(imports, bulks))
+        now = time.time()
+        for n, ref in enumerate(status.imports):
+            spec = WatchSpec(
+                id=f"wch_econ{n:020d}",
+                loyalty_club_slug=ref.slug,
+                import_id=ref.import_id,
+                created_at=now,
+                expires_at=now + 86_400,
+            )
+            await store.create_watch(spec, f"econ-{n}", 0.0)
+        stack.start_worker("worker-1", env)
+        await _wait_done(control, status.id, 3600)
+        await _until_watches_end(store, [f"wch_econ{n:020d}" for n in range(len(status.imports))])
+        result = await _measure(control)
+    await redis.aclose()
+    return result
+
+
+async def _until_watches_end(store: RedisStore, watch_ids: list[str], timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = set(watch_ids)
+    while pending and time.monotonic() < deadline:
+        for wid in list(pending):
+            record = await store.get_watch(wid)
+            if record is not None and record.state != "active":
+                pending.discard(wid)
+        await asyncio.sleep(1.0)
+
+
+async def run_naive(stack: Stack, imports: int, bulks: int) -> dict[str, Any]:
+    stack.start_simulator("--request-log", str(REQUEST_LOG))
+    every = NAIVE_EVERY_S / TIME_SCALE
+    headers = {"X-Client-Authorization": MPC_TOKEN, "X-Product-Name": "naive", "X-User-Agent": user_agent()}
+    polling: set[int] = set()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def poll(session: aiohttp.ClientSession, slug: str, import_id: str, bulk_id: int) -> None:
+        url = f"{stack.simulator_url}/v3/{slug}/members/imports/{import_id}/bulks/{bulk_id}"
+        while True:
+            async with session.get(url, headers={**headers, "X-Loyalty-Club-Slug": slug}) as response:
+                body = await response.json() if response.status == 200 else {}
+            if body.get("status") in TERMINAL:
+                return
+            await asyncio.sleep(every)
+
+    async with SimulatorControl(stack.simulator_url) as control, aiohttp.ClientSession() as session:
+        status = await control.start_scenario("realistic", **scenario_params(imports, bulks))
+        where = {b: (ref.slug, ref.import_id) for ref in status.imports for b in ref.bulk_ids}
+        since = 0
+        while (await control.scenario(status.id)).state == "running" or any(not t.done() for t in tasks):
+            page = await control.flips(since=since, limit=10_000)
+            for flip in page.items:
+                if flip.bulk_id not in polling and flip.bulk_id in where:
+                    polling.add(flip.bulk_id)
+                    tasks.append(asyncio.create_task(poll(session, *where[flip.bulk_id], flip.bulk_id)))
+            since = page.last_seq or since
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*tasks)
+        return await _measure(control)
+
+
+async def _measure(control: SimulatorControl) -> dict[str, Any]:
+    flips = [f for f in await read_all(control.flips) if f.source == "scenario" and f.from_ is not None]
+    served = await read_all(control.requests)
+    shown: dict[tuple[int, str], list[float]] = {}
+    for request in served:
+        for bulk_id, status in request.shown.items():
+            shown.setdefault((int(bulk_id), status), []).append(request.t)
+    delays: list[float] = []
+    by_bulk: dict[int, list[Any]] = {}
+    for flip in flips:
+        by_bulk.setdefault(flip.bulk_id, []).append(flip)
+    completed = 0
+    for bulk_flips in by_bulk.values():
+        bulk_flips.sort(key=lambda f: f.t)
+        completed += bulk_flips[-1].to in TERMINAL
+        for index, flip in enumerate(bulk_flips):
+            next_t = bulk_flips[index + 1].t if index + 1 < len(bulk_flips) else float("inf")
+            seen = next((t for t in shown.get((flip.bulk_id, flip.to), []) if flip.t <= t < next_t), None)
+            if seen is not None:
+                delays.append((seen - flip.t) * TIME_SCALE)
+    return {
+        "requests": len(served),
+        "completed_bulks": completed,
+        "requests_per_completed_bulk": round(len(served) / max(completed, 1), 2),
+        "transitions": len(flips),
+        "observed_transitions": len(delays),
+        "median_detection_delay_s": round(statistics.median(delays), 2) if delays else None,
+        "p90_detection_delay_s": round(sorted(delays)[int(0.9 * (len(delays) - 1))], 2) if delays else None,
+    }
+
+
+async def run(bridge_stack: Stack, *, imports: int, bulks: int) -> dict[str, Any]:
+    bridge = await run_bridge(bridge_stack, imports, bulks)
+    bridge_stack.close()
+    with stack() as naive_stack:
+        naive = await run_naive(naive_stack, imports, bulks)
+    return {
+        "imports": imports,
+        "bulks_per_import": bulks,
+        "time_scale": TIME_SCALE,
+        "bridge": bridge,
+        "naive_5s_poller": naive,
+        "request_ratio": round(
+            bridge["requests_per_completed_bulk"] / naive["requests_per_completed_bulk"], 3
+        ),
+    }

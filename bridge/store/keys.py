@@ -20,6 +20,8 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
     bridge:delivered:{eid}|{dest}    string set once a destination has the event (dedup)
     bridge:club-pause:{slug}         string until when MPC asked not to be called (ms)
     bridge:queue                     zset  arq's job queue (arq owns arq:job:*, arq:in-progress:*)
+    bridge:queue:health-check:{host} string a worker's last health record (arq writes it every 30 s;
+                                           it expires 1 s after the next one was due)
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ WATCHES: Final = PREFIX + "watches"
 WATCH_FINGERPRINTS: Final = PREFIX + "watch-fingerprints"
 OUTBOX: Final = PREFIX + "outbox"
 QUEUE: Final = PREFIX + "queue"
+WORKER_HEALTH_PREFIX: Final = QUEUE + ":health-check:"
 
 TRACKER_PREFIX: Final = PREFIX + "tracker:"
 TRACKER_WATCHES_SUFFIX: Final = ":watches"
@@ -102,3 +105,7 @@ def outbox_entry(eid: str, destination: str) -> str:
 def split_outbox_entry(entry: str) -> tuple[str, str]:
     eid, _, destination = entry.partition(OUTBOX_SEPARATOR)
     return eid, destination
+
+
+def worker_health(host: str) -> str:
+    return WORKER_HEALTH_PREFIX + host

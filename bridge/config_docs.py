@@ -13,6 +13,12 @@ from bridge.config import describe_settings, env_name
 Format = Literal["markdown", "env"]
 REQUIRED_IN_PRODUCTION: Final = ("api_keys", "secret_key", "mpc_token")
 """Variables a production deployment sets; the others have working defaults."""
+COMPOSE_VARIABLES: Final = (
+    ("DEPLOY_IMAGE", "mpc-import-bridge:local", "Image compose builds and runs."),
+    ("DEPLOY_API_PORT", "8080", "Host port of the API."),
+    ("DEPLOY_SIMULATOR_PORT", "8081", "Host port of the MPC simulator (`--profile trial`)."),
+)
+"""Read by ``deploy/compose.yaml`` itself, not by the bridge (hence not ``BRIDGE_``)."""
 MARKDOWN_PATH: Final = "docs/configuration.md"
 ENV_EXAMPLE_PATH: Final = "deploy/.env.example"
 
@@ -58,6 +64,9 @@ def render_env_example() -> str:
         else:
             shown = "" if default in ("(unset)", "(empty)") else default
             lines.append(f"# {variable}={shown}")
+    lines += ["", "", "# ---- read by deploy/compose.yaml only, not by the bridge"]
+    for variable, default, description in COMPOSE_VARIABLES:
+        lines += ["", f"# {description}", f"# {variable}={default}"]
     return "\n".join(lines) + "\n"
 
 

@@ -12,10 +12,7 @@ from bridge.config import describe_settings
 from bridge.config_docs import ENV_EXAMPLE_PATH, MARKDOWN_PATH, render
 
 ROOT = Path(__file__).resolve().parents[2]
-REGENERATE = (
-    "regenerate with: .venv/bin/bridge config-reference --format markdown > docs/configuration.md && "
-    ".venv/bin/bridge config-reference --format env > deploy/.env.example"
-)
+REGENERATE = "regenerate both with: make config-docs"
 
 
 @pytest.mark.parametrize(("fmt", "path"), [("markdown", MARKDOWN_PATH), ("env", ENV_EXAMPLE_PATH)])

@@ -170,6 +170,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         poll_min_interval_s=settings.poll_min_interval_s,
         poll_max_interval_s=settings.poll_max_interval_s,
         mpc_base_url=settings.mpc_base,
+        redis=parse_redis_url(settings.redis_url).redacted(),
     )
 
 

@@ -26,6 +26,7 @@ from bridge.devtools.processes import LOOPBACK, Process, free_port, redis_server
 from bridge.simulator import RunningSimulator, SimulatorControl
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
+from bridge.worker import health_check_key
 from tests.integration.conftest import API_KEY, SLUG, eventually
 from tests.integration.test_worker_process import worker_env
 
@@ -186,3 +187,29 @@ async def _polled(control: SimulatorControl) -> bool:
 
 async def _in_flight(client: Redis) -> bool:
     return bool(await client.zcard(keys.INFLIGHT))
+
+
+async def test_the_arq_cli_runs_the_same_worker_and_both_checks_follow_its_health(
+    redis: Redis, redis_url: str, simulator: RunningSimulator, tmp_path: Path, processes: list[Process]
+) -> None:
+    env = worker_env(redis_url, simulator.url)
+    arq = str(Path(sys.executable).parent / "arq")
+    checks = {
+        "arq --check": [arq, "--check", "workers.settings.WorkerSettings"],
+        "bridge worker --check": [sys.executable, "-m", "bridge", "worker", "--check"],
+    }
+
+    def passing() -> dict[str, bool]:
+        return {
+            name: subprocess.run(argv, env=env, capture_output=True, check=False).returncode == 0
+            for name, argv in checks.items()
+        }
+
+    assert passing() == dict.fromkeys(checks, False)
+    worker = Process([arq, "workers.settings.WorkerSettings"], tmp_path / "arq.log", env).start()
+    processes.append(worker)
+    await eventually(lambda: redis.exists(health_check_key()), 20, "the worker's health record")
+    assert await asyncio.to_thread(passing) == dict.fromkeys(checks, True)
+    code, _ = await asyncio.to_thread(wait_exit, worker, 30)
+    assert code == 0, worker.output()[-3000:]
+    assert await asyncio.to_thread(passing) == dict.fromkeys(checks, False)

@@ -5,6 +5,7 @@ the simulator behind a profile, healthchecks, grace periods above the drains, do
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Any, Final
@@ -146,3 +147,10 @@ def test_every_variable_it_reads_is_documented_in_the_env_example() -> None:
     compose_only = {name for name, _, _ in COMPOSE_VARIABLES}
     assert {v for v in used if v.startswith("BRIDGE_")} <= VARIABLES
     assert {v for v in used if not v.startswith("BRIDGE_")} <= compose_only
+
+
+def test_the_schema_catches_a_misspelt_key(compose: dict[str, Any]) -> None:
+    broken = copy.deepcopy(compose)
+    broken["services"]["api"]["healtcheck"] = broken["services"]["api"].pop("healthcheck")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, COMPOSE_SCHEMA)

@@ -185,3 +185,10 @@ def test_the_built_venv_runs_the_three_commands_and_they_pass_the_healthcheck(
         check=False,
     )
     assert check.returncode == 0, check.stderr
+
+
+def test_hadolint_does_fail_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python\nRUN apt-get update && apt-get install -y curl\n")
+    result = subprocess.run([str(BIN / "hadolint"), str(bad)], capture_output=True, text=True, check=False)
+    assert result.returncode != 0 and "DL3008" in result.stdout

@@ -6,6 +6,7 @@ promises the manifests make to each other: names, selectors, probes, grace perio
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -270,3 +271,17 @@ def test_pods_run_as_the_images_user_read_only_with_cpu_requests(objects: list[d
         for spec in pod["containers"]:
             assert spec["securityContext"]["readOnlyRootFilesystem"]
             assert spec["resources"]["requests"]["cpu"], "CPU autoscaling needs a request"
+
+
+def test_the_validators_catch_a_misspelt_field() -> None:
+    objects = build("overlays/production")
+    broken = copy.deepcopy(deployment(objects, "worker"))
+    broken["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
+    scaled = copy.deepcopy(named(objects, "ScaledObject", "mpc-import-bridge-worker"))
+    scaled["spec"]["triggers"][1]["metadata"]["treshold"] = scaled["spec"]["triggers"][1]["metadata"].pop(
+        "threshold"
+    )
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(scaled, SCALED_OBJECT_SCHEMA)

@@ -301,9 +301,18 @@ class BridgeWorker(Worker):
                 raise
 
     async def close(self) -> None:
-        await super().close()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        try:
+            await super().close()
+        except (RedisError, OSError) as exc:
+            # arq stops at its first Redis error, before on_shutdown: stop the poll loop and close
+            # the MPC client anyway. What could not be handed back comes back when its lease ends.
+            log.warning("redis unreachable while stopping; leases hand back the rest", error=repr(exc))
+            runtime: Runtime | None = self.ctx.get("runtime")
+            if runtime is not None:
+                await runtime.close()
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
 
 
 def _exit_now() -> None:

@@ -26,7 +26,7 @@ from bridge.devtools.processes import LOOPBACK, Process, free_port, redis_server
 from bridge.simulator import RunningSimulator, SimulatorControl
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
-from bridge.worker import health_check_key
+from bridge.worker import EXIT_STOP_TIMEOUT, health_check_key
 from tests.integration.conftest import API_KEY, SLUG, eventually
 from tests.integration.test_worker_process import worker_env
 
@@ -114,7 +114,18 @@ async def test_a_worker_finishes_the_poll_in_flight_and_claims_nothing_after_sig
     assert late == [], late
 
 
+@pytest.mark.parametrize(
+    ("how", "exit_code"),
+    [
+        # Refused connections: the stop cannot hand back, says so and exits cleanly.
+        ("killed", 0),
+        # A Redis that hangs (stopped, connections open): the watchdog ends the process.
+        ("hung", EXIT_STOP_TIMEOUT),
+    ],
+)
 async def test_a_worker_exits_within_its_drain_and_margin_when_redis_is_gone(
+    how: str,
+    exit_code: int,
     simulator: RunningSimulator,
     control: SimulatorControl,
     tmp_path: Path,
@@ -136,9 +147,13 @@ async def test_a_worker_exits_within_its_drain_and_margin_when_redis_is_gone(
             await eventually(lambda: _in_flight(client), 10, "an import in flight")
         finally:
             await client.aclose()
-        server.kill()
-        _, took = await asyncio.to_thread(wait_exit, worker, 1 + WORKER_EXIT_MARGIN_S + 10)
+        server.signal(signal.SIGKILL if how == "killed" else signal.SIGSTOP)
+        try:
+            code, took = await asyncio.to_thread(wait_exit, worker, 1 + WORKER_EXIT_MARGIN_S + 10)
+        finally:
+            server.signal(signal.SIGCONT)
     assert took < 1 + WORKER_EXIT_MARGIN_S + 3, worker.output()[-3000:]
+    assert code == exit_code, worker.output()[-3000:]
 
 
 async def test_the_api_finishes_requests_in_flight_and_takes_no_new_connection(

@@ -11,21 +11,27 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig
 from redis.exceptions import RedisError
 
-from bridge import __version__
 from bridge.api.auth import SECURITY_SCHEME, require_api_key
+from bridge.api.clubs import ClubController
 from bridge.api.deps import provide_redis, provide_settings, provide_store
+from bridge.api.docs import assets_router, exact_request_schemas, openapi_config
 from bridge.api.errors import handle_http_exception, handle_redis_error, handle_unexpected
 from bridge.api.health import HealthController
-from bridge.api.request import BridgeRequest
+from bridge.api.metrics import MetricsController
+from bridge.api.request import AllowHeaderMiddleware, BridgeRequest
+from bridge.api.subscriptions import DEPENDENCIES as WEBHOOK_DEPENDENCIES
+from bridge.api.subscriptions import DeliveryController, SubscriptionController
 from bridge.api.watches import WatchController
 from bridge.config import Settings, load_settings
+from bridge.credentials import CredentialStore
+from bridge.crypto import SecretBox
 from bridge.logs import configure_logging
 from bridge.redis_url import connect
 from bridge.store.redis_store import RedisStore
+from bridge.webhooks import subscription_store, url_guard
 
 MAX_BODY_BYTES: Final = 64 * 1024
 """SPEC: request bodies are at most 64 kB."""
@@ -40,6 +46,7 @@ def _redis(settings: Settings) -> ArqRedis:
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     api_keys = tuple(key.reveal().encode() for key in settings.require_api_keys())
+    box = SecretBox(settings.require_secret_key())
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -47,6 +54,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         redis = _redis(settings)
         app.state.redis = redis
         app.state.store = RedisStore(redis, retention_s=settings.retention_s)
+        app.state.credentials = CredentialStore(redis, box)
+        app.state.subscriptions = subscription_store(settings, redis)
         try:
             yield
         finally:
@@ -54,39 +63,38 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     v1 = Router(
         path="/v1",
-        route_handlers=[WatchController],
+        route_handlers=[WatchController, ClubController, SubscriptionController, DeliveryController],
         guards=[require_api_key],
         security=[{SECURITY_SCHEME: []}],
     )
-    return Litestar(
-        route_handlers=[HealthController, v1],
+    prometheus = PrometheusConfig(
+        app_name="mpc-import-bridge",
+        prefix="bridge",
+        group_path=True,
+        exclude_unhandled_paths=True,
+        exclude=["/metrics"],
+    )
+    app = Litestar(
+        route_handlers=[HealthController, MetricsController, v1, assets_router()],
+        middleware=[prometheus.middleware, AllowHeaderMiddleware()],
         lifespan=[lifespan],
-        state=State({"settings": settings, "api_keys": api_keys}),
+        state=State({"settings": settings, "api_keys": api_keys, "webhook_guard": url_guard(settings)}),
         dependencies={
             "store": Provide(provide_store),
             "settings": Provide(provide_settings),
             "redis": Provide(provide_redis),
+            **{name: Provide(provider) for name, provider in WEBHOOK_DEPENDENCIES.items()},
         },
         exception_handlers={
             HTTPException: handle_http_exception,
             RedisError: handle_redis_error,
             Exception: handle_unexpected,
         },
-        openapi_config=OpenAPIConfig(
-            title="mpc-import-bridge",
-            version=__version__,
-            description="Watches Placewise MPC member imports and announces every bulk status change.",
-            path="/schema",
-            components=Components(
-                security_schemes={
-                    SECURITY_SCHEME: SecurityScheme(
-                        type="http", scheme="bearer", description="A key from BRIDGE_API_KEYS"
-                    )
-                }
-            ),
-        ),
+        openapi_config=openapi_config(),
         request_max_body_size=MAX_BODY_BYTES,
         request_class=BridgeRequest,
         logging_config=None,
         debug=False,
     )
+    exact_request_schemas(app)
+    return app

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import click
 
 from bridge import __version__
 from bridge.config import ConfigError, Settings, load_settings
+from bridge.follow import ApiProblem, BridgeClient, bulk_line, follow
 
 EXIT_CONFIG: int = 2
 
@@ -129,6 +132,135 @@ def demo(keep_logs: bool, time_scale: float) -> None:
     from bridge.demo import run_demo
 
     sys.exit(run_demo(keep_logs=keep_logs, time_scale=time_scale))
+
+
+# ---------------------------------------------------------------------------- watch (an API client)
+
+
+api_url_option = click.option(
+    "--api-url",
+    envvar="BRIDGE_API_URL",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="The bridge API (env BRIDGE_API_URL).",
+)
+api_key_option = click.option(
+    "--api-key", envvar="BRIDGE_API_KEY", help="A key of BRIDGE_API_KEYS (env BRIDGE_API_KEY)."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+
+
+def _client(api_url: str, api_key: str | None) -> BridgeClient:
+    return BridgeClient(api_url, api_key)
+
+
+def _run(api_url: str, api_key: str | None, action: Callable[[BridgeClient], Any]) -> Any:
+    client = _client(api_url, api_key)
+    try:
+        return action(client)
+    except ApiProblem as exc:
+        _fail(str(exc))
+    finally:
+        client.close()
+
+
+def _show_watch(watch: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(watch, indent=2))
+        return
+    click.echo(f"{watch['id']}  {watch['state']}  {watch['loyalty_club_slug']} / {watch['import_id']}")
+    for bulk in watch["bulks"]:
+        click.echo(f"  {bulk_line(bulk)}")
+
+
+@main.group()
+def watch() -> None:
+    """Create, list, show, stop and follow watches through the API."""
+
+
+@watch.command("create")
+@api_url_option
+@api_key_option
+@json_option
+@click.option("--club", required=True, help="MPC loyalty club slug.")
+@click.option("--import-id", required=True, help="MPC import id.")
+@click.option("--bulk", "bulks", multiple=True, type=int, help="A bulk id (repeat); none: the whole import.")
+@click.option("--slack-channel", help="Slack channel id or #name for the import card.")
+@click.option("--notify-progress", is_flag=True, help="Also announce count changes (bulk.progress).")
+def watch_create(
+    api_url: str,
+    api_key: str | None,
+    as_json: bool,
+    club: str,
+    import_id: str,
+    bulks: tuple[int, ...],
+    slack_channel: str | None,
+    notify_progress: bool,
+) -> None:
+    """Watch an import (or some of its bulks)."""
+    body: dict[str, Any] = {
+        "loyalty_club_slug": club,
+        "import_id": import_id,
+        "notify_progress": notify_progress,
+    }
+    if bulks:
+        body["bulk_ids"] = list(bulks)
+    if slack_channel:
+        body["slack"] = {"channel": slack_channel}
+    _show_watch(_run(api_url, api_key, lambda c: c.call("POST", "/v1/watches", json=body)), as_json)
+
+
+@watch.command("list")
+@api_url_option
+@api_key_option
+@json_option
+@click.option("--club", help="Only this club's watches.")
+@click.option("--state", type=click.Choice(["active", "completed", "stopped", "expired", "error"]))
+def watch_list(api_url: str, api_key: str | None, as_json: bool, club: str | None, state: str | None) -> None:
+    """Watches, newest first."""
+    params = {k: v for k, v in (("loyalty_club_slug", club), ("state", state)) if v}
+    items = _run(api_url, api_key, lambda c: list(c.pages("/v1/watches", params)))
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for item in items:
+        done = sum(1 for b in item["bulks"] if b["status"] in ("finished", "failed"))
+        click.echo(
+            f"{item['id']}  {item['state']:<9}  {item['loyalty_club_slug']} / {item['import_id']}  "
+            f"{done}/{len(item['bulks'])} bulks done"
+        )
+
+
+@watch.command("show")
+@api_url_option
+@api_key_option
+@json_option
+@click.argument("watch_id")
+def watch_show(api_url: str, api_key: str | None, as_json: bool, watch_id: str) -> None:
+    """A watch and every bulk's state."""
+    _show_watch(_run(api_url, api_key, lambda c: c.call("GET", f"/v1/watches/{watch_id}")), as_json)
+
+
+@watch.command("stop")
+@api_url_option
+@api_key_option
+@json_option
+@click.argument("watch_id")
+def watch_stop(api_url: str, api_key: str | None, as_json: bool, watch_id: str) -> None:
+    """Stop a watch."""
+    _show_watch(_run(api_url, api_key, lambda c: c.call("DELETE", f"/v1/watches/{watch_id}")), as_json)
+
+
+@watch.command("follow")
+@api_url_option
+@api_key_option
+@click.argument("watch_id")
+def watch_follow(api_url: str, api_key: str | None, watch_id: str) -> None:
+    """A live view of the import (a bar per bulk, events as they arrive) until it completes."""
+    from rich.console import Console
+
+    state = _run(api_url, api_key, lambda c: follow(c, watch_id, Console()))
+    sys.exit(0 if state == "completed" else 1)
 
 
 def _register_simulator() -> None:

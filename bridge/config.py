@@ -36,6 +36,28 @@ WORKER_EXIT_MARGIN_S: Final = 10.0
 """After its drain, a worker has this long to cancel, hand back and disconnect; then it exits anyway.
 So a worker is gone ``BRIDGE_WORKER_DRAIN_S`` + this after SIGTERM: set Kubernetes'
 ``terminationGracePeriodSeconds`` above that sum."""
+SLACK_POST_INTERVAL_S: Final = 1.0
+"""Slack asks for "no more than one message per channel per second" (bursts tolerated)."""
+
+WEBHOOK_RETRY_SCHEDULE_S: Final = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+"""SPEC "Webhooks": the waits after the first attempt (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h)."""
+WEBHOOK_RETRY_MAX_STEPS: Final = 20
+"""Retries a schedule may list: far below the worker's ceiling of tries per delivery job."""
+WEBHOOK_SCHEDULE_MAX_TOTAL_S: Final = 6 * 86_400.0
+"""Longest a whole retry schedule may take at worst (every wait jittered up, then doubled by
+``Retry-After``): a delivery job that arq has not finished 7 days after it was enqueued expires."""
+WEBHOOK_TIMEOUT_S: Final = 15.0
+"""SPEC "Webhooks": success is a 2xx answer within 15 s."""
+WEBHOOK_TIMEOUT_MAX_S: Final = 50.0
+"""Below the delivery job's own timeout (60 s), so a slow receiver never gets the job killed."""
+WEBHOOK_DISABLE_AFTER_S: Final = 5 * 86_400.0
+"""SPEC "Webhooks": a subscription failing continuously this long with no success is disabled."""
+
+
+FERNET_KEY_HINT: Final = (
+    "url-safe base64 of 32 bytes (a Fernet key); generate one with: "
+    "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+)
 
 
 class ConfigError(ValueError):
@@ -141,10 +163,33 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         str, _doc("Slack Web API base URL (a local stand-in in tests and the demo).")
     ] = DEFAULT_SLACK_API_URL
     slack_show_pii: Annotated[bool, _doc("Show member identifiers unmasked in Slack messages.")] = False
+    slack_post_interval_s: Annotated[
+        float,
+        _doc("Least time between two messages the bridge posts to one Slack channel.", ge=0, le=60),
+    ] = SLACK_POST_INTERVAL_S
     webhook_allow_cidrs: Annotated[
         tuple[str, ...],
         _doc("Networks webhook URLs may resolve to although not public (comma-separated CIDRs)."),
     ] = ()
+    webhook_retry_schedule_s: Annotated[
+        tuple[float, ...],
+        _doc(
+            "Seconds to wait before each webhook retry after a failed attempt (comma-separated; "
+            "each jittered by +-20 %). One attempt plus one per entry.",
+            min_length=1,
+            max_length=WEBHOOK_RETRY_MAX_STEPS,
+        ),
+    ] = WEBHOOK_RETRY_SCHEDULE_S
+    webhook_timeout_s: Annotated[
+        float,
+        _doc(
+            "How long a webhook receiver has to answer (the whole request).", gt=0, le=WEBHOOK_TIMEOUT_MAX_S
+        ),
+    ] = WEBHOOK_TIMEOUT_S
+    webhook_disable_after_s: Annotated[
+        float,
+        _doc("A subscription failing continuously this long, with no success, is disabled.", gt=0),
+    ] = WEBHOOK_DISABLE_AFTER_S
     notify_log: Annotated[
         bool, _doc("Also deliver every event to the log notifier (one JSON line per event).")
     ] = True
@@ -167,7 +212,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ] = 10.0
     worker_poll_delay_s: Annotated[
         float, _doc("How often an idle worker looks for due delivery jobs.", gt=0, le=10)
-    ] = 0.05
+    ] = 0.01
     worker_max_jobs: Annotated[
         int, _doc("Delivery jobs one worker runs at the same time.", ge=1, le=10_000)
     ] = 100
@@ -199,8 +244,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"{env_name('redis_url')}: {exc}") from None
         _check_url("mpc_base_url", self.mpc_base_url, ("http", "https"))
         _check_url("slack_api_url", self.slack_api_url, ("http", "https"))
+        if self.slack_webhook_url is not None:
+            parts = urlsplit(self.slack_webhook_url.reveal())
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                # The URL is a secret (it lets anyone post): named, never shown.
+                raise ConfigError(f"{env_name('slack_webhook_url')}: expected an http/https URL")
         if self.secret_key is not None:
             _check_fernet_key(self.secret_key)
+        _check_webhook_schedule(self.webhook_retry_schedule_s)
         for cidr in self.webhook_allow_cidrs:
             try:
                 ipaddress.ip_network(cidr, strict=False)
@@ -216,6 +267,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def slack_base(self) -> str:
         """The Slack API base URL with the trailing slash slack_sdk's ``base_url`` needs."""
         return self.slack_api_url if self.slack_api_url.endswith("/") else self.slack_api_url + "/"
+
+    def require_secret_key(self) -> Secret:
+        if self.secret_key is None:
+            raise ConfigError(f"{env_name('secret_key')}: required, {FERNET_KEY_HINT}")
+        return self.secret_key
 
     def require_api_keys(self) -> tuple[Secret, ...]:
         if not self.api_keys:
@@ -236,17 +292,26 @@ def _check_url(field: str, value: str, schemes: tuple[str, ...]) -> None:
         raise ConfigError(f"{env_name(field)}: expected a {'/'.join(schemes)} URL, got {value!r}")
 
 
+def _check_webhook_schedule(schedule: tuple[float, ...]) -> None:
+    name = env_name("webhook_retry_schedule_s")
+    if any(not step > 0 for step in schedule):
+        raise ConfigError(f"{name}: every wait must be a positive number of seconds")
+    # Jitter adds up to 20 % and Retry-After may double a wait: the worst case must fit arq's expiry.
+    worst = sum(schedule) * 1.2 * 2
+    if worst > WEBHOOK_SCHEDULE_MAX_TOTAL_S:
+        raise ConfigError(
+            f"{name}: the schedule may take {worst:.0f}s at worst (jitter and Retry-After); "
+            f"keep it under {WEBHOOK_SCHEDULE_MAX_TOTAL_S:.0f}s"
+        )
+
+
 def _check_fernet_key(key: Secret) -> None:
     try:
         raw = base64.urlsafe_b64decode(key.reveal().encode())
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 32:
-        raise ConfigError(
-            f"{env_name('secret_key')}: expected url-safe base64 of 32 bytes (a Fernet key); "
-            "generate one with: "
-            "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
-        )
+        raise ConfigError(f"{env_name('secret_key')}: expected {FERNET_KEY_HINT}")
 
 
 def _dec_hook(kind: type, value: Any) -> Any:
@@ -304,7 +369,8 @@ def describe_settings() -> list[tuple[str, str, str]]:
         meta = next((m for m in getattr(field.type, "__metadata__", ()) if isinstance(m, msgspec.Meta)), None)
         default = field.default
         if isinstance(default, tuple):
-            shown = ",".join(default) or "(empty)"
+            shown = ",".join(f"{item:g}" if isinstance(item, float) else str(item) for item in default)
+            shown = shown or "(empty)"
         elif default is None:
             shown = "(unset)"
         else:

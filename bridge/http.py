@@ -3,17 +3,26 @@
 httpx is the API the rest of the code uses. Its default transport (httpcore) manages about
 700 requests/s per process under concurrency here, against 6,600+ for aiohttp (LIBRARY-NOTES,
 measured), so clients run on the ``httpx-aiohttp`` transport. Swapping back is one line below.
+
+The MPC poller, the hot path (thousands of GETs a second), talks to the transport directly
+through :class:`Fetcher`: an ``httpx.Request`` in, an ``httpx.Response`` out, without the
+client's per-request work it does not need (cookie jar, auth flow, redirect loop, URL merging).
 """
 
 from __future__ import annotations
 
+import ssl
 from typing import Final, Literal
 
 import aiohttp
 import httpx
-from httpx_aiohttp import HttpxAiohttpClient
+from aiohttp.abc import AbstractResolver
+from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
 
 DEFAULT_TIMEOUT: Final = httpx.Timeout(10.0, connect=3.0)
+URL_CACHE_SIZE: Final = 100_000
+"""Parsed URLs kept by a :class:`Fetcher`: a poller asks the same URLs over and over, and parsing
+one costs more than the rest of building the request."""
 DEFAULT_LIMITS: Final = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
 
 
@@ -25,6 +34,54 @@ def build_client(
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` that never follows redirects, on the aiohttp transport."""
     return HttpxAiohttpClient(timeout=timeout, limits=limits, headers=headers, follow_redirects=False)
+
+
+def build_transport(*, limits: httpx.Limits = DEFAULT_LIMITS) -> httpx.AsyncBaseTransport:
+    """The transport :func:`build_client` uses, for callers that send requests themselves."""
+    return AiohttpTransport(limits=limits, trust_env=False)
+
+
+class BodyTooLarge(Exception):
+    """The response body was larger than the caller allows."""
+
+
+class Fetcher:
+    """GET requests straight over a transport, the body read up to a cap."""
+
+    def __init__(
+        self, transport: httpx.AsyncBaseTransport, *, timeout: httpx.Timeout, max_body_bytes: int
+    ) -> None:
+        self._transport = transport
+        self._extensions = {"timeout": timeout.as_dict()}
+        self._max_body_bytes = max_body_bytes
+        self._urls: dict[str, httpx.URL] = {}
+
+    async def get(self, url: str, headers: dict[str, str]) -> tuple[int, httpx.Headers, bytes]:
+        """Status, headers and body; raises ``httpx.HTTPError`` subclasses or :class:`BodyTooLarge`."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= URL_CACHE_SIZE:
+                self._urls.clear()
+            parsed = self._urls[url] = httpx.URL(url)
+        request = httpx.Request("GET", parsed, headers=headers, extensions=self._extensions)
+        response = await self._transport.handle_async_request(request)
+        try:
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self._max_body_bytes:
+                raise BodyTooLarge
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.stream:  # type: ignore[union-attr]
+                size += len(chunk)
+                if size > self._max_body_bytes:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        return response.status_code, response.headers, b"".join(chunks)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
 
 
 def transport_error_kind(exc: BaseException) -> Literal["timeout", "connection"]:
@@ -39,3 +96,48 @@ def transport_error_kind(exc: BaseException) -> Literal["timeout", "connection"]
     if isinstance(cause, aiohttp.ClientConnectionError) or not isinstance(exc, httpx.TimeoutException):
         return "connection"
     return "timeout"
+
+
+def build_pinned_client(
+    resolver: AbstractResolver,
+    *,
+    timeout: httpx.Timeout,
+    max_connections: int,
+    ssl_context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.AsyncClient:
+    """A client whose every connection resolves its host through ``resolver`` (webhooks: the SSRF
+    guard, which checks the addresses and returns only those).
+
+    - no DNS cache and no keep-alive, so every request resolves (and is checked) again;
+    - no proxy from the environment (``trust_env=False``): a proxy would connect elsewhere;
+    - redirects are never followed; ``Host`` and the TLS server name stay the URL's host name.
+    """
+    context = ssl_context or httpx.create_ssl_context()
+
+    def session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            resolver=resolver,
+            use_dns_cache=False,
+            force_close=True,
+            limit=max_connections,
+            ssl=context,
+        )
+        return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
+
+    transport = AiohttpTransport(client=session)
+    return httpx.AsyncClient(
+        transport=transport, timeout=timeout, headers=headers, follow_redirects=False, trust_env=False
+    )
+
+
+def build_session(*, timeout_s: float, connections: int = 100) -> aiohttp.ClientSession:
+    """A shared ``aiohttp.ClientSession`` for libraries that need one (slack_sdk's async clients).
+
+    One per process, created and closed with it: without one, slack_sdk opens and closes a
+    session (and its connections) for every call (LIBRARY-NOTES §3).
+    """
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        connector=aiohttp.TCPConnector(limit=connections),
+    )

@@ -21,6 +21,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from bridge.core import diff as diffing
+from bridge.core import member_errors
 from bridge.core.model import (
     ACTIVE_STATUSES,
     BulkGone,
@@ -33,8 +34,10 @@ from bridge.core.model import (
     WatchSpec,
 )
 from bridge.core.schedule import Intervals, bulks_to_fetch, next_delay, plan_requests
+from bridge.delivery.model import SLACK
 from bridge.delivery.routing import DestinationResolver
 from bridge.logs import get_logger
+from bridge.metrics import WorkerMetrics
 from bridge.store.redis_store import ClaimedTracker, CommitPlan, CommitResult, NewEvent, RedisStore
 from bridge.upstream.mpc import MpcResponse, UpstreamClient
 
@@ -45,6 +48,8 @@ IDLE_SLEEP_MAX_S: Final = 0.25
 REDIS_RETRY_MAX_S: Final = 5.0
 """Ceiling of the back-off while Redis does not answer."""
 UNAUTHORIZED_FIRST: Final = ("unauthorized", "rate_limited")
+UNMASKED_ERROR_TYPES: Final = frozenset({"bulk.finished", "bulk.failed"})
+"""The events whose errors summary Slack may show unmasked (``BRIDGE_SLACK_SHOW_PII``)."""
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -94,6 +99,8 @@ class PollerConfig(msgspec.Struct, frozen=True, kw_only=True):
     intervals: Intervals
     concurrency: int
     rules: diffing.Rules
+    unmasked_errors: bool = False
+    """Store an unmasked errors summary beside events going to Slack (``BRIDGE_SLACK_SHOW_PII``)."""
 
 
 class Poller:
@@ -107,6 +114,7 @@ class Poller:
         resolver: DestinationResolver,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
+        metrics: WorkerMetrics | None = None,
         logger: Any = None,
     ) -> None:
         self._store = store
@@ -116,6 +124,7 @@ class Poller:
         self._resolver = resolver
         self._clock = clock
         self._jitter = jitter
+        self._metrics = metrics or WorkerMetrics()
         self._log = logger or get_logger("bridge.poller")
         self._committer: Batcher[CommitPlan, CommitResult] = Batcher(store.commit_many, CLAIM_BATCH_MAX)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -204,7 +213,9 @@ class Poller:
             await self._store.pause_club(slug, plan.due)
         result = await self._committer.submit(plan)
         self.polls += 1
+        self._metrics.poll(failure.kind if failure is not None else "ok")
         if not result.committed:
+            self._metrics.superseded()
             self._log.info("poll superseded by another worker", tracker=tracker.tid)
             return result
         if result.inserted:
@@ -214,6 +225,8 @@ class Poller:
     async def _dispatch_new(self, plan: CommitPlan, result: CommitResult) -> None:
         inserted = set(result.inserted)
         for new in plan.events:
+            if new.event.id in inserted:
+                self._metrics.event(new.event.type)
             if new.event.id in inserted and new.destinations:
                 self.events += 1
                 try:
@@ -230,6 +243,7 @@ class Poller:
         plan = plan_requests(tracker.watches.values(), tracker.snapshots)
         if plan.use_import:
             answer = await self._upstream.get_import(slug, import_id)
+            self._record("import", answer)
             if answer.value is None:
                 return Observation(failure=answer.failure), False
             listing = {b.id: b.status for b in answer.value.bulks}
@@ -263,8 +277,16 @@ class Poller:
     ) -> list[MpcResponse[Any]]:
         ids = list(bulk_ids)
         if len(ids) == 1:
-            return [await self._upstream.get_bulk(slug, import_id, ids[0])]
-        return list(await asyncio.gather(*(self._upstream.get_bulk(slug, import_id, b) for b in ids)))
+            answers = [await self._upstream.get_bulk(slug, import_id, ids[0])]
+        else:
+            answers = list(await asyncio.gather(*(self._upstream.get_bulk(slug, import_id, b) for b in ids)))
+        for answer in answers:
+            self._record("bulk", answer)
+        return answers
+
+    def _record(self, endpoint: str, answer: MpcResponse[Any]) -> None:
+        outcome = answer.failure.kind if answer.failure is not None else "ok"
+        self._metrics.upstream(endpoint, outcome, answer.elapsed_s)
 
     async def _plan(
         self, tracker: ClaimedTracker, observation: Observation, retry_soon: bool, now: float
@@ -274,14 +296,21 @@ class Poller:
         events: list[NewEvent] = []
         changed = False
         busy = retry_soon
+        unmasked: dict[int, bytes] = {}
         for wid, watch in sorted(tracker.watches.items()):
             result = diffing.diff(watch, tracker.snapshots.get(wid), observation, now, self._config.rules)
             snapshots[wid] = result.snapshot
             if result.snapshot.state != "active":
                 ended[wid] = result.snapshot
             for event in result.events:
+                destinations = await self._destinations(watch, event)
                 events.append(
-                    NewEvent(watch_id=wid, event=event, destinations=await self._destinations(watch, event))
+                    NewEvent(
+                        watch_id=wid,
+                        event=event,
+                        destinations=destinations,
+                        unmasked_errors=self._unmasked_errors(event, destinations, observation, unmasked),
+                    )
                 )
             changed = changed or bool(result.events) or _changed_at(result.snapshot, now)
             busy = busy or _busy(result.snapshot, watch)
@@ -307,6 +336,33 @@ class Poller:
 
     async def _destinations(self, watch: WatchSpec, event: Event) -> tuple[str, ...]:
         return await self._resolver.destinations(watch, event)
+
+    def _unmasked_errors(
+        self, event: Event, destinations: tuple[str, ...], observation: Observation, cache: dict[int, bytes]
+    ) -> bytes:
+        """The bulk's errors with identifiers unmasked, for Slack only, only when configured.
+
+        The event keeps its masked summary (it is also the webhook payload); this side record
+        lives briefly beside it (see ``RedisStore``) and Slack deletes it once posted.
+        """
+        bulk_id = event.data.bulk_id
+        if (
+            not self._config.unmasked_errors
+            or event.type not in UNMASKED_ERROR_TYPES
+            or SLACK not in destinations
+            or not isinstance(bulk_id, int)
+        ):
+            return b""
+        if bulk_id not in cache:
+            seen = observation.bulks.get(bulk_id)
+            errors = seen.bulk.members_errors if isinstance(seen, BulkSeen) else None
+            if errors:
+                groups, omitted = member_errors.summarize(errors, mask=False)
+                summary = member_errors.ErrorSummary(groups=groups, omitted=omitted)
+                cache[bulk_id] = member_errors.encode_summary(summary)
+            else:
+                cache[bulk_id] = b""
+        return cache[bulk_id]
 
 
 def _bulk_observation(answer: MpcResponse[Any]) -> BulkObservation | None:

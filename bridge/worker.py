@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import httpx
 import msgspec
+import structlog
 from arq import Retry, cron, func
 from arq.connections import RedisSettings
 from arq.worker import Worker
@@ -31,18 +32,22 @@ from redis.exceptions import RedisError
 from bridge.config import WORKER_EXIT_MARGIN_S, Settings
 from bridge.core.diff import Rules
 from bridge.core.schedule import Intervals
+from bridge.credentials import CachedCredentials, CredentialStore
+from bridge.crypto import SecretBox
 from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob
-from bridge.delivery.registry import build_notifiers, build_resolver
+from bridge.delivery.registry import build_notifiers, build_resolver, close_notifiers
 from bridge.delivery.service import Deliveries, RetryLater
-from bridge.http import build_client
+from bridge.http import Fetcher, build_transport
 from bridge.jobcodec import deserialize_job, serialize_job
 from bridge.logs import configure_logging, get_logger
+from bridge.metrics import WorkerMetrics
 from bridge.poller import Poller, PollerConfig
 from bridge.redis_url import arq_settings, connect, parse_redis_url
+from bridge.slack.factory import open_session, slack_mode
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
-from bridge.upstream.mpc import MpcClient, StaticTokens
+from bridge.upstream.mpc import MAX_BODY_BYTES, ClubCredentials, MpcClient
 
 DELIVERY_MAX_TRIES: Final = 50
 """A ceiling far above any notifier's own schedule: notifiers decide when to give up."""
@@ -58,7 +63,7 @@ UPSTREAM_CONNECTIONS_PER_POLL: Final = 2
 REDIS_WAIT_MAX_S: Final = 5.0
 """Ceiling of the back-off of arq's job loop while Redis does not answer."""
 EXIT_STOP_TIMEOUT: Final = 75
-"""Exit code of a worker that had to be stopped by its own watchdog (EX_PROTOCOL-ish: not clean)."""
+"""Exit code of a worker that had to be stopped by its own watchdog (not a clean stop)."""
 
 __all__ = [
     "BridgeWorker",
@@ -84,16 +89,22 @@ def health_check_key(host: str | None = None) -> str:
     return keys.worker_health(host or socket.gethostname())
 
 
-def _upstream(settings: Settings) -> tuple[httpx.AsyncClient, MpcClient]:
+def _upstream(settings: Settings, redis: Any) -> tuple[Fetcher, MpcClient]:
     connections = settings.poll_concurrency * UPSTREAM_CONNECTIONS_PER_POLL
-    http = build_client(
+    http = Fetcher(
+        build_transport(
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        ),
         timeout=httpx.Timeout(settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s),
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        max_body_bytes=MAX_BODY_BYTES,
     )
     mpc = MpcClient(
         http,
         base_url=settings.mpc_base,
-        tokens=StaticTokens(settings.mpc_token.reveal() if settings.mpc_token else None),
+        tokens=CachedCredentials(
+            CredentialStore(redis, SecretBox(settings.require_secret_key())),
+            ClubCredentials(token=settings.mpc_token.reveal()) if settings.mpc_token else None,
+        ),
         product_name=settings.mpc_product_name,
         deadline_s=settings.upstream_connect_timeout_s + settings.upstream_timeout_s,
     )
@@ -109,6 +120,7 @@ def poller_config(settings: Settings) -> PollerConfig:
         ),
         concurrency=settings.poll_concurrency,
         rules=Rules(failing_after=settings.upstream_failing_after),
+        unmasked_errors=settings.slack_show_pii and slack_mode(settings) is not None,
     )
 
 
@@ -119,21 +131,27 @@ class Runtime:
         self.settings = settings
         self.store = RedisStore(redis, retention_s=settings.retention_s, lease_s=settings.poll_lease_s)
         self.dispatcher = Dispatcher(redis)
-        self.http, self.mpc = _upstream(settings)
-        self.deliveries = Deliveries(self.store, build_notifiers(settings, store=self.store, redis=redis))
+        self.http, self.mpc = _upstream(settings, redis)
+        self.redis = redis
+        self.metrics = WorkerMetrics()
+        self.slack_http = open_session(settings)
+        self.notifiers = build_notifiers(settings, store=self.store, redis=redis, slack_http=self.slack_http)
+        self.deliveries = Deliveries(self.store, self.notifiers, metrics=self.metrics)
         self.poller = Poller(
             store=self.store,
             upstream=self.mpc,
             config=poller_config(settings),
             dispatch=self.dispatcher.dispatch,
             resolver=build_resolver(settings, store=self.store, redis=redis),
+            metrics=self.metrics,
         )
-        self._poll_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopping: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._poll_task = asyncio.get_running_loop().create_task(self.poller.run())
-        self._poll_task.add_done_callback(self._poll_loop_ended)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self.poller.run()), loop.create_task(self.metrics.run(self.redis))]
+        self._tasks[0].add_done_callback(self._poll_loop_ended)
 
     def _poll_loop_ended(self, task: asyncio.Task[None]) -> None:
         if self._stopping is not None or task.cancelled():
@@ -151,11 +169,25 @@ class Runtime:
             )
         return self._stopping
 
+    async def check_notifiers(self) -> None:
+        """Let notifiers that can check their credentials do so (logged, never fatal)."""
+        for notifier in self.notifiers.values():
+            check = getattr(notifier, "check", None)
+            if check is not None:
+                await check()
+
     async def close(self) -> None:
         await self.begin_stop()
-        if self._poll_task is not None:
-            await asyncio.gather(self._poll_task, return_exceptions=True)
+        poll_task, metrics_task = self._tasks or (None, None)
+        if poll_task is not None:
+            await asyncio.gather(poll_task, return_exceptions=True)
+        if metrics_task is not None:
+            metrics_task.cancel()
+            await asyncio.gather(metrics_task, return_exceptions=True)
         await self.http.aclose()
+        await close_notifiers(self.notifiers)
+        if self.slack_http is not None:
+            await self.slack_http.close()
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -164,12 +196,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     runtime = Runtime(settings, ctx["redis"])
     ctx["runtime"] = runtime
     runtime.start()
+    await runtime.check_notifiers()
     log.info(
         "worker started",
         poll_concurrency=settings.poll_concurrency,
         poll_min_interval_s=settings.poll_min_interval_s,
         poll_max_interval_s=settings.poll_max_interval_s,
         mpc_base_url=settings.mpc_base,
+        slack=slack_mode(settings),
         redis=parse_redis_url(settings.redis_url).redacted(),
     )
 
@@ -185,10 +219,17 @@ async def deliver(ctx: dict[str, Any], job: Any) -> str:
     """arq job: deliver one event to one destination (safe to run twice)."""
     runtime: Runtime = ctx["runtime"]
     spec = msgspec.convert(job, DeliveryJob)
-    try:
-        result = await runtime.deliveries.run(spec, attempt=ctx.get("job_try", 1))
-    except RetryLater as retry:
-        raise Retry(defer=retry.defer_s) from None
+    with structlog.contextvars.bound_contextvars(
+        job_id=ctx.get("job_id"),
+        job_try=ctx.get("job_try"),
+        event_id=spec.event_id,
+        destination=spec.destination,
+    ):
+        try:
+            result = await runtime.deliveries.run(spec, attempt=ctx.get("job_try", 1))
+        except RetryLater as retry:
+            log.info("delivery retried later", retry_in_s=round(retry.defer_s, 3), reason=str(retry))
+            raise Retry(defer=retry.defer_s) from None
     return result.outcome
 
 
@@ -211,6 +252,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     The Redis client is ours (:func:`bridge.redis_url.connect`: Sentinel, retries with back-off);
     ``redis_settings`` is still given for ``arq --check``.
     """
+    settings.require_secret_key()
     target = parse_redis_url(settings.redis_url)
     return {
         "functions": [

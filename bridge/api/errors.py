@@ -144,12 +144,23 @@ def validation_details(exc: msgspec.ValidationError) -> list[dict[str, Any]]:
     return [{"message": message, "key": key, "source": "body"}]
 
 
+def _integral(value: Any) -> Any:
+    """``5.0`` is the integer 5 in JSON Schema: make it one, so ``int`` fields accept it."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    return value
+
+
 def decode_strictly(raw: bytes, kind: type[T]) -> T:
-    """Decode a JSON body into ``kind`` with no type coercion ("1" is not 1)."""
+    """Decode a JSON body into ``kind`` with no type coercion ("1" is not 1; 1.0 is 1)."""
     if json_depth_exceeds(raw):
         raise ApiError(400, "invalid_json", f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return msgspec.json.decode(raw, type=kind, strict=True)
+        return msgspec.convert(_integral(msgspec.json.decode(raw)), kind, strict=True)
     except msgspec.ValidationError as exc:
         raise ApiError(422, "validation_error", "the request is not valid", validation_details(exc)) from None
     except msgspec.DecodeError as exc:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any, Final, Generic, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
 
-from bridge.core.diff import bulk_outcome, iso_timestamp
+from bridge.core.diff import bulk_outcome, import_totals, iso_timestamp
 from bridge.core.model import MAX_RETRIES, BulkSnapshot, EventData, ImportTotals, SlackTarget, WatchSnapshot
 from bridge.store.redis_store import WatchRecord
 
@@ -57,7 +55,19 @@ class WatchCreate(Struct, kw_only=True, forbid_unknown_fields=True):
 
     loyalty_club_slug: Slug
     import_id: ImportId
-    bulk_ids: Annotated[list[BulkId], Meta(min_length=1, max_length=MAX_BULK_IDS)] | None = None
+    bulk_ids: (
+        Annotated[
+            list[BulkId],
+            Meta(
+                min_length=1,
+                max_length=MAX_BULK_IDS,
+                extra_json_schema={"uniqueItems": True},
+                description="the bulks to follow; omitted: the whole import, bulks discovered as they appear",
+                examples=[[11, 12]],
+            ),
+        ]
+        | None
+    ) = None
     slack: SlackTargetIn | None = None
     notify_progress: bool = False
     stall_after_s: Seconds = STALL_AFTER_DEFAULT_S
@@ -148,16 +158,6 @@ def bulk_out(bulk_id: int, snap: BulkSnapshot) -> BulkOut:
     )
 
 
-def totals_of(snapshot: WatchSnapshot) -> ImportTotals:
-    seen = [b for b in snapshot.bulks.values() if b.status is not None]
-    return ImportTotals(
-        members_in_payload_number=sum(b.payload for b in seen),
-        members_created_number=sum(b.created for b in seen),
-        members_updated_number=sum(b.updated for b in seen),
-        members_with_validation_errors_number=sum(b.invalid for b in seen),
-    )
-
-
 def watch_out(record: WatchRecord) -> WatchOut:
     spec = record.spec
     snapshot = record.snapshot or WatchSnapshot()
@@ -178,29 +178,24 @@ def watch_out(record: WatchRecord) -> WatchOut:
         expires_at=iso_timestamp(spec.expires_at),
         ended_at=iso_timestamp(record.ended_at) if record.ended_at else None,
         bulks=bulks,
-        totals=totals_of(snapshot),
+        totals=import_totals(snapshot),
         upstream=UpstreamOut(consecutive_failures=snapshot.failures, failing=snapshot.failing),
     )
 
 
-class _Cursor(Struct, array_like=True):
-    offset: int
+CURSOR_PATTERN: Final = r"^[0-9]{1,9}$"
+"""A cursor is the position to continue from: every cursor the pattern allows is a valid one."""
 
 
 def encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(_Cursor(offset))).decode().rstrip("=")
+    return str(offset)
 
 
 def decode_cursor(cursor: str | None) -> int | None:
-    """The offset in a cursor; ``None`` when it is not one of ours."""
+    """The position in a cursor; ``None`` when it is not one (the route answers 400)."""
     if not cursor:
         return 0
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        offset = msgspec.json.decode(raw, type=_Cursor).offset
-    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    return offset if offset >= 0 else None
+    return int(cursor) if cursor.isascii() and cursor.isdigit() else None
 
 
 def jsonable(value: Any) -> Any:

@@ -9,20 +9,21 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
+from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, Parameter, QueryParameter
 from litestar.response import Response
 
 from bridge.api.deps import SettingsDep, StoreDep
+from bridge.api.docs import READ_ERRORS, WRITE_ERRORS, errors
 from bridge.api.errors import ApiError, decode_strictly
+from bridge.api.params import Cursor, Limit, offset_of
 from bridge.api.schemas import (
     PAGE_DEFAULT,
-    PAGE_MAX,
     SLUG_PATTERN,
     Page,
     TimelineItem,
     WatchCreate,
     WatchOut,
-    decode_cursor,
     encode_cursor,
     watch_out,
 )
@@ -35,8 +36,6 @@ WATCH_ID_PATTERN: Final = r"^wch_[0-9a-f]{24}$"
 _event_decoder: Final = msgspec.json.Decoder(Event)
 
 WatchId = Annotated[str, Parameter(description="watch id", pattern=WATCH_ID_PATTERN)]
-Cursor = Annotated[str | None, Parameter(description="from a previous page's next_cursor", max_length=200)]
-Limit = Annotated[int, Parameter(ge=1, le=PAGE_MAX, description="items per page")]
 ClubFilter = Annotated[str | None, Parameter(pattern=SLUG_PATTERN, description="only this club's watches")]
 StateFilter = Annotated[
     WatchState | None, QueryParameter(name="state", description="only watches in this state")
@@ -105,6 +104,10 @@ class WatchController(Controller):
         "/",
         summary="Watch an import (201), or get the identical active watch (200)",
         status_code=201,
+        responses={
+            200: ResponseSpec(WatchOut, description="An identical active watch exists: here it is."),
+            **errors(*WRITE_ERRORS),
+        },
     )
     async def create(
         self,
@@ -119,7 +122,7 @@ class WatchController(Controller):
         created, watch_id = await store.create_watch(spec, fingerprint(data), settings.poll_min_interval_s)
         return Response(await _record(store, watch_id), status_code=201 if created else 200)
 
-    @get("/", summary="Watches, newest first, filtered by club and state")
+    @get("/", summary="Watches, newest first, filtered by club and state", responses=errors(400, 401, 422))
     async def list_watches(
         self,
         store: StoreDep,
@@ -128,9 +131,7 @@ class WatchController(Controller):
         cursor: Cursor = None,
         limit: Limit = PAGE_DEFAULT,
     ) -> Page[WatchOut]:
-        offset = decode_cursor(cursor)
-        if offset is None:
-            raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out")
+        offset = offset_of(cursor)
         records, next_offset = await store.list_watches(
             slug=loyalty_club_slug, state=state_filter, offset=offset, limit=limit
         )
@@ -139,11 +140,20 @@ class WatchController(Controller):
             next_cursor=encode_cursor(next_offset) if next_offset is not None else None,
         )
 
-    @get("/{watch_id:str}", summary="A watch with every bulk's snapshot and the import totals")
+    @get(
+        "/{watch_id:str}",
+        summary="A watch with every bulk's snapshot and the import totals",
+        responses=errors(401, 404, 422),
+    )
     async def show(self, watch_id: WatchId, store: StoreDep) -> WatchOut:
         return await _record(store, watch_id)
 
-    @delete("/{watch_id:str}", summary="Stop a watch", status_code=200)
+    @delete(
+        "/{watch_id:str}",
+        summary="Stop a watch (idempotent)",
+        status_code=200,
+        responses=errors(401, 404, 422),
+    )
     async def stop(self, watch_id: WatchId, store: StoreDep) -> WatchOut:
         record = await store.get_watch(watch_id)
         if record is None:
@@ -151,13 +161,13 @@ class WatchController(Controller):
         await store.stop_watch(record.spec, time.time())
         return await _record(store, watch_id)
 
-    @get("/{watch_id:str}/events", summary="The watch's timeline, oldest first")
+    @get(
+        "/{watch_id:str}/events", summary="The watch's timeline, oldest first", responses=errors(*READ_ERRORS)
+    )
     async def events(
         self, watch_id: WatchId, store: StoreDep, cursor: Cursor = None, limit: Limit = PAGE_DEFAULT
     ) -> Page[TimelineItem]:
-        offset = decode_cursor(cursor)
-        if offset is None:
-            raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out")
+        offset = offset_of(cursor)
         if await store.get_watch(watch_id) is None:
             raise ApiError(404, "not_found", f"no watch {watch_id}")
         bodies = await store.timeline(watch_id, offset, limit + 1)

@@ -103,7 +103,9 @@ class _Emitter:
 
     def __init__(self, watch: WatchSpec, now: float) -> None:
         self.watch = watch
-        self.timestamp = iso_timestamp(now)
+        self.now = now
+        self.timestamp = ""
+        """Formatted at the first event: most polls have none."""
         self.events: list[Event] = []
 
     def emit(self, event_type: EventType, sequence: int, bulk_id: int | None, **fields: Any) -> None:
@@ -116,6 +118,7 @@ class _Emitter:
             bulk_id=UNSET if bulk_id is None else bulk_id,
             **fields,
         )
+        self.timestamp = self.timestamp or iso_timestamp(self.now)
         self.events.append(Event(type=event_type, timestamp=self.timestamp, data=data))
 
 
@@ -358,20 +361,24 @@ def _completed(watch: WatchSpec, snap: WatchSnapshot) -> bool:
     return bool(snap.bulks) and all(b.done for b in snap.bulks.values())
 
 
-def _completion_fields(snap: WatchSnapshot) -> dict[str, Any]:
+def import_totals(snap: WatchSnapshot) -> ImportTotals:
+    """Counts summed over the bulks a watch has seen."""
     seen = [b for b in snap.bulks.values() if b.status is not None]
-    by_outcome: dict[str, int] = {}
-    for bulk in snap.bulks.values():
-        kind = bulk_outcome(bulk)
-        by_outcome[kind] = by_outcome.get(kind, 0) + 1
-    totals = ImportTotals(
+    return ImportTotals(
         members_in_payload_number=sum(b.payload for b in seen),
         members_created_number=sum(b.created for b in seen),
         members_updated_number=sum(b.updated for b in seen),
         members_with_validation_errors_number=sum(b.invalid for b in seen),
     )
+
+
+def _completion_fields(snap: WatchSnapshot) -> dict[str, Any]:
+    by_outcome: dict[str, int] = {}
+    for bulk in snap.bulks.values():
+        kind = bulk_outcome(bulk)
+        by_outcome[kind] = by_outcome.get(kind, 0) + 1
     return {
-        "totals": totals,
+        "totals": import_totals(snap),
         "bulks_by_outcome": dict(sorted(by_outcome.items())),
         "bulk_count": len(snap.bulks),
     }

@@ -93,6 +93,29 @@ def _members(members_errors: Any) -> Iterator[tuple[str, Any]]:
             yield f"#{index + 1}", entry
 
 
+class ErrorSummary(msgspec.Struct, kw_only=True, frozen=True):
+    """A bulk's grouped validation errors: what ``summarize`` returns, as one value.
+
+    Stored unmasked (``mask=False``) beside an event only when Slack may show identifiers
+    (``BRIDGE_SLACK_SHOW_PII``): the event itself always carries the masked summary.
+    """
+
+    groups: list[ErrorGroup]
+    omitted: int = 0
+    """Groups left out (beyond :data:`MAX_GROUPS`)."""
+
+
+_summary_decoder: Final = msgspec.json.Decoder(ErrorSummary)
+
+
+def encode_summary(summary: ErrorSummary) -> bytes:
+    return msgspec.json.encode(summary)
+
+
+def decode_summary(raw: bytes) -> ErrorSummary:
+    return _summary_decoder.decode(raw)
+
+
 def summarize(members_errors: Any, *, mask: bool = True) -> tuple[list[ErrorGroup], int]:
     """Groups by (property, error code), largest first, and how many groups were left out.
 

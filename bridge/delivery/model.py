@@ -14,7 +14,8 @@ JOB_ID_PREFIX: Final = "dlv:"
 
 LOG: Final = "log"
 SLACK: Final = "slack"
-SUBSCRIPTION_PREFIX: Final = "sub:"
+SUBSCRIPTION: Final = "sub"
+SUBSCRIPTION_PREFIX: Final = SUBSCRIPTION + ":"
 
 
 def job_id(event_id: str, destination: str) -> str:

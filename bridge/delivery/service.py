@@ -7,6 +7,7 @@ in the instant between a notifier's success and its record.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -15,9 +16,12 @@ import msgspec
 from bridge.core.model import Event
 from bridge.delivery.model import Delivery, DeliveryJob, Notifier, SendResult, destination_kind
 from bridge.logs import get_logger
+from bridge.metrics import WorkerMetrics
 from bridge.store.redis_store import RedisStore
 
 RETRY_DEFAULT_S: Final = 5.0
+SINK_OF_KIND: Final = {"log": "log", "slack": "slack", "sub": "webhook"}
+"""The ``sink`` label of the deliveries metric for each destination kind."""
 _event_decoder: Final = msgspec.json.Decoder(Event)
 
 
@@ -30,9 +34,16 @@ class RetryLater(Exception):
 
 
 class Deliveries:
-    def __init__(self, store: RedisStore, notifiers: Mapping[str, Notifier], logger: Any = None) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        notifiers: Mapping[str, Notifier],
+        metrics: WorkerMetrics | None = None,
+        logger: Any = None,
+    ) -> None:
         self._store = store
         self._notifiers = notifiers
+        self._metrics = metrics or WorkerMetrics()
         self._log = logger or get_logger("bridge.delivery")
 
     async def run(self, job: DeliveryJob, attempt: int) -> SendResult:
@@ -53,10 +64,14 @@ class Deliveries:
             destination=destination, event=_event_decoder.decode(body), body=body, attempt=attempt
         )
         result = await notifier.send(delivery)
+        self._metrics.delivery(SINK_OF_KIND.get(destination_kind(destination), "other"), result.outcome)
         if result.outcome == "delivered":
             await self._store.mark_delivered(eid, destination)
         elif result.outcome == "retry":
-            raise RetryLater(result.retry_after_s or RETRY_DEFAULT_S, result.detail)
+            defer_s = result.retry_after_s or RETRY_DEFAULT_S
+            # Webhook retries wait for hours: the sweeper must not re-dispatch them all the while.
+            await self._store.postpone_in_outbox(eid, destination, time.time() + defer_s)
+            raise RetryLater(defer_s, result.detail)
         else:
             self._log.warning(
                 "delivery failed for good", event_id=eid, destination=destination, detail=result.detail

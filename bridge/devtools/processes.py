@@ -126,6 +126,8 @@ class Process:
                 self.kill()
         if self._log is not None:
             self._log.close()
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
         return self.popen.returncode
 
     def output(self) -> str:

@@ -152,6 +152,13 @@ class SimulatorControl:
         content = await self._call("PUT", self._import_path(slug, import_id), body=body)
         return msgspec.json.decode(content, type=ImportDetail)
 
+    async def put_imports(self, imports: Sequence[tuple[str, str, Sequence[BulkFields]]]) -> int:
+        """Create or replace many imports in one call: (slug, import_id, bulks) each."""
+        body = {"imports": [{"slug": s, "import_id": i, "bulks": list(b)} for s, i, b in imports]}
+        content = await self._call("PUT", "/imports", body=body)
+        count: int = msgspec.json.decode(content)["count"]
+        return count
+
     async def create_import(
         self, slug: str, bulks: Sequence[BulkFields] = (), *, legacy_totals: bool = False
     ) -> ImportDetail:

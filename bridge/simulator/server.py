@@ -65,6 +65,7 @@ from bridge.simulator.state import (
     Fault,
     FaultSpec,
     Health,
+    ImportBatch,
     ImportSpec,
     NewImportSpec,
     PathKind,
@@ -306,6 +307,7 @@ class _Control:
             ("PUT", f"{p}/clubs/{{slug}}/token", self.set_club_token),
             ("GET", f"{p}/imports", self.list_imports),
             ("POST", f"{p}/imports", self.create_import),
+            ("PUT", f"{p}/imports", self.put_imports),
             ("GET", imp, self.get_import),
             ("PUT", imp, self.put_import),
             ("DELETE", imp, self.delete_import),
@@ -366,6 +368,15 @@ class _Control:
         if spec.import_id is not None and self.sim.has_import(spec.slug, import_id):
             raise SimulatorError(409, f"import {import_id!r} exists in club {spec.slug!r}; PUT replaces it")
         return _ok(self.sim.put_import(spec.slug, import_id, spec), 201)
+
+    async def put_imports(self, request: web.Request) -> web.StreamResponse:
+        batch = await _body(request, ImportBatch)
+        for spec in batch.imports:
+            if spec.import_id is None:
+                raise SimulatorError(400, "every import of a batch needs its import_id")
+        for spec in batch.imports:
+            self.sim.put_import(spec.slug, spec.import_id or "", spec)
+        return _ok({"count": len(batch.imports)})
 
     async def get_import(self, request: web.Request) -> web.StreamResponse:
         return _ok(self.sim.get_import(*self._import_key(request)))

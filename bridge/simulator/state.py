@@ -184,6 +184,12 @@ class ImportSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     created_at: str | None = None
 
 
+class ImportBatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``PUT /_control/imports``: many imports at once (benchmarks create thousands)."""
+
+    imports: list[NewImportSpec]
+
+
 class NewImportSpec(ImportSpec, kw_only=True, forbid_unknown_fields=True):
     """Body of ``POST /_control/imports``: like :class:`ImportSpec`, with the club and an optional id."""
 

@@ -19,6 +19,24 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
     bridge:outbox                    zset  "{eid}|{destination}" -> when recorded (ms)
     bridge:delivered:{eid}|{dest}    string set once a destination has the event (dedup)
     bridge:club-pause:{slug}         string until when MPC asked not to be called (ms)
+    bridge:credentials               hash  slug -> the club's MPC token (sealed) and product name
+    bridge:metrics                   hash  Prometheus sample -> total over all workers
+    bridge:subscriptions             zset  webhook subscription id -> created (ms)
+    bridge:subscriptions:version     string bumped on every change routing must see (workers cache)
+    bridge:subscription:{sid}        hash  doc (url and filters, JSON), enabled, reason, created,
+                                           updated, secret / prev (sealed), prev_until,
+                                           failing_since, last_success, last_failure (ms)
+    bridge:subscription:{sid}:deliveries  zset  delivery id -> created (ms), the attempt logs
+    bridge:webhook-delivery:{did}    string one webhook delivery and its attempts (JSON)
+    bridge:slack:card:{wid}:{chan}   hash  the import card of a watch in a channel: channel (the id
+                                           Slack answered), ts, rev (snapshot revision shown),
+                                           digest (content shown), want (refreshes asked for)
+    bridge:slack:card-lock:{wid}:{chan} string token of the worker updating that card (PX)
+    bridge:slack:reply:{eid}         string ts of the Slack message posted for an event (dedup)
+    bridge:slack:pace:{chan}         string when the next message may be posted there (ms)
+    bridge:slack:slot:{ref}          string the posting time reserved for one message (ms)
+    bridge:slack:errors:{eid}        string an event's UNMASKED errors summary, JSON; only with
+                                           BRIDGE_SLACK_SHOW_PII, short TTL, deleted once posted
     bridge:queue                     zset  arq's job queue (arq owns arq:job:*, arq:in-progress:*)
     bridge:queue:health-check:{host} string a worker's last health record (arq writes it every 30 s;
                                            it expires 1 s after the next one was due)
@@ -37,6 +55,10 @@ WATCHES: Final = PREFIX + "watches"
 WATCH_FINGERPRINTS: Final = PREFIX + "watch-fingerprints"
 OUTBOX: Final = PREFIX + "outbox"
 QUEUE: Final = PREFIX + "queue"
+CREDENTIALS: Final = PREFIX + "credentials"
+METRICS: Final = PREFIX + "metrics"
+SUBSCRIPTIONS: Final = PREFIX + "subscriptions"
+SUBSCRIPTIONS_VERSION: Final = SUBSCRIPTIONS + ":version"
 WORKER_HEALTH_PREFIX: Final = QUEUE + ":health-check:"
 
 TRACKER_PREFIX: Final = PREFIX + "tracker:"
@@ -48,6 +70,16 @@ TIMELINE_PREFIX: Final = PREFIX + "timeline:"
 EVENT_PREFIX: Final = PREFIX + "event:"
 DELIVERED_PREFIX: Final = PREFIX + "delivered:"
 CLUB_PAUSE_PREFIX: Final = PREFIX + "club-pause:"
+SUBSCRIPTION_PREFIX: Final = PREFIX + "subscription:"
+SUBSCRIPTION_DELIVERIES_SUFFIX: Final = ":deliveries"
+WEBHOOK_DELIVERY_PREFIX: Final = PREFIX + "webhook-delivery:"
+SLACK_PREFIX: Final = PREFIX + "slack:"
+SLACK_CARD_PREFIX: Final = SLACK_PREFIX + "card:"
+SLACK_CARD_LOCK_PREFIX: Final = SLACK_PREFIX + "card-lock:"
+SLACK_REPLY_PREFIX: Final = SLACK_PREFIX + "reply:"
+SLACK_PACE_PREFIX: Final = SLACK_PREFIX + "pace:"
+SLACK_SLOT_PREFIX: Final = SLACK_PREFIX + "slot:"
+SLACK_ERRORS_PREFIX: Final = SLACK_PREFIX + "errors:"
 
 OUTBOX_SEPARATOR: Final = "|"
 
@@ -92,6 +124,42 @@ def delivered(eid: str, destination: str) -> str:
 
 def club_pause(slug: str) -> str:
     return CLUB_PAUSE_PREFIX + slug
+
+
+def subscription(sid: str) -> str:
+    return SUBSCRIPTION_PREFIX + sid
+
+
+def subscription_deliveries(sid: str) -> str:
+    return SUBSCRIPTION_PREFIX + sid + SUBSCRIPTION_DELIVERIES_SUFFIX
+
+
+def webhook_delivery(did: str) -> str:
+    return WEBHOOK_DELIVERY_PREFIX + did
+
+
+def slack_card(wid: str, channel: str) -> str:
+    return f"{SLACK_CARD_PREFIX}{wid}:{channel}"
+
+
+def slack_card_lock(wid: str, channel: str) -> str:
+    return f"{SLACK_CARD_LOCK_PREFIX}{wid}:{channel}"
+
+
+def slack_reply(eid: str) -> str:
+    return SLACK_REPLY_PREFIX + eid
+
+
+def slack_pace(channel: str) -> str:
+    return SLACK_PACE_PREFIX + channel
+
+
+def slack_slot(ref: str) -> str:
+    return SLACK_SLOT_PREFIX + ref
+
+
+def slack_errors(eid: str) -> str:
+    return SLACK_ERRORS_PREFIX + eid
 
 
 def snapshot_field(wid: str) -> str:

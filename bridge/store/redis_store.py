@@ -27,6 +27,10 @@ LIST_SCAN_BATCH: Final = 100
 """Index entries read per round trip while listing watches."""
 EVENT_TTL_EXTRA_S: Final = 60 * 86_400.0
 """Events outlive the longest watch (expires_after <= 30 days) plus retention."""
+UNMASKED_ERRORS_TTL_S: Final = 6 * 3600.0
+"""An event's unmasked errors summary (``BRIDGE_SLACK_SHOW_PII`` only) outlives the Slack
+delivery's retries with room to spare, and no more: it is personal data. Slack deletes it once
+posted; MPC itself drops ``members_errors`` after 24 h."""
 
 T = TypeVar("T")
 
@@ -78,6 +82,9 @@ class NewEvent(msgspec.Struct, kw_only=True, frozen=True):
     watch_id: str
     event: Event
     destinations: tuple[str, ...]
+    unmasked_errors: bytes = b""
+    """The bulk's errors summary with identifiers unmasked (JSON), stored beside the event at
+    ``bridge:slack:errors:{eid}`` for Slack when ``BRIDGE_SLACK_SHOW_PII``; never in the event."""
 
 
 class CommitPlan(msgspec.Struct, kw_only=True):
@@ -199,6 +206,8 @@ class RedisStore:
             now_ms(plan.due),
             self.retention_ms,
             self.event_ttl_ms,
+            keys.SLACK_ERRORS_PREFIX,
+            now_ms(UNMASKED_ERRORS_TTL_S),
         ]
         fields: list[Any] = [
             keys.F_POLL_STATE,
@@ -214,6 +223,7 @@ class RedisStore:
                 new.watch_id,
                 new.event.id,
                 encode_event(new.event),
+                new.unmasked_errors,
                 len(new.destinations),
                 *new.destinations,
             ]
@@ -392,6 +402,11 @@ class RedisStore:
 
     async def was_delivered(self, eid: str, destination: str) -> bool:
         return bool(await self.redis.exists(keys.delivered(eid, destination)))
+
+    async def postpone_in_outbox(self, eid: str, destination: str, until: float) -> None:
+        """A delivery waits for a retry: the sweeper leaves its entry alone until then (``XX``: an
+        entry already settled is not brought back)."""
+        await self.redis.zadd(keys.OUTBOX, {keys.outbox_entry(eid, destination): now_ms(until)}, xx=True)
 
     async def drop_from_outbox(self, eid: str, destination: str) -> None:
         """Give up on a destination (it refused for good); the attempt log says why."""

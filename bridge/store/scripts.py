@@ -58,6 +58,7 @@ local P_TRACKER, P_WATCH, P_TIMELINE, P_EVENT = arg(), arg(), arg(), arg()
 local S_WATCHES, F_SNAP, P_BY_STATE = arg(), arg(), arg()
 local tid, expected, now, due = arg(), arg(), tonumber(arg()), tonumber(arg())
 local retention, event_ttl = tonumber(arg()), tonumber(arg())
+local P_UNMASKED, unmasked_ttl = arg(), tonumber(arg())
 local tkey = P_TRACKER .. tid
 local wkey = tkey .. S_WATCHES
 -- Compare-and-set: whoever polled this import since our claim has already written its news.
@@ -72,13 +73,14 @@ for _ = 1, tonumber(arg()) do
 end
 local inserted = {}
 for _ = 1, tonumber(arg()) do
-  local wid, eid, body = arg(), arg(), arg()
+  local wid, eid, body, unmasked = arg(), arg(), arg(), arg()
   local dests = {}
   for d = 1, tonumber(arg()) do dests[d] = arg() end
   -- A watch stopped while we polled gets nothing more; an id already stored is not news.
   if redis.call('SISMEMBER', wkey, wid) == 1
       and redis.call('SET', P_EVENT .. eid, body, 'NX', 'PX', event_ttl) then
     redis.call('RPUSH', P_TIMELINE .. wid, eid)
+    if unmasked ~= '' then redis.call('SET', P_UNMASKED .. eid, unmasked, 'PX', unmasked_ttl) end
     for _, dest in ipairs(dests) do
       redis.call('ZADD', KEYS[3], 'NX', now, eid .. '|' .. dest)
     end

@@ -19,7 +19,7 @@ import msgspec
 
 from bridge import __version__
 from bridge.core.model import Failure, FailureKind, MpcBulk, MpcImport
-from bridge.http import transport_error_kind
+from bridge.http import BodyTooLarge, Fetcher, transport_error_kind
 
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 """A bulk of 1,000 members with errors is a few hundred kB; anything this large is not MPC."""
@@ -45,20 +45,30 @@ class MpcResponse(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
         return self.failure is None
 
 
-class TokenSource(Protocol):
-    """Where the MPC token of a club comes from (configuration, or stored credentials)."""
+class ClubCredentials(msgspec.Struct, frozen=True, kw_only=True):
+    """What MPC needs to know who calls: the token and, optionally, a club's own product name."""
 
-    async def token_for(self, slug: str) -> str | None: ...
+    token: str
+    product_name: str | None = None
+
+    def __repr__(self) -> str:
+        return f"ClubCredentials(token='***', product_name={self.product_name!r})"
+
+
+class CredentialSource(Protocol):
+    """Where a club's MPC credentials come from (configuration, or stored per club)."""
+
+    async def credentials_for(self, slug: str) -> ClubCredentials | None: ...
 
 
 class StaticTokens:
     """One token for every club (``BRIDGE_MPC_TOKEN``)."""
 
     def __init__(self, token: str | None) -> None:
-        self._token = token
+        self._credentials = ClubCredentials(token=token) if token else None
 
-    async def token_for(self, slug: str) -> str | None:
-        return self._token
+    async def credentials_for(self, slug: str) -> ClubCredentials | None:
+        return self._credentials
 
 
 class UpstreamClient(Protocol):
@@ -120,10 +130,10 @@ class MpcClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: Fetcher,
         *,
         base_url: str,
-        tokens: TokenSource,
+        tokens: CredentialSource,
         product_name: str,
         deadline_s: float,
     ) -> None:
@@ -157,23 +167,23 @@ class MpcClient:
         return await self._get(slug, self.import_url(slug, import_id), self._import_decoder)
 
     async def _get(self, slug: str, url: str, decoder: msgspec.json.Decoder[T]) -> MpcResponse[T]:
-        token = await self._tokens.token_for(slug)
-        if not token:
+        credentials = await self._tokens.credentials_for(slug)
+        if credentials is None:
             return MpcResponse(failure=Failure(kind="unauthorized", detail="no MPC token for this club"))
         headers = {
-            "X-Client-Authorization": token,
+            "X-Client-Authorization": credentials.token,
             "X-Loyalty-Club-Slug": slug,
-            "X-Product-Name": self._product_name,
+            "X-Product-Name": credentials.product_name or self._product_name,
             "X-User-Agent": user_agent(),
             "Accept": "application/json",
         }
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._deadline_s):
-                status, response_headers, body = await self._fetch(url, headers)
+                status, response_headers, body = await self._http.get(url, headers)
         except TimeoutError:
             return self._failed("timeout", f"no answer within {self._deadline_s:g}s", None, started)
-        except _TooLarge:
+        except BodyTooLarge:
             return self._failed("malformed", f"body larger than {MAX_BODY_BYTES} bytes", 200, started)
         except httpx.HTTPError as exc:
             kind = transport_error_kind(exc)
@@ -195,26 +205,8 @@ class MpcClient:
         )
         return MpcResponse(failure=failure, status=status, elapsed_s=elapsed)
 
-    async def _fetch(self, url: str, headers: dict[str, str]) -> tuple[int, httpx.Headers, bytes]:
-        async with self._http.stream("GET", url, headers=headers) as response:
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-                raise _TooLarge
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise _TooLarge
-                chunks.append(chunk)
-            return response.status_code, response.headers, b"".join(chunks)
-
     @staticmethod
     def _failed(kind: FailureKind, detail: str, status: int | None, started: float) -> MpcResponse[T]:
         return MpcResponse(
             failure=Failure(kind=kind, detail=detail), status=status, elapsed_s=time.perf_counter() - started
         )
-
-
-class _TooLarge(Exception):
-    pass

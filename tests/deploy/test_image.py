@@ -20,6 +20,7 @@ import pytest
 
 from bridge.devtools.processes import LOOPBACK, Process, free_port, wait_until
 from tests.deploy.dockerfile import Stage, env_pairs, parse
+from tests.integration.conftest import SECRET_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -157,6 +158,7 @@ def test_the_built_venv_runs_the_three_commands_and_they_pass_the_healthcheck(
         "BRIDGE_API_KEYS": "image-test-key",
         "BRIDGE_MPC_BASE_URL": f"http://{LOOPBACK}:{sim_port}",
         "BRIDGE_MPC_TOKEN": "image-test-token",
+        "BRIDGE_SECRET_KEY": SECRET_KEY,
         "BRIDGE_LOG_FORMAT": "json",
         "PYTHONUNBUFFERED": "1",
     }

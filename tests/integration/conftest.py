@@ -25,7 +25,9 @@ from bridge.worker import _upstream, deserialize_job, poller_config, serialize_j
 MPC_TOKEN: Final = "mpc-test-token"
 API_KEY: Final = "test-api-key"
 SLUG: Final = "infinity-mall"
+SECRET_KEY: Final = "q0Yh0a5lYk7oQ1xJc6a1rP9sJpJ2c8U4pW1s5bW0dX8="
 FAST_ENV: Final = {
+    "BRIDGE_SECRET_KEY": SECRET_KEY,
     "BRIDGE_POLL_MIN_INTERVAL_S": "0.05",
     "BRIDGE_POLL_MAX_INTERVAL_S": "0.2",
     "BRIDGE_UPSTREAM_TIMEOUT_S": "0.5",
@@ -76,7 +78,7 @@ class Pipeline:
             default_queue_name=keys.QUEUE,
         )
         self.store = RedisStore(redis, retention_s=settings.retention_s, lease_s=settings.poll_lease_s)
-        self.http, self.mpc = _upstream(settings)
+        self.http, self.mpc = _upstream(settings, redis)
         self.poller = Poller(
             store=self.store,
             upstream=self.mpc,

@@ -11,6 +11,7 @@ from litestar.testing import TestClient
 from bridge.app import create_app
 from bridge.config import load_settings
 from bridge.devtools.processes import free_port
+from tests.integration.conftest import SECRET_KEY
 
 KEY = "test-key-1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -20,7 +21,13 @@ WATCH = {"loyalty_club_slug": "infinity-mall", "import_id": "89405ae3-2dd5-46cb-
 @pytest.fixture
 def client(redis_url: str, redis: Any) -> Iterator[TestClient[Any]]:
     # `redis` flushes the database first.
-    settings = load_settings({"BRIDGE_REDIS_URL": redis_url, "BRIDGE_API_KEYS": f"{KEY},second-key"})
+    settings = load_settings(
+        {
+            "BRIDGE_REDIS_URL": redis_url,
+            "BRIDGE_API_KEYS": f"{KEY},second-key",
+            "BRIDGE_SECRET_KEY": SECRET_KEY,
+        }
+    )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
@@ -39,7 +46,11 @@ def test_health_routes_need_no_key(client: TestClient[Any]) -> None:
 
 def test_readyz_is_503_while_redis_is_unreachable() -> None:
     settings = load_settings(
-        {"BRIDGE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "BRIDGE_API_KEYS": KEY}
+        {
+            "BRIDGE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "BRIDGE_API_KEYS": KEY,
+            "BRIDGE_SECRET_KEY": SECRET_KEY,
+        }
     )
     with TestClient(create_app(settings)) as test_client:
         assert test_client.get("/livez").status_code == 200
@@ -166,7 +177,7 @@ def test_list_filters_by_club_and_state_with_cursor_pagination(client: TestClien
         error_of(client.get("/v1/watches", params={"state": "sleepy"}, headers=AUTH))["details"][0]["key"]
         == "state"
     )
-    assert client.get("/v1/watches", params={"cursor": "garbage"}, headers=AUTH).status_code == 400
+    assert client.get("/v1/watches", params={"cursor": "garbage"}, headers=AUTH).status_code == 422
 
 
 def test_stopping_a_watch_is_idempotent(client: TestClient[Any]) -> None:
@@ -200,3 +211,97 @@ def test_the_openapi_document_declares_bearer_auth_and_every_route(client: TestC
         "/livez",
         "/readyz",
     } <= set(document["paths"])
+
+
+def test_club_credentials_are_write_only_and_encrypted_at_rest(
+    client: TestClient[Any], redis_url: str
+) -> None:
+    import redis as sync_redis
+
+    response = client.put(
+        "/v1/clubs/infinity-mall/credentials",
+        json={"token": "s3cr3t-mpc-token", "product_name": "CRM"},
+        headers=AUTH,
+    )
+    assert response.status_code == 204 and response.content == b""
+    raw: dict[bytes, bytes] = sync_redis.Redis.from_url(redis_url).hgetall("bridge:credentials")  # type: ignore[assignment]
+    assert list(raw) == [b"infinity-mall"]
+    assert b"s3cr3t-mpc-token" not in raw[b"infinity-mall"]
+    for path in ("/v1/clubs/infinity-mall/credentials", "/v1/clubs/infinity-mall"):
+        assert client.get(path, headers=AUTH).status_code in (404, 405)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"token": ""},
+        {"token": "with space"},
+        {"token": "x" * 5000},
+        {"token": 5},
+        {},
+        {"token": "t", "extra": 1},
+        {"token": "t", "product_name": ""},
+    ],
+)
+def test_bad_credentials_are_422_and_never_echo_the_token(
+    client: TestClient[Any], body: dict[str, Any]
+) -> None:
+    response = client.put("/v1/clubs/infinity-mall/credentials", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert "with space" not in response.text
+
+
+def test_credentials_for_a_bad_slug_are_refused(client: TestClient[Any]) -> None:
+    response = client.put("/v1/clubs/Bad_Slug/credentials", json={"token": "t"}, headers=AUTH)
+    assert response.status_code == 422
+
+
+async def test_metrics_export_http_worker_totals_and_gauges(client: TestClient[Any], redis: Any) -> None:
+    from bridge.metrics import WorkerMetrics
+
+    client.get("/v1/watches", headers=AUTH)
+    client.post("/v1/watches", json=WATCH, headers=AUTH)
+    worker = WorkerMetrics()
+    worker.poll("ok")
+    worker.poll("timeout")
+    worker.upstream("bulk", "ok", 0.02)
+    worker.event("bulk.started")
+    worker.delivery("log", "delivered")
+    await worker.flush(redis)
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'bridge_polls_total{outcome="ok"} 1' in text
+    assert 'bridge_polls_total{outcome="timeout"} 1' in text
+    assert 'bridge_upstream_request_duration_seconds_bucket{endpoint="bulk",le="0.025"} 1' in text
+    assert 'bridge_events_total{type="bulk.started"} 1' in text
+    assert 'bridge_deliveries_total{sink="log",outcome="delivered"} 1' in text
+    assert "bridge_active_watches 1" in text
+    assert "bridge_queue_depth 0" in text
+    assert 'path="/v1/watches"' in text and "bridge_requests_total" in text
+    assert "wch_" not in text  # no per-watch labels
+
+
+def test_the_metrics_text_parses_as_prometheus_exposition(client: TestClient[Any]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client.get("/livez")
+    families = {f.name for f in text_string_to_metric_families(client.get("/metrics").text)}
+    assert {"bridge_polls", "bridge_outbox_depth", "bridge_upstream_request_duration_seconds"} <= families
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_a_body_that_is_not_json_is_415(client: TestClient[Any], content_type: str) -> None:
+    headers = {**AUTH, "Content-Type": content_type} if content_type else AUTH
+    response = client.post(
+        "/v1/watches", content=b'{"loyalty_club_slug": "a", "import_id": "b"}', headers=headers
+    )
+    assert response.status_code == 415
+    assert error_of(response)["code"] == "unsupported_media_type"
+
+
+def test_the_interactive_docs_render_from_local_assets(client: TestClient[Any]) -> None:
+    page = client.get("/schema").text
+    assert "/schema/assets/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+    assert client.get("/schema/assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/schema/openapi.yaml").status_code == 200

@@ -19,6 +19,7 @@ from bridge.devtools.processes import (
     redis_server_binary,
     wait_until,
 )
+from tests.integration.conftest import SECRET_KEY
 
 KEY = "storage-test-key"
 
@@ -47,8 +48,9 @@ def locked_redis(tmp_path: Path) -> Iterator[int]:
 
 
 def test_a_redis_error_is_a_503_storage_unavailable_with_retry_after(locked_redis: int) -> None:
+    url = f"redis://{LOOPBACK}:{locked_redis}/0"
     settings = load_settings(
-        {"BRIDGE_REDIS_URL": f"redis://{LOOPBACK}:{locked_redis}/0", "BRIDGE_API_KEYS": KEY}
+        {"BRIDGE_REDIS_URL": url, "BRIDGE_API_KEYS": KEY, "BRIDGE_SECRET_KEY": SECRET_KEY}
     )
     with TestClient(create_app(settings)) as client:
         answer: Any = client.get("/v1/watches", headers={"Authorization": f"Bearer {KEY}"})

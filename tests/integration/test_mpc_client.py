@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from bridge import __version__
-from bridge.http import build_client
+from bridge.http import Fetcher, build_transport
 from bridge.simulator import RunningSimulator, SimulatorControl
-from bridge.upstream.mpc import MpcClient, StaticTokens, parse_retry_after
+from bridge.upstream.mpc import MAX_BODY_BYTES, MpcClient, StaticTokens, parse_retry_after
 from tests.integration.conftest import MPC_TOKEN, SLUG
 
 IMPORT = "imp-client"
@@ -18,7 +18,7 @@ IMPORT = "imp-client"
 
 @pytest.fixture
 async def mpc(simulator: RunningSimulator) -> AsyncIterator[MpcClient]:
-    http = build_client(timeout=httpx.Timeout(0.5, connect=0.5))
+    http = Fetcher(build_transport(), timeout=httpx.Timeout(0.5, connect=0.5), max_body_bytes=MAX_BODY_BYTES)
     try:
         yield MpcClient(
             http,
@@ -139,7 +139,8 @@ async def test_a_wrong_token_is_unauthorized_and_no_token_never_calls_mpc(
     simulator: RunningSimulator, control: SimulatorControl
 ) -> None:
     await control.put_import(SLUG, IMPORT, [{"id": 11}])
-    async with build_client() as http:
+    http = Fetcher(build_transport(), timeout=httpx.Timeout(2.0), max_body_bytes=MAX_BODY_BYTES)
+    try:
         wrong = MpcClient(
             http, base_url=simulator.url, tokens=StaticTokens("nope"), product_name="p", deadline_s=2
         )
@@ -148,6 +149,8 @@ async def test_a_wrong_token_is_unauthorized_and_no_token_never_calls_mpc(
         )
         assert (await wrong.get_bulk(SLUG, IMPORT, 11)).failure.kind == "unauthorized"  # type: ignore[union-attr]
         answer = await none.get_bulk(SLUG, IMPORT, 11)
+    finally:
+        await http.aclose()
     assert answer.failure is not None and answer.failure.kind == "unauthorized"
     assert len((await control.requests()).items) == 1
 

@@ -15,6 +15,8 @@ import msgspec
 from redis.asyncio import Redis
 
 from bridge.core.model import SlackTarget, WatchSpec
+from bridge.credentials import CredentialStore
+from bridge.crypto import SecretBox
 from bridge.simulator import SimulatorControl
 from bridge.store import keys
 from tests.builders import MEMBERS_ERRORS
@@ -289,3 +291,17 @@ async def test_the_poll_loop_respects_the_minimum_interval(
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) >= 5
     assert min(gaps) >= pipeline.settings.poll_min_interval_s
+
+
+async def test_a_clubs_stored_credentials_are_used_instead_of_the_default_token(
+    pipeline: Pipeline, control: SimulatorControl, redis: Redis
+) -> None:
+    await control.put_import(SLUG, IMPORT, [{"id": 5, "status": "working"}])
+    await control.set_club_token(SLUG, "the-club-s-own-token")
+    store = CredentialStore(redis, SecretBox(pipeline.settings.require_secret_key()))
+    await store.put(SLUG, "the-club-s-own-token", "club-crm", time.time())
+    watch = await pipeline.create(spec((5,)))
+    await pipeline.poll_due()
+    assert await pipeline.types(watch.id) == ["bulk.started"]
+    [entry] = (await control.requests()).items
+    assert (entry.token, entry.product_name) == ("match", "club-crm")

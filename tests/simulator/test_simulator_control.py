@@ -123,3 +123,12 @@ async def test_url_unsafe_ids_round_trip(http: httpx.AsyncClient, control: Simul
     detail = await control.put_import(SLUG, "a b?c", bulks=[{"id": 3}])
     assert detail.import_id == "a b?c"
     assert (await control.get_import(SLUG, "a b?c")).bulks[0].id == 3
+
+
+async def test_many_imports_are_created_in_one_call(control: SimulatorControl) -> None:
+    count = await control.put_imports(
+        [("club-a", f"imp-{n}", [{"id": n + 1, "status": "working"}]) for n in range(50)]
+    )
+    assert count == 50
+    assert len(await control.list_imports()) == 50
+    assert (await control.get_bulk("club-a", "imp-7", 8)).status == "working"

@@ -1,0 +1,138 @@
+"""``make bench``: every benchmark scenario, a table on stdout, ``bench/results/latest.json``.
+
+    python -m bench [--quick] [--only throughput,latency,...] [--keep]
+
+Each scenario starts its own Redis, simulator and bridge processes on loopback and stops them.
+Figures are for this machine; ratios are against baselines measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final
+
+from bench import latency, throughput
+from bench.harness import stack
+from bench.plot import latency_png
+
+RESULTS: Final = Path(__file__).parent / "results"
+
+
+def _throughput(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    return lambda s: throughput.run(
+        s, bulks=2000 if quick else 5000, seconds=5 if quick else 15, worker_counts=(1,)
+    )
+
+
+def _horizontal(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    return lambda s: throughput.run(
+        s, bulks=2000 if quick else 5000, seconds=5 if quick else 15, worker_counts=(1, 2, 4)
+    )
+
+
+def _latency(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    return lambda s: latency.run(
+        s, bulks=500 if quick else 2000, rate=10 if quick else 20, seconds=15 if quick else 60
+    )
+
+
+SCENARIOS: Final = {"throughput": _throughput, "latency": _latency, "horizontal": _horizontal}
+
+
+def table(rows: list[tuple[str, str, str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows)
+
+
+def summarize(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    if name in ("throughput", "horizontal"):
+        rows = [
+            (
+                name,
+                f"bare httpx GET loop (c={result['concurrency']})",
+                f"{result['baselines']['httpx']['requests_per_s']} req/s",
+            ),
+            (
+                name,
+                f"bare aiohttp GET loop (c={result['concurrency']})",
+                f"{result['baselines']['aiohttp']['requests_per_s']} req/s",
+            ),
+        ]
+        for run in result["runs"]:
+            cpu = ", ".join(f"{k} {v}%" for k, v in run["cpu_percent"].items())
+            rows.append(
+                (
+                    name,
+                    f"{run['workers']} worker(s): full poll cycles",
+                    f"{run['polls_per_s']} polls/s ({cpu})",
+                )
+            )
+        rows.append(
+            (
+                name,
+                "ratio 1 worker / aiohttp, / httpx",
+                f"{result['ratio_to_aiohttp']}x, {result['ratio_to_httpx']}x",
+            )
+        )
+        return rows
+    if name == "latency":
+        t, o = result["total"], result["own_part"]
+        return [
+            (
+                name,
+                f"{result['bulks']} bulks, floor {result['poll_floor_s']} s, {result['flips']} flips",
+                f"{result['observed_flips']} observed, {result['not_delivered']} not delivered",
+            ),
+            (
+                name,
+                "flip -> webhook received (total)",
+                f"p50 {t['p50_ms']} ms, p99 {t['p99_ms']} ms, max {t['max_ms']} ms",
+            ),
+            (
+                name,
+                "poll that saw it -> webhook (own part)",
+                f"p50 {o['p50_ms']} ms, p99 {o['p99_ms']} ms, max {o['max_ms']} ms",
+            ),
+        ]
+    return [(name, key, str(value)) for key, value in result.items() if not isinstance(value, dict | list)]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller and shorter (a smoke run)")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+    parser.add_argument("--keep", action="store_true", help="keep the work directories")
+    args = parser.parse_args()
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "quick": args.quick,
+    }
+    rows: list[tuple[str, str, str]] = [("scenario", "measure", "figure")]
+    for name in args.only.split(","):
+        with stack(keep=args.keep) as running:
+            started = time.monotonic()
+            result = await SCENARIOS[name](args.quick)(running)
+            result["wall_s"] = round(time.monotonic() - started, 1)
+        results[name] = result
+        if name == "latency":
+            RESULTS.mkdir(exist_ok=True)
+            latency_png(result, RESULTS / "latency.png")
+            result.pop("samples_total_s")
+            result.pop("samples_own_s")
+        rows += summarize(name, result)
+        print(table(rows[-len(summarize(name, result)) :]), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    print("\n" + table(rows))
+    print(f"\nwritten: {RESULTS / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

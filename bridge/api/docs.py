@@ -1,0 +1,151 @@
+"""The OpenAPI document's shared parts: error responses with examples, and the offline UI.
+
+The Swagger UI assets are vendored in ``bridge/api/static/swagger-ui`` (see its ``VERSION``) and
+served by the API itself, so ``/schema`` renders without internet access.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import Components, Example, SecurityScheme, Tag
+from litestar.router import Router
+from litestar.static_files import create_static_files_router
+
+from bridge import __version__
+from bridge.api.auth import SECURITY_SCHEME
+from bridge.api.errors import ErrorResponse
+
+SCHEMA_PATH: Final = "/schema"
+ASSETS_PATH: Final = "/schema/assets"
+NO_FAVICON: Final = "<link rel='icon' href='data:,'>"
+"""Litestar's default favicon comes from a CDN; the docs page must not need the internet."""
+COMPONENT_REF: Final = "#/components/schemas/{name}"
+STATIC_DIR: Final = Path(__file__).parent / "static" / "swagger-ui"
+
+ERROR_EXAMPLES: Final = {
+    400: (
+        "invalid_json",
+        "the request body is not valid JSON: JSON is malformed: invalid character (byte 0)",
+    ),
+    401: ("unauthorized", "missing or invalid API key"),
+    404: ("not_found", "no watch wch_0123456789abcdef01234567"),
+    409: ("conflict", "the resource changed meanwhile"),
+    413: ("request_entity_too_large", "request body too large"),
+    415: ("unsupported_media_type", "unsupported media type: send application/json"),
+    422: ("validation_error", "the request is not valid"),
+    503: ("service_unavailable", "a dependency is not available"),
+}
+ERROR_DESCRIPTIONS: Final = {
+    400: "The body or a parameter cannot be read (not JSON, nested too deeply, bad cursor).",
+    401: "No API key, or not one of BRIDGE_API_KEYS.",
+    404: "No such resource.",
+    409: "The resource changed meanwhile.",
+    413: "The body is larger than 64 kB.",
+    415: "The body is not application/json.",
+    422: "The body or a parameter breaks a validation rule; `details` names the field.",
+    503: "A dependency (Redis) is not available.",
+}
+
+
+def errors(*statuses: int) -> dict[int, ResponseSpec]:
+    """Documented error answers, all in the ``{"error": {...}}`` shape."""
+    specs = {}
+    for status in statuses:
+        code, message = ERROR_EXAMPLES[status]
+        details = (
+            [
+                {
+                    "message": "Expected `str` matching regex '^[a-z0-9][a-z0-9-]{0,63}$'",
+                    "key": "loyalty_club_slug",
+                    "source": "body",
+                }
+            ]
+            if status == 422
+            else None
+        )
+        specs[status] = ResponseSpec(
+            data_container=ErrorResponse,
+            description=ERROR_DESCRIPTIONS[status],
+            generate_examples=False,
+            examples=[
+                Example(summary=code, value={"error": {"code": code, "message": message, "details": details}})
+            ],
+        )
+    return specs
+
+
+READ_ERRORS: Final = (400, 401, 404, 422)
+WRITE_ERRORS: Final = (400, 401, 413, 415, 422)
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="mpc-import-bridge",
+        version=__version__,
+        description=(
+            "Watches Placewise MPC member imports and announces every bulk status change to Slack and "
+            "signed webhooks. Every `/v1` route needs `Authorization: Bearer <key>` (a key from "
+            'BRIDGE_API_KEYS); every error is `{"error": {"code", "message", "details"}}`.'
+        ),
+        path=SCHEMA_PATH,
+        components=Components(
+            security_schemes={
+                SECURITY_SCHEME: SecurityScheme(
+                    type="http", scheme="bearer", description="A key from BRIDGE_API_KEYS"
+                )
+            }
+        ),
+        tags=[
+            Tag(name="watches", description="Imports being followed, their bulks' snapshots and timelines."),
+            Tag(name="credentials", description="MPC tokens per club (write-only)."),
+            Tag(name="health", description="Liveness, readiness and metrics (no auth)."),
+        ],
+        render_plugins=[
+            SwaggerRenderPlugin(
+                path=["/", "/swagger"],
+                js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
+                css_url=f"{ASSETS_PATH}/swagger-ui.css",
+                standalone_preset_js_url=f"{ASSETS_PATH}/swagger-ui-standalone-preset.js",
+                favicon=NO_FAVICON,
+            ),
+            JsonRenderPlugin(),
+            YamlRenderPlugin(),
+        ],
+    )
+
+
+def assets_router() -> Router:
+    return create_static_files_router(path=ASSETS_PATH, directories=[STATIC_DIR], include_in_schema=False)
+
+
+def _request_structs() -> list[type[msgspec.Struct]]:
+    """The API's request bodies: Structs in ``bridge.api`` that reject unknown fields."""
+    found: list[type[msgspec.Struct]] = []
+    pending: list[type[msgspec.Struct]] = [msgspec.Struct]
+    while pending:
+        kind = pending.pop()
+        pending += kind.__subclasses__()
+        if kind.__module__.startswith("bridge.api") and kind.__struct_config__.forbid_unknown_fields:
+            found.append(kind)
+    return sorted(found, key=lambda k: k.__name__)
+
+
+def exact_request_schemas(app: Litestar) -> None:
+    """Describe request bodies with msgspec's own JSON Schema, the one that validates them.
+
+    Litestar's generator drops constraints nested in containers (``list[Annotated[int, Meta(ge=1)]]``)
+    and never says ``additionalProperties: false``; a client generated from the document must
+    know exactly what is accepted.
+    """
+    _, exact = msgspec.json.schema_components(_request_structs(), ref_template=COMPONENT_REF)
+    components = app.openapi_schema.components
+    schemas: dict[str, Any] = components.schemas if components.schemas is not None else {}
+    for name, schema in exact.items():
+        schemas[name] = schema
+    components.schemas = schemas

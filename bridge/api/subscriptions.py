@@ -1,0 +1,489 @@
+"""``/v1/subscriptions`` and ``/v1/deliveries``: webhook subscriptions and their attempt logs.
+
+The ``whsec_`` secret is in the answer to a creation or a rotation and nowhere else. Every URL
+(created or changed) passes the SSRF guard first: a refusal is a 422 naming the reason.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Annotated, Any, Final, TypeAlias
+
+import msgspec
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, Parameter
+from litestar.response import Response
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from bridge.api.deps import RedisDep
+from bridge.api.docs import READ_ERRORS, WRITE_ERRORS, errors
+from bridge.api.errors import ApiError, decode_strictly
+from bridge.api.params import Cursor, Limit, offset_of
+from bridge.api.schemas import (
+    IMPORT_ID_PATTERN,
+    PAGE_DEFAULT,
+    SLUG_PATTERN,
+    Page,
+    encode_cursor,
+)
+from bridge.core.diff import iso_timestamp
+from bridge.delivery.dispatch import Dispatcher
+from bridge.webhooks.actions import EventExpired, redeliver, send_test_event
+from bridge.webhooks.guard import MAX_URL_CHARS, Refused, UrlGuard
+from bridge.webhooks.model import (
+    DELIVERY_ID_PATTERN,
+    EVENT_TYPE_FAMILIES,
+    ID_HEX_CHARS,
+    SUBSCRIPTION_ID_PATTERN,
+    SUBSCRIPTION_ID_PREFIX,
+    WILDCARD,
+    Attempt,
+    Subscription,
+    SubscriptionDoc,
+    WebhookDelivery,
+    valid_event_type_pattern,
+)
+from bridge.webhooks.signing import new_secret
+from bridge.webhooks.store import SecretsMissing, SubscriptionGone, SubscriptionStore
+
+MAX_EVENT_TYPES: Final = 50
+PATCH_ATTEMPTS: Final = 5
+"""A PATCH that lost a race with another change to the same subscription is merged again."""
+EVENT_TYPE_SHAPE: Final = r"^(\*|[a-z_]{1,32}\.(\*|[a-z_]{1,32}))$"
+
+EventTypePattern = Annotated[
+    str,
+    Meta(
+        pattern=EVENT_TYPE_SHAPE,
+        description="an event type (`bulk.finished`), a family wildcard (`bulk.*`), or `*`",
+        examples=["bulk.*"],
+    ),
+]
+EventTypes = Annotated[list[EventTypePattern], Meta(min_length=1, max_length=MAX_EVENT_TYPES)]
+Url = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=MAX_URL_CHARS,
+        description="https URL receiving the events (http only for allow-listed addresses)",
+        examples=["https://crm.example.com/hooks/mpc"],
+    ),
+]
+Slug = Annotated[str, Meta(pattern=SLUG_PATTERN, description="only this club's events")]
+ImportId = Annotated[str, Meta(pattern=IMPORT_ID_PATTERN, description="only this import's events")]
+
+SubscriptionId = Annotated[str, Parameter(description="subscription id", pattern=SUBSCRIPTION_ID_PATTERN)]
+DeliveryId = Annotated[str, Parameter(description="delivery id", pattern=DELIVERY_ID_PATTERN)]
+
+
+# ------------------------------------------------------------------ bodies
+
+
+class SubscriptionCreate(Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/subscriptions``. Only ``url`` is required: without filters, every event."""
+
+    url: Url
+    event_types: EventTypes | None = None
+    loyalty_club_slug: Slug | None = None
+    import_id: ImportId | None = None
+    enabled: bool = True
+
+
+class SubscriptionPatch(Struct, kw_only=True, forbid_unknown_fields=True):
+    """``PATCH /v1/subscriptions/{id}``: the fields given change; ``null`` removes a filter."""
+
+    url: Url | UnsetType = UNSET
+    event_types: EventTypes | None | UnsetType = UNSET
+    loyalty_club_slug: Slug | None | UnsetType = UNSET
+    import_id: ImportId | None | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+
+
+class SubscriptionOut(Struct, kw_only=True):
+    id: str
+    url: str
+    event_types: list[str] | None
+    """``null``: every event type."""
+    loyalty_club_slug: str | None
+    import_id: str | None
+    enabled: bool
+    disabled_reason: str | None
+    """``api`` (a PATCH), ``gone`` (the receiver answered 410), ``failing`` (5 days of failures)."""
+    created_at: str
+    updated_at: str
+    previous_secret_expires_at: str | None
+    """While a rotated-out secret still signs alongside the current one."""
+    failing_since: str | None
+    last_success_at: str | None
+    last_failure_at: str | None
+
+
+class SubscriptionCreated(SubscriptionOut, kw_only=True):
+    secret: str
+    """The ``whsec_`` signing secret: shown in this answer only."""
+
+
+class SecretRotated(Struct, kw_only=True):
+    id: str
+    secret: str
+    """The new ``whsec_`` secret: shown in this answer only."""
+    previous_secret_expires_at: str
+
+
+class AttemptOut(Struct, kw_only=True):
+    at: str
+    status_code: int | None
+    error: str | None
+    """``timeout``, ``connect``, ``tls``, ``redirect`` or ``blocked``; ``null`` when the status says it."""
+    detail: str
+    duration_ms: int
+    response_body: str
+    next_attempt_at: str | None
+
+
+class DeliveryOut(Struct, kw_only=True):
+    id: str
+    subscription_id: str
+    event_id: str
+    """The ``webhook-id`` header of every attempt."""
+    event_type: str
+    kind: str
+    """``event``, ``test`` or ``redelivery``."""
+    state: str
+    """``pending`` (not sent yet, or waiting for a retry), ``delivered`` or ``failed``."""
+    created_at: str
+    next_attempt_at: str | None
+    redelivery_of: str | None
+    detail: str
+    attempts: list[AttemptOut]
+
+
+# ------------------------------------------------------------------ dependencies
+
+
+async def provide_subscriptions(state: State) -> SubscriptionStore:
+    store: SubscriptionStore = state.subscriptions
+    return store
+
+
+async def provide_webhook_guard(state: State) -> UrlGuard:
+    guard: UrlGuard = state.webhook_guard
+    return guard
+
+
+SubscriptionsDep: TypeAlias = NamedDependency[SubscriptionStore]
+GuardDep: TypeAlias = NamedDependency[UrlGuard]
+
+DEPENDENCIES: Final = {"subscriptions": provide_subscriptions, "webhook_guard": provide_webhook_guard}
+"""Dependency name -> provider, for the app (``Provide`` each)."""
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _iso(epoch_s: float | None) -> str | None:
+    return iso_timestamp(epoch_s) if epoch_s else None
+
+
+def subscription_out(sub: Subscription, now: float) -> SubscriptionOut:
+    doc = sub.doc
+    previous = sub.previous_secret_until
+    return SubscriptionOut(
+        id=sub.id,
+        url=doc.url,
+        event_types=list(doc.event_types) if doc.event_types is not None else None,
+        loyalty_club_slug=doc.loyalty_club_slug,
+        import_id=doc.import_id,
+        enabled=sub.enabled,
+        disabled_reason=sub.disabled_reason,
+        created_at=iso_timestamp(sub.created_at),
+        updated_at=iso_timestamp(sub.updated_at),
+        previous_secret_expires_at=_iso(previous) if previous and previous > now else None,
+        failing_since=_iso(sub.failing_since),
+        last_success_at=_iso(sub.last_success_at),
+        last_failure_at=_iso(sub.last_failure_at),
+    )
+
+
+def attempt_out(attempt: Attempt) -> AttemptOut:
+    return AttemptOut(
+        at=iso_timestamp(attempt.at),
+        status_code=attempt.status_code,
+        error=attempt.error,
+        detail=attempt.detail,
+        duration_ms=attempt.duration_ms,
+        response_body=attempt.response_body,
+        next_attempt_at=_iso(attempt.next_attempt_at),
+    )
+
+
+def delivery_out(delivery: WebhookDelivery) -> DeliveryOut:
+    return DeliveryOut(
+        id=delivery.id,
+        subscription_id=delivery.subscription_id,
+        event_id=delivery.event_id,
+        event_type=delivery.event_type,
+        kind=delivery.kind,
+        state=delivery.state,
+        created_at=iso_timestamp(delivery.created_at),
+        next_attempt_at=_iso(delivery.next_attempt_at),
+        redelivery_of=delivery.redelivery_of,
+        detail=delivery.detail,
+        attempts=[attempt_out(a) for a in delivery.attempts],
+    )
+
+
+def new_subscription_id() -> str:
+    return SUBSCRIPTION_ID_PREFIX + secrets.token_hex(ID_HEX_CHARS // 2)
+
+
+def _invalid(key: str, message: str) -> ApiError:
+    return ApiError(422, "validation_error", f"{key}: {message}", [{"key": key, "message": message}])
+
+
+def _event_types(values: list[str] | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    unknown = [v for v in values if not valid_event_type_pattern(v)]
+    if unknown:
+        families = ", ".join(f"{f}.*" for f in EVENT_TYPE_FAMILIES)
+        raise _invalid("event_types", f"unknown event type {unknown[0]!r} (exact types, {families} or *)")
+    if WILDCARD in values:
+        return None
+    return tuple(sorted(set(values)))
+
+
+def _no_newline(**values: str | None) -> None:
+    # The patterns end in `$`, which also matches before a final newline.
+    for key, value in values.items():
+        if value is not None and re.search(r"[\r\n]", value):
+            raise _invalid(key, "contains a newline")
+
+
+async def _checked_url(guard: UrlGuard, url: str) -> str:
+    try:
+        await guard.check(url)
+    except Refused as refused:
+        raise ApiError(
+            422, "url_refused", refused.reason, [{"key": "url", "message": refused.reason}]
+        ) from None
+    return url
+
+
+def _box_or_503(store: SubscriptionStore) -> None:
+    try:
+        store.box  # noqa: B018 - raises when BRIDGE_SECRET_KEY is missing
+    except SecretsMissing as exc:
+        raise ApiError(503, "not_configured", f"{exc}: set it on the API and the workers") from None
+
+
+async def _subscription(store: SubscriptionStore, sid: str) -> Subscription:
+    sub = await store.get(sid)
+    if sub is None:
+        raise ApiError(404, "not_found", f"no subscription {sid}")
+    return sub
+
+
+def _dispatch(redis: Any) -> Any:
+    return Dispatcher(redis).dispatch
+
+
+# ------------------------------------------------------------------ routes
+
+
+class SubscriptionController(Controller):
+    path = "/subscriptions"
+    tags = ["webhooks"]
+
+    @post(
+        "/",
+        summary="Subscribe a URL to events; the answer carries the secret (only time shown)",
+        responses=errors(*WRITE_ERRORS, 503),
+    )
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[SubscriptionCreate],
+        subscriptions: SubscriptionsDep,
+        webhook_guard: GuardDep,
+    ) -> Response[SubscriptionCreated]:
+        data = decode_strictly(await request.body(), SubscriptionCreate)
+        _box_or_503(subscriptions)
+        _no_newline(loyalty_club_slug=data.loyalty_club_slug, import_id=data.import_id)
+        doc = SubscriptionDoc(
+            url=await _checked_url(webhook_guard, data.url),
+            event_types=_event_types(data.event_types),
+            loyalty_club_slug=data.loyalty_club_slug,
+            import_id=data.import_id,
+        )
+        sid, secret, now = new_subscription_id(), new_secret(), time.time()
+        await subscriptions.create(sid, doc, secret, enabled=data.enabled, now=now)
+        sub = await _subscription(subscriptions, sid)
+        shown = subscription_out(sub, now)
+        created = SubscriptionCreated(**msgspec.structs.asdict(shown), secret=secret)
+        return Response(created, status_code=201)
+
+    @get("/", summary="Subscriptions, newest first", responses=errors(400, 401, 422))
+    async def list_subscriptions(
+        self, subscriptions: SubscriptionsDep, cursor: Cursor = None, limit: Limit = PAGE_DEFAULT
+    ) -> Page[SubscriptionOut]:
+        found, next_offset = await subscriptions.page(offset_of(cursor), limit)
+        now = time.time()
+        return Page(
+            items=[subscription_out(s, now) for s in found],
+            next_cursor=encode_cursor(next_offset) if next_offset is not None else None,
+        )
+
+    @get(
+        "/{subscription_id:str}", summary="A subscription (never its secret)", responses=errors(401, 404, 422)
+    )
+    async def show(self, subscription_id: SubscriptionId, subscriptions: SubscriptionsDep) -> SubscriptionOut:
+        return subscription_out(await _subscription(subscriptions, subscription_id), time.time())
+
+    @patch(
+        "/{subscription_id:str}",
+        summary="Change the URL, the filters, or enable / disable",
+        responses=errors(*WRITE_ERRORS, 404, 409),
+    )
+    async def update(
+        self,
+        request: Request[Any, Any, Any],
+        subscription_id: SubscriptionId,
+        data: JSONBody[SubscriptionPatch],
+        subscriptions: SubscriptionsDep,
+        webhook_guard: GuardDep,
+    ) -> SubscriptionOut:
+        data = decode_strictly(await request.body(), SubscriptionPatch)
+        slug = data.loyalty_club_slug if isinstance(data.loyalty_club_slug, str) else None
+        import_id = data.import_id if isinstance(data.import_id, str) else None
+        _no_newline(loyalty_club_slug=slug, import_id=import_id)
+        checked: str | None = None
+        if isinstance(data.url, str):
+            checked = await _checked_url(webhook_guard, data.url)
+        enabled = data.enabled if isinstance(data.enabled, bool) else None
+        for _ in range(PATCH_ATTEMPTS):
+            current = await _subscription(subscriptions, subscription_id)
+            doc = current.doc
+            changes: dict[str, Any] = {}
+            if checked is not None:
+                changes["url"] = checked
+            if not isinstance(data.event_types, UnsetType):
+                changes["event_types"] = _event_types(data.event_types)
+            if not isinstance(data.loyalty_club_slug, UnsetType):
+                changes["loyalty_club_slug"] = data.loyalty_club_slug
+            if not isinstance(data.import_id, UnsetType):
+                changes["import_id"] = data.import_id
+            try:
+                updated = await subscriptions.update(
+                    subscription_id,
+                    expected=doc,
+                    doc=msgspec.structs.replace(doc, **changes),
+                    enabled=enabled,
+                    now=time.time(),
+                )
+            except SubscriptionGone:
+                raise ApiError(404, "not_found", f"no subscription {subscription_id}") from None
+            if updated is not None:
+                return subscription_out(updated, time.time())
+        raise ApiError(409, "conflict", "the subscription kept changing meanwhile; try again")
+
+    @delete(
+        "/{subscription_id:str}",
+        summary="Delete a subscription and its delivery logs",
+        status_code=204,
+        responses=errors(401, 404, 422),
+    )
+    async def remove(self, subscription_id: SubscriptionId, subscriptions: SubscriptionsDep) -> None:
+        if not await subscriptions.delete(subscription_id):
+            raise ApiError(404, "not_found", f"no subscription {subscription_id}")
+
+    @post(
+        "/{subscription_id:str}/rotate-secret",
+        summary="A new secret (shown once); the old one keeps signing alongside for 24 h",
+        status_code=200,
+        responses=errors(401, 404, 422, 503),
+    )
+    async def rotate(self, subscription_id: SubscriptionId, subscriptions: SubscriptionsDep) -> SecretRotated:
+        _box_or_503(subscriptions)
+        secret = new_secret()
+        try:
+            until = await subscriptions.rotate(subscription_id, secret, now=time.time())
+        except SubscriptionGone:
+            raise ApiError(404, "not_found", f"no subscription {subscription_id}") from None
+        return SecretRotated(
+            id=subscription_id, secret=secret, previous_secret_expires_at=iso_timestamp(until)
+        )
+
+    @post(
+        "/{subscription_id:str}/test",
+        summary="Send a webhook.test event now (also to a disabled subscription)",
+        status_code=202,
+        responses=errors(401, 404, 422),
+    )
+    async def test(
+        self, subscription_id: SubscriptionId, subscriptions: SubscriptionsDep, redis: RedisDep
+    ) -> DeliveryOut:
+        sub = await _subscription(subscriptions, subscription_id)
+        delivery = await send_test_event(subscriptions, _dispatch(redis), sub, time.time())
+        return delivery_out(delivery)
+
+    @get(
+        "/{subscription_id:str}/deliveries",
+        summary="Deliveries and their attempts, newest first",
+        responses=errors(*READ_ERRORS),
+    )
+    async def deliveries(
+        self,
+        subscription_id: SubscriptionId,
+        subscriptions: SubscriptionsDep,
+        cursor: Cursor = None,
+        limit: Limit = PAGE_DEFAULT,
+    ) -> Page[DeliveryOut]:
+        offset = offset_of(cursor)
+        await _subscription(subscriptions, subscription_id)
+        found, next_offset = await subscriptions.list_deliveries(subscription_id, offset, limit)
+        return Page(
+            items=[delivery_out(d) for d in found],
+            next_cursor=encode_cursor(next_offset) if next_offset is not None else None,
+        )
+
+
+class DeliveryController(Controller):
+    path = "/deliveries"
+    tags = ["webhooks"]
+
+    @get("/{delivery_id:str}", summary="One delivery and its attempts", responses=errors(401, 404, 422))
+    async def show(self, delivery_id: DeliveryId, subscriptions: SubscriptionsDep) -> DeliveryOut:
+        return delivery_out(await _delivery(subscriptions, delivery_id))
+
+    @post(
+        "/{delivery_id:str}/redeliver",
+        summary="Send the delivery's event again (same webhook-id), as a new delivery",
+        status_code=202,
+        responses=errors(401, 404, 409, 422),
+    )
+    async def redeliver(
+        self, delivery_id: DeliveryId, subscriptions: SubscriptionsDep, redis: RedisDep
+    ) -> DeliveryOut:
+        original = await _delivery(subscriptions, delivery_id)
+        await _subscription(subscriptions, original.subscription_id)
+        try:
+            again = await redeliver(subscriptions, _dispatch(redis), original, time.time())
+        except EventExpired:
+            raise ApiError(
+                409,
+                "event_expired",
+                f"event {original.event_id} is no longer stored: it cannot be sent again",
+            ) from None
+        return delivery_out(again)
+
+
+async def _delivery(store: SubscriptionStore, did: str) -> WebhookDelivery:
+    found = await store.get_delivery(did)
+    if found is None:
+        raise ApiError(404, "not_found", f"no delivery {did}")
+    return found

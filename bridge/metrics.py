@@ -1,0 +1,201 @@
+"""Metrics: workers count in memory and add their counts to Redis; the API exports them.
+
+Workers are many and short-lived (scaled on queue depth), so rather than each exposing a port,
+every worker adds its counters to one Redis hash every :data:`FLUSH_EVERY_S` seconds and the
+API's ``/metrics`` renders that hash in the Prometheus text format, next to its own HTTP metrics
+and gauges read from Redis at scrape time. The worker counters are therefore totals over all
+workers (and survive worker restarts); with several API replicas every replica exports the same
+totals — aggregate them with ``max``, not ``sum``.
+
+Labels are bounded: outcomes, endpoints, sinks and event types are closed sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any, Final, get_args
+
+from redis.exceptions import RedisError
+
+from bridge.core.model import EVENT_TYPES, FailureKind
+from bridge.logs import get_logger
+from bridge.store import keys
+
+PREFIX: Final = "bridge_"
+FLUSH_EVERY_S: Final = 5.0
+LATENCY_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+POLL_OUTCOMES: Final = ("ok", *get_args(FailureKind))
+UPSTREAM_ENDPOINTS: Final = ("bulk", "import")
+SINKS: Final = ("log", "slack", "webhook")
+DELIVERY_OUTCOMES: Final = ("delivered", "retry", "failed")
+
+HELP: Final = {
+    "polls_total": ("counter", "Polls of an import, by outcome of its main request."),
+    "upstream_requests_total": ("counter", "Requests to MPC, by endpoint and outcome."),
+    "upstream_request_duration_seconds": ("histogram", "Duration of requests to MPC, by endpoint."),
+    "events_total": ("counter", "Events recorded, by type."),
+    "deliveries_total": ("counter", "Delivery attempts, by sink and outcome."),
+    "commits_superseded_total": ("counter", "Polls whose commit lost the compare-and-set to another worker."),
+}
+"""Worker metrics: name (without prefix) -> (type, help)."""
+
+log = get_logger("bridge.metrics")
+
+
+def _labels(**labels: str) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+
+
+def _bounded(value: str, allowed: Iterable[str]) -> str:
+    return value if value in allowed else "other"
+
+
+class WorkerMetrics:
+    """Counters of one worker process, added to Redis from time to time.
+
+    Counting is a dict increment on the hot path; sample names are formatted at flush time.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+        self._latency: dict[tuple[str, int], int] = defaultdict(int)
+        """(endpoint, index of the first bucket the duration fits) -> observations."""
+        self._latency_sum: dict[str, float] = defaultdict(float)
+        self._pending: dict[str, float] = defaultdict(float)
+        """Formatted samples a failed flush keeps for the next one."""
+
+    def _add(self, name: str, *labels: tuple[str, str], amount: float = 1.0) -> None:
+        self._counts[(name, labels)] += amount
+
+    def poll(self, outcome: str) -> None:
+        self._add("polls_total", ("outcome", _bounded(outcome, POLL_OUTCOMES)))
+
+    def upstream(self, endpoint: str, outcome: str, seconds: float) -> None:
+        endpoint = _bounded(endpoint, UPSTREAM_ENDPOINTS)
+        self._add(
+            "upstream_requests_total", ("endpoint", endpoint), ("outcome", _bounded(outcome, POLL_OUTCOMES))
+        )
+        self._latency[(endpoint, bisect.bisect_left(LATENCY_BUCKETS_S, seconds))] += 1
+        self._latency_sum[endpoint] += seconds
+
+    def event(self, event_type: str) -> None:
+        self._add("events_total", ("type", _bounded(event_type, EVENT_TYPES)))
+
+    def delivery(self, sink: str, outcome: str) -> None:
+        self._add(
+            "deliveries_total",
+            ("sink", _bounded(sink, SINKS)),
+            ("outcome", _bounded(outcome, DELIVERY_OUTCOMES)),
+        )
+
+    def superseded(self) -> None:
+        self._add("commits_superseded_total")
+
+    def take(self) -> dict[str, float]:
+        """Every sample counted since the last take, formatted, and forget them."""
+        samples, self._pending = self._pending, defaultdict(float)
+        for (name, labels), amount in self._counts.items():
+            samples[PREFIX + name + _labels(**dict(labels))] += amount
+        histogram = PREFIX + "upstream_request_duration_seconds"
+        for endpoint in {e for e, _ in self._latency}:
+            cumulative = 0
+            for index, bound in enumerate((*LATENCY_BUCKETS_S, math.inf)):
+                cumulative += self._latency.get((endpoint, index), 0)
+                if cumulative:
+                    samples[f"{histogram}_bucket" + _labels(endpoint=endpoint, le=_number(bound))] += (
+                        cumulative
+                    )
+            samples[f"{histogram}_count" + _labels(endpoint=endpoint)] += cumulative
+            samples[f"{histogram}_sum" + _labels(endpoint=endpoint)] += self._latency_sum[endpoint]
+        self._counts.clear()
+        self._latency.clear()
+        self._latency_sum.clear()
+        return dict(samples)
+
+    async def flush(self, redis: Any) -> None:
+        """Add the counts since the last flush to the shared totals (kept if Redis is away)."""
+        pending = self.take()
+        if not pending:
+            return
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                for field, amount in pending.items():
+                    pipe.hincrbyfloat(keys.METRICS, field, amount)
+                await pipe.execute()
+        except (RedisError, OSError):
+            for field, amount in pending.items():
+                self._pending[field] += amount
+
+    async def run(self, redis: Any, every_s: float = FLUSH_EVERY_S) -> None:
+        """Flush every ``every_s`` until cancelled, then once more."""
+        try:
+            while True:
+                await asyncio.sleep(every_s)
+                await self.flush(redis)
+        finally:
+            with contextlib.suppress(RedisError, OSError, asyncio.CancelledError):
+                await self.flush(redis)
+
+
+def _family(sample: str) -> str:
+    name = sample.split("{", 1)[0]
+    for suffix in ("_bucket", "_sum", "_count"):
+        if name.endswith(suffix) and name[: -len(suffix)].removeprefix(PREFIX) in HELP:
+            return name[: -len(suffix)]
+    return name
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf"
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def render_shared(samples: dict[str, float], gauges: dict[str, tuple[str, float]]) -> str:
+    """Prometheus text for the workers' totals and the gauges read at scrape time.
+
+    ``gauges`` maps a name (without prefix) to (help, value).
+    """
+    families: dict[str, list[str]] = defaultdict(list)
+    for sample, value in sorted(samples.items()):
+        families[_family(sample)].append(f"{sample} {_number(value)}")
+    lines: list[str] = []
+    for name, (kind, text) in HELP.items():
+        full = PREFIX + name
+        lines += [f"# HELP {full} {text}", f"# TYPE {full} {kind}"]
+        lines += families.get(full, [])
+    for name, (text, value) in gauges.items():
+        full = PREFIX + name
+        lines += [f"# HELP {full} {text}", f"# TYPE {full} gauge", f"{full} {_number(value)}"]
+    return "\n".join(lines) + "\n"
+
+
+async def read_shared(redis: Any) -> dict[str, float]:
+    raw = await redis.hgetall(keys.METRICS)
+    return {
+        (k.decode() if isinstance(k, bytes) else k): float(v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+
+
+async def read_gauges(redis: Any) -> dict[str, tuple[str, float]]:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zcard(keys.OUTBOX)
+        pipe.zcard(keys.QUEUE)
+        pipe.zcard(keys.watches_by_state("active"))
+        pipe.zcard(keys.SCHEDULE)
+        pipe.zcard(keys.INFLIGHT)
+        outbox, queue, active, scheduled, inflight = await pipe.execute()
+    return {
+        "outbox_depth": ("Events recorded for a destination and not yet delivered.", outbox),
+        "queue_depth": ("Jobs in the arq queue (due now or deferred).", queue),
+        "active_watches": ("Watches in state active.", active),
+        "scheduled_imports": ("Imports waiting for their next poll.", scheduled),
+        "inflight_imports": ("Imports a worker is polling right now.", inflight),
+    }

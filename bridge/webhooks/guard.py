@@ -1,0 +1,265 @@
+"""Where webhooks may go: only public addresses, unless allow-listed (SSRF guard).
+
+A subscription URL is checked when it is created or changed, and again at every send: its host
+is resolved once, every address must be public (or inside ``BRIDGE_WEBHOOK_ALLOW_CIDRS``), and
+the connection goes to exactly the addresses checked: :class:`PinnedResolver` is the resolver of
+the sending connector, so no second lookup can be answered differently (DNS rebinding) while
+the request keeps the original ``Host`` header and TLS server name. IP literals never reach a
+resolver (aiohttp skips it for them), so they are checked up front, along with the old numeric
+spellings of IPv4 addresses (``2130706433``, ``0x7f.1``, ``017700000001``) that resolvers accept.
+Plain ``http`` is allowed only when every address is allow-listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final, Literal, TypeAlias
+
+import httpx
+import msgspec
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+Lookup: TypeAlias = Callable[[str, int], Awaitable[list[str]]]
+"""Resolves a host name to its addresses (the resolver seam: tests pass a table)."""
+
+MAX_URL_CHARS: Final = 2048
+SCHEMES: Final = ("https", "http")
+_IPV4_MAX: Final = 2**32 - 1
+
+
+def _nets(*cidrs: str) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(cidr) for cidr in cidrs)
+
+
+FORBIDDEN: Final[tuple[tuple[tuple[Network, ...], str], ...]] = (
+    (_nets("127.0.0.0/8", "::1/128"), "loopback"),
+    (_nets("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"), "private (RFC 1918)"),
+    (_nets("169.254.0.0/16", "fe80::/10"), "link-local (cloud metadata lives here)"),
+    (_nets("100.64.0.0/10"), "carrier-grade NAT (RFC 6598)"),
+    (_nets("0.0.0.0/8", "::/128"), "'this host' / unspecified"),
+    (_nets("fc00::/7", "fec0::/10"), "unique local / site-local IPv6"),
+    (_nets("::ffff:0:0/96"), "IPv4-mapped IPv6"),
+    (_nets("::/96"), "IPv4-compatible IPv6"),
+    (_nets("64:ff9b::/96", "64:ff9b:1::/48"), "NAT64 (embeds an IPv4 address)"),
+    (_nets("2002::/16"), "6to4 (embeds an IPv4 address)"),
+    (_nets("2001::/32"), "Teredo (embeds an IPv4 address)"),
+    (_nets("224.0.0.0/4", "ff00::/8"), "multicast"),
+    (_nets("255.255.255.255/32", "240.0.0.0/4"), "reserved / broadcast"),
+    (_nets("192.0.0.0/24", "198.18.0.0/15", "100::/64"), "special-purpose"),
+    (_nets("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"), "documentation"),
+)
+"""Ranges refused by default, with the reason given back: everything not globally routable,
+and the IPv6 forms that carry an IPv4 address inside (a way to smuggle 127.0.0.1 through)."""
+
+
+class Refused(OSError):
+    """A URL or an address a webhook may not go to; ``reason`` says why (no secret in it).
+
+    An ``OSError`` so that, raised inside the connector's resolver, aiohttp wraps it as a DNS
+    failure of that connection and the request fails before any socket is opened.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Target(msgspec.Struct, frozen=True, kw_only=True):
+    scheme: Literal["https", "http"]
+    host: str
+    """As in the URL, lower case, without brackets."""
+    port: int
+
+
+# ------------------------------------------------------------------ pure: addresses and URLs
+
+
+def _ipv4_part(text: str) -> int | None:
+    """One part of a numeric IPv4 spelling as inet_aton reads it: decimal, 0x-hex or 0-octal."""
+    if not text or not text.isascii():
+        return None
+    lowered = text.lower()
+    try:
+        if lowered.startswith("0x"):
+            return int(lowered[2:], 16) if len(lowered) > 2 else 0
+        if len(lowered) > 1 and lowered.startswith("0"):
+            return int(lowered[1:], 8)
+        return int(lowered, 10) if lowered.isdigit() else None
+    except ValueError:
+        return None
+
+
+def legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The address a numeric host spells the old ways (``2130706433``, ``127.1``, ``0x7f.0.0.1``,
+    ``0177.0.0.1``); ``None`` when the host is not numeric. Raises :class:`Refused` when it is
+    numeric but no address."""
+    parts = host.removesuffix(".").split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    values = [_ipv4_part(part) for part in parts]
+    if any(value is None for value in values):
+        return None
+    numbers = [v for v in values if v is not None]
+    head, last = numbers[:-1], numbers[-1]
+    if any(v > 255 for v in head) or last >= 256 ** (4 - len(head)):
+        raise Refused(f"{host} is a numeric host but no IPv4 address")
+    value = 0
+    for v in head:
+        value = value << 8 | v
+    value = value << 8 * (4 - len(head)) | last
+    return ipaddress.IPv4Address(value & _IPV4_MAX)
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address an IP-literal host names, in any spelling; ``None`` for a DNS name."""
+    bare = host.strip("[]").split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(bare)
+    except ValueError:
+        pass
+    if ":" in bare:
+        raise Refused(f"{host} is not a valid IPv6 address")
+    return legacy_ipv4(bare)
+
+
+def parse_target(url: str) -> Target:
+    """Scheme, host and port of a webhook URL; :class:`Refused` when the URL is not acceptable."""
+    if len(url) > MAX_URL_CHARS:
+        raise Refused(f"the URL is longer than {MAX_URL_CHARS} characters")
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+        raise Refused("the URL contains whitespace or control characters")
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise Refused(f"not a valid URL: {exc}") from None
+    scheme = parsed.scheme
+    if scheme not in SCHEMES:
+        raise Refused("the URL must be https (or http for allow-listed addresses)")
+    if not parsed.host:
+        raise Refused("the URL has no host")
+    if parsed.userinfo:
+        raise Refused("credentials in the URL are not accepted (the signature authenticates the sender)")
+    if parsed.fragment:
+        raise Refused("the URL may not have a #fragment")
+    port = parsed.port or (443 if scheme == "https" else 80)
+    return Target(scheme="https" if scheme == "https" else "http", host=parsed.host.lower(), port=port)
+
+
+class AddressPolicy:
+    """Which addresses webhooks may reach: public ones, and those in the allow-list."""
+
+    def __init__(self, allow_cidrs: Iterable[str] = ()) -> None:
+        self.allowed: tuple[Network, ...] = tuple(ipaddress.ip_network(c, strict=False) for c in allow_cidrs)
+
+    def allow_listed(self, address: IPAddress) -> bool:
+        return any(address.version == net.version and address in net for net in self.allowed)
+
+    def refusal(self, address: IPAddress) -> str | None:
+        """Why ``address`` is refused, or ``None`` when a webhook may go there."""
+        if self.allow_listed(address):
+            return None
+        for networks, reason in FORBIDDEN:
+            if any(address.version == net.version and address in net for net in networks):
+                return reason
+        if not address.is_global:
+            return "not a public address"
+        return None
+
+
+# ------------------------------------------------------------------ resolving
+
+
+async def system_lookup(host: str, port: int) -> list[str]:
+    """The addresses the system resolver gives for ``host`` (one ``getaddrinfo``)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class UrlGuard:
+    """Checks webhook URLs and hosts against an :class:`AddressPolicy`."""
+
+    def __init__(self, policy: AddressPolicy, lookup: Lookup = system_lookup) -> None:
+        self.policy = policy
+        self._lookup = lookup
+
+    def preflight(self, url: str) -> Target:
+        """What can be checked without DNS: the URL's shape and an IP-literal host."""
+        target = parse_target(url)
+        literal = literal_address(target.host)
+        if literal is not None:
+            self._check_addresses(target.host, [literal], plain_http=target.scheme == "http", literal=True)
+            if literal.version == 4 and str(literal) != target.host:
+                # aiohttp refuses these spellings too: accept only what will be connected to.
+                raise Refused(f"write the address as {literal}, not {target.host}")
+        return target
+
+    async def check(self, url: str) -> list[IPAddress]:
+        """Every check at once (subscription creation): the URL, then its host's addresses."""
+        target = self.preflight(url)
+        return await self.resolve(target.host, target.port, plain_http=target.scheme == "http")
+
+    async def resolve(self, host: str, port: int, *, plain_http: bool) -> list[IPAddress]:
+        """The host's addresses, each one checked; raises :class:`Refused` if any is refused."""
+        literal = literal_address(host)
+        if literal is not None:
+            self._check_addresses(host, [literal], plain_http=plain_http, literal=True)
+            return [literal]
+        try:
+            found = await self._lookup(host, port)
+        except (OSError, UnicodeError) as exc:
+            raise Refused(f"{host} does not resolve ({exc.__class__.__name__})") from None
+        addresses: list[IPAddress] = []
+        for text in found:
+            try:
+                addresses.append(ipaddress.ip_address(text.split("%", 1)[0]))
+            except ValueError:
+                raise Refused(f"{host} resolves to something that is not an address") from None
+        if not addresses:
+            raise Refused(f"{host} does not resolve to any address")
+        self._check_addresses(host, addresses, plain_http=plain_http, literal=False)
+        return addresses
+
+    def _check_addresses(
+        self, host: str, addresses: list[IPAddress], *, plain_http: bool, literal: bool
+    ) -> None:
+        for address in addresses:
+            reason = self.policy.refusal(address)
+            if reason is not None:
+                # For a DNS name, the reason without the address: no free internal-DNS oracle.
+                named = f"{host} is" if literal else f"{host} resolves to"
+                raise Refused(
+                    f"{named} a non-public address: {reason}; refused unless in BRIDGE_WEBHOOK_ALLOW_CIDRS"
+                )
+        if plain_http and not all(self.policy.allow_listed(a) for a in addresses):
+            raise Refused("plain http is only allowed for addresses in BRIDGE_WEBHOOK_ALLOW_CIDRS: use https")
+
+
+class PinnedResolver(AbstractResolver):
+    """aiohttp resolver that resolves once, refuses if any address is refused, and returns only the
+    checked addresses: the connection goes where the check looked."""
+
+    def __init__(self, guard: UrlGuard, *, plain_http: bool) -> None:
+        self._guard = guard
+        self._plain_http = plain_http
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
+        addresses = await self._guard.resolve(host, port, plain_http=self._plain_http)
+        return [
+            ResolveResult(
+                hostname=host,
+                host=str(address),
+                port=port,
+                family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        return None

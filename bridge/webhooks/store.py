@@ -1,0 +1,339 @@
+"""Webhook subscriptions and their delivery logs in Redis (keys: :mod:`bridge.store.keys`).
+
+A subscription is one hash: its URL and filters (``doc``, JSON), its state, its sealed secrets
+and its health (when it started failing, last success). Changes that routing must see bump
+``bridge:subscriptions:version`` so every worker's cached list (:mod:`bridge.webhooks.index`)
+reloads on its next event. Every read-modify-write is one Lua step, so a PATCH, a rotation and
+a worker recording an attempt never undo each other, and none of them re-creates a subscription
+that was deleted meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+import msgspec
+from redis.asyncio import Redis
+
+from bridge.core.model import Event
+from bridge.crypto import SecretBox
+from bridge.store import keys
+from bridge.store.redis_store import EVENT_TTL_EXTRA_S, encode_event, now_ms, resolved
+from bridge.webhooks.model import (
+    DisabledReason,
+    Subscription,
+    SubscriptionDoc,
+    WebhookDelivery,
+    destination,
+)
+
+F_DOC: Final = "doc"
+F_ENABLED: Final = "enabled"
+F_REASON: Final = "reason"
+F_CREATED: Final = "created"
+F_UPDATED: Final = "updated"
+F_SECRET: Final = "secret"  # noqa: S105 - a field name
+F_PREVIOUS: Final = "prev"
+F_PREVIOUS_UNTIL: Final = "prev_until"
+F_FAILING_SINCE: Final = "failing_since"
+F_LAST_SUCCESS: Final = "last_success"
+F_LAST_FAILURE: Final = "last_failure"
+
+PREVIOUS_SECRET_S: Final = 24 * 3600.0
+"""SPEC: after a rotation the old secret keeps signing alongside the new one for 24 h."""
+DELIVERIES_KEPT: Final = 1000
+"""Delivery logs kept per subscription (the oldest go first); each is also bounded in time."""
+
+# KEYS[1] subscription hash, KEYS[2] version counter.
+# ARGV[1] '1' to bump the version, ARGV[2] the doc expected now ('' = no check),
+# ARGV[3] number of field/value pairs to set, the pairs, then the fields to delete.
+# Returns 1, 0 when the subscription does not exist, -1 when its doc changed meanwhile.
+UPDATE_IF_EXISTS: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'doc') ~= ARGV[2] then return -1 end
+local pairs = tonumber(ARGV[3])
+local first = 4
+if pairs > 0 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, first, first + 2 * pairs - 1))
+end
+if first + 2 * pairs <= #ARGV then
+  redis.call('HDEL', KEYS[1], unpack(ARGV, first + 2 * pairs, #ARGV))
+end
+if ARGV[1] == '1' then redis.call('INCR', KEYS[2]) end
+return 1
+"""
+
+# KEYS[1] subscription hash; ARGV[1] now (ms). Returns failing_since, or nil if it is gone.
+RECORD_FAILURE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HSETNX', KEYS[1], 'failing_since', ARGV[1])
+redis.call('HSET', KEYS[1], 'last_failure', ARGV[1])
+return redis.call('HGET', KEYS[1], 'failing_since')
+"""
+
+# KEYS[1] subscription hash, KEYS[2] version; ARGV[1] reason, ARGV[2] now (ms).
+# Only an enabled subscription is disabled, so the first reason stays.
+DISABLE: Final = """
+if redis.call('HGET', KEYS[1], 'enabled') ~= '1' then return 0 end
+redis.call('HSET', KEYS[1], 'enabled', '0', 'reason', ARGV[1], 'updated', ARGV[2])
+redis.call('INCR', KEYS[2])
+return 1
+"""
+
+# KEYS[1] subscription hash; ARGV[1] new sealed secret, ARGV[2] old one valid until (ms), ARGV[3] now.
+ROTATE: Final = """
+local current = redis.call('HGET', KEYS[1], 'secret')
+if not current then return 0 end
+redis.call('HSET', KEYS[1], 'prev', current, 'prev_until', ARGV[2], 'secret', ARGV[1], 'updated', ARGV[3])
+return 1
+"""
+
+_json: Final = msgspec.json.Encoder()
+_doc_decoder: Final = msgspec.json.Decoder(SubscriptionDoc)
+_delivery_decoder: Final = msgspec.json.Decoder(WebhookDelivery)
+
+
+class SecretsMissing(Exception):
+    """``BRIDGE_SECRET_KEY`` is not configured, so no secret can be stored or read."""
+
+
+class SubscriptionGone(Exception):
+    """The subscription was deleted (or never existed)."""
+
+
+class Signing(msgspec.Struct, frozen=True, kw_only=True):
+    """The secrets that sign now: the current one, and the previous one during its 24 h."""
+
+    current: str
+    previous: str | None = None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else int(_text(value)) / 1000.0
+
+
+class SubscriptionStore:
+    def __init__(self, redis: Redis, *, box: SecretBox | None, retention_s: float) -> None:
+        self.redis = redis
+        self._box = box
+        self._retention_ms = now_ms(retention_s)
+        self._event_ttl_ms = now_ms(retention_s + EVENT_TTL_EXTRA_S)
+        self._update = redis.register_script(UPDATE_IF_EXISTS)
+        self._failure = redis.register_script(RECORD_FAILURE)
+        self._disable = redis.register_script(DISABLE)
+        self._rotate = redis.register_script(ROTATE)
+
+    @property
+    def box(self) -> SecretBox:
+        if self._box is None:
+            raise SecretsMissing("webhook subscriptions need BRIDGE_SECRET_KEY (a Fernet key)")
+        return self._box
+
+    # ------------------------------------------------------------------ subscriptions
+
+    async def create(self, sid: str, doc: SubscriptionDoc, secret: str, *, enabled: bool, now: float) -> None:
+        sealed = self.box.seal(secret)
+        key = keys.subscription(sid)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                key,
+                mapping={
+                    F_DOC: _json.encode(doc),
+                    F_ENABLED: "1" if enabled else "0",
+                    F_CREATED: now_ms(now),
+                    F_UPDATED: now_ms(now),
+                    F_SECRET: sealed,
+                },
+            )
+            if not enabled:
+                pipe.hset(key, F_REASON, "api")
+            pipe.zadd(keys.SUBSCRIPTIONS, {sid: now_ms(now)})
+            pipe.incr(keys.SUBSCRIPTIONS_VERSION)
+            await pipe.execute()
+
+    async def get(self, sid: str) -> Subscription | None:
+        fields = await resolved(self.redis.hgetall(keys.subscription(sid)))
+        return _subscription(sid, fields) if fields else None
+
+    async def page(self, offset: int, limit: int) -> tuple[list[Subscription], int | None]:
+        """Newest first; the offset to continue from, or ``None`` at the end."""
+        ids = await self.redis.zrevrange(keys.SUBSCRIPTIONS, offset, offset + limit)
+        found = []
+        for raw in ids[:limit]:
+            sub = await self.get(_text(raw))
+            if sub is not None:
+                found.append(sub)
+        return found, offset + limit if len(ids) > limit else None
+
+    async def update(
+        self, sid: str, *, expected: SubscriptionDoc, doc: SubscriptionDoc, enabled: bool | None, now: float
+    ) -> Subscription | None:
+        """Replace the doc (and enable or disable) if the doc is still ``expected``; ``None`` when
+        another change came first. Raises :class:`SubscriptionGone`."""
+        current = await self.get(sid)
+        if current is None:
+            raise SubscriptionGone(sid)
+        sets: list[Any] = [F_DOC, _json.encode(doc), F_UPDATED, now_ms(now)]
+        deletes: list[str] = []
+        if enabled is True and not current.enabled:
+            # Enabled again by hand: its failure streak starts over.
+            sets += [F_ENABLED, "1"]
+            deletes += [F_REASON, F_FAILING_SINCE]
+        elif enabled is False and current.enabled:
+            sets += [F_ENABLED, "0", F_REASON, "api"]
+        outcome = await self._update(
+            keys=[keys.subscription(sid), keys.SUBSCRIPTIONS_VERSION],
+            args=["1", _json.encode(expected), len(sets) // 2, *sets, *deletes],
+        )
+        if outcome == 0:
+            raise SubscriptionGone(sid)
+        if outcome == -1:
+            return None
+        updated = await self.get(sid)
+        if updated is None:
+            raise SubscriptionGone(sid)
+        return updated
+
+    async def delete(self, sid: str) -> bool:
+        deliveries = await self.redis.zrange(keys.subscription_deliveries(sid), 0, -1)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.subscription(sid))
+            pipe.zrem(keys.SUBSCRIPTIONS, sid)
+            pipe.delete(keys.subscription_deliveries(sid))
+            for did in deliveries:
+                pipe.delete(keys.webhook_delivery(_text(did)))
+            pipe.incr(keys.SUBSCRIPTIONS_VERSION)
+            removed = await pipe.execute()
+        return bool(removed[0])
+
+    async def rotate(self, sid: str, secret: str, *, now: float) -> float:
+        """Make ``secret`` the signing secret; the current one signs alongside until the returned time."""
+        until = now + PREVIOUS_SECRET_S
+        done = await self._rotate(
+            keys=[keys.subscription(sid)],
+            args=[self.box.seal(secret), now_ms(until), now_ms(now)],
+        )
+        if not done:
+            raise SubscriptionGone(sid)
+        return until
+
+    async def signing(self, sid: str, now: float) -> Signing | None:
+        """The secrets that sign a message sent ``now``; ``None`` when the subscription is gone."""
+        current, previous, until = await resolved(
+            self.redis.hmget(keys.subscription(sid), [F_SECRET, F_PREVIOUS, F_PREVIOUS_UNTIL])
+        )
+        if current is None:
+            return None
+        box = self.box
+        still_valid = previous is not None and until is not None and now_ms(now) < int(_text(until))
+        return Signing(current=box.open(current), previous=box.open(previous) if still_valid else None)
+
+    async def version(self) -> int:
+        raw = await self.redis.get(keys.SUBSCRIPTIONS_VERSION)
+        return int(raw) if raw is not None else 0
+
+    async def routing_table(self) -> list[tuple[str, SubscriptionDoc]]:
+        """Every enabled subscription and its filters (what a worker caches for routing)."""
+        ids = [_text(raw) for raw in await self.redis.zrange(keys.SUBSCRIPTIONS, 0, -1)]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid in ids:
+                pipe.hmget(keys.subscription(sid), [F_DOC, F_ENABLED])
+            rows = await pipe.execute()
+        return [
+            (sid, _doc_decoder.decode(doc))
+            for sid, (doc, enabled) in zip(ids, rows, strict=True)
+            if doc is not None and enabled == b"1"
+        ]
+
+    # ------------------------------------------------------------------ health
+
+    async def record_success(self, sid: str, now: float) -> None:
+        await self._update(
+            keys=[keys.subscription(sid), keys.SUBSCRIPTIONS_VERSION],
+            args=["0", "", 1, F_LAST_SUCCESS, now_ms(now), F_FAILING_SINCE],
+        )
+
+    async def record_failure(self, sid: str, now: float) -> float | None:
+        """Note a failed attempt; returns since when the subscription has been failing."""
+        since = await self._failure(keys=[keys.subscription(sid)], args=[now_ms(now)])
+        return _seconds(since)
+
+    async def disable(self, sid: str, reason: DisabledReason, now: float) -> bool:
+        """Disable an enabled subscription; False when it already was (or is gone)."""
+        done = await self._disable(
+            keys=[keys.subscription(sid), keys.SUBSCRIPTIONS_VERSION], args=[reason, now_ms(now)]
+        )
+        return bool(done)
+
+    # ------------------------------------------------------------------ deliveries
+
+    async def get_delivery(self, did: str) -> WebhookDelivery | None:
+        raw = await self.redis.get(keys.webhook_delivery(did))
+        return _delivery_decoder.decode(raw) if raw is not None else None
+
+    async def save_delivery(self, delivery: WebhookDelivery) -> None:
+        index = keys.subscription_deliveries(delivery.subscription_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.webhook_delivery(delivery.id), _json.encode(delivery), px=self._retention_ms)
+            pipe.zadd(index, {delivery.id: now_ms(delivery.created_at)}, nx=True)
+            pipe.zremrangebyrank(index, 0, -(DELIVERIES_KEPT + 1))
+            pipe.pexpire(index, self._retention_ms)
+            await pipe.execute()
+
+    async def list_deliveries(
+        self, sid: str, offset: int, limit: int
+    ) -> tuple[list[WebhookDelivery], int | None]:
+        """Newest first; the offset to continue from, or ``None`` at the end."""
+        index = keys.subscription_deliveries(sid)
+        ids = [_text(raw) for raw in await self.redis.zrevrange(index, offset, offset + limit)]
+        page = ids[:limit]
+        bodies = await self.redis.mget([keys.webhook_delivery(did) for did in page]) if page else []
+        found = [_delivery_decoder.decode(body) for body in bodies if body is not None]
+        expired = [did for did, body in zip(page, bodies, strict=True) if body is None]
+        if expired:  # their logs ran out of time; the index forgets them lazily
+            await self.redis.zrem(index, *expired)
+        return found, offset + limit if len(ids) > limit else None
+
+    async def enqueue_explicit(self, delivery: WebhookDelivery, event: Event | None = None) -> str:
+        """Record a test or redelivery and put it in the outbox (so the sweeper re-creates its job
+        if need be); ``event`` is stored first when it is new (a test event). Returns its destination."""
+        target = destination(delivery.subscription_id, delivery.id)
+        now = time.time()
+        if event is not None:
+            await self.redis.set(keys.event(event.id), encode_event(event), px=self._event_ttl_ms)
+        await self.save_delivery(delivery)
+        await self.redis.zadd(keys.OUTBOX, {keys.outbox_entry(delivery.event_id, target): now_ms(now)})
+        return target
+
+    async def event_stored(self, eid: str) -> bool:
+        return bool(await self.redis.exists(keys.event(eid)))
+
+
+def _subscription(sid: str, fields: dict[bytes, bytes]) -> Subscription:
+    def get(name: str) -> bytes | None:
+        return fields.get(name.encode())
+
+    reason = get(F_REASON)
+    disabled_reason: DisabledReason | None = None
+    if reason is not None:
+        disabled_reason = msgspec.convert(_text(reason), DisabledReason)
+    previous_until = _seconds(get(F_PREVIOUS_UNTIL))
+    return Subscription(
+        id=sid,
+        doc=_doc_decoder.decode(fields[F_DOC.encode()]),
+        enabled=get(F_ENABLED) == b"1",
+        disabled_reason=disabled_reason,
+        created_at=_seconds(get(F_CREATED)) or 0.0,
+        updated_at=_seconds(get(F_UPDATED)) or 0.0,
+        previous_secret_until=previous_until if get(F_PREVIOUS) is not None else None,
+        failing_since=_seconds(get(F_FAILING_SINCE)),
+        last_success_at=_seconds(get(F_LAST_SUCCESS)),
+        last_failure_at=_seconds(get(F_LAST_FAILURE)),
+    )

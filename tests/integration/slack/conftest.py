@@ -1,0 +1,157 @@
+"""Slack delivery against real parts: the Slack stand-in over HTTP, a real Redis, the simulator.
+
+A :class:`SlackRig` is the poll side of a worker (the ``Pipeline``) plus any number of delivery
+sides — each a "worker" with its own aiohttp session and notifiers — sharing Redis and Slack.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Final
+
+import aiohttp
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from bridge.core.model import Event, SlackTarget, WatchSpec
+from bridge.delivery.model import SLACK, DeliveryJob, SendResult
+from bridge.delivery.registry import build_notifiers
+from bridge.delivery.service import Deliveries, RetryLater
+from bridge.devtools.slack_standin import Message, RunningStandin, start
+from bridge.http import build_session
+from bridge.slack.factory import open_session
+from bridge.slack.plain import message_lines
+from tests.integration.conftest import SLUG, Pipeline
+
+BOT_TOKEN: Final = "xoxb-test-" + "0" * 24
+CHANNEL: Final = "C0SLACKTEST"
+IMPORT: Final = "imp-slack"
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[RunningStandin]:
+    running = await start(BOT_TOKEN)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def watch_spec(
+    bulk_ids: tuple[int, ...] | None = None,
+    *,
+    wid: str = "wch_0000000000000000000slack",
+    channel: str | None = CHANNEL,
+    **options: object,
+) -> WatchSpec:
+    now = time.time()
+    fields: dict[str, object] = {
+        "id": wid,
+        "loyalty_club_slug": SLUG,
+        "import_id": IMPORT,
+        "created_at": now,
+        "expires_at": now + 3600,
+        "bulk_ids": bulk_ids,
+        "slack": None if channel is None else SlackTarget(channel=channel),
+    }
+    fields.update(options)
+    return msgspec.convert(fields, WatchSpec)
+
+
+class SlackRig:
+    def __init__(self, pipeline: Pipeline, redis: Redis, standin: RunningStandin) -> None:
+        self.pipeline = pipeline
+        self.redis = redis
+        self.standin = standin
+        self.slack = standin.slack
+        self._sessions: list[aiohttp.ClientSession] = []
+        self.deliveries = self.worker()
+
+    def worker(self, timeout_s: float | None = None) -> Deliveries:
+        """A delivery side with its own HTTP session and notifiers, as another worker process has
+        (``timeout_s``: a session with a shorter timeout than the workers' own)."""
+        session = (
+            open_session(self.pipeline.settings) if timeout_s is None else build_session(timeout_s=timeout_s)
+        )
+        assert session is not None
+        self._sessions.append(session)
+        notifiers = build_notifiers(
+            self.pipeline.settings, store=self.pipeline.store, redis=self.redis, slack_http=session
+        )
+        return Deliveries(self.pipeline.store, notifiers)
+
+    async def events(self, watch_id: str) -> list[Event]:
+        return await self.pipeline.events(watch_id)
+
+    async def deliver(
+        self, event: Event, attempt: int = 1, deliveries: Deliveries | None = None
+    ) -> SendResult | RetryLater:
+        try:
+            return await (deliveries or self.deliveries).run(
+                DeliveryJob(event_id=event.id, destination=SLACK), attempt
+            )
+        except RetryLater as later:
+            return later
+
+    async def deliver_all(self, watch_id: str, max_rounds: int = 5) -> list[SendResult | RetryLater]:
+        """Deliver every event of the watch in timeline order, again while any asks to retry."""
+        results: list[SendResult | RetryLater] = []
+        for attempt in range(1, max_rounds + 1):
+            pending = [
+                e
+                for e in await self.events(watch_id)
+                if not await self.pipeline.store.was_delivered(e.id, SLACK)
+            ]
+            if not pending:
+                break
+            for event in pending:
+                results.append(await self.deliver(event, attempt))
+        return results
+
+    def card(self, channel: str = CHANNEL) -> Message:
+        cards = self.slack.cards(channel)
+        assert len(cards) == 1, [c.text for c in cards]
+        return cards[0]
+
+    def card_lines(self, channel: str = CHANNEL) -> list[str]:
+        return message_lines(msgspec.to_builtins(self.card(channel)))
+
+    def replies(self, channel: str = CHANNEL) -> list[Message]:
+        return self.slack.replies(self.card(channel))
+
+    async def close(self) -> None:
+        for session in self._sessions:
+            await session.close()
+
+
+@pytest.fixture
+async def rig_factory(
+    pipeline_factory: Callable[..., Pipeline], redis: Redis, standin: RunningStandin
+) -> AsyncIterator[Callable[..., SlackRig]]:
+    made: list[SlackRig] = []
+
+    def make(**extra: str | None) -> SlackRig:
+        env: dict[str, str | None] = {
+            "BRIDGE_SLACK_BOT_TOKEN": BOT_TOKEN,
+            "BRIDGE_SLACK_API_URL": standin.api_url,
+            "BRIDGE_SLACK_POST_INTERVAL_S": "0",
+            "BRIDGE_NOTIFY_LOG": "false",
+            **extra,
+        }
+        given = {k: v for k, v in env.items() if v is not None}  # None: leave the variable unset
+        rig = SlackRig(pipeline_factory(**given), redis, standin)
+        made.append(rig)
+        return rig
+
+    try:
+        yield make
+    finally:
+        for rig in made:
+            await rig.close()
+
+
+@pytest.fixture
+async def rig(rig_factory: Callable[..., SlackRig]) -> SlackRig:
+    return rig_factory()

@@ -1,0 +1,326 @@
+"""``/v1/subscriptions`` and ``/v1/deliveries`` through the HTTP API against a real Redis."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from bridge.app import create_app
+from bridge.config import ConfigError, load_settings
+from bridge.store import keys
+from bridge.webhooks.guard import AddressPolicy, UrlGuard
+from tests.integration.test_api import AUTH, KEY, error_of
+from tests.integration.webhooks_helpers import FERNET_KEY
+
+HOOK = "http://127.0.0.1:9/hooks/crm"
+"""Loopback, allowed by the test configuration (never contacted by these tests)."""
+
+
+NAMES = {"hooks.example.com": ["93.184.216.34"], "sneaky.example.com": ["93.184.216.34", "10.1.1.1"]}
+
+
+async def _table_lookup(host: str, port: int) -> list[str]:
+    if host not in NAMES:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    return NAMES[host]
+
+
+def make_client(redis_url: str, **env: str) -> TestClient[Any]:
+    settings = load_settings(
+        {
+            "BRIDGE_REDIS_URL": redis_url,
+            "BRIDGE_API_KEYS": KEY,
+            "BRIDGE_SECRET_KEY": FERNET_KEY,
+            "BRIDGE_WEBHOOK_ALLOW_CIDRS": "127.0.0.0/8",
+            **env,
+        }
+    )
+    app = create_app(settings)
+    # The resolver seam: names resolve from a table, never through DNS.
+    app.state.webhook_guard = UrlGuard(AddressPolicy(settings.webhook_allow_cidrs), _table_lookup)
+    return TestClient(app)
+
+
+@pytest.fixture
+def client(redis_url: str, redis: Any) -> Iterator[TestClient[Any]]:
+    with make_client(redis_url) as test_client:
+        yield test_client
+
+
+def create(client: TestClient[Any], **body: Any) -> dict[str, Any]:
+    response = client.post("/v1/subscriptions", json={"url": HOOK, **body}, headers=AUTH)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def test_a_url_alone_subscribes_to_every_event_and_the_secret_is_shown_once(
+    client: TestClient[Any],
+) -> None:
+    created = create(client)
+    secret = created["secret"]
+    assert secret.startswith("whsec_") and len(base64.b64decode(secret[6:], validate=True)) == 32
+    assert created["id"].startswith("sub_")
+    assert created["url"] == HOOK and created["event_types"] is None and created["enabled"] is True
+    sid = created["id"]
+    shown = [
+        client.get(f"/v1/subscriptions/{sid}", headers=AUTH),
+        client.get("/v1/subscriptions", headers=AUTH),
+        client.patch(f"/v1/subscriptions/{sid}", json={"event_types": ["bulk.*"]}, headers=AUTH),
+        client.get(f"/v1/subscriptions/{sid}/deliveries", headers=AUTH),
+        client.post(f"/v1/subscriptions/{sid}/test", headers=AUTH),
+        client.get("/schema/openapi.json"),
+    ]
+    for response in shown:
+        assert response.status_code < 300, response.text
+        assert secret not in response.text and secret[6:] not in response.text
+        assert '"secret"' not in response.text or response.request.url.path.startswith("/schema")
+    assert set(shown[0].json()) == set(created) - {"secret"}
+
+
+def test_secrets_are_encrypted_at_rest(client: TestClient[Any], redis_url: str) -> None:
+    import redis as sync_redis
+
+    created = create(client)
+    with sync_redis.Redis.from_url(redis_url) as raw:
+        stored = raw.hgetall(keys.subscription(created["id"]))
+    assert stored[b"secret"] and created["secret"].encode() not in b"".join(stored.values())
+    assert created["secret"][6:].encode() not in b"".join(stored.values())
+
+
+def test_filters_are_kept_normalised(client: TestClient[Any]) -> None:
+    created = create(
+        client,
+        event_types=["bulk.finished", "bulk.*", "bulk.finished", "import.completed"],
+        loyalty_club_slug="infinity-mall",
+        import_id="89405ae3-2dd5-46cb-a13b-840bc588199b",
+    )
+    assert created["event_types"] == ["bulk.*", "bulk.finished", "import.completed"]
+    assert created["loyalty_club_slug"] == "infinity-mall"
+    assert create(client, event_types=["*", "bulk.failed"])["event_types"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ({}, None),
+        ({"url": 42}, "url"),
+        ({"url": HOOK, "colour": "blue"}, None),
+        ({"url": HOOK, "event_types": []}, "event_types"),
+        ({"url": HOOK, "event_types": ["bulk.done"]}, "event_types"),
+        ({"url": HOOK, "event_types": ["nope.*"]}, "event_types"),
+        ({"url": HOOK, "event_types": "bulk.*"}, "event_types"),
+        ({"url": HOOK, "loyalty_club_slug": "Infinity Mall"}, "loyalty_club_slug"),
+        ({"url": HOOK, "loyalty_club_slug": "infinity-mall\n"}, "loyalty_club_slug"),
+        ({"url": HOOK, "import_id": "a/b"}, "import_id"),
+        ({"url": HOOK, "enabled": "yes"}, "enabled"),
+        ({"url": HOOK, "enabled": 1}, "enabled"),
+    ],
+)
+def test_invalid_bodies_are_422_and_create_nothing(
+    client: TestClient[Any], body: dict[str, Any], key: str | None
+) -> None:
+    response = client.post("/v1/subscriptions", json=body, headers=AUTH)
+    assert response.status_code == 422, response.text
+    error = error_of(response)
+    assert error["code"] == "validation_error"
+    if key is not None:
+        assert key in str(error["details"])
+    assert client.get("/v1/subscriptions", headers=AUTH).json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://169.254.169.254/latest/meta-data/", "link-local"),
+        ("https://10.0.0.1/hook", "RFC 1918"),
+        ("https://[::1]/hook", "loopback"),
+        ("https://[::ffff:127.0.0.1]/hook", "IPv4-mapped"),
+        ("https://100.64.0.1/hook", "carrier-grade NAT"),
+        ("https://0.0.0.0/hook", "this host"),
+        ("https://[fd00::1]/hook", "unique local"),
+        ("https://2852039166/hook", "link-local"),
+        ("https://0xa9fea9fe/hook", "link-local"),
+        ("http://2130706433/hook", "write the address as 127.0.0.1"),
+        ("http://0x7f.1/hook", "write the address as 127.0.0.1"),
+        ("https://sneaky.example.com/hook", "non-public"),
+        ("https://unknown.example.com/hook", "does not resolve"),
+        ("http://hooks.example.com/hook", "plain http"),
+        ("ftp://hooks.example.com/hook", "must be https"),
+        ("https://user:pw@hooks.example.com/hook", "credentials"),
+        ("not a url", "whitespace"),
+    ],
+)
+def test_refused_urls_are_422_with_the_reason(client: TestClient[Any], url: str, reason: str) -> None:
+    response = client.post("/v1/subscriptions", json={"url": url}, headers=AUTH)
+    assert response.status_code == 422, response.text
+    error = error_of(response)
+    assert error["code"] == "url_refused" and reason in error["message"]
+    assert error["details"] == [{"key": "url", "message": error["message"]}]
+    assert "10.1.1.1" not in response.text
+
+
+def test_a_public_https_url_is_accepted(client: TestClient[Any]) -> None:
+    assert create(client, url="https://hooks.example.com/mpc")["url"] == "https://hooks.example.com/mpc"
+
+
+def test_without_a_secret_key_the_api_refuses_to_start(redis_url: str) -> None:
+    # Subscription secrets and MPC tokens are sealed with it: no key, no API.
+    with pytest.raises(ConfigError, match="BRIDGE_SECRET_KEY"):
+        make_client(redis_url, BRIDGE_SECRET_KEY="")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/subscriptions"),
+        ("GET", "/v1/subscriptions"),
+        ("GET", "/v1/subscriptions/sub_000000000000000000000000"),
+        ("PATCH", "/v1/subscriptions/sub_000000000000000000000000"),
+        ("DELETE", "/v1/subscriptions/sub_000000000000000000000000"),
+        ("POST", "/v1/subscriptions/sub_000000000000000000000000/rotate-secret"),
+        ("POST", "/v1/subscriptions/sub_000000000000000000000000/test"),
+        ("GET", "/v1/subscriptions/sub_000000000000000000000000/deliveries"),
+        ("GET", "/v1/deliveries/dlv_000000000000000000000000"),
+        ("POST", "/v1/deliveries/dlv_000000000000000000000000/redeliver"),
+    ],
+)
+def test_every_route_needs_a_key(client: TestClient[Any], method: str, path: str) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        response = client.request(method, path, json={"url": HOOK}, headers=headers)
+        assert response.status_code == 401
+        assert error_of(response)["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/subscriptions/sub_000000000000000000000000"),
+        ("PATCH", "/v1/subscriptions/sub_000000000000000000000000"),
+        ("DELETE", "/v1/subscriptions/sub_000000000000000000000000"),
+        ("POST", "/v1/subscriptions/sub_000000000000000000000000/rotate-secret"),
+        ("POST", "/v1/subscriptions/sub_000000000000000000000000/test"),
+        ("GET", "/v1/subscriptions/sub_000000000000000000000000/deliveries"),
+        ("GET", "/v1/deliveries/dlv_000000000000000000000000"),
+        ("POST", "/v1/deliveries/dlv_000000000000000000000000/redeliver"),
+    ],
+)
+def test_unknown_ids_are_404(client: TestClient[Any], method: str, path: str) -> None:
+    body = {"enabled": False} if method == "PATCH" else None
+    response = client.request(method, path, json=body, headers=AUTH)
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "not_found"
+
+
+def test_malformed_ids_are_a_client_error(client: TestClient[Any]) -> None:
+    response = client.get("/v1/subscriptions/nope", headers=AUTH)
+    assert 400 <= response.status_code < 500
+    error_of(response)
+
+
+def test_patch_changes_what_is_given_and_rechecks_the_url(client: TestClient[Any]) -> None:
+    created = create(client, event_types=["bulk.*"], loyalty_club_slug="infinity-mall")
+    path = f"/v1/subscriptions/{created['id']}"
+    refused = client.patch(path, json={"url": "https://10.0.0.1/x"}, headers=AUTH)
+    assert refused.status_code == 422 and error_of(refused)["code"] == "url_refused"
+    assert client.get(path, headers=AUTH).json()["url"] == HOOK  # nothing changed
+    changed = client.patch(
+        path, json={"url": "https://hooks.example.com/v2", "loyalty_club_slug": None}, headers=AUTH
+    ).json()
+    assert changed["url"] == "https://hooks.example.com/v2"
+    assert changed["loyalty_club_slug"] is None and changed["event_types"] == ["bulk.*"]
+    off = client.patch(path, json={"enabled": False}, headers=AUTH).json()
+    assert (off["enabled"], off["disabled_reason"]) == (False, "api")
+    on = client.patch(path, json={"enabled": True, "event_types": None}, headers=AUTH).json()
+    assert (on["enabled"], on["disabled_reason"], on["event_types"]) == (True, None, None)
+    for bad in ({"secret": "whsec_x"}, {"url": None}, {"enabled": "no"}, {"event_types": ["x.y"]}):
+        response = client.patch(path, json=bad, headers=AUTH)
+        assert response.status_code == 422, (bad, response.text)
+
+
+def test_delete_removes_the_subscription(client: TestClient[Any]) -> None:
+    sid = create(client)["id"]
+    assert client.delete(f"/v1/subscriptions/{sid}", headers=AUTH).status_code == 204
+    assert client.get(f"/v1/subscriptions/{sid}", headers=AUTH).status_code == 404
+    assert client.delete(f"/v1/subscriptions/{sid}", headers=AUTH).status_code == 404
+
+
+def test_rotate_secret_returns_a_new_secret_once_and_keeps_the_old_one_for_24_hours(
+    client: TestClient[Any],
+) -> None:
+    created = create(client)
+    path = f"/v1/subscriptions/{created['id']}"
+    rotated = client.post(f"{path}/rotate-secret", headers=AUTH)
+    assert rotated.status_code == 200
+    body = rotated.json()
+    assert body["id"] == created["id"] and body["secret"].startswith("whsec_")
+    assert body["secret"] != created["secret"]
+    shown = client.get(path, headers=AUTH)
+    assert body["secret"] not in shown.text
+    assert shown.json()["previous_secret_expires_at"] == body["previous_secret_expires_at"]
+    expires = time.mktime(time.strptime(body["previous_secret_expires_at"][:19], "%Y-%m-%dT%H:%M:%S"))
+    assert abs(expires - time.mktime(time.gmtime()) - 86_400) < 60
+
+
+def test_lists_are_paginated_newest_first(client: TestClient[Any]) -> None:
+    ids = [create(client)["id"] for _ in range(5)]
+    first = client.get("/v1/subscriptions", params={"limit": 2}, headers=AUTH).json()
+    assert [s["id"] for s in first["items"]] == ids[::-1][:2] and first["next_cursor"]
+    rest = client.get(
+        "/v1/subscriptions", params={"limit": 10, "cursor": first["next_cursor"]}, headers=AUTH
+    ).json()
+    assert [s["id"] for s in rest["items"]] == ids[::-1][2:] and rest["next_cursor"] is None
+    bad = client.get("/v1/subscriptions", params={"cursor": "garbage"}, headers=AUTH)
+    assert bad.status_code == 422 and error_of(bad)["details"][0]["key"] == "cursor"
+
+
+def test_test_and_redeliver_create_deliveries_with_jobs_and_list_newest_first(
+    client: TestClient[Any], redis_url: str
+) -> None:
+    import redis as sync_redis
+
+    sid = create(client)["id"]
+    sent = client.post(f"/v1/subscriptions/{sid}/test", headers=AUTH)
+    assert sent.status_code == 202
+    test = sent.json()
+    assert test["id"].startswith("dlv_") and test["kind"] == "test" and test["state"] == "pending"
+    assert test["event_type"] == "webhook.test" and test["event_id"].startswith("evt_")
+    again = client.post(f"/v1/deliveries/{test['id']}/redeliver", headers=AUTH)
+    assert again.status_code == 202
+    redelivery = again.json()
+    assert redelivery["id"] != test["id"] and redelivery["event_id"] == test["event_id"]
+    assert (redelivery["kind"], redelivery["redelivery_of"]) == ("redelivery", test["id"])
+    listed = client.get(f"/v1/subscriptions/{sid}/deliveries", headers=AUTH).json()
+    assert [d["id"] for d in listed["items"]] == [redelivery["id"], test["id"]]
+    assert listed["items"][0]["attempts"] == [] and listed["next_cursor"] is None
+    assert client.get(f"/v1/deliveries/{test['id']}", headers=AUTH).json()["kind"] == "test"
+    with sync_redis.Redis.from_url(redis_url) as raw:
+        queued = {job.decode() for job in raw.zrange(keys.QUEUE, 0, -1)}
+        in_outbox = raw.zcard(keys.OUTBOX)
+        raw.delete(keys.event(test["event_id"]))
+    assert queued == {
+        f"dlv:{test['event_id']}:sub:{sid}/{test['id']}",
+        f"dlv:{test['event_id']}:sub:{sid}/{redelivery['id']}",
+    }
+    assert in_outbox == 2
+    expired = client.post(f"/v1/deliveries/{test['id']}/redeliver", headers=AUTH)
+    assert expired.status_code == 409 and error_of(expired)["code"] == "event_expired"
+
+
+def test_the_openapi_document_describes_the_webhook_routes(client: TestClient[Any]) -> None:
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    for path in (
+        "/v1/subscriptions",
+        "/v1/subscriptions/{subscription_id}",
+        "/v1/subscriptions/{subscription_id}/rotate-secret",
+        "/v1/subscriptions/{subscription_id}/test",
+        "/v1/subscriptions/{subscription_id}/deliveries",
+        "/v1/deliveries/{delivery_id}/redeliver",
+    ):
+        assert path in paths

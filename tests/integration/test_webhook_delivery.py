@@ -1,0 +1,501 @@
+"""Webhook delivery over real HTTP (our receiver on 127.0.0.1) with a real Redis.
+
+Each test runs the delivery job the way arq does (``Deliveries.run``); the retry schedule is
+compressed through configuration. The arq loop itself (deferred retries) is in
+``test_webhook_worker.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+
+import pytest
+import standardwebhooks
+import structlog
+import svix.webhooks
+from redis.asyncio import Redis
+
+from bridge.delivery.model import SendResult
+from bridge.delivery.service import RetryLater
+from bridge.devtools.processes import free_port
+from bridge.devtools.webhook_receiver import Reply, WebhookReceiver
+from bridge.store import keys
+from bridge.store.redis_store import resolved
+from bridge.webhooks.actions import redeliver, send_test_event
+from bridge.webhooks.index import SubscriptionIndex
+from bridge.webhooks.model import destination, event_delivery_id
+from bridge.webhooks.sender import RESPONSE_BODY_MAX_BYTES
+from tests.integration.webhooks_helpers import Webhooks, make_event, tls_files
+
+HOOK = "hooks/crm"
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    async with WebhookReceiver() as running:
+        yield running
+
+
+@pytest.fixture
+async def webhooks_factory(redis: Redis) -> AsyncIterator[Callable[..., Webhooks]]:
+    made: list[Webhooks] = []
+
+    def make(**options: object) -> Webhooks:
+        made.append(Webhooks(redis, **options))  # type: ignore[arg-type]
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for webhooks in made:
+            await webhooks.close()
+
+
+@pytest.fixture
+def webhooks(webhooks_factory: Callable[..., Webhooks]) -> Webhooks:
+    return webhooks_factory()
+
+
+def verify_with_reference_packages(secret: str, headers: dict[str, str], body: bytes) -> None:
+    standardwebhooks.Webhook(secret).verify(body, headers, json_parse=False)
+    svix.webhooks.Webhook(secret).verify(body, headers)
+
+
+async def test_a_2xx_delivers_the_stored_body_byte_for_byte_signed_with_the_event_id(
+    webhooks: Webhooks, receiver: WebhookReceiver, redis: Redis
+) -> None:
+    sid, secret = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.set_secrets(HOOK, [secret])
+    event = make_event()
+    body = await webhooks.record(event, destination(sid))
+    result = await webhooks.run(event.id, destination(sid))
+    assert result == SendResult.delivered()
+    [got] = receiver.requests(HOOK)
+    assert got.body == body
+    assert got.webhook_id == event.id
+    assert got.verified is True
+    assert abs(int(got.headers["webhook-timestamp"]) - time.time()) < 5
+    assert got.headers["content-type"] == "application/json"
+    assert got.headers["user-agent"].startswith("mpc-import-bridge/")
+    verify_with_reference_packages(secret, got.headers, got.body)
+    record = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
+    assert record is not None and record.state == "delivered" and record.kind == "event"
+    [attempt] = record.attempts
+    assert (attempt.status_code, attempt.error, attempt.next_attempt_at) == (204, None, None)
+    assert attempt.duration_ms >= 0
+    assert await redis.zcard(keys.OUTBOX) == 0
+    assert await webhooks.events.was_delivered(event.id, destination(sid))
+    sub = await webhooks.store.get(sid)
+    assert sub is not None and sub.last_success_at is not None and sub.failing_since is None
+
+
+async def test_a_run_repeated_after_success_sends_nothing_again(
+    webhooks: Webhooks, receiver: WebhookReceiver
+) -> None:
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    event = make_event()
+    assert await webhooks.deliver(event, sid) == SendResult.delivered()
+    assert await webhooks.run(event.id, destination(sid)) == SendResult.delivered()
+    assert len(receiver.requests(HOOK)) == 1
+
+
+async def test_a_redirect_is_a_failure_and_is_not_followed(
+    webhooks: Webhooks, receiver: WebhookReceiver
+) -> None:
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(status=302, location=receiver.url("elsewhere"))])
+    event = make_event()
+    result = await webhooks.deliver(event, sid)
+    assert isinstance(result, RetryLater)
+    assert len(receiver.requests()) == 1  # nothing reached /elsewhere
+    record = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
+    assert record is not None and record.state == "pending"
+    [attempt] = record.attempts
+    assert (attempt.status_code, attempt.error) == (302, "redirect")
+    assert "/elsewhere" in attempt.detail
+
+
+async def test_a_500_is_retried_on_the_schedule_with_the_same_id_and_body(
+    webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver
+) -> None:
+    webhooks = webhooks_factory(schedule_s=(0.2, 0.4), draw=0.5)
+    sid, secret = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.set_secrets(HOOK, [secret])
+    receiver.script(HOOK, [Reply(status=500, body="boom"), Reply(status=503)])
+    event = make_event()
+    first = await webhooks.deliver(event, sid)
+    assert isinstance(first, RetryLater) and first.defer_s == pytest.approx(0.2)
+    second = await webhooks.run(event.id, destination(sid))
+    assert isinstance(second, RetryLater) and second.defer_s == pytest.approx(0.4)
+    assert await webhooks.run(event.id, destination(sid)) == SendResult.delivered()
+    got = receiver.requests(HOOK)
+    assert [r.status for r in got] == [500, 503, 204]
+    assert {r.webhook_id for r in got} == {event.id}
+    assert len({r.body for r in got}) == 1
+    assert all(r.verified for r in got)
+    record = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
+    assert record is not None and record.state == "delivered"
+    assert [(a.status_code, a.response_body) for a in record.attempts] == [
+        (500, "boom"),
+        (503, ""),
+        (204, ""),
+    ]
+    first_attempt = record.attempts[0]
+    assert first_attempt.next_attempt_at == pytest.approx(first_attempt.at + 0.2)
+    assert record.attempts[-1].next_attempt_at is None
+
+
+async def test_the_delivery_gives_up_when_the_schedule_is_used_up(
+    webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver, redis: Redis
+) -> None:
+    webhooks = webhooks_factory(schedule_s=(0.01,))
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(status=500), Reply(status=502)])
+    event = make_event()
+    assert isinstance(await webhooks.deliver(event, sid), RetryLater)
+    result = await webhooks.run(event.id, destination(sid))
+    assert isinstance(result, SendResult) and result.outcome == "failed"
+    record = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
+    assert record is not None and record.state == "failed" and "gave up after 2 attempts" in record.detail
+    assert await redis.zcard(keys.OUTBOX) == 0
+    sub = await webhooks.store.get(sid)
+    assert sub is not None and sub.enabled  # a failed delivery alone does not disable
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_retry_after_is_honoured_within_the_schedules_bounds(
+    webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver, status: int
+) -> None:
+    webhooks = webhooks_factory(schedule_s=(1.0, 1.0), draw=0.5)
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(status=status, retry_after="1"), Reply(status=status, retry_after="3600")])
+    event = make_event()
+    wished = await webhooks.deliver(event, sid)
+    capped = await webhooks.run(event.id, destination(sid))
+    assert isinstance(wished, RetryLater) and wished.defer_s == pytest.approx(1.0)
+    assert isinstance(capped, RetryLater) and capped.defer_s == pytest.approx(2.0)  # 2 x scheduled
+    receiver.script(HOOK, [Reply(status=429, retry_after="1.5")])  # not delta-seconds: ignored
+    webhooks = webhooks_factory(schedule_s=(1.0,), draw=0.9)
+    other = make_event()
+    result = await webhooks.deliver(other, sid)
+    assert isinstance(result, RetryLater) and result.defer_s == pytest.approx(1.16)
+
+
+async def test_a_retry_after_on_a_500_is_not_honoured(
+    webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver
+) -> None:
+    webhooks = webhooks_factory(schedule_s=(1.0,), draw=0.5)
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(status=500, retry_after="2")])
+    result = await webhooks.deliver(make_event(), sid)
+    assert isinstance(result, RetryLater) and result.defer_s == pytest.approx(1.0)
+
+
+async def test_a_410_disables_the_subscription_and_its_pending_deliveries_stop(
+    webhooks: Webhooks, receiver: WebhookReceiver, redis: Redis
+) -> None:
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    index = SubscriptionIndex(webhooks.store, check_every_s=0)
+    pending = make_event()
+    receiver.script(HOOK, [Reply(status=500), Reply(status=410)])
+    assert isinstance(await webhooks.deliver(pending, sid), RetryLater)
+    assert await index.matching(pending) == [destination(sid)]
+    gone = make_event()
+    result = await webhooks.deliver(gone, sid)
+    assert isinstance(result, SendResult) and result.outcome == "failed"
+    sub = await webhooks.store.get(sid)
+    assert sub is not None and not sub.enabled and sub.disabled_reason == "gone"
+    assert await index.matching(make_event()) == []  # new events no longer go there
+    later = await webhooks.run(pending.id, destination(sid))  # the pending retry gives up unsent
+    assert isinstance(later, SendResult) and later.outcome == "failed"
+    assert len(receiver.requests(HOOK)) == 2
+    record = await webhooks.store.get_delivery(event_delivery_id(pending.id, sid))
+    assert record is not None and record.state == "failed" and "disabled" in record.detail
+    assert await redis.zcard(keys.OUTBOX) == 0
+
+
+async def test_failing_continuously_for_the_configured_time_disables_the_subscription(
+    webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver
+) -> None:
+    webhooks = webhooks_factory(schedule_s=(0.01,) * 5, disable_after_s=0.3)
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(status=500)] * 3)
+    event = make_event()
+    assert isinstance(await webhooks.deliver(event, sid), RetryLater)
+    sub = await webhooks.store.get(sid)
+    assert sub is not None and sub.failing_since is not None and sub.enabled
+    await asyncio.sleep(0.35)
+    result = await webhooks.run(event.id, destination(sid))
+    assert isinstance(result, SendResult) and result.outcome == "failed"
+    sub = await webhooks.store.get(sid)
+    assert sub is not None and not sub.enabled and sub.disabled_reason == "failing"
+
+
+async def test_a_success_ends_the_failure_streak(
+    webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver
+) -> None:
+    webhooks = webhooks_factory(schedule_s=(0.01,) * 5, disable_after_s=0.3)
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(status=500), Reply(status=200)])
+    event = make_event()
+    assert isinstance(await webhooks.deliver(event, sid), RetryLater)
+    assert await webhooks.run(event.id, destination(sid)) == SendResult.delivered()
+    await asyncio.sleep(0.35)
+    receiver.script(HOOK, [Reply(status=500)])
+    assert isinstance(await webhooks.deliver(make_event(), sid), RetryLater)
+    sub = await webhooks.store.get(sid)
+    assert sub is not None and sub.enabled
+
+
+async def test_no_answer_within_the_timeout_is_a_timeout(
+    webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver
+) -> None:
+    webhooks = webhooks_factory(timeout_s=0.3)
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(status=200, delay_s=3)])
+    event = make_event()
+    started = time.monotonic()
+    assert isinstance(await webhooks.deliver(event, sid), RetryLater)
+    assert time.monotonic() - started < 2
+    record = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
+    assert record is not None
+    [attempt] = record.attempts
+    assert (attempt.status_code, attempt.error) == (None, "timeout")
+    assert 250 <= attempt.duration_ms < 2000
+
+
+async def test_a_closed_port_is_a_connect_error(webhooks: Webhooks) -> None:
+    sid, _ = await webhooks.subscribe(f"http://127.0.0.1:{free_port()}/hook")
+    event = make_event()
+    assert isinstance(await webhooks.deliver(event, sid), RetryLater)
+    record = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
+    assert record is not None and record.attempts[0].error == "connect"
+
+
+async def test_the_attempt_log_keeps_at_most_4_kb_of_the_answer(
+    webhooks: Webhooks, receiver: WebhookReceiver
+) -> None:
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(status=500, body="é" * 20_000)])
+    event = make_event()
+    await webhooks.deliver(event, sid)
+    record = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
+    assert record is not None
+    kept = record.attempts[0].response_body
+    assert 0 < len(kept.encode()) <= RESPONSE_BODY_MAX_BYTES and set(kept) == {"é"}
+
+
+async def test_an_address_refused_at_send_time_is_a_blocked_attempt_and_nothing_is_sent(
+    webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver
+) -> None:
+    creating = webhooks_factory()  # the allow-list held when the subscription was made
+    sid, _ = await creating.subscribe(receiver.url(HOOK))
+    sending = webhooks_factory(allow=())  # ... and no longer holds
+    event = make_event()
+    assert isinstance(await sending.deliver(event, sid), RetryLater)
+    assert receiver.requests() == []
+    record = await sending.store.get_delivery(event_delivery_id(event.id, sid))
+    assert record is not None
+    [attempt] = record.attempts
+    assert attempt.error == "blocked" and "loopback" in attempt.detail and attempt.status_code is None
+
+
+async def test_a_name_is_resolved_once_per_send_and_the_connection_goes_to_the_checked_address(
+    webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver
+) -> None:
+    answers = {"hooks.test": ["127.0.0.1"]}
+    asked: list[str] = []
+
+    async def lookup(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return answers[host]
+
+    webhooks = webhooks_factory(lookup=lookup)
+    sid, _ = await webhooks.subscribe(f"http://hooks.test:{receiver.port}/{HOOK}")
+    assert await webhooks.deliver(make_event(), sid) == SendResult.delivered()
+    [got] = receiver.requests(HOOK)
+    assert got.headers["host"] == f"hooks.test:{receiver.port}"  # the original Host header
+    assert asked == ["hooks.test"]
+    # The name now points somewhere private (DNS rebinding): the next send is refused unsent.
+    answers["hooks.test"] = ["10.0.0.7"]
+    event = make_event()
+    assert isinstance(await webhooks.deliver(event, sid), RetryLater)
+    assert len(receiver.requests()) == 1 and asked == ["hooks.test", "hooks.test"]
+    record = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
+    assert record is not None and record.attempts[0].error == "blocked"
+
+
+async def test_tls_uses_the_original_host_name_for_sni_and_verification(
+    webhooks_factory: Callable[..., Webhooks], tmp_path: Path
+) -> None:
+    cert, key = tls_files(tmp_path, "hooks.test")
+    server_names: list[str | None] = []
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+
+    def sni(_sock: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> None:
+        server_names.append(name)
+
+    server_context.sni_callback = sni
+    trusting = ssl.create_default_context(cafile=str(cert))
+
+    async def lookup(host: str, port: int) -> list[str]:
+        return {"hooks.test": ["127.0.0.1"]}[host]
+
+    async with WebhookReceiver(ssl_context=server_context) as receiver:
+        url = f"https://hooks.test:{receiver.port}/{HOOK}"
+        webhooks = webhooks_factory(lookup=lookup, ssl_context=trusting)
+        sid, _ = await webhooks.subscribe(url)
+        assert await webhooks.deliver(make_event(), sid) == SendResult.delivered()
+        assert server_names == ["hooks.test"]
+        assert receiver.requests(HOOK)[0].headers["host"] == f"hooks.test:{receiver.port}"
+
+        untrusting = webhooks_factory(lookup=lookup)  # the system's CAs: our certificate is unknown
+        event = make_event()
+        assert isinstance(await untrusting.deliver(event, sid), RetryLater)
+        record = await untrusting.store.get_delivery(event_delivery_id(event.id, sid))
+        assert record is not None and record.attempts[0].error == "tls"
+
+
+async def test_after_rotation_both_secrets_sign_and_each_verifies(
+    webhooks: Webhooks, receiver: WebhookReceiver
+) -> None:
+    sid, old = await webhooks.subscribe(receiver.url(HOOK))
+    new = "whsec_" + "A" * 43 + "="
+    until = await webhooks.store.rotate(sid, new, now=time.time())
+    assert until == pytest.approx(time.time() + 86_400, abs=5)
+    assert await webhooks.deliver(make_event(), sid) == SendResult.delivered()
+    [got] = receiver.requests(HOOK)
+    assert len(got.headers["webhook-signature"].split(" ")) == 2
+    verify_with_reference_packages(old, got.headers, got.body)
+    verify_with_reference_packages(new, got.headers, got.body)
+
+
+async def test_the_previous_secret_stops_signing_after_24_hours(
+    webhooks: Webhooks, receiver: WebhookReceiver
+) -> None:
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    await webhooks.store.rotate(sid, "whsec_" + "B" * 43 + "=", now=time.time() - 86_401)
+    assert await webhooks.deliver(make_event(), sid) == SendResult.delivered()
+    assert len(receiver.requests(HOOK)[0].headers["webhook-signature"].split(" ")) == 1
+
+
+async def test_redeliver_sends_the_same_event_again_with_the_same_webhook_id(
+    webhooks: Webhooks, receiver: WebhookReceiver, redis: Redis
+) -> None:
+    sid, secret = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.set_secrets(HOOK, [secret])
+    event = make_event()
+    assert await webhooks.deliver(event, sid) == SendResult.delivered()
+    original = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
+    assert original is not None
+    dispatched: list[tuple[str, list[str]]] = []
+
+    async def dispatch(eid: str, dests: Iterable[str]) -> int:
+        dispatched.append((eid, list(dests)))
+        return 1
+
+    again = await redeliver(webhooks.store, dispatch, original, time.time())
+    [(eid, [dest])] = dispatched
+    assert eid == event.id and dest == destination(sid, again.id)
+    assert await redis.zscore(keys.OUTBOX, keys.outbox_entry(eid, dest)) is not None  # sweeper-safe
+    assert await webhooks.run(eid, dest) == SendResult.delivered()
+    first, second = receiver.requests(HOOK)
+    assert first.webhook_id == second.webhook_id == event.id
+    assert first.body == second.body and second.verified
+    record = await webhooks.store.get_delivery(again.id)
+    assert record is not None and record.state == "delivered"
+    assert (record.kind, record.redelivery_of) == ("redelivery", original.id)
+    assert await redis.zcard(keys.OUTBOX) == 0
+    listed, _ = await webhooks.store.list_deliveries(sid, 0, 10)
+    assert [d.id for d in listed] == [again.id, original.id]  # newest first
+
+
+async def test_a_test_event_goes_even_to_a_disabled_subscription(
+    webhooks: Webhooks, receiver: WebhookReceiver
+) -> None:
+    sid, secret = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.set_secrets(HOOK, [secret])
+    await webhooks.store.disable(sid, "api", time.time())
+    sub = await webhooks.store.get(sid)
+    assert sub is not None
+    dests: list[str] = []
+
+    async def dispatch(eid: str, given: Iterable[str]) -> int:
+        dests.extend(given)
+        return 1
+
+    delivery = await send_test_event(webhooks.store, dispatch, sub, time.time())
+    assert await webhooks.run(delivery.event_id, dests[0]) == SendResult.delivered()
+    [got] = receiver.requests(HOOK)
+    payload = got.json()
+    assert payload["type"] == "webhook.test" and payload["data"]["event_id"] == got.webhook_id
+    assert got.verified
+    # ... while an event for a disabled subscription is dropped unsent
+    result = await webhooks.deliver(make_event(), sid)
+    assert isinstance(result, SendResult) and result.outcome == "failed"
+    assert len(receiver.requests()) == 1
+
+
+async def test_a_deleted_subscription_drops_its_deliveries_and_logs(
+    webhooks: Webhooks, receiver: WebhookReceiver, redis: Redis
+) -> None:
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    event = make_event()
+    receiver.script(HOOK, [Reply(status=500)])
+    assert isinstance(await webhooks.deliver(event, sid), RetryLater)
+    assert await webhooks.store.delete(sid)
+    result = await webhooks.run(event.id, destination(sid))
+    assert isinstance(result, SendResult) and result.outcome == "failed"
+    assert await redis.zcard(keys.OUTBOX) == 0
+    assert await webhooks.store.get_delivery(event_delivery_id(event.id, sid)) is None
+    assert [k async for k in redis.scan_iter(match=f"{keys.SUBSCRIPTION_PREFIX}{sid}*")] == []
+
+
+async def test_no_secret_ever_reaches_the_logs(webhooks: Webhooks, receiver: WebhookReceiver) -> None:
+    sid, secret = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(status=500), Reply(status=410)])
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            await webhooks.deliver(make_event(), sid)
+    assert logs and secret not in repr(logs) and secret.removeprefix("whsec_") not in repr(logs)
+    record = await resolved(webhooks.redis.hgetall(keys.subscription(sid)))
+    assert secret.encode() not in b"".join(record.values())  # sealed at rest
+
+
+async def test_routing_sees_a_new_subscription_at_once_and_caches_between_changes(
+    webhooks: Webhooks,
+) -> None:
+    index = SubscriptionIndex(webhooks.store, check_every_s=0)
+    event = make_event("bulk.failed")
+    assert await index.matching(event) == []
+    sid, _ = await webhooks.subscribe("https://hooks.example.com/all")
+    club, _ = await webhooks.subscribe("https://hooks.example.com/club", loyalty_club_slug="other-mall")
+    finished, _ = await webhooks.subscribe("https://hooks.example.com/f", event_types=("bulk.finished",))
+    bulk, _ = await webhooks.subscribe("https://hooks.example.com/b", event_types=("bulk.*",))
+    assert sorted(await index.matching(event)) == sorted([destination(sid), destination(bulk)])
+    reloads = index.reloads
+    for _ in range(5):
+        await index.matching(event)
+    assert index.reloads == reloads  # unchanged: no reload, one version read each
+    await webhooks.store.disable(bulk, "api", time.time())
+    assert await index.matching(event) == [destination(sid)]
+    assert club and finished
+
+
+async def test_a_delivery_waiting_for_its_retry_is_left_alone_by_the_sweeper_until_due(
+    webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver, redis: Redis
+) -> None:
+    webhooks = webhooks_factory(schedule_s=(3600.0,), draw=0.5)
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(status=500)])
+    event = make_event()
+    assert isinstance(await webhooks.deliver(event, sid), RetryLater)
+    entry = keys.outbox_entry(event.id, destination(sid))
+    score = await redis.zscore(keys.OUTBOX, entry)
+    assert score is not None and score / 1000 == pytest.approx(time.time() + 3600, abs=5)
+    assert await webhooks.events.outbox_older_than(time.time() + 60, 10) == []

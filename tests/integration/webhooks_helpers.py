@@ -1,0 +1,151 @@
+"""Shared parts of the webhook integration tests: a notifier wired to a real Redis, stored events."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from redis.asyncio import Redis
+
+from bridge.config import Secret
+from bridge.core.model import Event, EventData
+from bridge.crypto import SecretBox
+from bridge.delivery.model import DeliveryJob, SendResult
+from bridge.delivery.service import Deliveries, RetryLater
+from bridge.store import keys
+from bridge.store.redis_store import RedisStore, encode_event, now_ms
+from bridge.webhooks.guard import AddressPolicy, Lookup, UrlGuard, system_lookup
+from bridge.webhooks.model import SubscriptionDoc, destination
+from bridge.webhooks.notifier import WebhookNotifier
+from bridge.webhooks.retry import RetryPolicy
+from bridge.webhooks.sender import WebhookSender
+from bridge.webhooks.signing import new_secret
+from bridge.webhooks.store import SubscriptionStore
+
+FERNET_KEY: Final = "q0Yh0a5lYk7oQ1xJc6a1rP9sJpJ2c8U4pW1s5bW0dX8="
+LOOPBACK_NET: Final = "127.0.0.0/8"
+_counter = iter(range(1, 10**9))
+
+
+def make_event(event_type: str = "bulk.finished", **data: Any) -> Event:
+    number = next(_counter)
+    fields: dict[str, Any] = {
+        "event_id": f"evt_{number:032x}",
+        "watch_id": "wch_00000000000000000000abcd",
+        "loyalty_club_slug": "infinity-mall",
+        "import_id": "imp-1",
+        "sequence": number,
+        "bulk_id": 11,
+        "status": "finished",
+        "previous_status": "working",
+        "outcome": "clean",
+    }
+    fields.update(data)
+    return Event(
+        type=event_type,  # type: ignore[arg-type]
+        timestamp="2026-11-26T10:00:00.000Z",
+        data=msgspec.convert(fields, EventData),
+    )
+
+
+class Webhooks:
+    """A worker's webhook side in this process: subscription store, notifier, ``Deliveries``."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        schedule_s: tuple[float, ...] = (0.05, 0.05),
+        timeout_s: float = 3.0,
+        disable_after_s: float = 3600.0,
+        allow: tuple[str, ...] = (LOOPBACK_NET,),
+        lookup: Lookup = system_lookup,
+        ssl_context: ssl.SSLContext | None = None,
+        draw: float = 0.5,
+    ) -> None:
+        self.redis = redis
+        self.store = SubscriptionStore(redis, box=SecretBox(Secret(FERNET_KEY)), retention_s=3600)
+        self.events = RedisStore(redis, retention_s=3600)
+        self.guard = UrlGuard(AddressPolicy(allow), lookup)
+        self.sender = WebhookSender(
+            self.guard, timeout_s=timeout_s, max_connections=10, ssl_context=ssl_context
+        )
+        self.notifier = WebhookNotifier(
+            self.store,
+            self.sender,
+            self.guard,
+            RetryPolicy(schedule_s=schedule_s, disable_after_s=disable_after_s),
+            draw=lambda: draw,
+        )
+        self.deliveries = Deliveries(self.events, {"sub": self.notifier})
+
+    async def subscribe(self, url: str, **filters: Any) -> tuple[str, str]:
+        sid = f"sub_{next(_counter):024x}"
+        secret = new_secret()
+        await self.store.create(
+            sid, SubscriptionDoc(url=url, **filters), secret, enabled=True, now=time.time()
+        )
+        return sid, secret
+
+    async def record(self, event: Event, *destinations: str) -> bytes:
+        """Store an event and its outbox entries, as a poll's commit does."""
+        body = encode_event(event)
+        await self.redis.set(keys.event(event.id), body)
+        for dest in destinations:
+            await self.redis.zadd(keys.OUTBOX, {keys.outbox_entry(event.id, dest): now_ms(time.time())})
+        return body
+
+    async def run(self, event_id: str, dest: str) -> SendResult | RetryLater:
+        """One run of the delivery job (what arq would call)."""
+        try:
+            return await self.deliveries.run(DeliveryJob(event_id=event_id, destination=dest), attempt=1)
+        except RetryLater as retry:
+            return retry
+
+    async def deliver(self, event: Event, sid: str) -> SendResult | RetryLater:
+        await self.record(event, destination(sid))
+        return await self.run(event.id, destination(sid))
+
+    async def close(self) -> None:
+        await self.notifier.aclose()
+
+
+def tls_files(directory: Path, hostname: str) -> tuple[Path, Path]:
+    """A self-signed certificate for ``hostname`` (and 127.0.0.1): (certificate, key) PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck unit fuzz bench chaos lock clean
+.PHONY: install demo test lint typecheck unit deploy-check config-docs fuzz bench chaos lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/bridge demo
 
 ## test: lint, type-check and the whole test suite against a real redis-server it starts itself.
-test: lint typecheck unit
+test: lint typecheck unit deploy-check
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -35,7 +35,17 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/deploy
+
+## deploy-check: Dockerfile (hadolint, its build steps run into a clean venv, the entrypoint started),
+## Kubernetes manifests (kustomize build, strict schema validation), compose.yaml, generated docs.
+deploy-check: $(STAMP)
+	$(BIN)/pytest -q tests/deploy
+
+## config-docs: regenerate docs/configuration.md and deploy/.env.example from bridge/config.py.
+config-docs: $(STAMP)
+	$(BIN)/bridge config-reference --format markdown > docs/configuration.md
+	$(BIN)/bridge config-reference --format env > deploy/.env.example
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -12,13 +12,13 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.plugins.prometheus import PrometheusConfig
-from redis.asyncio import ConnectionPool
+from redis.exceptions import RedisError
 
 from bridge.api.auth import SECURITY_SCHEME, require_api_key
 from bridge.api.clubs import ClubController
 from bridge.api.deps import provide_redis, provide_settings, provide_store
 from bridge.api.docs import assets_router, exact_request_schemas, openapi_config
-from bridge.api.errors import handle_http_exception, handle_unexpected
+from bridge.api.errors import handle_http_exception, handle_redis_error, handle_unexpected
 from bridge.api.health import HealthController
 from bridge.api.metrics import MetricsController
 from bridge.api.request import AllowHeaderMiddleware, BridgeRequest
@@ -29,31 +29,18 @@ from bridge.config import Settings, load_settings
 from bridge.credentials import CredentialStore
 from bridge.crypto import SecretBox
 from bridge.logs import configure_logging
-from bridge.store import keys
+from bridge.redis_url import connect
 from bridge.store.redis_store import RedisStore
 from bridge.webhooks import subscription_store, url_guard
-from bridge.worker import deserialize_job, serialize_job
 
 MAX_BODY_BYTES: Final = 64 * 1024
 """SPEC: request bodies are at most 64 kB."""
-REDIS_SOCKET_TIMEOUT_S: Final = 5.0
-REDIS_CONNECT_TIMEOUT_S: Final = 2.0
 
 
 def _redis(settings: Settings) -> ArqRedis:
-    """Connects lazily: the API starts (and answers 503 on /readyz) while Redis is down."""
-    pool = ConnectionPool.from_url(
-        settings.redis_url,
-        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-        health_check_interval=30,
-    )
-    return ArqRedis(
-        connection_pool=pool,
-        job_serializer=serialize_job,
-        job_deserializer=deserialize_job,
-        default_queue_name=keys.QUEUE,
-    )
+    """Connects lazily: the API starts (and answers 503 on /readyz) while Redis is down. A plain
+    server or a Sentinel-managed master, with retries across a failover (:mod:`bridge.redis_url`)."""
+    return connect(settings.redis_url)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -98,7 +85,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "redis": Provide(provide_redis),
             **{name: Provide(provider) for name, provider in WEBHOOK_DEPENDENCIES.items()},
         },
-        exception_handlers={HTTPException: handle_http_exception, Exception: handle_unexpected},
+        exception_handlers={
+            HTTPException: handle_http_exception,
+            RedisError: handle_redis_error,
+            Exception: handle_unexpected,
+        },
         openapi_config=openapi_config(),
         request_max_body_size=MAX_BODY_BYTES,
         request_class=BridgeRequest,

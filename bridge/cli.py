@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -50,22 +51,75 @@ def api(host: str, port: int) -> None:
     except ConfigError as exc:
         _fail(str(exc))
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(app, host=host, port=port, log_config=None, loop="uvloop", timeout_graceful_shutdown=10)
+    # On SIGTERM uvicorn stops accepting, lets requests in flight finish for the drain, then
+    # cancels what is left and runs the lifespan's shutdown (closing Redis).
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        loop="uvloop",
+        timeout_graceful_shutdown=math.ceil(settings.api_drain_s),
+    )
 
 
 @main.command()
-def worker() -> None:
-    """Run a worker: polls MPC and delivers events (same as `arq workers.settings.WorkerSettings`)."""
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 0 when this host's worker recorded its health lately, 1 otherwise (a liveness probe).",
+)
+def worker(check: bool) -> None:
+    """Run a worker: polls MPC and delivers events (like `arq workers.settings.WorkerSettings`,
+    with a prompt, bounded shutdown)."""
     import uvloop
-    from arq.worker import Worker
 
     from bridge.logs import configure_logging
-    from bridge.worker import worker_settings
+    from bridge.worker import BridgeWorker, check_health, worker_settings
 
     settings = _settings()
+    if check:
+        import asyncio
+
+        record = asyncio.run(check_health(settings))
+        click.echo(f"worker health: {record or 'no record lately'}")
+        sys.exit(0 if record else 1)
     configure_logging(settings.log_level, settings.log_format)
     uvloop.install()
-    Worker(**worker_settings(settings)).run()
+    BridgeWorker(**worker_settings(settings)).run()
+
+
+@main.command()
+@click.option("--role", type=click.Choice(["api", "worker", "simulator"]), help="Default: this container's.")
+@click.option("--port", type=int, help="Port of the API or simulator. Default: from the container's command.")
+def healthcheck(role: str | None, port: int | None) -> None:
+    """Check the bridge process this container runs (the image's HEALTHCHECK); exit 0 when healthy."""
+    from bridge.healthcheck import check, main_command, role_of
+
+    detected, detected_port = role_of(main_command())
+    chosen = role or detected
+    try:
+        healthy, why = check(chosen, port if port is not None else detected_port)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        _fail(str(exc))
+    click.echo(("healthy: " if healthy else "unhealthy: ") + why)
+    sys.exit(0 if healthy else 1)
+
+
+@main.command("config-reference")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "env"]),
+    default="markdown",
+    show_default=True,
+    help="markdown: docs/configuration.md; env: deploy/.env.example.",
+)
+def config_reference(fmt: str) -> None:
+    """Print every BRIDGE_* variable with its default and meaning."""
+    from bridge.config_docs import render
+
+    click.echo(render(fmt), nl=False)  # type: ignore[arg-type]
 
 
 @main.command()

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from bridge.redis_url import RedisUrlError, parse_redis_url
+
 ENV_PREFIX: Final = "BRIDGE_"
 
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
@@ -30,6 +32,10 @@ MPC_POLL_FLOOR_S: Final = 5.0
 """MPC asks for polling "in intervals not smaller than 5 seconds": the default minimum interval."""
 POLL_INTERVAL_LOWEST_S: Final = 0.05
 """The smallest interval accepted at all (tests, the demo and benchmarks run against the simulator)."""
+WORKER_EXIT_MARGIN_S: Final = 10.0
+"""After its drain, a worker has this long to cancel, hand back and disconnect; then it exits anyway.
+So a worker is gone ``BRIDGE_WORKER_DRAIN_S`` + this after SIGTERM: set Kubernetes'
+``terminationGracePeriodSeconds`` above that sum."""
 SLACK_POST_INTERVAL_S: Final = 1.0
 """Slack asks for "no more than one message per channel per second" (bursts tolerated)."""
 
@@ -89,7 +95,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the API, the workers and the CLI read from the environment."""
 
     redis_url: Annotated[
-        str, _doc("Redis the API and workers share (`redis://`, `rediss://` or `unix://`).")
+        str,
+        _doc(
+            "Redis the API and workers share: `redis://[:password@]host:6379/0`, `rediss://` (TLS), "
+            "`unix:///path.sock`, or Sentinel: "
+            "`redis+sentinel://[:password@]host:26379,host2:26379/mymaster/0` "
+            "(`rediss+sentinel://` for TLS; `?sentinel_password=` when the Sentinels need their own). "
+            "Redis Cluster is not supported."
+        ),
     ] = DEFAULT_REDIS_URL
     api_keys: Annotated[
         tuple[Secret, ...], _doc("Bearer keys accepted on `/v1` routes, comma-separated. The API needs one.")
@@ -182,8 +195,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ] = True
     worker_drain_s: Annotated[
         float,
-        _doc("On SIGTERM, how long a worker finishes running work before handing it back.", ge=0, le=3600),
+        _doc(
+            "On SIGTERM, how long a worker lets running polls and deliveries finish before handing the rest "
+            f"back; it exits at most {WORKER_EXIT_MARGIN_S:g} s after that.",
+            ge=0,
+            le=3600,
+        ),
     ] = 20.0
+    api_drain_s: Annotated[
+        float,
+        _doc(
+            "On SIGTERM, how long the API lets requests in flight finish (it accepts no new ones meanwhile).",
+            ge=0,
+            le=3600,
+        ),
+    ] = 10.0
     worker_poll_delay_s: Annotated[
         float, _doc("How often an idle worker looks for due delivery jobs.", gt=0, le=10)
     ] = 0.01
@@ -212,7 +238,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 f"2 x ({env_name('upstream_connect_timeout_s')} + {env_name('upstream_timeout_s')})"
                 f" = {longest_poll:g}s"
             )
-        _check_url("redis_url", self.redis_url, ("redis", "rediss", "unix"))
+        try:
+            parse_redis_url(self.redis_url)
+        except RedisUrlError as exc:
+            raise ConfigError(f"{env_name('redis_url')}: {exc}") from None
         _check_url("mpc_base_url", self.mpc_base_url, ("http", "https"))
         _check_url("slack_api_url", self.slack_api_url, ("http", "https"))
         if self.slack_webhook_url is not None:

@@ -2,11 +2,22 @@
 
 ``workers.settings.WorkerSettings`` (for ``arq``) and ``bridge worker`` both use
 :func:`worker_settings`, which turns :class:`~bridge.config.Settings` into arq's options.
+
+``bridge worker`` runs :class:`BridgeWorker`, which also makes shutdown prompt and bounded: on
+SIGTERM the poll loop stops claiming at once and drains beside arq's delivery jobs, both within
+``BRIDGE_WORKER_DRAIN_S``; whatever is still running is handed back, and the process exits at the
+latest ``WORKER_EXIT_MARGIN_S`` later. Under ``arq workers.settings.WorkerSettings`` arq drains its
+jobs first and the poll loop learns of the signal only then (``on_shutdown``): up to twice the
+drain. Production images run ``bridge worker``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
+import threading
 import time
 from typing import Any, Final
 
@@ -15,8 +26,10 @@ import msgspec
 import structlog
 from arq import Retry, cron, func
 from arq.connections import RedisSettings
+from arq.worker import Worker
+from redis.exceptions import RedisError
 
-from bridge.config import Settings
+from bridge.config import WORKER_EXIT_MARGIN_S, Settings
 from bridge.core.diff import Rules
 from bridge.core.schedule import Intervals
 from bridge.credentials import CachedCredentials, CredentialStore
@@ -26,9 +39,11 @@ from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob
 from bridge.delivery.registry import build_notifiers, build_resolver, close_notifiers
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.http import Fetcher, build_transport
+from bridge.jobcodec import deserialize_job, serialize_job
 from bridge.logs import configure_logging, get_logger
 from bridge.metrics import WorkerMetrics
 from bridge.poller import Poller, PollerConfig
+from bridge.redis_url import arq_settings, connect, parse_redis_url
 from bridge.slack.factory import open_session, slack_mode
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
@@ -42,28 +57,36 @@ OUTBOX_GRACE_S: Final = 30.0
 """An outbox entry this old without a job is re-dispatched (the poller normally does it at once)."""
 SWEEP_BATCH: Final = 1000
 HEALTH_CHECK_INTERVAL_S: Final = 30
+"""How often a worker records its health key (``bridge worker --check`` / ``arq --check`` read it);
+the key lives one second longer, so a check fails when a worker has been stuck for that long."""
 UPSTREAM_CONNECTIONS_PER_POLL: Final = 2
+REDIS_WAIT_MAX_S: Final = 5.0
+"""Ceiling of the back-off of arq's job loop while Redis does not answer."""
+EXIT_STOP_TIMEOUT: Final = 75
+"""Exit code of a worker that had to be stopped by its own watchdog (not a clean stop)."""
+
+__all__ = [
+    "BridgeWorker",
+    "Runtime",
+    "check_health",
+    "deserialize_job",
+    "health_check_key",
+    "redis_settings",
+    "serialize_job",
+    "worker_settings",
+]
 
 log = get_logger("bridge.worker")
 
-_job_encoder: Final = msgspec.msgpack.Encoder(enc_hook=repr)
-
-
-def serialize_job(data: dict[str, Any]) -> bytes:
-    """arq's job and result envelope as msgpack; anything not msgpack-able becomes its repr."""
-    return _job_encoder.encode(data)
-
-
-def deserialize_job(raw: bytes) -> dict[str, Any]:
-    decoded: dict[str, Any] = msgspec.msgpack.decode(raw)
-    return decoded
-
 
 def redis_settings(url: str) -> RedisSettings:
-    settings = RedisSettings.from_dsn(url)
-    settings.conn_retries = 10
-    settings.conn_timeout = 2
-    return settings
+    """arq's connection settings for ``url`` (any form :mod:`bridge.redis_url` accepts)."""
+    return arq_settings(url)
+
+
+def health_check_key(host: str | None = None) -> str:
+    """This host's health key: one per pod or container, so a probe checks its own worker."""
+    return keys.worker_health(host or socket.gethostname())
 
 
 def _upstream(settings: Settings, redis: Any) -> tuple[Fetcher, MpcClient]:
@@ -123,10 +146,28 @@ class Runtime:
             metrics=self.metrics,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.poller.run()), loop.create_task(self.metrics.run(self.redis))]
+        self._tasks[0].add_done_callback(self._poll_loop_ended)
+
+    def _poll_loop_ended(self, task: asyncio.Task[None]) -> None:
+        if self._stopping is not None or task.cancelled():
+            return
+        # A worker that no longer polls must not look healthy: stop it, and let the orchestrator
+        # start a fresh one (its imports are handed back or their leases run out).
+        log.error("poll loop ended unexpectedly; stopping the worker", error=repr(task.exception()))
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def begin_stop(self) -> asyncio.Task[None]:
+        """Stop claiming imports now; running polls drain in the background (idempotent)."""
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(
+                self.poller.stop(self.settings.worker_drain_s)
+            )
+        return self._stopping
 
     async def check_notifiers(self) -> None:
         """Let notifiers that can check their credentials do so (logged, never fatal)."""
@@ -136,7 +177,7 @@ class Runtime:
                 await check()
 
     async def close(self) -> None:
-        await self.poller.stop(self.settings.worker_drain_s)
+        await self.begin_stop()
         poll_task, metrics_task = self._tasks or (None, None)
         if poll_task is not None:
             await asyncio.gather(poll_task, return_exceptions=True)
@@ -163,6 +204,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         poll_max_interval_s=settings.poll_max_interval_s,
         mpc_base_url=settings.mpc_base,
         slack=slack_mode(settings),
+        redis=parse_redis_url(settings.redis_url).redacted(),
     )
 
 
@@ -205,8 +247,13 @@ async def sweep(ctx: dict[str, Any]) -> None:
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
-    """arq ``Worker`` keyword arguments for these settings."""
+    """arq ``Worker`` keyword arguments for these settings.
+
+    The Redis client is ours (:func:`bridge.redis_url.connect`: Sentinel, retries with back-off);
+    ``redis_settings`` is still given for ``arq --check``.
+    """
     settings.require_secret_key()
+    target = parse_redis_url(settings.redis_url)
     return {
         "functions": [
             func(
@@ -218,7 +265,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             )
         ],
         "cron_jobs": [cron(sweep, second=set(range(0, 60, SWEEP_EVERY_S)), unique=True, run_at_startup=True)],
-        "redis_settings": redis_settings(settings.redis_url),
+        "redis_settings": arq_settings(target),
+        "redis_pool": connect(target),
         "queue_name": keys.QUEUE,
         "job_serializer": serialize_job,
         "job_deserializer": deserialize_job,
@@ -227,8 +275,98 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "ctx": {"settings": settings},
         "poll_delay": settings.worker_poll_delay_s,
         "max_jobs": settings.worker_max_jobs,
-        "job_completion_wait": int(settings.worker_drain_s),
+        "job_completion_wait": settings.worker_drain_s,
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        "health_check_key": health_check_key(),
         "keep_result": 0,
         "handle_signals": True,
     }
+
+
+class BridgeWorker(Worker):
+    """arq's ``Worker`` as ``bridge worker`` runs it.
+
+    - SIGTERM/SIGINT stop the poll loop's claiming at once, so polls and deliveries drain in the
+      same window (arq alone tells the poll loop only after its own drain, in ``on_shutdown``).
+    - The process exits at most ``BRIDGE_WORKER_DRAIN_S`` + ``WORKER_EXIT_MARGIN_S`` after the
+      signal, even when Redis is gone and handing back cannot finish (leases cover that).
+    - A Redis outage (failover, restart) makes the job loop wait and retry instead of crashing.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._redis_failures = 0
+        self._watchdog: threading.Timer | None = None
+
+    def handle_sig(self, signum: signal.Signals) -> None:
+        self._stop_polling()
+        super().handle_sig(signum)
+
+    def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
+        self._stop_polling()
+        super().handle_sig_wait_for_completion(signum)
+
+    def _stop_polling(self) -> None:
+        runtime: Runtime | None = self.ctx.get("runtime")
+        if runtime is not None:
+            runtime.begin_stop()
+        if self._watchdog is None:
+            drain_s = runtime.settings.worker_drain_s if runtime is not None else 0.0
+            self._watchdog = threading.Timer(drain_s + WORKER_EXIT_MARGIN_S, _exit_now)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisError, OSError) as exc:
+            self._redis_failures += 1
+            delay = min(REDIS_WAIT_MAX_S, 0.1 * 2**self._redis_failures)
+            log.warning("redis unavailable, job loop waits", error=repr(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+        else:
+            self._redis_failures = 0
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # arq takes a job slot before its WATCH/MULTI claim and does not give it back when Redis
+        # fails in between: give it back here, or every failover would leak a slot.
+        for job_id in job_ids:
+            if self.job_counter >= self.max_jobs:
+                return
+            counter = self.job_counter
+            try:
+                await super().start_jobs([job_id])
+            except BaseException:
+                if self.job_counter > counter and job_id.decode() not in self.tasks:
+                    self.job_counter -= 1
+                    self.sem.release()
+                raise
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        except (RedisError, OSError) as exc:
+            # arq stops at its first Redis error, before on_shutdown: stop the poll loop and close
+            # the MPC client anyway. What could not be handed back comes back when its lease ends.
+            log.warning("redis unreachable while stopping; leases hand back the rest", error=repr(exc))
+            runtime: Runtime | None = self.ctx.get("runtime")
+            if runtime is not None:
+                await runtime.close()
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+
+
+def _exit_now() -> None:
+    log.error("worker did not stop within its drain and margin; exiting", exit_code=EXIT_STOP_TIMEOUT)
+    os._exit(EXIT_STOP_TIMEOUT)
+
+
+async def check_health(settings: Settings, host: str | None = None) -> str | None:
+    """This host's last health record, or ``None`` when its worker has not recorded one lately."""
+    client = connect(settings.redis_url)
+    try:
+        value = await client.get(health_check_key(host))
+    finally:
+        await client.aclose()
+    return value.decode() if value is not None else None

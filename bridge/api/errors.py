@@ -24,6 +24,8 @@ PARAMETER_ALIASES: Final = {"state_filter": "state"}
 """Python names of query parameters whose wire name is reserved by Litestar (``state``)."""
 """Validation problems listed in one error answer."""
 log = get_logger("bridge.api")
+REDIS_RETRY_AFTER_S: Final = 5
+"""``Retry-After`` of a 503 while Redis does not answer: about the time a Sentinel failover takes."""
 _DECODE_HINTS: Final = ("malformed", "invalid json", "json is", "utf-8", "truncated", "unexpected", "decode")
 
 
@@ -117,6 +119,17 @@ def _default_message(status: int) -> str:
         415: "unsupported media type: send application/json",
     }
     return messages.get(status, HTTPStatus(status).phrase)
+
+
+def handle_redis_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Redis still unreachable after the client's retries (an outage longer than a failover)."""
+    log.warning("redis unavailable", path=request.url.path, error=type(exc).__name__)
+    return error_response(
+        503,
+        "storage_unavailable",
+        "the bridge's storage does not answer; retry later",
+        headers={"Retry-After": str(REDIS_RETRY_AFTER_S)},
+    )
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -38,6 +38,8 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
     bridge:slack:errors:{eid}        string an event's UNMASKED errors summary, JSON; only with
                                            BRIDGE_SLACK_SHOW_PII, short TTL, deleted once posted
     bridge:queue                     zset  arq's job queue (arq owns arq:job:*, arq:in-progress:*)
+    bridge:queue:health-check:{host} string a worker's last health record (arq writes it every 30 s;
+                                           it expires 1 s after the next one was due)
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ CREDENTIALS: Final = PREFIX + "credentials"
 METRICS: Final = PREFIX + "metrics"
 SUBSCRIPTIONS: Final = PREFIX + "subscriptions"
 SUBSCRIPTIONS_VERSION: Final = SUBSCRIPTIONS + ":version"
+WORKER_HEALTH_PREFIX: Final = QUEUE + ":health-check:"
 
 TRACKER_PREFIX: Final = PREFIX + "tracker:"
 TRACKER_WATCHES_SUFFIX: Final = ":watches"
@@ -170,3 +173,7 @@ def outbox_entry(eid: str, destination: str) -> str:
 def split_outbox_entry(entry: str) -> tuple[str, str]:
     eid, _, destination = entry.partition(OUTBOX_SEPARATOR)
     return eid, destination
+
+
+def worker_health(host: str) -> str:
+    return WORKER_HEALTH_PREFIX + host

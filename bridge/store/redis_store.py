@@ -14,6 +14,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from bridge.core.model import Event, WatchSnapshot, WatchSpec, WatchState
 from bridge.core.schedule import PollState
@@ -235,11 +236,13 @@ class RedisStore:
         """Commit several polls in one round trip; each is atomic on its own."""
         if not plans:
             return []
-        commit_keys = [keys.SCHEDULE, keys.INFLIGHT, keys.OUTBOX, keys.WATCH_FINGERPRINTS, keys.TRACKERS]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for plan in plans:
-                await self._commit(keys=commit_keys, args=self._commit_args(plan), client=pipe)
-            replies = await pipe.execute()
+        try:
+            replies = await self._commit_pipeline(plans)
+        except NoScriptError:
+            # The pipeline loaded the script, then its connection failed and the retry reached a
+            # server without it (a Sentinel failover, a restart): Redis ran nothing, so run it again,
+            # which loads the script there first.
+            replies = await self._commit_pipeline(plans)
         return [
             CommitResult(
                 committed=reply[0] == 1,
@@ -247,6 +250,14 @@ class RedisStore:
             )
             for reply in replies
         ]
+
+    async def _commit_pipeline(self, plans: Sequence[CommitPlan]) -> list[Any]:
+        commit_keys = [keys.SCHEDULE, keys.INFLIGHT, keys.OUTBOX, keys.WATCH_FINGERPRINTS, keys.TRACKERS]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for plan in plans:
+                await self._commit(keys=commit_keys, args=self._commit_args(plan), client=pipe)
+            replies: list[Any] = await pipe.execute()
+        return replies
 
     async def release(self, tids: Iterable[str], now: float) -> int:
         """Hand claimed imports back, due at once (a worker stopping before it could poll them)."""

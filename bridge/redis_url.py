@@ -1,0 +1,287 @@
+"""Redis URLs: the one parser the API, the workers, the tests and the tools share.
+
+``BRIDGE_REDIS_URL`` takes one of these forms::
+
+    redis://[[user]:password@]host[:port][/db]             one server (port 6379)
+    rediss://...                                           the same over TLS
+    unix://[[user]:password@]/path/to/redis.sock[?db=N]    a local socket
+    redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]
+    rediss+sentinel://...                                  Sentinel and servers over TLS
+
+In the Sentinel form every ``host:port`` is a Sentinel (port 26379), ``service`` is the name the
+Sentinels monitor (``mymaster`` in most charts) and the credentials are those of the Redis
+servers. Sentinels that need a password of their own take ``?sentinel_password=...`` (and
+``sentinel_username=...``). Redis Cluster is not supported: arq's queue operations touch several
+keys in one MULTI and our Lua scripts update several keys at once, which Cluster refuses unless
+every key shares one hash slot.
+
+:func:`connect` builds the client both the API and the workers use (an arq ``ArqRedis``, which is a
+``redis.asyncio.Redis``); connection errors are retried with back-off, so a failover or a Redis
+restart costs a few seconds of waiting, not a crash. :func:`arq_settings` gives arq's own
+``RedisSettings`` for ``arq --check``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Final
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from arq.connections import ArqRedis, RedisSettings
+from redis.asyncio import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bridge.jobcodec import deserialize_job, serialize_job
+from bridge.store import keys
+
+DIRECT_SCHEMES: Final = ("redis", "rediss", "unix")
+SENTINEL_SCHEMES: Final = ("redis+sentinel", "rediss+sentinel")
+SCHEMES: Final = DIRECT_SCHEMES + SENTINEL_SCHEMES
+DEFAULT_PORT: Final = 6379
+DEFAULT_SENTINEL_PORT: Final = 26379
+
+SOCKET_TIMEOUT_S: Final = 5.0
+"""A command that has not answered after this long fails (and is retried): a hung server is an error."""
+CONNECT_TIMEOUT_S: Final = 2.0
+RETRIES: Final = 3
+"""Retries on a connection error, with the back-off below (0.2, 0.4, 0.8 s). redis-py applies them
+twice over: to the command, and inside each command attempt to establishing the connection; so a
+command against a Redis that refuses connections fails after about 7 s, and one against a demoted
+master (after a Sentinel failover) reaches the new one on its first retry. Longer outages are the
+callers' business: the poll loop and arq's job loop wait and retry, the API answers 503."""
+BACKOFF_BASE_S: Final = 0.1
+BACKOFF_CAP_S: Final = 1.0
+MASKED: Final = "****"
+
+
+class RedisUrlError(ValueError):
+    """The URL cannot be used; the message never contains its password."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RedisTarget:
+    """A parsed ``BRIDGE_REDIS_URL``. ``repr`` hides the passwords."""
+
+    url: str = dataclasses.field(repr=False)
+    sentinel: bool
+    hosts: tuple[tuple[str, int], ...]
+    """The server (one entry) or the Sentinels; empty for a Unix socket."""
+    service: str | None = None
+    db: int = 0
+    ssl: bool = False
+    unix_path: str | None = None
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    sentinel_username: str | None = None
+    sentinel_password: str | None = dataclasses.field(default=None, repr=False)
+
+    def redacted(self) -> str:
+        """The URL with every password replaced by ``****``: safe to log."""
+        text = self.url
+        for secret in (self.password, self.sentinel_password):
+            if secret:
+                text = text.replace(quote(secret, safe=""), MASKED).replace(secret, MASKED)
+        return text
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Parse one of the forms in the module docstring; :class:`RedisUrlError` otherwise."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise RedisUrlError(f"expected a {'/'.join(SCHEMES)} URL, got {_shown(url)!r}")
+    if scheme in SENTINEL_SCHEMES:
+        return _parse_sentinel(url, scheme)
+    return _parse_direct(url, scheme)
+
+
+def _parse_direct(url: str, scheme: str) -> RedisTarget:
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    try:
+        port = parts.port
+    except ValueError:
+        raise RedisUrlError(f"bad port in {_shown(url)!r}") from None
+    if scheme == "unix":
+        if not parts.path:
+            raise RedisUrlError(f"a unix:// URL needs a socket path, got {_shown(url)!r}")
+        return RedisTarget(
+            url=url,
+            sentinel=False,
+            hosts=(),
+            unix_path=unquote(parts.path),
+            db=_db(query.get("db", ["0"])[0], url),
+            username=_unquoted(parts.username),
+            password=_unquoted(parts.password),
+        )
+    if not parts.hostname:
+        raise RedisUrlError(f"no host in {_shown(url)!r}")
+    db_text = query.get("db", [parts.path.strip("/") or "0"])[0]
+    return RedisTarget(
+        url=url,
+        sentinel=False,
+        hosts=((parts.hostname, port or DEFAULT_PORT),),
+        db=_db(db_text, url),
+        ssl=scheme == "rediss",
+        username=_unquoted(parts.username),
+        password=_unquoted(parts.password),
+    )
+
+
+def _parse_sentinel(url: str, scheme: str) -> RedisTarget:
+    rest = url.split("://", 1)[1]
+    rest, _, query_text = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hostlist = netloc.rpartition("@")
+    if not at:
+        userinfo, hostlist = "", netloc
+    username, _, password = userinfo.partition(":")
+    hosts = tuple(_host_port(item, url) for item in hostlist.split(",") if item)
+    if not hosts:
+        raise RedisUrlError(f"no Sentinel host in {_shown(url)!r}")
+    segments = [s for s in path.split("/") if s]
+    if not segments or len(segments) > 2:
+        raise RedisUrlError(f"expected .../<service>[/<db>] after the Sentinel hosts, got {_shown(url)!r}")
+    query = parse_qs(query_text)
+    unknown = set(query) - {"sentinel_password", "sentinel_username"}
+    if unknown:
+        raise RedisUrlError(f"unknown option(s) {', '.join(sorted(unknown))} in {_shown(url)!r}")
+    return RedisTarget(
+        url=url,
+        sentinel=True,
+        hosts=hosts,
+        service=unquote(segments[0]),
+        db=_db(segments[1] if len(segments) == 2 else "0", url),
+        ssl=scheme == "rediss+sentinel",
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        sentinel_username=query.get("sentinel_username", [None])[0],
+        sentinel_password=query.get("sentinel_password", [None])[0],
+    )
+
+
+def _host_port(item: str, url: str) -> tuple[str, int]:
+    if item.startswith("["):  # [v6]:port
+        host, _, tail = item[1:].partition("]")
+        port_text = tail.removeprefix(":")
+    else:
+        host, _, port_text = item.partition(":")
+    if not host:
+        raise RedisUrlError(f"empty host in {_shown(url)!r}")
+    if not port_text:
+        return host, DEFAULT_SENTINEL_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise RedisUrlError(f"bad port {port_text!r} in {_shown(url)!r}")
+    return host, int(port_text)
+
+
+def _db(text: str, url: str) -> int:
+    if not text.isdigit():
+        raise RedisUrlError(f"the database must be a number, got {text!r} in {_shown(url)!r}")
+    return int(text)
+
+
+def _unquoted(value: str | None) -> str | None:
+    return unquote(value) if value else None
+
+
+def _shown(url: str) -> str:
+    """``url`` without whatever sits between ``://`` and ``@`` (credentials), nor its query."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url if "@" not in url else MASKED
+    rest = rest.split("?", 1)[0]
+    if "@" in rest:
+        rest = MASKED + "@" + rest.rsplit("@", 1)[1]
+    return f"{scheme}://{rest}"
+
+
+# ---------------------------------------------------------------------------- clients
+
+
+def retry_policy() -> Retry:
+    return Retry(ExponentialBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S), RETRIES)
+
+
+def _connection_kwargs(target: RedisTarget) -> dict[str, Any]:
+    # No `health_check_interval`: a dead pooled connection fails its next command, which the retry
+    # policy repeats on a fresh one; and redis-py 5.3 loops forever when that health check meets
+    # an error while connecting (a wrong password, say) under a retry policy.
+    return {
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "retry": retry_policy(),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError, OSError],
+        "username": target.username,
+        "password": target.password,
+        "db": target.db,
+    }
+
+
+class SentinelArqRedis(ArqRedis):
+    """An ``ArqRedis`` on the master a Sentinel group names; closing it closes the Sentinel links too."""
+
+    sentinel_manager: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinel_manager is not None:
+            for client in self.sentinel_manager.sentinels:
+                await client.aclose()
+
+
+def connect(target: RedisTarget | str) -> ArqRedis:
+    """The client for ``target``: lazy (nothing connects before the first command), retrying on
+    connection errors, with arq's msgspec job codec and our queue as its defaults."""
+    if isinstance(target, str):
+        target = parse_redis_url(target)
+    kwargs = _connection_kwargs(target)
+    client: ArqRedis
+    if target.sentinel:
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_timeout": SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": CONNECT_TIMEOUT_S,
+            "username": target.sentinel_username,
+            "password": target.sentinel_password,
+            "ssl": target.ssl,
+        }
+        manager = Sentinel(  # type: ignore[no-untyped-call]
+            list(target.hosts), sentinel_kwargs=sentinel_kwargs, ssl=target.ssl, **kwargs
+        )
+        assert target.service is not None
+        sentinel_client: SentinelArqRedis = manager.master_for(target.service, redis_class=SentinelArqRedis)
+        sentinel_client.sentinel_manager = manager
+        client = sentinel_client
+    else:
+        pool = ConnectionPool.from_url(target.url, **kwargs)
+        client = ArqRedis(connection_pool=pool)
+    client.job_serializer = serialize_job
+    client.job_deserializer = deserialize_job
+    client.default_queue_name = keys.QUEUE
+    return client
+
+
+def arq_settings(target: RedisTarget | str) -> RedisSettings:
+    """arq's own connection settings for ``target`` (used by ``arq --check``)."""
+    if isinstance(target, str):
+        target = parse_redis_url(target)
+    common: dict[str, Any] = {
+        "database": target.db,
+        "username": target.username,
+        "password": target.password,
+        "ssl": target.ssl,
+        "conn_timeout": int(CONNECT_TIMEOUT_S),
+        "conn_retries": RETRIES,
+        "retry": retry_policy(),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError, OSError],
+    }
+    if target.sentinel:
+        assert target.service is not None
+        return RedisSettings(host=list(target.hosts), sentinel=True, sentinel_master=target.service, **common)
+    if target.unix_path is not None:
+        return RedisSettings(unix_socket_path=target.unix_path, **common)
+    host, port = target.hosts[0]
+    return RedisSettings(host=host, port=port, **common)

@@ -1,0 +1,230 @@
+"""Graceful shutdown of real processes: `bridge worker` and `bridge api` on SIGTERM.
+
+What an orchestrator relies on: a worker stops taking work at once, lets what runs finish within
+BRIDGE_WORKER_DRAIN_S, hands the rest back and is gone within the drain plus its margin even when
+Redis is gone; the API lets requests in flight finish and takes no new connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from bridge.config import WORKER_EXIT_MARGIN_S
+from bridge.core.model import WatchSpec
+from bridge.devtools.processes import LOOPBACK, Process, free_port, redis_server
+from bridge.simulator import RunningSimulator, SimulatorControl
+from bridge.store import keys
+from bridge.store.redis_store import RedisStore
+from bridge.worker import EXIT_STOP_TIMEOUT, health_check_key
+from tests.integration.conftest import API_KEY, SLUG, eventually
+from tests.integration.test_worker_process import worker_env
+
+pytestmark = pytest.mark.slow
+
+
+def watch(import_id: str, suffix: str) -> WatchSpec:
+    now = time.time()
+    return WatchSpec(
+        id=f"wch_0000000000000000000{suffix}",
+        loyalty_club_slug=SLUG,
+        import_id=import_id,
+        created_at=now,
+        expires_at=now + 3600,
+        bulk_ids=(1,),
+    )
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    started: list[Process] = []
+    try:
+        yield started
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+def wait_exit(proc: Process, timeout_s: float) -> tuple[int, float]:
+    """SIGTERM, then wait: (exit code, seconds it took)."""
+    assert proc.popen is not None
+    started = time.monotonic()
+    proc.signal(signal.SIGTERM)
+    try:
+        code = proc.popen.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {timeout_s}s after SIGTERM:\n{proc.output()[-3000:]}")
+    return code, time.monotonic() - started
+
+
+async def test_a_worker_finishes_the_poll_in_flight_and_claims_nothing_after_sigterm(
+    redis: Redis,
+    redis_url: str,
+    simulator: RunningSimulator,
+    control: SimulatorControl,
+    tmp_path: Path,
+    processes: list[Process],
+) -> None:
+    store = RedisStore(redis, retention_s=3600)
+    slow, busy = watch("imp-slow", "aaaaa"), watch("imp-busy", "bbbbb")
+    for spec in (slow, busy):
+        await control.put_import(SLUG, spec.import_id, [{"id": 1}])
+        await store.create_watch(spec, spec.id, 0.05)
+    env = worker_env(redis_url, simulator.url) | {
+        "BRIDGE_WORKER_DRAIN_S": "10",
+        "BRIDGE_UPSTREAM_TIMEOUT_S": "5",  # longer than the hang: the poll in flight succeeds
+        "BRIDGE_POLL_LEASE_S": "15",
+    }
+    worker = Process([sys.executable, "-m", "bridge", "worker"], tmp_path / "worker.log", env).start()
+    processes.append(worker)
+
+    async def both_polled() -> bool:
+        paths = {entry.import_id for entry in (await control.requests()).items}
+        return {"imp-slow", "imp-busy"} <= paths
+
+    await eventually(both_polled, 20, "both imports polled")
+    await control.add_fault("hang", count=1, hang_s=1.5, match="imp-slow")
+    await control.patch_bulk(SLUG, "imp-slow", 1, status="working")
+
+    async def slow_in_flight() -> bool:
+        return not await control.list_faults() or any(f.hits for f in await control.list_faults())
+
+    await eventually(slow_in_flight, 10, "the slow poll in flight")
+    sent = time.time()
+    code, took = await asyncio.to_thread(wait_exit, worker, 15)
+
+    assert code == 0, worker.output()[-3000:]
+    assert took < 5, "the drain waited for the poll in flight only, not for BRIDGE_WORKER_DRAIN_S"
+    # The poll that was in flight finished and committed its change.
+    bodies = await store.timeline(slow.id, 0, 10)
+    assert [msgspec.json.decode(b)["type"] for b in bodies] == ["bulk.started"]
+    assert await redis.zcard(keys.INFLIGHT) == 0
+    # Nothing new was asked of MPC once the signal had been handled.
+    late = [e for e in (await control.requests()).items if e.t - e.duration_s > sent + 0.2]
+    assert late == [], late
+
+
+@pytest.mark.parametrize(
+    ("how", "exit_code"),
+    [
+        # Refused connections: the stop cannot hand back, says so and exits cleanly.
+        ("killed", 0),
+        # A Redis that hangs (stopped, connections open): the watchdog ends the process.
+        ("hung", EXIT_STOP_TIMEOUT),
+    ],
+)
+async def test_a_worker_exits_within_its_drain_and_margin_when_redis_is_gone(
+    how: str,
+    exit_code: int,
+    simulator: RunningSimulator,
+    control: SimulatorControl,
+    tmp_path: Path,
+    processes: list[Process],
+) -> None:
+    with redis_server(tmp_path) as (server, port):
+        url = f"redis://{LOOPBACK}:{port}/0"
+        client = Redis.from_url(url)
+        try:
+            store = RedisStore(client, retention_s=3600)
+            spec = watch("imp-gone", "ccccc")
+            await control.put_import(SLUG, spec.import_id, [{"id": 1}])
+            await store.create_watch(spec, spec.id, 0.05)
+            env = worker_env(url, simulator.url) | {"BRIDGE_WORKER_DRAIN_S": "1"}
+            worker = Process([sys.executable, "-m", "bridge", "worker"], tmp_path / "worker.log", env).start()
+            processes.append(worker)
+            await eventually(lambda: _polled(control), 20, "the first poll")
+            await control.add_fault("hang", p=1.0, hang_s=30.0)
+            await eventually(lambda: _in_flight(client), 10, "an import in flight")
+        finally:
+            await client.aclose()
+        server.signal(signal.SIGKILL if how == "killed" else signal.SIGSTOP)
+        try:
+            code, took = await asyncio.to_thread(wait_exit, worker, 1 + WORKER_EXIT_MARGIN_S + 10)
+        finally:
+            server.signal(signal.SIGCONT)
+    assert took < 1 + WORKER_EXIT_MARGIN_S + 3, worker.output()[-3000:]
+    assert code == exit_code, worker.output()[-3000:]
+
+
+async def test_the_api_finishes_requests_in_flight_and_takes_no_new_connection(
+    redis: Redis, redis_url: str, tmp_path: Path, processes: list[Process]
+) -> None:
+    env = worker_env(redis_url, "http://127.0.0.1:9") | {"BRIDGE_API_DRAIN_S": "5"}
+    port = free_port()
+    api = Process(
+        [sys.executable, "-m", "bridge", "api", "--host", LOOPBACK, "--port", str(port)],
+        tmp_path / "api.log",
+        env,
+    ).start()
+    processes.append(api)
+    base = f"http://{LOOPBACK}:{port}"
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as http:
+
+        async def up() -> bool:
+            try:
+                return (await http.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(up, 30, "the API")
+        # Redis holds every command for 1.5 s: a request that needs it is in flight that long.
+        await redis.client_pause(1500, all=True)
+        in_flight = asyncio.create_task(http.get("/v1/watches"))
+        await asyncio.sleep(0.3)
+        stopping = asyncio.create_task(asyncio.to_thread(wait_exit, api, 10))
+        await asyncio.sleep(0.3)
+        async with httpx.AsyncClient(base_url=base, timeout=2) as fresh:
+            with pytest.raises(httpx.ConnectError):
+                await fresh.get("/livez")
+        answer = await in_flight
+        code, took = await stopping
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["items"] == []
+    assert code in (0, -signal.SIGTERM), api.output()[-3000:]  # uvicorn re-raises the signal it handled
+    assert took < 5
+
+
+async def _polled(control: SimulatorControl) -> bool:
+    return bool((await control.requests()).items)
+
+
+async def _in_flight(client: Redis) -> bool:
+    return bool(await client.zcard(keys.INFLIGHT))
+
+
+async def test_the_arq_cli_runs_the_same_worker_and_both_checks_follow_its_health(
+    redis: Redis, redis_url: str, simulator: RunningSimulator, tmp_path: Path, processes: list[Process]
+) -> None:
+    env = worker_env(redis_url, simulator.url)
+    arq = str(Path(sys.executable).parent / "arq")
+    checks = {
+        "arq --check": [arq, "--check", "workers.settings.WorkerSettings"],
+        "bridge worker --check": [sys.executable, "-m", "bridge", "worker", "--check"],
+    }
+
+    def passing() -> dict[str, bool]:
+        return {
+            name: subprocess.run(argv, env=env, capture_output=True, check=False).returncode == 0
+            for name, argv in checks.items()
+        }
+
+    assert passing() == dict.fromkeys(checks, False)
+    worker = Process([arq, "workers.settings.WorkerSettings"], tmp_path / "arq.log", env).start()
+    processes.append(worker)
+    await eventually(lambda: redis.exists(health_check_key()), 20, "the worker's health record")
+    assert await asyncio.to_thread(passing) == dict.fromkeys(checks, True)
+    code, _ = await asyncio.to_thread(wait_exit, worker, 30)
+    assert code == 0, worker.output()[-3000:]
+    assert await asyncio.to_thread(passing) == dict.fromkeys(checks, False)

@@ -16,6 +16,7 @@ import asyncio
 import bisect
 import contextlib
 import math
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, Final, get_args
@@ -188,13 +189,15 @@ async def read_gauges(redis: Any) -> dict[str, tuple[str, float]]:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zcard(keys.OUTBOX)
         pipe.zcard(keys.QUEUE)
+        pipe.zcount(keys.QUEUE, "-inf", int(time.time() * 1000))
         pipe.zcard(keys.watches_by_state("active"))
         pipe.zcard(keys.SCHEDULE)
         pipe.zcard(keys.INFLIGHT)
-        outbox, queue, active, scheduled, inflight = await pipe.execute()
+        outbox, queue, due, active, scheduled, inflight = await pipe.execute()
     return {
         "outbox_depth": ("Events recorded for a destination and not yet delivered.", outbox),
         "queue_depth": ("Jobs in the arq queue (due now or deferred).", queue),
+        "queue_due_depth": ("Jobs in the arq queue that are due now (the signal to scale workers on).", due),
         "active_watches": ("Watches in state active.", active),
         "scheduled_imports": ("Imports waiting for their next poll.", scheduled),
         "inflight_imports": ("Imports a worker is polling right now.", inflight),

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
-from bench import economy, latency, throughput
+from bench import economy, latency, scale, throughput
 from bench.harness import stack
 from bench.plot import latency_png
 
@@ -46,10 +46,17 @@ def _economy(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
     return lambda s: economy.run(s, imports=40 if quick else 200, bulks=5)
 
 
+def _scale(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    if quick:
+        return lambda s: scale.run(s, bulks=10_000, observe_s=60, floor_s=10, ceiling_s=20)
+    return lambda s: scale.run(s, bulks=100_000, observe_s=330)
+
+
 SCENARIOS: Final = {
     "throughput": _throughput,
     "latency": _latency,
     "economy": _economy,
+    "scale": _scale,
     "horizontal": _horizontal,
 }
 
@@ -90,6 +97,23 @@ def summarize(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
         return rows
+    if name == "scale":
+        return [
+            (
+                name,
+                f"{result['bulks']} watched bulks created through the API",
+                f"{result['create_seconds']} s ({result['created_per_s']} watches/s)",
+            ),
+            (name, "Redis memory per watched bulk", f"{result['redis_bytes_per_watched_bulk']} bytes"),
+            (name, "worker RSS", f"{result['worker_rss_mb']} MB"),
+            (
+                name,
+                f"poll gaps over {result['observed_s']} s ({result['bulks_polled']} bulks polled)",
+                f"min {result['min_gap_s']} s, max {result['max_gap_s']} s; "
+                f"{result['gaps_below_floor']} below the {result['floor_s']} s floor, "
+                f"{result['gaps_above_ceiling']} above the {result['ceiling_s']} s ceiling",
+            ),
+        ]
     if name == "economy":
         b, n = result["bridge"], result["naive_5s_poller"]
         return [

@@ -69,7 +69,7 @@ async def read_all(fetch: Any, key: str = "items") -> list[Any]:
         if not batch:
             return items
         items += batch
-        since = page.last_seq
+        since = batch[-1].seq  # ``page.last_seq`` is the newest ever logged, not this page's last
 
 
 async def run(stack: Stack, *, bulks: int, rate: float, seconds: float) -> dict[str, Any]:

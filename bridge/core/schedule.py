@@ -18,7 +18,7 @@ from bridge.core.model import ACTIVE_STATUSES, Failure, WatchSnapshot, WatchSpec
 
 BACKOFF_FACTOR: Final = 1.15
 """Growth of the interval per quiet poll while every open bulk is ``waiting``."""
-QUIET_POLLS_AT_FLOOR: Final = 4
+QUIET_POLLS_AT_FLOOR: Final = 12
 """Quiet polls still at the floor before backing off: a queue often picks a bulk up soon."""
 FAILURE_FACTOR: Final = 2.0
 """Growth of the interval per consecutive failed poll."""

@@ -241,7 +241,9 @@ async def sweep(ctx: dict[str, Any]) -> None:
     created = 0
     for event_id, destination in entries:
         created += await runtime.dispatcher.dispatch(event_id, [destination])
-    rescheduled = await runtime.store.reschedule_orphans(now)
+    rescheduled = 0
+    if await runtime.store.orphan_check_due():
+        rescheduled = await runtime.store.reschedule_orphans(now)
     if created or rescheduled:
         log.warning("sweeper repaired", jobs_recreated=created, imports_rescheduled=rescheduled)
 

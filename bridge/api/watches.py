@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import time
@@ -29,6 +30,7 @@ from bridge.api.schemas import (
 )
 from bridge.core.model import Event, SlackTarget, WatchSpec, WatchState
 
+FINGERPRINT_BYTES: Final = 16
 WATCH_ID_PREFIX: Final = "wch_"
 WATCH_ID_BYTES: Final = 12
 WATCH_ID_PATTERN: Final = r"^wch_[0-9a-f]{24}$"
@@ -47,11 +49,13 @@ def new_watch_id() -> str:
 
 
 def fingerprint(data: WatchCreate) -> str:
-    """Identical creation requests (bulk order aside) have the same fingerprint."""
+    """Identical creation requests (bulk order aside) have the same fingerprint (128 bits,
+    url-safe base64: kept once per active watch)."""
     canonical = msgspec.structs.replace(
         data, bulk_ids=sorted(data.bulk_ids) if data.bulk_ids is not None else None
     )
-    return hashlib.sha256(msgspec.json.encode(canonical)).hexdigest()
+    digest = hashlib.sha256(msgspec.json.encode(canonical)).digest()[:FINGERPRINT_BYTES]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def _check_full_match(data: WatchCreate) -> None:

@@ -102,8 +102,12 @@ class SlackTarget(Struct, kw_only=True, forbid_unknown_fields=True):
     channel: str
 
 
-class WatchSpec(Struct, kw_only=True):
-    """A watch as it was created: what to follow and how. Immutable once stored."""
+class WatchSpec(Struct, kw_only=True, array_like=True):
+    """A watch as it was created: what to follow and how. Immutable once stored.
+
+    Stored as an array (one per watch, 100,000s of them): new fields go at the end, with a
+    default, so specs stored by an older version still decode.
+    """
 
     id: str
     loyalty_club_slug: str

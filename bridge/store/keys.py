@@ -4,11 +4,10 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
 
     bridge:schedule                  zset  tid -> when it is due (ms)
     bridge:inflight                  zset  tid -> lease expiry (ms) while a worker polls it
-    bridge:trackers                  set   tids with at least one active watch
     bridge:tracker:{tid}             hash  v (version, compare-and-set), lp (last poll, ms),
-                                           p (poll state), s:{wid} (each watch's snapshot)
-    bridge:tracker:{tid}:watches     set   ids of the active watches on this import
-    bridge:watch:{wid}               hash  doc (the WatchSpec, JSON), state, fp, created_at,
+                                           p (poll state), w:{wid} (each active watch on the
+                                           import), n (how many), s:{wid} (each one's snapshot)
+    bridge:watch:{wid}               hash  doc (the WatchSpec, msgpack), state, fp, created_at,
                                            updated_at, ended_at, snapshot (final, once ended)
     bridge:watches                   zset  wid -> created (ms)
     bridge:watches:club:{slug}       zset  wid -> created (ms), the club's watches
@@ -21,6 +20,7 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
     bridge:club-pause:{slug}         string until when MPC asked not to be called (ms)
     bridge:credentials               hash  slug -> the club's MPC token (sealed) and product name
     bridge:metrics                   hash  Prometheus sample -> total over all workers
+    bridge:orphans-checked           string set while a sweeper's check for lost imports is recent
     bridge:subscriptions             zset  webhook subscription id -> created (ms)
     bridge:subscriptions:version     string bumped on every change routing must see (workers cache)
     bridge:subscription:{sid}        hash  doc (url and filters, JSON), enabled, reason, created,
@@ -50,19 +50,18 @@ PREFIX: Final = "bridge:"
 
 SCHEDULE: Final = PREFIX + "schedule"
 INFLIGHT: Final = PREFIX + "inflight"
-TRACKERS: Final = PREFIX + "trackers"
 WATCHES: Final = PREFIX + "watches"
 WATCH_FINGERPRINTS: Final = PREFIX + "watch-fingerprints"
 OUTBOX: Final = PREFIX + "outbox"
 QUEUE: Final = PREFIX + "queue"
 CREDENTIALS: Final = PREFIX + "credentials"
 METRICS: Final = PREFIX + "metrics"
+ORPHANS_CHECKED: Final = PREFIX + "orphans-checked"
 SUBSCRIPTIONS: Final = PREFIX + "subscriptions"
 SUBSCRIPTIONS_VERSION: Final = SUBSCRIPTIONS + ":version"
 WORKER_HEALTH_PREFIX: Final = QUEUE + ":health-check:"
 
 TRACKER_PREFIX: Final = PREFIX + "tracker:"
-TRACKER_WATCHES_SUFFIX: Final = ":watches"
 WATCH_PREFIX: Final = PREFIX + "watch:"
 WATCHES_BY_CLUB_PREFIX: Final = WATCHES + ":club:"
 WATCHES_BY_STATE_PREFIX: Final = WATCHES + ":state:"
@@ -88,14 +87,12 @@ F_VERSION: Final = "v"
 F_LAST_POLL: Final = "lp"
 F_POLL_STATE: Final = "p"
 F_SNAPSHOT_PREFIX: Final = "s:"
+F_WATCH_PREFIX: Final = "w:"
+F_WATCH_COUNT: Final = "n"
 
 
 def tracker(tid: str) -> str:
     return TRACKER_PREFIX + tid
-
-
-def tracker_watches(tid: str) -> str:
-    return TRACKER_PREFIX + tid + TRACKER_WATCHES_SUFFIX
 
 
 def watch(wid: str) -> str:

@@ -23,6 +23,9 @@ from bridge.store import keys, scripts
 DEFAULT_LEASE_S: Final = 60.0
 """How long a claimed import stays with its worker; after that it is due again (the worker died).
 Longer than one poll can take: two requests in sequence, each bounded by the upstream deadline."""
+ORPHAN_SCAN_BATCH: Final = 500
+ORPHAN_CHECK_EVERY_S: Final = 300.0
+"""How often (at most, over all workers) the sweeper looks for imports missing from the schedule."""
 LIST_SCAN_BATCH: Final = 100
 """Index entries read per round trip while listing watches."""
 EVENT_TTL_EXTRA_S: Final = 60 * 86_400.0
@@ -37,7 +40,7 @@ T = TypeVar("T")
 _snapshot_encoder: Final = msgspec.msgpack.Encoder()
 _snapshot_decoder: Final = msgspec.msgpack.Decoder(WatchSnapshot)
 _poll_state_decoder: Final = msgspec.msgpack.Decoder(PollState)
-_spec_decoder: Final = msgspec.json.Decoder(WatchSpec)
+_spec_decoder: Final = msgspec.msgpack.Decoder(WatchSpec)
 _json_encoder: Final = msgspec.json.Encoder()
 
 
@@ -51,7 +54,8 @@ def encode_event(event: Event) -> bytes:
 
 
 def encode_spec(spec: WatchSpec) -> bytes:
-    return _json_encoder.encode(spec)
+    """Compact msgpack (the Struct is ``array_like``): a spec is stored for every watch."""
+    return _snapshot_encoder.encode(spec)
 
 
 def encode_snapshot(snapshot: WatchSnapshot) -> bytes:
@@ -155,7 +159,7 @@ class RedisStore:
 
     async def claim(self, now: float, limit: int) -> Claim:
         raw_claimed, first = await self._claim(
-            keys=[keys.SCHEDULE, keys.INFLIGHT, keys.TRACKERS],
+            keys=[keys.SCHEDULE, keys.INFLIGHT],
             args=[
                 now_ms(now),
                 self.lease_ms,
@@ -163,7 +167,7 @@ class RedisStore:
                 keys.TRACKER_PREFIX,
                 keys.CLUB_PAUSE_PREFIX,
                 keys.WATCH_PREFIX,
-                keys.TRACKER_WATCHES_SUFFIX,
+                keys.F_WATCH_PREFIX,
             ],
         )
         trackers = [self._claimed(tid, fields, docs) for tid, fields, docs in raw_claimed]
@@ -197,7 +201,7 @@ class RedisStore:
             keys.WATCH_PREFIX,
             keys.TIMELINE_PREFIX,
             keys.EVENT_PREFIX,
-            keys.TRACKER_WATCHES_SUFFIX,
+            keys.F_WATCH_PREFIX,
             keys.F_SNAPSHOT_PREFIX,
             keys.WATCHES_BY_STATE_PREFIX,
             plan.tid,
@@ -252,7 +256,7 @@ class RedisStore:
         ]
 
     async def _commit_pipeline(self, plans: Sequence[CommitPlan]) -> list[Any]:
-        commit_keys = [keys.SCHEDULE, keys.INFLIGHT, keys.OUTBOX, keys.WATCH_FINGERPRINTS, keys.TRACKERS]
+        commit_keys = [keys.SCHEDULE, keys.INFLIGHT, keys.OUTBOX, keys.WATCH_FINGERPRINTS]
         async with self.redis.pipeline(transaction=False) as pipe:
             for plan in plans:
                 await self._commit(keys=commit_keys, args=self._commit_args(plan), client=pipe)
@@ -279,11 +283,11 @@ class RedisStore:
         """Store a new watch and schedule its import; ``(False, existing id)`` when an identical
         active watch exists."""
         created, wid = await self._create(
-            keys=[keys.SCHEDULE, keys.INFLIGHT, keys.WATCHES, keys.WATCH_FINGERPRINTS, keys.TRACKERS],
+            keys=[keys.SCHEDULE, keys.INFLIGHT, keys.WATCHES, keys.WATCH_FINGERPRINTS],
             args=[
                 keys.TRACKER_PREFIX,
                 keys.WATCH_PREFIX,
-                keys.TRACKER_WATCHES_SUFFIX,
+                keys.F_WATCH_PREFIX,
                 spec.id,
                 spec.tracker_id,
                 fingerprint,
@@ -300,12 +304,12 @@ class RedisStore:
     async def stop_watch(self, spec: WatchSpec, now: float) -> bool:
         """Stop an active watch; False when it had already ended."""
         stopped, _ = await self._stop(
-            keys=[keys.SCHEDULE, keys.INFLIGHT, keys.WATCH_FINGERPRINTS, keys.TRACKERS],
+            keys=[keys.SCHEDULE, keys.INFLIGHT, keys.WATCH_FINGERPRINTS],
             args=[
                 keys.TRACKER_PREFIX,
                 keys.WATCH_PREFIX,
                 keys.TIMELINE_PREFIX,
-                keys.TRACKER_WATCHES_SUFFIX,
+                keys.F_WATCH_PREFIX,
                 keys.F_SNAPSHOT_PREFIX,
                 spec.id,
                 now_ms(now),
@@ -414,14 +418,29 @@ class RedisStore:
 
     # ------------------------------------------------------------------ integrity
 
-    async def reschedule_orphans(self, now: float, batch: int = 500) -> int:
-        """Trackers with active watches that are neither scheduled nor leased (lost in a Redis
-        restart without a full AOF, say) are made due again."""
+    async def orphan_check_due(self) -> bool:
+        """Whether this sweeper should look for lost imports (at most every
+        :data:`ORPHAN_CHECK_EVERY_S`, whatever the number of workers)."""
+        return bool(
+            await self.redis.set(keys.ORPHANS_CHECKED, b"1", nx=True, px=now_ms(ORPHAN_CHECK_EVERY_S))
+        )
+
+    async def reschedule_orphans(self, now: float, batch: int = ORPHAN_SCAN_BATCH) -> int:
+        """Imports with an active watch that are neither scheduled nor leased (lost in a Redis
+        restart without a full AOF, say) are made due again. Reads every active watch: run it
+        rarely (:data:`ORPHAN_CHECK_EVERY_S`)."""
         fixed = 0
         cursor = 0
         while True:
-            cursor, tids = await self.redis.sscan(keys.TRACKERS, cursor=cursor, count=batch)
-            if tids:
+            cursor, entries = await self.redis.zscan(
+                keys.watches_by_state("active"), cursor=cursor, count=batch
+            )
+            if entries:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for wid, _ in entries:
+                        pipe.hget(keys.watch(_text(wid)), "doc")
+                    raw_docs = await pipe.execute()
+                tids = sorted({_spec_decoder.decode(doc).tracker_id for doc in raw_docs if doc})
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for tid in tids:
                         pipe.zscore(keys.SCHEDULE, tid)

@@ -11,7 +11,6 @@ import itertools
 import time
 from collections.abc import Callable
 
-import msgspec
 from redis.asyncio import Redis
 
 from bridge.core.model import SlackTarget, WatchSpec
@@ -39,7 +38,7 @@ def spec(
         "slack": SlackTarget(channel="C0123456789"),
     }
     fields.update(options)
-    return msgspec.convert(fields, WatchSpec)
+    return WatchSpec(**fields)  # type: ignore[arg-type]
 
 
 async def test_every_event_type_flows_from_mpc_to_the_timeline_and_outbox(

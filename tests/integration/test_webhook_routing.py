@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import msgspec
 from redis.asyncio import Redis
 
 from bridge.core.model import WatchSpec
@@ -19,16 +18,13 @@ IMPORT = "imp-routing"
 
 def spec() -> WatchSpec:
     now = time.time()
-    return msgspec.convert(
-        {
-            "id": "wch_0000000000000000000route",
-            "loyalty_club_slug": SLUG,
-            "import_id": IMPORT,
-            "created_at": now,
-            "expires_at": now + 3600,
-            "bulk_ids": None,
-        },
-        WatchSpec,
+    return WatchSpec(
+        id="wch_0000000000000000000route",
+        loyalty_club_slug=SLUG,
+        import_id=IMPORT,
+        created_at=now,
+        expires_at=now + 3600,
+        bulk_ids=None,
     )
 
 

@@ -57,7 +57,7 @@ def watch_spec(
         "slack": None if channel is None else SlackTarget(channel=channel),
     }
     fields.update(options)
-    return msgspec.convert(fields, WatchSpec)
+    return WatchSpec(**fields)  # type: ignore[arg-type]
 
 
 class SlackRig:

@@ -28,6 +28,8 @@ SECRET_KEY: Final = Fernet.generate_key().decode()
 API_KEY: Final = "bench-" + secrets.token_urlsafe(16)
 MPC_TOKEN: Final = "mpc-" + secrets.token_urlsafe(16)
 """Fresh secrets for every run."""
+REDIS_TUNING: Final = ("--hash-max-listpack-value", "1024")
+"""The Redis setting docs/operations.md recommends (a watch's hash stays listpack-encoded)."""
 TICKS_PER_S: Final = os.sysconf("SC_CLK_TCK")
 
 
@@ -91,6 +93,7 @@ class Stack:
             "no",
             "--dir",
             str(self.workdir),
+            *REDIS_TUNING,
             *args,
         ]
         self.procs["redis"] = Process(argv, self.workdir / "redis.log").start()

@@ -66,9 +66,8 @@ class Fetcher:
         request = httpx.Request("GET", parsed, headers=headers, extensions=self._extensions)
         response = await self._transport.handle_async_request(request)
         try:
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self._max_body_bytes:
-                raise BodyTooLarge
+            # The cap holds while reading: no need to parse Content-Length first (headers are
+            # decoded lazily, and this is the hot path).
             chunks: list[bytes] = []
             size = 0
             async for chunk in response.stream:  # type: ignore[union-attr]

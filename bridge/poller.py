@@ -11,6 +11,7 @@ Redis in one pipeline.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 import time
@@ -43,6 +44,8 @@ from bridge.upstream.mpc import MpcResponse, UpstreamClient
 
 CLAIM_BATCH_MAX: Final = 256
 """Imports claimed in one round trip."""
+PREFETCH_FACTOR: Final = 2.0
+"""Imports claimed ahead: up to this many times the concurrency, running and waiting together."""
 IDLE_SLEEP_MAX_S: Final = 0.25
 """Longest sleep between two looks at the schedule (a new watch is due at once)."""
 REDIS_RETRY_MAX_S: Final = 5.0
@@ -128,6 +131,10 @@ class Poller:
         self._log = logger or get_logger("bridge.poller")
         self._committer: Batcher[CommitPlan, CommitResult] = Batcher(store.commit_many, CLAIM_BATCH_MAX)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._ready: collections.deque[ClaimedTracker] = collections.deque()
+        """Claimed ahead, not started yet (their leases run)."""
+        self._prefetch_limit = int(config.concurrency * PREFETCH_FACTOR)
+        self._refill_below = max(1, config.concurrency // 2)
         self._wake = asyncio.Event()
         self._stopping = False
         self.polls = 0
@@ -136,14 +143,20 @@ class Poller:
     # ------------------------------------------------------------------ loop
 
     async def run(self) -> None:
-        """Poll until :meth:`stop`."""
+        """Poll until :meth:`stop`.
+
+        Due imports are claimed ahead, up to :data:`PREFETCH_FACTOR` times the concurrency, and
+        started as slots free up: one claim round trip serves many polls, instead of one claim
+        per finished poll.
+        """
         redis_failures = 0
         while not self._stopping:
-            free = self._config.concurrency - len(self._tasks)
-            if free <= 0:
-                await self._sleep(IDLE_SLEEP_MAX_S)
+            self._start_ready()
+            room = self._prefetch_limit - len(self._tasks) - len(self._ready)
+            if len(self._ready) >= self._refill_below or room <= 0:
+                await self._sleep(IDLE_SLEEP_MAX_S)  # a finished poll wakes us
                 continue
-            limit = min(free, CLAIM_BATCH_MAX)
+            limit = min(room, CLAIM_BATCH_MAX)
             try:
                 claim = await self._store.claim(self._clock(), limit)
             except (RedisError, OSError) as exc:
@@ -153,13 +166,16 @@ class Poller:
                 await self._sleep(delay)
                 continue
             redis_failures = 0
-            for tracker in claim.trackers:
-                self._spawn(tracker)
-            if len(claim.trackers) < limit:
+            self._ready.extend(claim.trackers)
+            if len(claim.trackers) < limit and not self._ready:
                 wait = IDLE_SLEEP_MAX_S
                 if claim.next_due is not None:
                     wait = min(wait, max(0.0, claim.next_due - self._clock()))
                 await self._sleep(wait)
+
+    def _start_ready(self) -> None:
+        while self._ready and len(self._tasks) < self._config.concurrency:
+            self._spawn(self._ready.popleft())
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
@@ -177,16 +193,21 @@ class Poller:
         task.add_done_callback(done)
 
     async def stop(self, drain_s: float) -> None:
-        """Stop claiming; let running polls finish for ``drain_s``, then hand the rest back."""
+        """Stop claiming; let running polls finish for ``drain_s``, then hand the rest back
+        (with the claimed ones not started yet)."""
         self._stopping = True
         self._wake.set()
+        unstarted = [tracker.tid for tracker in self._ready]
+        self._ready.clear()
         running = list(self._tasks.values())
+        pending: set[asyncio.Task[None]] = set()
         if running:
             _, pending = await asyncio.wait(running, timeout=drain_s)
-            left = [tid for tid, task in self._tasks.items() if task in pending]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        left = unstarted + [tid for tid, task in self._tasks.items() if task in pending]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if left or running:
             with contextlib.suppress(RedisError, OSError):
                 released = await self._store.release(left, self._clock())
                 self._log.info("poller stopped", finished=len(running) - len(pending), handed_back=released)

@@ -50,6 +50,10 @@ config-docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+## chaos: the guarantee suite at full size (crashes, Redis restarts, faults, bad input, secrets).
+chaos: $(STAMP)
+	$(BIN)/python -m chaos
+
 ## lock: re-resolve requirements.lock from pyproject.toml (needs network).
 lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

@@ -1,0 +1,1 @@
+"""The guarantees of SPEC ("Guarantees"), proven against real processes: ``make chaos``."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from cryptography.fernet import Fernet
 
@@ -100,7 +100,7 @@ class RunContext:
         """Every key and value (strings, hashes, lists, sets, zsets, streams) of a Redis on loopback."""
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=port)
+        client: Any = redis.Redis(host="127.0.0.1", port=port)  # sync client: results are not awaitables
         try:
             for key in client.scan_iter(count=1000):
                 kind = client.type(key)

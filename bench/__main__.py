@@ -89,6 +89,13 @@ def summarize(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"{run['polls_per_s']} polls/s ({cpu})",
                 )
             )
+            rows.append(
+                (
+                    name,
+                    f"{run['workers']} worker(s): {run['flipped']} bulks finished meanwhile",
+                    f"{run['finished_announced']} announced, {run['duplicate_events']} duplicate events",
+                )
+            )
         rows.append(
             (
                 name,

@@ -8,6 +8,7 @@ cycle (claim, GET, decode, diff, atomic commit, reschedule). Polls are counted b
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import subprocess
 import sys
@@ -23,6 +24,12 @@ from bridge.store.redis_store import RedisStore
 from bridge.upstream.mpc import user_agent
 
 SLUG: Final = "bench-club"
+FLIPS_PER_RUN: Final = 300
+"""Bulks moved to ``finished`` while the workers of one run poll: their events are checked for
+duplicates (two workers announcing one change)."""
+SETTLE_MAX_S: Final = 30.0
+"""How long the flipped bulks may take to be announced once the window ends."""
+TIMELINE_MAX: Final = 1000
 BATCH: Final = 1000
 CONCURRENCY: Final = 50
 """The workers' BRIDGE_POLL_CONCURRENCY, and the baselines' concurrency."""
@@ -65,7 +72,7 @@ async def polls(stack: Stack) -> int:
         return (await control.counters()).by_kind.get("bulk", 0)
 
 
-async def measure_workers(stack: Stack, workers: int, seconds: float) -> dict[str, Any]:
+async def measure_workers(stack: Stack, workers: int, seconds: float, flip_from: int) -> dict[str, Any]:
     env = stack.bridge_env(
         BRIDGE_POLL_MIN_INTERVAL_S=FLOOR_S,
         BRIDGE_POLL_MAX_INTERVAL_S="1",
@@ -85,13 +92,57 @@ async def measure_workers(stack: Stack, workers: int, seconds: float) -> dict[st
     before = await polls(stack)
     meter.start()
     started = time.monotonic()
-    await asyncio.sleep(seconds)
+    await asyncio.sleep(seconds / 2)
+    flipped = range(flip_from, flip_from + FLIPS_PER_RUN)
+    await flip(stack, flipped)
+    await asyncio.sleep(seconds / 2)
     after = await polls(stack)
     elapsed = time.monotonic() - started
     cpu = meter.stop()
+    settle_until = time.monotonic() + SETTLE_MAX_S
+    checked = await check_events(stack, flipped)
+    while checked["finished_announced"] < len(flipped) and time.monotonic() < settle_until:
+        await asyncio.sleep(1.0)
+        checked = await check_events(stack, flipped)
     for name in names:
         stack.procs.pop(name).stop()
-    return {"workers": workers, "polls_per_s": round((after - before) / elapsed), "cpu_percent": cpu}
+    return {
+        "workers": workers,
+        "polls_per_s": round((after - before) / elapsed),
+        "cpu_percent": cpu,
+        **checked,
+    }
+
+
+async def flip(stack: Stack, numbers: range) -> None:
+    async with SimulatorControl(stack.simulator_url) as control:
+        await control.put_imports(
+            [
+                (SLUG, f"imp-{n}", [{"id": n + 1, "status": "finished", "members_in_payload_number": 100}])
+                for n in numbers
+            ]
+        )
+
+
+async def check_events(stack: Stack, flipped: range) -> dict[str, int]:
+    """Every flipped bulk announced as finished, and no change announced twice."""
+    redis = Redis(port=stack.redis_port)
+    store = RedisStore(redis, retention_s=3600)
+    finished = duplicates = 0
+    try:
+        for n in flipped:
+            bodies = await store.timeline(f"wch_bench{n:019d}", 0, TIMELINE_MAX)
+            changes = collections.Counter(_change(json.loads(body)) for body in bodies)
+            finished += sum(count for change, count in changes.items() if change[0] == "bulk.finished")
+            duplicates += sum(count - 1 for count in changes.values())
+    finally:
+        await redis.aclose()
+    return {"flipped": len(flipped), "finished_announced": finished, "duplicate_events": duplicates}
+
+
+def _change(event: dict[str, Any]) -> tuple[Any, ...]:
+    data = event["data"]
+    return (event["type"], data.get("bulk_id"), data.get("status"), data.get("previous_status"))
 
 
 def measure_baseline(stack: Stack, client: str, count: int, seconds: float) -> dict[str, Any]:
@@ -134,7 +185,10 @@ async def run(stack: Stack, *, bulks: int, seconds: float, worker_counts: tuple[
     stack.start_simulator("--request-log", "1000")
     await populate(stack, bulks)
     baselines = {client: measure_baseline(stack, client, bulks, seconds) for client in ("httpx", "aiohttp")}
-    runs = [await measure_workers(stack, n, seconds) for n in worker_counts]
+    runs = [
+        await measure_workers(stack, n, seconds, flip_from=i * FLIPS_PER_RUN)
+        for i, n in enumerate(worker_counts)
+    ]
     one = runs[0]["polls_per_s"]
     return {
         "bulks": bulks,

@@ -52,11 +52,18 @@ def _scale(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
     return lambda s: scale.run(s, bulks=100_000, observe_s=330)
 
 
+def _scale_imports(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    if quick:
+        return lambda s: scale.run(s, bulks=10_000, bulks_per_watch=5, observe_s=60, floor_s=10, ceiling_s=20)
+    return lambda s: scale.run(s, bulks=100_000, bulks_per_watch=5, observe_s=330)
+
+
 SCENARIOS: Final = {
     "throughput": _throughput,
     "latency": _latency,
     "economy": _economy,
     "scale": _scale,
+    "scale-imports": _scale_imports,
     "horizontal": _horizontal,
 }
 
@@ -104,14 +111,19 @@ def summarize(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
         return rows
-    if name == "scale":
+    if name.startswith("scale"):
         return [
             (
                 name,
-                f"{result['bulks']} watched bulks created through the API",
+                f"{result['bulks']} bulks, {result['bulks_per_watch']} per watch, created via the API",
                 f"{result['create_seconds']} s ({result['created_per_s']} watches/s)",
             ),
-            (name, "Redis memory per watched bulk", f"{result['redis_bytes_per_watched_bulk']} bytes"),
+            (
+                name,
+                "Redis memory per watched bulk: created, polled",
+                f"{result['redis_bytes_per_watched_bulk_created']} bytes, "
+                f"{result['redis_bytes_per_watched_bulk']} bytes",
+            ),
             (name, "worker RSS", f"{result['worker_rss_mb']} MB"),
             (
                 name,

@@ -189,9 +189,15 @@ class Demo:
             )
             created.raise_for_status()
             watch_id = created.json()["id"]
+            term.line(f"POST /v1/watches {ARROW} {created.status_code}, watch {watch_id}.")
             term.line(
-                f"POST /v1/watches {ARROW} {created.status_code}, watch {watch_id}. Events as they happen:\n"
+                term.paint(
+                    f"  (the same import live from another terminal: bridge watch follow {watch_id}"
+                    f" --api-url {api_url} --api-key {self.api_key})",
+                    "2",
+                )
             )
+            term.line("Events as they happen:\n")
             completed = self._follow(api, watch_id)
             self.webhooks.settle(self.events_shown, self._stamp, term.paint)
             self.slack.settle(SLACK_SETTLE_S)

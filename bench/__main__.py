@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
-from bench import economy, latency, scale, throughput
+from bench import api, economy, latency, scale, throughput
 from bench.harness import stack
 from bench.plot import latency_png
 
@@ -52,12 +52,17 @@ def _scale(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
     return lambda s: scale.run(s, bulks=100_000, observe_s=330)
 
 
+def _api(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    return lambda s: api.run(s, seconds=5 if quick else 15)
+
+
 SCENARIOS: Final = {
     "throughput": _throughput,
     "latency": _latency,
     "economy": _economy,
     "scale": _scale,
     "horizontal": _horizontal,
+    "api": _api,
 }
 
 
@@ -154,7 +159,35 @@ def summarize(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"p50 {o['p50_ms']} ms, p99 {o['p99_ms']} ms, max {o['max_ms']} ms",
             ),
         ]
+    if name == "api":
+        return _api_rows(result)
     return [(name, key, str(value)) for key, value in result.items() if not isinstance(value, dict | list)]
+
+
+def _api_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    c = result["concurrency"]
+    rows = []
+    for key in ("livez_before", "create", "show", "livez_after"):
+        r = result[key]
+        ratio = f", {r['ratio_to_livez']}x /livez" if "ratio_to_livez" in r else ""
+        failed = r["errors"] + sum(n for s, n in r["statuses"].items() if not s.startswith("2"))
+        rows.append(
+            (
+                "api",
+                f"{r['name']} (c={c})",
+                f"{r['requests_per_s']} req/s{ratio}, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms"
+                + (f", {failed} not 2xx" if failed else ""),
+            )
+        )
+        rows.append(
+            (
+                "api",
+                f"  CPU during {r['name']}",
+                f"api {r['api_cpu_percent']}%, redis {r['redis_cpu_percent']}%, "
+                f"client {r['client_cpu_percent']}%",
+            )
+        )
+    return rows
 
 
 async def main() -> None:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
-from bench import api, economy, latency, scale, throughput
+from bench import api, delivery, economy, latency, scale, throughput
 from bench.harness import stack
 from bench.plot import latency_png
 
@@ -56,6 +56,10 @@ def _api(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
     return lambda s: api.run(s, seconds=5 if quick else 15)
 
 
+def _delivery(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    return lambda s: delivery.run(s, imports=20 if quick else 100, bulks=50, subscriptions=2)
+
+
 SCENARIOS: Final = {
     "throughput": _throughput,
     "latency": _latency,
@@ -63,6 +67,7 @@ SCENARIOS: Final = {
     "scale": _scale,
     "horizontal": _horizontal,
     "api": _api,
+    "delivery": _delivery,
 }
 
 
@@ -161,6 +166,8 @@ def summarize(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
         ]
     if name == "api":
         return _api_rows(result)
+    if name == "delivery":
+        return _delivery_rows(result)
     return [(name, key, str(value)) for key, value in result.items() if not isinstance(value, dict | list)]
 
 
@@ -188,6 +195,44 @@ def _api_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
     return rows
+
+
+def _delivery_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    c = result["concurrency"]
+    cpu = ", ".join(f"{k} {v}%" for k, v in result["cpu_percent"].items())
+    keep, new = result["baselines"]["keep_alive"], result["baselines"]["new_connection"]
+    dups = sum(result["duplicate_webhook_ids"].values())
+    missing = sum(result["missing_events"].values())
+    sig = result["signatures_checked"]
+    return [
+        (
+            "delivery",
+            f"backlog: {result['events']} events x {result['subscriptions']} subscriptions",
+            f"{result['deliveries']} deliveries, body {result['body_bytes']['mean']} B mean",
+        ),
+        (
+            "delivery",
+            f"1 worker (max_jobs={c}): webhooks drained",
+            f"{result['deliveries_per_s']} deliveries/s ({cpu})",
+        ),
+        (
+            "delivery",
+            f"bare aiohttp POST loop (c={c}), keep-alive / new connection each",
+            f"{keep['requests_per_s']} / {new['requests_per_s']} req/s "
+            f"(receiver {keep['receiver_cpu_percent']}% / {new['receiver_cpu_percent']}%)",
+        ),
+        (
+            "delivery",
+            "ratio worker / keep-alive, / new connection",
+            f"{result['ratio_to_keep_alive']}x, {result['ratio_to_new_connection']}x",
+        ),
+        (
+            "delivery",
+            "checks: duplicate ids, missing, left in outbox, signatures",
+            f"{dups}, {missing}, {result['left_in_outbox']}, "
+            f"{sig['verified']} verified / {sig['failed']} failed",
+        ),
+    ]
 
 
 async def main() -> None:

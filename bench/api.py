@@ -16,13 +16,10 @@ near 100 % would mean the client, not the API, was the limit.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from typing import Any, Final
 
-from bench.harness import API_KEY, CpuMeter, Stack
-from bench.load import START_LINE
+from bench.harness import API_KEY, Stack
+from bench.load import measure
 
 CONCURRENCY: Final = 32
 WARMUP_S: Final = 1.0
@@ -37,10 +34,7 @@ ROUTE_NAMES: Final = {
 
 def run_load(stack: Stack, route: str, seconds: float, *extra: str) -> dict[str, Any]:
     """One measuring window of :mod:`bench.load` on ``route``, with API and Redis CPU."""
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.load",
+    args = [
         route,
         "--base",
         stack.api_url,
@@ -54,17 +48,7 @@ def run_load(stack: Stack, route: str, seconds: float, *extra: str) -> dict[str,
         str(WARMUP_S),
         *extra,
     ]
-    meter = CpuMeter({"api": stack.pid("api"), "redis": stack.pid("redis")})
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as client:
-        assert client.stdout is not None
-        line = client.stdout.readline().strip()
-        if line != START_LINE:
-            raise RuntimeError(f"bench.load did not start: {line!r}")
-        meter.start()
-        result: dict[str, Any] = json.loads(client.stdout.readline())
-        cpu = meter.stop()
-        if client.wait() != 0:
-            raise RuntimeError(f"bench.load {route} exited with {client.returncode}")
+    result, cpu = measure(args, {"api": stack.pid("api"), "redis": stack.pid("redis")})
     result["name"] = ROUTE_NAMES[route]
     result["api_cpu_percent"] = cpu["api"]
     result["redis_cpu_percent"] = cpu["redis"]

@@ -21,10 +21,11 @@ import argparse
 import asyncio
 import itertools
 import json
+import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -99,7 +100,7 @@ class Load:
     async def run(self) -> dict[str, Any]:
         args = self.args
         headers = dict(h.split(": ", 1) for h in args.header)
-        connector = aiohttp.TCPConnector(limit=args.concurrency)
+        connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=args.force_close)
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(connector=connector, headers=headers, timeout=timeout) as session:
             call = self.request(session)
@@ -138,6 +139,7 @@ class Load:
         return {
             "route": args.route,
             "concurrency": args.concurrency,
+            "keep_alive": not args.force_close,
             "requests": len(ordered),
             "errors": self.errors,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
@@ -149,6 +151,27 @@ class Load:
             "client_cpu_percent": round(100 * cpu / seconds, 1),
             "client_cpu_ms_per_request": round(1000 * cpu / max(1, len(ordered)), 3),
         }
+
+
+def measure(args: Sequence[str], pids: Mapping[str, int]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run this client (``args``: its command line after ``python -m bench.load``) from the bench;
+    its result, and the CPU the processes in ``pids`` used over its measuring window."""
+    from bench.harness import CpuMeter  # the client process itself does not need it
+
+    meter = CpuMeter(dict(pids))
+    with subprocess.Popen(
+        [sys.executable, "-m", "bench.load", *args], stdout=subprocess.PIPE, text=True
+    ) as client:
+        assert client.stdout is not None
+        line = client.stdout.readline().strip()
+        if line != START_LINE:
+            raise RuntimeError(f"bench.load did not start: {line!r}")
+        meter.start()
+        result: dict[str, Any] = json.loads(client.stdout.readline())
+        cpu = meter.stop()
+        if client.wait() != 0:
+            raise RuntimeError(f"bench.load {args[0]} exited with {client.returncode}")
+    return result, cpu
 
 
 def _lines(path: str) -> list[str]:
@@ -169,6 +192,7 @@ def main() -> None:
     parser.add_argument("--ids", default="", help="for show: a file of watch ids")
     parser.add_argument("--ids-out", default="", help="for create: where to write the ids created")
     parser.add_argument("--bodies", default="", help="for post: a file of bodies, one per line")
+    parser.add_argument("--force-close", action="store_true", help="a new connection for every request")
     args = parser.parse_args()
     load = Load(args)
     result = uvloop.run(load.run())

@@ -191,7 +191,8 @@ def _api_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "api",
                 f"  CPU during {r['name']}",
                 f"api {r['api_cpu_percent']}%, redis {r['redis_cpu_percent']}%, "
-                f"client {r['client_cpu_percent']}%",
+                f"client {r['client_cpu_percent']}%; "
+                f"{r['redis_commands_per_request']} Redis commands/request",
             )
         )
     return rows
@@ -213,7 +214,8 @@ def _delivery_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         (
             "delivery",
             f"1 worker (max_jobs={c}): webhooks drained",
-            f"{result['deliveries_per_s']} deliveries/s ({cpu})",
+            f"{result['deliveries_per_s']} deliveries/s ({cpu}); "
+            f"{result['redis_commands_per_delivery']} Redis commands each",
         ),
         (
             "delivery",

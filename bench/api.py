@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from bench.harness import API_KEY, Stack
+from bench.harness import API_KEY, Stack, redis_commands
 from bench.load import measure
 
 CONCURRENCY: Final = 32
@@ -48,7 +48,11 @@ def run_load(stack: Stack, route: str, seconds: float, *extra: str) -> dict[str,
         str(WARMUP_S),
         *extra,
     ]
+    commands = redis_commands(stack.redis_port)
     result, cpu = measure(args, {"api": stack.pid("api"), "redis": stack.pid("redis")})
+    commands = redis_commands(stack.redis_port) - commands - 1
+    issued = result["requests"] + result["errors"] + result["warmup_requests"]
+    result["redis_commands_per_request"] = round(commands / max(1, issued), 2)
     result["name"] = ROUTE_NAMES[route]
     result["api_cpu_percent"] = cpu["api"]
     result["redis_cpu_percent"] = cpu["redis"]

@@ -11,9 +11,10 @@
    the outbox holds them all (the watches are then completed: nothing is polled again).
 3. One ``bridge worker`` starts and drains the queue into the receiver. Deliveries per second
    run from the first to the last webhook received; CPU of the worker, Redis and the receiver is
-   read over that window. Then: the outbox is empty, every subscription got each event exactly
-   once (no ``webhook-id`` twice), and a sample of the requests verifies with the
-   ``standardwebhooks`` package and the subscription's secret.
+   read over that window, and Redis commands per delivery over the whole drain (the worker's
+   start and its idle polling of the queue included). Then: the outbox is empty, every
+   subscription got each event exactly once (no ``webhook-id`` twice), and a sample of the
+   requests verifies with the ``standardwebhooks`` package and the subscription's secret.
 4. Baselines, with the worker stopped: the bare aiohttp POST loop (:mod:`bench.load`) sends the
    same number of requests with the same event bodies at the worker's job concurrency, to the
    same receiver — with keep-alive, and with a new connection per request, as the bridge's
@@ -31,7 +32,7 @@ from typing import Any, Final
 import httpx
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from bench.harness import API_KEY, CpuMeter, Stack
+from bench.harness import API_KEY, CpuMeter, Stack, redis_commands
 from bench.load import measure
 from bench.throughput import SLUG
 from bridge.config import load_settings
@@ -254,8 +255,10 @@ async def run(stack: Stack, *, imports: int, bulks: int, subscriptions: int) -> 
     bodies_file = stack.workdir / "bodies.txt"
     bodies_file.write_bytes(b"\n".join(bodies))
     paths = [sub_path(i) for i in range(subscriptions)]
+    commands = redis_commands(stack.redis_port)
     drained = await drain(stack, receiver, env, paths, events)
     left_in_outbox = await settle(stack)
+    commands = redis_commands(stack.redis_port) - commands - 1
     stack.procs.pop("worker-1").stop()
     stats = drained.pop("stats")
     duplicates = {path: doc["count"] - doc["distinct_ids"] for path, doc in stats.items()}
@@ -277,6 +280,7 @@ async def run(stack: Stack, *, imports: int, bulks: int, subscriptions: int) -> 
         "body_bytes": {"min": min(sizes), "mean": round(sum(sizes) / len(sizes)), "max": max(sizes)},
         "backlog": backlog,
         **drained,
+        "redis_commands_per_delivery": round(commands / expected, 2),
         "left_in_outbox": left_in_outbox,
         "duplicate_webhook_ids": duplicates,
         "missing_events": missing,

@@ -55,6 +55,7 @@ class Load:
         self.latencies: list[float] = []
         self.statuses: Counter[int] = Counter()
         self.errors = 0
+        self.warmup_requests = 0
         self.created: list[str] = []
         self._serial = itertools.count()
         self._ids: Iterator[str] = itertools.cycle(_lines(args.ids)) if args.ids else iter(())
@@ -119,6 +120,7 @@ class Load:
                         status = 0
                     elapsed = time.perf_counter() - started
                     if not self.counting:
+                        self.warmup_requests += 1
                         continue
                     if status == 0:
                         self.errors += 1
@@ -142,6 +144,7 @@ class Load:
             "keep_alive": not args.force_close,
             "requests": len(ordered),
             "errors": self.errors,
+            "warmup_requests": self.warmup_requests,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "seconds": round(seconds, 3),
             "requests_per_s": round(len(ordered) / seconds, 1),

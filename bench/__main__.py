@@ -190,8 +190,8 @@ def _api_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 "api",
                 f"  CPU during {r['name']}",
-                f"api {r['api_cpu_percent']}%, redis {r['redis_cpu_percent']}%, "
-                f"client {r['client_cpu_percent']}%; "
+                f"api {r['api_cpu_percent']}% ({r['api_cpu_ms_per_request']} ms/request), "
+                f"redis {r['redis_cpu_percent']}%, client {r['client_cpu_percent']}%; "
                 f"{r['redis_commands_per_request']} Redis commands/request",
             )
         )

@@ -214,8 +214,9 @@ def _delivery_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         (
             "delivery",
             f"1 worker (max_jobs={c}): webhooks drained",
-            f"{result['deliveries_per_s']} deliveries/s ({cpu}); "
-            f"{result['redis_commands_per_delivery']} Redis commands each",
+            f"{result['deliveries_per_s']} deliveries/s ({cpu}); each "
+            f"{result['worker_cpu_ms_per_delivery']} ms worker CPU, "
+            f"{result['redis_commands_per_delivery']} Redis commands",
         ),
         (
             "delivery",

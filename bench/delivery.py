@@ -182,6 +182,7 @@ async def drain(
         "deliveries_per_s": round((received - 1) / (last - first), 1) if last > first else float("nan"),
         "worker_start_to_last_s": round(last - started, 3),
         "cpu_percent": cpu,
+        "worker_cpu_ms_per_delivery": round(10 * cpu["worker"] * (last - first) / max(1, received), 3),
     }
 
 

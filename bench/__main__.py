@@ -57,7 +57,9 @@ def _api(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
 
 
 def _delivery(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
-    return lambda s: delivery.run(s, imports=20 if quick else 100, bulks=50, subscriptions=2)
+    return lambda s: delivery.run(
+        s, imports=20 if quick else 100, bulks=50, subscriptions=2, baseline_s=3 if quick else 10
+    )
 
 
 SCENARIOS: Final = {

@@ -69,6 +69,8 @@ async def run(stack: Stack, *, seconds: float) -> dict[str, Any]:
     ids = stack.workdir / "watch-ids.txt"
     before = run_load(stack, "livez", seconds)
     create = run_load(stack, "create", seconds, "--ids-out", str(ids))
+    if not ids.read_text().strip():
+        raise RuntimeError(f"POST /v1/watches created no watch: {create['statuses']}, see {stack.workdir}")
     show = run_load(stack, "show", seconds, "--ids", str(ids))
     after = run_load(stack, "livez", seconds)
     baseline = round((before["requests_per_s"] + after["requests_per_s"]) / 2, 1)

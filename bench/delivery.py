@@ -16,8 +16,8 @@
    subscription got each event exactly once (no ``webhook-id`` twice), and a sample of the
    requests verifies with the ``standardwebhooks`` package and the subscription's secret.
 4. Baselines, with the worker stopped: the bare aiohttp POST loop (:mod:`bench.load`) sends the
-   same number of requests with the same event bodies at the worker's job concurrency, to the
-   same receiver — with keep-alive, and with a new connection per request, as the bridge's
+   same event bodies (in turn) at the worker's job concurrency for ``baseline_s``, to the same
+   receiver — with keep-alive, and with a new connection per request, as the bridge's
    sender does (it resolves and checks every connection's address: the SSRF guard).
 """
 
@@ -214,7 +214,9 @@ def check_signatures(stats: dict[str, Any], secrets: dict[str, str]) -> dict[str
     return {"verified": verified, "failed": failed}
 
 
-def baseline(stack: Stack, receiver: str, bodies_file: str, count: int, keep_alive: bool) -> dict[str, Any]:
+def baseline(
+    stack: Stack, receiver: str, bodies_file: str, seconds: float, keep_alive: bool
+) -> dict[str, Any]:
     args = [
         "post",
         "--url",
@@ -223,10 +225,8 @@ def baseline(stack: Stack, receiver: str, bodies_file: str, count: int, keep_ali
         bodies_file,
         "--concurrency",
         str(CONCURRENCY),
-        "--count",
-        str(count),
         "--seconds",
-        str(DRAIN_TIMEOUT_S),
+        str(seconds),
         "--warmup",
         str(BASELINE_WARMUP_S),
     ]
@@ -239,7 +239,9 @@ def baseline(stack: Stack, receiver: str, bodies_file: str, count: int, keep_ali
     return result
 
 
-async def run(stack: Stack, *, imports: int, bulks: int, subscriptions: int) -> dict[str, Any]:
+async def run(
+    stack: Stack, *, imports: int, bulks: int, subscriptions: int, baseline_s: float
+) -> dict[str, Any]:
     stack.start_redis()
     stack.start_simulator()
     receiver = start_receiver(stack)
@@ -266,8 +268,8 @@ async def run(stack: Stack, *, imports: int, bulks: int, subscriptions: int) -> 
     missing = {path: events - doc["distinct_ids"] for path, doc in stats.items()}
     signatures = check_signatures(stats, secrets)
     baselines = {
-        "keep_alive": baseline(stack, receiver, str(bodies_file), expected, keep_alive=True),
-        "new_connection": baseline(stack, receiver, str(bodies_file), expected, keep_alive=False),
+        "keep_alive": baseline(stack, receiver, str(bodies_file), baseline_s, keep_alive=True),
+        "new_connection": baseline(stack, receiver, str(bodies_file), baseline_s, keep_alive=False),
     }
     rate = drained["deliveries_per_s"]
     sizes = [len(body) for body in bodies]

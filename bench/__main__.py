@@ -224,7 +224,8 @@ def _delivery_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
             "delivery",
             f"bare aiohttp POST loop (c={c}), keep-alive / new connection each",
             f"{keep['requests_per_s']} / {new['requests_per_s']} req/s "
-            f"(receiver {keep['receiver_cpu_percent']}% / {new['receiver_cpu_percent']}%)",
+            f"(client {keep['client_cpu_percent']}% / {new['client_cpu_percent']}%, "
+            f"receiver {keep['receiver_cpu_percent']}% / {new['receiver_cpu_percent']}%)",
         ),
         (
             "delivery",

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
-from bench import economy, latency, scale, throughput
+from bench import api, delivery, economy, latency, scale, throughput
 from bench.harness import stack
 from bench.plot import latency_png
 
@@ -58,6 +58,16 @@ def _scale_imports(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
     return lambda s: scale.run(s, bulks=100_000, bulks_per_watch=5, observe_s=330)
 
 
+def _api(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    return lambda s: api.run(s, seconds=5 if quick else 15)
+
+
+def _delivery(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    return lambda s: delivery.run(
+        s, imports=20 if quick else 100, bulks=50, subscriptions=2, baseline_s=3 if quick else 10
+    )
+
+
 SCENARIOS: Final = {
     "throughput": _throughput,
     "latency": _latency,
@@ -65,6 +75,8 @@ SCENARIOS: Final = {
     "scale": _scale,
     "scale-imports": _scale_imports,
     "horizontal": _horizontal,
+    "api": _api,
+    "delivery": _delivery,
 }
 
 
@@ -173,7 +185,79 @@ def summarize(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"p50 {o['p50_ms']} ms, p99 {o['p99_ms']} ms, max {o['max_ms']} ms",
             ),
         ]
+    if name == "api":
+        return _api_rows(result)
+    if name == "delivery":
+        return _delivery_rows(result)
     return [(name, key, str(value)) for key, value in result.items() if not isinstance(value, dict | list)]
+
+
+def _api_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    c = result["concurrency"]
+    rows = []
+    for key in ("livez_before", "create", "show", "livez_after"):
+        r = result[key]
+        ratio = f", {r['ratio_to_livez']}x /livez" if "ratio_to_livez" in r else ""
+        failed = r["errors"] + sum(n for s, n in r["statuses"].items() if not s.startswith("2"))
+        rows.append(
+            (
+                "api",
+                f"{r['name']} (c={c})",
+                f"{r['requests_per_s']} req/s{ratio}, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms"
+                + (f", {failed} not 2xx" if failed else ""),
+            )
+        )
+        rows.append(
+            (
+                "api",
+                f"  CPU during {r['name']}",
+                f"api {r['api_cpu_percent']}% ({r['api_cpu_ms_per_request']} ms/request), "
+                f"redis {r['redis_cpu_percent']}%, client {r['client_cpu_percent']}%; "
+                f"{r['redis_commands_per_request']} Redis commands/request",
+            )
+        )
+    return rows
+
+
+def _delivery_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    c = result["concurrency"]
+    cpu = ", ".join(f"{k} {v}%" for k, v in result["cpu_percent"].items())
+    keep, new = result["baselines"]["keep_alive"], result["baselines"]["new_connection"]
+    dups = sum(result["duplicate_webhook_ids"].values())
+    missing = sum(result["missing_events"].values())
+    sig = result["signatures_checked"]
+    return [
+        (
+            "delivery",
+            f"backlog: {result['events']} events x {result['subscriptions']} subscriptions",
+            f"{result['deliveries']} deliveries, body {result['body_bytes']['mean']} B mean",
+        ),
+        (
+            "delivery",
+            f"1 worker (max_jobs={c}): webhooks drained",
+            f"{result['deliveries_per_s']} deliveries/s ({cpu}); each "
+            f"{result['worker_cpu_ms_per_delivery']} ms worker CPU, "
+            f"{result['redis_commands_per_delivery']} Redis commands",
+        ),
+        (
+            "delivery",
+            f"bare aiohttp POST loop (c={c}), keep-alive / new connection each",
+            f"{keep['requests_per_s']} / {new['requests_per_s']} req/s "
+            f"(client {keep['client_cpu_percent']}% / {new['client_cpu_percent']}%, "
+            f"receiver {keep['receiver_cpu_percent']}% / {new['receiver_cpu_percent']}%)",
+        ),
+        (
+            "delivery",
+            "ratio worker / keep-alive, / new connection",
+            f"{result['ratio_to_keep_alive']}x, {result['ratio_to_new_connection']}x",
+        ),
+        (
+            "delivery",
+            "checks: duplicate ids, missing, left in outbox, signatures",
+            f"{dups}, {missing}, {result['left_in_outbox']}, "
+            f"{sig['verified']} verified / {sig['failed']} failed",
+        ),
+    ]
 
 
 async def main() -> None:

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import httpx
+import redis
 from cryptography.fernet import Fernet
 
 from bridge.devtools.processes import Process, free_port, redis_answers, redis_server_binary, wait_until
@@ -44,6 +45,16 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def redis_commands(port: int) -> int:
+    """Commands a Redis server has run since it started (``INFO commandstats``, this call included)."""
+    client = redis.Redis(port=port)
+    try:
+        stats: dict[str, dict[str, Any]] = client.info("commandstats")  # type: ignore[assignment]
+    finally:
+        client.close()
+    return sum(int(entry["calls"]) for entry in stats.values())
 
 
 class CpuMeter:

@@ -29,6 +29,8 @@ from bridge.devtools.processes import Process
 from bridge.simulator import SimulatorControl
 
 FLOOR_S: Final = 1.0
+POLL_CONCURRENCY: Final = 200
+"""The default of ``BRIDGE_POLL_CONCURRENCY``."""
 RECEIVER_PATH: Final = "bench"
 REQUEST_LOG: Final = 1_000_000
 
@@ -72,7 +74,9 @@ async def read_all(fetch: Any, key: str = "items") -> list[Any]:
         since = batch[-1].seq  # ``page.last_seq`` is the newest ever logged, not this page's last
 
 
-async def run(stack: Stack, *, bulks: int, rate: float, seconds: float) -> dict[str, Any]:
+async def run(
+    stack: Stack, *, bulks: int, rate: float, seconds: float, concurrency: int = POLL_CONCURRENCY
+) -> dict[str, Any]:
     stack.start_redis()
     stack.start_simulator("--request-log", str(REQUEST_LOG))
     receiver = start_receiver(stack)
@@ -80,7 +84,8 @@ async def run(stack: Stack, *, bulks: int, rate: float, seconds: float) -> dict[
     env = stack.bridge_env(
         BRIDGE_POLL_MIN_INTERVAL_S=str(FLOOR_S),
         BRIDGE_POLL_MAX_INTERVAL_S=str(FLOOR_S),
-        BRIDGE_POLL_CONCURRENCY="200",
+        BRIDGE_POLL_CONCURRENCY=str(concurrency),
+
     )
     stack.start_api(env)
     async with httpx.AsyncClient(

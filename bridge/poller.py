@@ -34,6 +34,7 @@ from bridge.core.model import (
     WatchSnapshot,
     WatchSpec,
 )
+from bridge.core.pacing import LAG_PROBE_EVERY_S, Pacing, initial_limit, next_limit
 from bridge.core.schedule import Intervals, bulks_to_fetch, next_delay, plan_requests
 from bridge.delivery.model import SLACK
 from bridge.delivery.routing import DestinationResolver
@@ -133,8 +134,9 @@ class Poller:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._ready: collections.deque[ClaimedTracker] = collections.deque()
         """Claimed ahead, not started yet (their leases run)."""
-        self._prefetch_limit = int(config.concurrency * PREFETCH_FACTOR)
-        self._refill_below = max(1, config.concurrency // 2)
+        self._pacing = Pacing(ceiling=config.concurrency)
+        self._limit = initial_limit(self._pacing)
+        """Polls at once now (see :mod:`bridge.core.pacing`)."""
         self._wake = asyncio.Event()
         self._stopping = False
         self.polls = 0
@@ -147,34 +149,58 @@ class Poller:
 
         Due imports are claimed ahead, up to :data:`PREFETCH_FACTOR` times the concurrency, and
         started as slots free up: one claim round trip serves many polls, instead of one claim
-        per finished poll.
+        per finished poll. The concurrency adapts to the loop's lag (:mod:`bridge.core.pacing`).
         """
         redis_failures = 0
-        while not self._stopping:
-            self._start_ready()
-            room = self._prefetch_limit - len(self._tasks) - len(self._ready)
-            if len(self._ready) >= self._refill_below or room <= 0:
-                await self._sleep(IDLE_SLEEP_MAX_S)  # a finished poll wakes us
-                continue
-            limit = min(room, CLAIM_BATCH_MAX)
-            try:
-                claim = await self._store.claim(self._clock(), limit)
-            except (RedisError, OSError) as exc:
-                redis_failures += 1
-                delay = min(REDIS_RETRY_MAX_S, 0.1 * 2**redis_failures)
-                self._log.warning("redis unavailable, poller waits", error=repr(exc), retry_in_s=delay)
-                await self._sleep(delay)
-                continue
-            redis_failures = 0
-            self._ready.extend(claim.trackers)
-            if len(claim.trackers) < limit and not self._ready:
-                wait = IDLE_SLEEP_MAX_S
-                if claim.next_due is not None:
-                    wait = min(wait, max(0.0, claim.next_due - self._clock()))
-                await self._sleep(wait)
+        pacer = asyncio.get_running_loop().create_task(self._pace())
+        try:
+            while not self._stopping:
+                redis_failures = await self._turn(redis_failures)
+        finally:
+            pacer.cancel()
+            await asyncio.gather(pacer, return_exceptions=True)
+
+    async def _pace(self) -> None:
+        """Adapt the number of polls at once to the loop's lag, every :data:`LAG_PROBE_EVERY_S`."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started, cpu_started = loop.time(), time.process_time()
+            await asyncio.sleep(LAG_PROBE_EVERY_S)
+            elapsed = loop.time() - started
+            self._limit = next_limit(
+                self._limit,
+                lag_s=elapsed - LAG_PROBE_EVERY_S,
+                cpu_share=(time.process_time() - cpu_started) / elapsed,
+                wanting=bool(self._ready) and len(self._tasks) >= self._limit,
+                pacing=self._pacing,
+            )
+
+    async def _turn(self, redis_failures: int) -> int:
+        """Start what may start, claim more when few are left; the count of Redis failures in a row."""
+        self._start_ready()
+        room = int(self._limit * PREFETCH_FACTOR) - len(self._tasks) - len(self._ready)
+        if len(self._ready) >= max(1, self._limit // 2) or room <= 0:
+            await self._sleep(IDLE_SLEEP_MAX_S)  # a finished poll wakes us
+            return redis_failures
+        limit = min(room, CLAIM_BATCH_MAX)
+        try:
+            claim = await self._store.claim(self._clock(), limit)
+        except (RedisError, OSError) as exc:
+            redis_failures += 1
+            delay = min(REDIS_RETRY_MAX_S, 0.1 * 2**redis_failures)
+            self._log.warning("redis unavailable, poller waits", error=repr(exc), retry_in_s=delay)
+            await self._sleep(delay)
+            return redis_failures
+        self._ready.extend(claim.trackers)
+        if len(claim.trackers) < limit and not self._ready:
+            wait = IDLE_SLEEP_MAX_S
+            if claim.next_due is not None:
+                wait = min(wait, max(0.0, claim.next_due - self._clock()))
+            await self._sleep(wait)
+        return 0
 
     def _start_ready(self) -> None:
-        while self._ready and len(self._tasks) < self._config.concurrency:
+        while self._ready and len(self._tasks) < self._limit:
             self._spawn(self._ready.popleft())
 
     async def _sleep(self, seconds: float) -> None:

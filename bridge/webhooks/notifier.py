@@ -10,6 +10,7 @@ does failing continuously for 5 days. Repeating a run after it was recorded send
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from bridge.webhooks.payload import bounded_body
 from bridge.webhooks.retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
 from bridge.webhooks.sender import HttpOutcome, WebhookSender
 from bridge.webhooks.signing import secret_key, webhook_headers
-from bridge.webhooks.store import SecretsMissing, SubscriptionStore
+from bridge.webhooks.store import SecretsMissing, Signing, SubscriptionStore
 
 GONE_STATUS: Final = 410
 NOT_CONFIGURED_RETRY_S: Final = 60.0
@@ -67,23 +68,23 @@ class WebhookNotifier:
         sid, explicit_id = parse_destination(delivery.destination)
         event = delivery.event
         now = self._clock()
-        subscription = await self._store.get(sid)
+        # The three reads at once: one turn of a busy loop instead of three.
+        subscription, record, signing = await asyncio.gather(
+            self._store.get(sid), self._record(delivery, sid, explicit_id, now), self._signing(sid, now)
+        )
         if subscription is None:
             self._log.info("webhook dropped: subscription deleted", subscription_id=sid, event_id=event.id)
             return SendResult(outcome="failed", detail="subscription deleted")
-        record = await self._record(delivery, sid, explicit_id, now)
         if record.state != "pending":
             # Already settled by an earlier run of this job (killed before it could report).
             return SendResult(outcome="delivered" if record.state == "delivered" else "failed")
         if not subscription.enabled and not record.explicit:
             return await self._give_up(record, f"subscription disabled ({subscription.disabled_reason})")
-        try:
-            signing = await self._store.signing(sid, now)
-        except (SecretsMissing, SecretUnreadable) as exc:
+        if isinstance(signing, Exception):
             self._log.error(
-                "webhook cannot be signed", subscription_id=sid, event_id=event.id, error=str(exc)
+                "webhook cannot be signed", subscription_id=sid, event_id=event.id, error=str(signing)
             )
-            return SendResult(outcome="retry", retry_after_s=NOT_CONFIGURED_RETRY_S, detail=str(exc))
+            return SendResult(outcome="retry", retry_after_s=NOT_CONFIGURED_RETRY_S, detail=str(signing))
         if signing is None:
             return SendResult(outcome="failed", detail="subscription deleted")
         keys = [secret_key(signing.current)]
@@ -93,6 +94,12 @@ class WebhookNotifier:
         headers = webhook_headers(keys, event.id, int(now), body)
         outcome = await self._attempt(subscription, headers, body)
         return await self._settle(subscription, record, outcome, now)
+
+    async def _signing(self, sid: str, now: float) -> Signing | None | SecretsMissing | SecretUnreadable:
+        try:
+            return await self._store.signing(sid, now)
+        except (SecretsMissing, SecretUnreadable) as exc:
+            return exc
 
     async def _record(
         self, delivery: Delivery, sid: str, explicit_id: str | None, now: float
@@ -142,8 +149,7 @@ class WebhookNotifier:
         if attempt.succeeded:
             record.attempts.append(attempt)
             record.state, record.next_attempt_at = "delivered", None
-            await self._store.save_delivery(record)
-            await self._store.record_success(sid, now)
+            await asyncio.gather(self._store.save_delivery(record), self._store.record_success(sid, now))
             self._log.info("webhook delivered", duration_ms=outcome.duration_ms, **context)
             return SendResult.delivered()
         if outcome.status_code == GONE_STATUS:

@@ -130,7 +130,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float, _doc("Ceiling of the interval while a bulk keeps `waiting` or MPC keeps failing.", ge=0.05)
     ] = 60.0
     poll_concurrency: Annotated[
-        int, _doc("Imports one worker process polls at the same time.", ge=1, le=10_000)
+        int,
+        _doc(
+            "Most imports one worker process polls at the same time. The worker runs fewer while "
+            "its event loop lags because of its own work, so that deliveries stay prompt.",
+            ge=1,
+            le=10_000,
+        ),
     ] = 200
     poll_lease_s: Annotated[
         float,

@@ -218,7 +218,8 @@ class SimulatorControl:
         hang_s: float | None = None,
         retry_after: int | str | None = None,
     ) -> Fault:
-        """Inject a fault (``kind`` 500/502/503/429/401/403/404, ``malformed``, ``hang``, ``disconnect``)."""
+        """Inject a fault (``kind`` 500/502/503/429/401/403/404, ``malformed``, ``truncated``,
+        ``hang``, ``disconnect``)."""
         body: dict[str, Any] = {"kind": str(kind)}
         optional = {"count": count, "p": p, "match": match, "hang_s": hang_s, "retry_after": retry_after}
         body.update({key: value for key, value in optional.items() if value is not None})

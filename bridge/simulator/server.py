@@ -143,11 +143,38 @@ async def _serve(
         body = answer().body
         _log(sim, request, arrived, kind, slug, import_id, 200, token, fault, _NOTHING_SHOWN)
         return _json(body[: len(body) // 2])
+    if fault.kind == "truncated":
+        return await _truncated(sim, request, arrived, kind, slug, import_id, token, fault, answer)
     status = int(fault.kind)
     _log(sim, request, arrived, kind, slug, import_id, status, token, fault, _NOTHING_SHOWN)
     return _json(
         _FAULT_BODIES.get(status) or _NOT_FOUND_BODIES[kind], status, _fault_headers(fault, status, slug)
     )
+
+
+async def _truncated(
+    sim: Simulator,
+    request: web.Request,
+    arrived: float,
+    kind: PathKind,
+    slug: str | None,
+    import_id: str | None,
+    token: TokenCheck,
+    fault: Fault,
+    answer: Callable[[], Answer],
+) -> web.StreamResponse:
+    """A 200 whose ``Content-Length`` promises the whole body, half of it sent, then the
+    connection closed: the client sees a body cut short, not an invalid one."""
+    body = answer().body
+    _log(sim, request, arrived, kind, slug, import_id, 200, token, fault, _NOTHING_SHOWN)
+    response = web.StreamResponse(status=200)
+    response.content_type = _JSON
+    response.content_length = len(body)
+    await response.prepare(request)
+    await response.write(body[: len(body) // 2])
+    if request.transport is not None:
+        request.transport.close()
+    return response
 
 
 def _fault_headers(fault: Fault, status: int, slug: str | None) -> dict[str, str] | None:

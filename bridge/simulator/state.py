@@ -49,7 +49,9 @@ TERMINAL_STATUSES: Final[frozenset[BulkStatus]] = frozenset({"finished", "failed
 Source = Literal["control", "scenario"]
 TokenCheck = Literal["match", "mismatch", "missing"]
 PathKind = Literal["bulk", "import", "other"]
-FaultKind = Literal["500", "502", "503", "429", "401", "403", "404", "malformed", "hang", "disconnect"]
+FaultKind = Literal[
+    "500", "502", "503", "429", "401", "403", "404", "malformed", "truncated", "hang", "disconnect"
+]
 FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
 
 REQUIRED_HEADERS: Final = ("X-Product-Name", "X-User-Agent", "X-Loyalty-Club-Slug")

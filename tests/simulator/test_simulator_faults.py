@@ -129,6 +129,37 @@ async def test_disconnect_sends_not_a_byte(server: RunningSimulator, control: Si
         await writer.wait_closed()
 
 
+async def test_truncated_cuts_the_body_short(server: RunningSimulator, control: SimulatorControl) -> None:
+    await control.add_fault("truncated", count=1)
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        head = f"GET {bulk_path(11)} HTTP/1.1\r\nHost: {host}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in mpc_headers().items())
+        writer.write(head.encode() + b"\r\n")
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 5.0)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status_line, _, rest = raw.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert status_line.startswith(b"HTTP/1.1 200")
+    length = next(
+        int(h.split(b":")[1]) for h in headers.split(b"\r\n") if h.lower().startswith(b"content-length")
+    )
+    assert 0 < len(body) < length
+    entry = (await control.requests()).items[0]
+    assert (entry.fault, entry.status, entry.shown) == ("truncated", 200, {})
+
+
+async def test_truncated_is_an_error_for_a_client(http: httpx.AsyncClient, control: SimulatorControl) -> None:
+    await control.add_fault("truncated", count=1)
+    with pytest.raises(httpx.RemoteProtocolError):
+        await http.get(import_path(), headers=mpc_headers())
+    assert (await http.get(import_path(), headers=mpc_headers())).status_code == 200
+
+
 async def test_count_then_gone(http: httpx.AsyncClient, control: SimulatorControl) -> None:
     fault = await control.add_fault("500", count=2)
     statuses = [(await http.get(bulk_path(11), headers=mpc_headers())).status_code for _ in range(4)]
@@ -248,6 +279,7 @@ def test_fault_kinds_are_all_covered() -> None:
         "403",
         "404",
         "malformed",
+        "truncated",
         "hang",
         "disconnect",
     }

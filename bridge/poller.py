@@ -35,7 +35,7 @@ from bridge.core.model import (
     WatchSpec,
 )
 from bridge.core.pacing import LAG_PROBE_EVERY_S, Pacing, initial_limit, next_limit
-from bridge.core.schedule import Intervals, bulks_to_fetch, next_delay, plan_requests
+from bridge.core.schedule import FAILURE_FACTOR, Intervals, bulks_to_fetch, next_delay, plan_requests
 from bridge.delivery.model import SLACK
 from bridge.delivery.routing import DestinationResolver
 from bridge.logs import get_logger
@@ -52,6 +52,8 @@ IDLE_SLEEP_MAX_S: Final = 0.25
 REDIS_RETRY_MAX_S: Final = 5.0
 """Ceiling of the back-off while Redis does not answer."""
 UNAUTHORIZED_FIRST: Final = ("unauthorized", "rate_limited")
+PAUSING_FAILURES: Final = frozenset({"rate_limited", "server_error"})
+"""Answers (429, 503) whose ``Retry-After`` pauses every request for the club, not only this import."""
 UNMASKED_ERROR_TYPES: Final = frozenset({"bulk.finished", "bulk.failed"})
 """The events whose errors summary Slack may show unmasked (``BRIDGE_SLACK_SHOW_PII``)."""
 
@@ -138,6 +140,9 @@ class Poller:
         self._limit = initial_limit(self._pacing)
         """Polls at once now (see :mod:`bridge.core.pacing`)."""
         self._wake = asyncio.Event()
+        self._paused: dict[str, float] = {}
+        """Club → until when MPC asked (``Retry-After``) not to be called; this worker's own view,
+        kept beside the shared one in Redis that the claim step reads."""
         self._stopping = False
         self.polls = 0
         self.events = 0
@@ -252,12 +257,20 @@ class Poller:
     async def poll(self, tracker: ClaimedTracker) -> CommitResult:
         """One full cycle for one claimed import."""
         slug, _, import_id = tracker.tid.partition("/")
+        paused = self._paused_until(slug)
+        if paused is not None:
+            # Claimed before the club was paused (ahead, or by a poll still running): not a single
+            # request until the pause ends; the import is due again then.
+            await self._store.release([tracker.tid], paused)
+            self._metrics.poll("rate_limited")
+            return CommitResult(committed=False, inserted=())
         observation, busy_hint = await self._observe(slug, import_id, tracker)
+        paused = self._paused_until(slug)
+        if paused is not None:
+            await self._store.pause_club(slug, paused)
         now = self._clock()
         plan = await self._plan(tracker, observation, busy_hint, now)
         failure = observation.failure
-        if failure is not None and failure.kind == "rate_limited":
-            await self._store.pause_club(slug, plan.due)
         result = await self._committer.submit(plan)
         self.polls += 1
         self._metrics.poll(failure.kind if failure is not None else "ok")
@@ -290,7 +303,7 @@ class Poller:
         plan = plan_requests(tracker.watches.values(), tracker.snapshots)
         if plan.use_import:
             answer = await self._upstream.get_import(slug, import_id)
-            self._record("import", answer)
+            self._record("import", answer, slug)
             if answer.value is None:
                 return Observation(failure=answer.failure), False
             listing = {b.id: b.status for b in answer.value.bulks}
@@ -299,6 +312,11 @@ class Poller:
             }
             wanted = bulks_to_fetch(listing, tracker.watches.values(), tracker.snapshots)
             retry_soon = False
+            if wanted and self._paused_until(slug) is not None:
+                # Another poll of this club was told to wait meanwhile: these details come later.
+                for bulk_id in wanted:
+                    bulks.pop(bulk_id, None)
+                return Observation(bulks=bulks, listing=frozenset(listing)), True
             for bulk_id, fetched in zip(
                 wanted, await self._fetch_bulks(slug, import_id, wanted), strict=True
             ):
@@ -328,12 +346,30 @@ class Poller:
         else:
             answers = list(await asyncio.gather(*(self._upstream.get_bulk(slug, import_id, b) for b in ids)))
         for answer in answers:
-            self._record("bulk", answer)
+            self._record("bulk", answer, slug)
         return answers
 
-    def _record(self, endpoint: str, answer: MpcResponse[Any]) -> None:
-        outcome = answer.failure.kind if answer.failure is not None else "ok"
+    def _record(self, endpoint: str, answer: MpcResponse[Any], slug: str) -> None:
+        failure = answer.failure
+        outcome = failure.kind if failure is not None else "ok"
         self._metrics.upstream(endpoint, outcome, answer.elapsed_s)
+        if failure is None or failure.kind not in PAUSING_FAILURES:
+            return
+        wait = failure.retry_after
+        if wait is None and failure.kind == "rate_limited":
+            wait = self._config.intervals.min_s * FAILURE_FACTOR  # a 429 without Retry-After
+        if wait is not None:
+            until = self._clock() + min(wait, self._config.intervals.retry_after_max_s)
+            if until > self._paused.get(slug, 0.0):
+                self._paused[slug] = until
+
+    def _paused_until(self, slug: str) -> float | None:
+        """Until when this club must not be called (``None``: it may)."""
+        until = self._paused.get(slug)
+        if until is not None and until <= self._clock():
+            del self._paused[slug]
+            return None
+        return until
 
     async def _plan(
         self, tracker: ClaimedTracker, observation: Observation, retry_soon: bool, now: float

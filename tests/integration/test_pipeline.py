@@ -146,7 +146,7 @@ async def test_upstream_failing_is_announced_after_consecutive_failures_then_rec
     await control.put_import(SLUG, IMPORT, [{"id": 5}])
     watch = await pipeline.create(spec((5,)))
     await pipeline.poll_due()
-    await control.add_fault("503", count=3, retry_after=1)
+    await control.add_fault("503", count=3, retry_after=0)  # no pause: poll again at once
     for _ in range(3):
         await pipeline.poll_due()
     await pipeline.poll_due()
@@ -304,3 +304,48 @@ async def test_a_clubs_stored_credentials_are_used_instead_of_the_default_token(
     assert await pipeline.types(watch.id) == ["bulk.started"]
     [entry] = (await control.requests()).items
     assert (entry.token, entry.product_name) == ("match", "club-crm")
+
+
+async def test_a_503_with_retry_after_pauses_the_whole_club(
+    pipeline: Pipeline, control: SimulatorControl, redis: Redis
+) -> None:
+    await control.put_import(SLUG, IMPORT, [{"id": 5}])
+    await control.put_import(SLUG, "imp-0002", [{"id": 6}])
+    await pipeline.create(spec((5,)))
+    await pipeline.create(spec((6,), wid="wch_00000000000000000000bbbb", import_id="imp-0002"))
+    await control.add_fault("503", count=1, retry_after=30, match=f"/{IMPORT}/")
+    await pipeline.poll_due(ahead_s=0)
+    paused_until = float(await redis.get(keys.club_pause(SLUG)) or 0) / 1000
+    assert 25 < paused_until - time.time() <= 31
+    assert await pipeline.poll_due(ahead_s=20) == 0  # the other import of the club waits too
+
+
+async def test_retry_after_on_a_bulk_fetch_pauses_the_club(
+    pipeline: Pipeline, control: SimulatorControl, redis: Redis
+) -> None:
+    await control.put_import(SLUG, IMPORT, [{"id": 5}])
+    await pipeline.create(spec())  # the whole import: the listing, then the new bulk's details
+    await control.add_fault("429", count=1, retry_after=30, match="/bulks/")
+    await pipeline.poll_due(ahead_s=0)
+    paused_until = float(await redis.get(keys.club_pause(SLUG)) or 0) / 1000
+    assert 25 < paused_until - time.time() <= 31
+    assert await pipeline.poll_due(ahead_s=20) == 0
+
+
+async def test_imports_claimed_before_a_pause_send_nothing_until_it_ends(
+    pipeline: Pipeline, control: SimulatorControl, redis: Redis
+) -> None:
+    await control.put_import(SLUG, IMPORT, [{"id": 5}])
+    await control.put_import(SLUG, "imp-0002", [{"id": 6}])
+    await pipeline.create(spec((5,)))
+    await pipeline.create(spec((6,), wid="wch_00000000000000000000bbbb", import_id="imp-0002"))
+    claim = await pipeline.store.claim(time.time(), 10)
+    assert len(claim.trackers) == 2
+    first, second = sorted(claim.trackers, key=lambda t: t.tid != f"{SLUG}/{IMPORT}")
+    await control.add_fault("429", count=1, retry_after=30)
+    await pipeline.poller.poll(first)
+    before = (await control.counters()).requests
+    await pipeline.poller.poll(second)  # claimed ahead, before MPC said to wait
+    assert (await control.counters()).requests == before
+    due = await redis.zscore(keys.SCHEDULE, second.tid)
+    assert due is not None and 25 < due / 1000 - time.time() <= 31

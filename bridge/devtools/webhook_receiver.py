@@ -6,8 +6,9 @@ scripted.
   answered with the next scripted reply for that path, else 204.
 - ``PUT /_control/secrets/{path}`` ``{"secrets": ["whsec_..."]}`` — what verifies ``path``.
 - ``PUT /_control/script/{path}`` ``{"replies": [{"status": 500}, {"status": 429, "retry_after": "2"},
-  {"status": 302, "location": "..."}, {"status": 200, "delay_s": 20}, {"status": 410}]}`` — the
-  next answers for ``path``, in order.
+  {"status": 302, "location": "..."}, {"status": 200, "delay_s": 20}, {"status": 410},
+  {"close": true}]}`` — the next answers for ``path``, in order (``close``: the connection is
+  closed without an answer).
 - ``GET /_control/requests?path=&after=N`` — what was received (seq > N), as JSON.
 - ``DELETE /_control/requests`` — forget them, and every script.
 
@@ -51,6 +52,8 @@ class Reply(msgspec.Struct, kw_only=True, frozen=True):
     location: str | None = None
     delay_s: float = 0.0
     """Wait this long before answering (a slow receiver)."""
+    close: bool = False
+    """Close the connection instead of answering (after ``delay_s``): no status line at all."""
 
 
 class Received(msgspec.Struct, kw_only=True):
@@ -201,6 +204,11 @@ class WebhookReceiver:
             self._on_receive(record)
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
+        if reply.close:
+            if request.transport is not None:
+                request.transport.close()
+            # Nothing reaches the client: the transport is closed before aiohttp writes this.
+            return web.Response(status=DEFAULT_STATUS)
         answer_headers = {}
         if reply.retry_after is not None:
             answer_headers["Retry-After"] = reply.retry_after

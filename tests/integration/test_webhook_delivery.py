@@ -268,6 +268,23 @@ async def test_no_answer_within_the_timeout_is_a_timeout(
     assert 250 <= attempt.duration_ms < 2000
 
 
+async def test_a_receiver_closing_the_connection_is_a_failed_attempt_then_retried(
+    webhooks: Webhooks, receiver: WebhookReceiver
+) -> None:
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(close=True)])
+    event = make_event()
+    assert isinstance(await webhooks.deliver(event, sid), RetryLater)
+    assert await webhooks.run(event.id, destination(sid)) == SendResult.delivered()
+    record = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
+    assert record is not None
+    closed, delivered = record.attempts
+    assert (closed.status_code, closed.error) == (None, "connect")
+    assert closed.next_attempt_at is not None
+    assert (delivered.status_code, delivered.error) == (204, None)
+    assert [r.webhook_id for r in receiver.requests(HOOK)] == [event.id, event.id]
+
+
 async def test_a_closed_port_is_a_connect_error(webhooks: Webhooks) -> None:
     sid, _ = await webhooks.subscribe(f"http://127.0.0.1:{free_port()}/hook")
     event = make_event()

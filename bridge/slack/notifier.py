@@ -310,11 +310,17 @@ class SlackBotNotifier(_Base):
             return card  # unchanged, or Slack already shows a newer snapshot
         if not await self._state.extend(wid, channel, token, CARD_LOCK_TTL_S):
             raise _Later(CARD_BUSY_RETRY_S, "lost the card lock")
+        held = await self._state.held(channel)
+        if held > 0:
+            # Slack answered 429 for this channel: the update waits (in the queue, not in a slot).
+            raise _Later(held, "slack asked to wait (429)")
         try:
             await self._call(
                 self._client.chat_update, channel=card.channel, ts=card.ts, **_payload(render.message)
             )
         except SlackProblem as problem:
+            if problem.kind == "rate_limited":
+                await self._state.hold(channel, problem.retry_after_s or RETRY_AFTER_DEFAULT_S)
             if problem.kind == "card_gone":
                 await self._state.forget_card(wid, channel, card.ts)
                 raise

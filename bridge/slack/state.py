@@ -72,23 +72,27 @@ return 0
 """
 
 RESERVE: Final = """
--- KEYS: channel pace, this message's slot. ARGV: now (ms), interval (ms), slot ttl (ms)
+-- KEYS: channel pace, this message's slot, channel hold. ARGV: now (ms), interval (ms), slot ttl (ms)
 -- Returns the time (ms) this message may be posted: its earlier reservation, else the next free one.
+-- A reservation that falls inside a hold (Slack answered 429 since) queues again after it.
+local held = tonumber(redis.call('GET', KEYS[3]) or '0')
 local slot = redis.call('GET', KEYS[2])
-if slot then return tonumber(slot) end
+if slot and tonumber(slot) >= held then return tonumber(slot) end
 local now, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
-local at = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+local at = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'), held)
 redis.call('SET', KEYS[1], at + interval, 'PX', math.max(1, at + interval - now))
 redis.call('SET', KEYS[2], at, 'PX', ARGV[3])
 return at
 """
 
 HOLD: Final = """
--- KEYS: channel pace. ARGV: now (ms), until (ms)
--- Slack said to wait (429): nothing more is posted there before `until`.
+-- KEYS: channel pace, channel hold. ARGV: now (ms), until (ms)
+-- Slack said to wait (429): nothing more is posted or updated there before `until`.
 local now, until_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
-if until_ms > tonumber(redis.call('GET', KEYS[1]) or '0') then
-  redis.call('SET', KEYS[1], until_ms, 'PX', math.max(1, until_ms - now))
+for _, key in ipairs(KEYS) do
+  if until_ms > tonumber(redis.call('GET', key) or '0') then
+    redis.call('SET', key, until_ms, 'PX', math.max(1, until_ms - now))
+  end
 end
 return 1
 """
@@ -196,7 +200,7 @@ class SlackState:
         """Seconds until this message (``ref``) may be posted to ``channel`` (<= 0: now)."""
         now = self._clock()
         at = await self._reserve(
-            keys=[keys.slack_pace(channel), keys.slack_slot(ref)],
+            keys=[keys.slack_pace(channel), keys.slack_slot(ref), keys.slack_hold(channel)],
             args=[int(now * 1000), int(interval_s * 1000), _ms(SLOT_TTL_S)],
         )
         return int(at) / 1000.0 - now
@@ -206,8 +210,17 @@ class SlackState:
         await self.redis.delete(keys.slack_slot(ref))
 
     async def hold(self, channel: str, seconds: float) -> None:
+        """Slack answered 429: no message and no card update goes to ``channel`` for ``seconds``."""
         now = self._clock()
-        await self._hold(keys=[keys.slack_pace(channel)], args=[int(now * 1000), int((now + seconds) * 1000)])
+        await self._hold(
+            keys=[keys.slack_pace(channel), keys.slack_hold(channel)],
+            args=[int(now * 1000), int((now + seconds) * 1000)],
+        )
+
+    async def held(self, channel: str) -> float:
+        """Seconds ``channel`` is still held by a 429 (<= 0: not held)."""
+        until = await self.redis.get(keys.slack_hold(channel))
+        return 0.0 if until is None else int(until) / 1000.0 - self._clock()
 
     # ------------------------------------------------------------------ unmasked errors
 

@@ -35,6 +35,7 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
     bridge:slack:reply:{eid}         string ts of the Slack message posted for an event (dedup)
     bridge:slack:pace:{chan}         string when the next message may be posted there (ms)
     bridge:slack:slot:{ref}          string the posting time reserved for one message (ms)
+    bridge:slack:hold:{chan}         string until when Slack said (429) to send nothing there (ms)
     bridge:slack:errors:{eid}        string an event's UNMASKED errors summary, JSON; only with
                                            BRIDGE_SLACK_SHOW_PII, short TTL, deleted once posted
     bridge:queue                     zset  arq's job queue (arq owns arq:job:*, arq:in-progress:*)
@@ -78,6 +79,7 @@ SLACK_CARD_LOCK_PREFIX: Final = SLACK_PREFIX + "card-lock:"
 SLACK_REPLY_PREFIX: Final = SLACK_PREFIX + "reply:"
 SLACK_PACE_PREFIX: Final = SLACK_PREFIX + "pace:"
 SLACK_SLOT_PREFIX: Final = SLACK_PREFIX + "slot:"
+SLACK_HOLD_PREFIX: Final = SLACK_PREFIX + "hold:"
 SLACK_ERRORS_PREFIX: Final = SLACK_PREFIX + "errors:"
 
 OUTBOX_SEPARATOR: Final = "|"
@@ -153,6 +155,10 @@ def slack_pace(channel: str) -> str:
 
 def slack_slot(ref: str) -> str:
     return SLACK_SLOT_PREFIX + ref
+
+
+def slack_hold(channel: str) -> str:
+    return SLACK_HOLD_PREFIX + channel
 
 
 def slack_errors(eid: str) -> str:

@@ -212,6 +212,26 @@ async def test_a_429_on_the_reply_holds_the_channel_for_every_message(
     assert len(rig.slack.calls_to("chat.postMessage")) == 1
 
 
+async def test_a_429_on_a_card_update_holds_the_channel_for_every_update_and_message(
+    rig_factory: Callable[..., SlackRig], control: SimulatorControl
+) -> None:
+    rig = rig_factory(BRIDGE_SLACK_POST_INTERVAL_S="0.01")
+    await control.put_import(SLUG, IMPORT, [{"id": 1}, {"id": 2}])
+    watch = await rig.pipeline.create(watch_spec())
+    await rig.pipeline.poll_due()
+    await rig.deliver_all(watch.id)
+    await control.patch_bulk(SLUG, IMPORT, 1, status="working")
+    await control.patch_bulk(SLUG, IMPORT, 2, status="working")
+    await rig.pipeline.poll_due()
+    first, second = (await rig.events(watch.id))[-2:]
+    rig.slack.inject(method="chat.update", status=429, retry_after=30, count=1)
+    assert isinstance(await rig.deliver(first), RetryLater)  # the card update got the 429
+    calls = len(rig.slack.calls)
+    later = await rig.deliver(second)
+    assert isinstance(later, RetryLater) and later.defer_s > 25  # held: no update, no reply
+    assert len(rig.slack.calls) == calls
+
+
 async def test_server_errors_and_dropped_connections_are_retried_with_backoff(
     rig: SlackRig, control: SimulatorControl
 ) -> None:
@@ -443,13 +463,15 @@ async def test_messages_to_one_channel_are_paced_and_later_ones_deferred_not_sle
 async def test_through_arq_a_429_defers_the_job_and_frees_the_worker_slot(
     rig: SlackRig, control: SimulatorControl
 ) -> None:
-    await control.put_import(SLUG, IMPORT, [{"id": 1}, {"id": 2}])
-    watch = await rig.pipeline.create(watch_spec())
+    other = "C0SLACKOTHER"
+    await control.put_import(SLUG, IMPORT, [{"id": 1}])
+    one = await rig.pipeline.create(watch_spec())
+    two = await rig.pipeline.create(watch_spec(wid="wch_000000000000000000other", channel=other))
     await rig.pipeline.poll_due()
-    await rig.deliver_all(watch.id)
+    await rig.deliver_all(one.id)
+    await rig.deliver_all(two.id)
     await control.patch_bulk(SLUG, IMPORT, 1, status="working")
-    await control.patch_bulk(SLUG, IMPORT, 2, status="working")
-    await rig.pipeline.poll_due()  # dispatches one arq job per new event
+    await rig.pipeline.poll_due()  # one event per watch: one arq job each, one channel each
     rig.slack.inject(method="chat.update", status=429, retry_after=2)
     worker = Worker(
         functions=[func(deliver, name=DELIVER_FUNCTION, max_tries=10)],
@@ -466,11 +488,11 @@ async def test_through_arq_a_429_defers_the_job_and_frees_the_worker_slot(
     )
     # Not worker.close(): it would close the connection pool the rig shares.
     await asyncio.wait_for(worker.main(), timeout=20)
-    calls = [c for c in rig.slack.calls if c.method in ("chat.update", "chat.postMessage")][-4:]
     limited = next(c for c in rig.slack.calls if c.http_status == 429)
+    held = limited.payload["channel"]
     after = [c for c in rig.slack.calls if c.seq > limited.seq]
-    assert after[0].at - limited.at < 1.0  # the slot went to the other job at once
-    assert [c.method for c in calls].count("chat.postMessage") == 2
-    retried = [c for c in after if c.at - limited.at >= 2.0]
-    assert retried, "the limited job ran again only after Retry-After"
-    assert len(rig.replies()) == 4 and rig.slack.problems() == []
+    elsewhere = [c for c in after if c.payload.get("channel") != held]
+    assert elsewhere and elsewhere[0].at - limited.at < 1.0  # the slot went to the other job at once
+    retried = [c for c in after if c.payload.get("channel") == held]
+    assert retried and min(c.at for c in retried) - limited.at >= 2.0  # only after Retry-After
+    assert len(rig.replies(CHANNEL)) == 2 and len(rig.replies(other)) == 2 and rig.slack.problems() == []

@@ -182,6 +182,9 @@ class _Base:
             raise _Later(wait, "pacing: about one message a second per channel")
         if wait > 0:
             await self._sleep(wait)
+            held = await self._state.held(channel)
+            if held > 0:  # Slack answered 429 while this message waited for its turn
+                raise _Later(held, "slack asked to wait (429)")
 
     def _outcome(self, problem: SlackProblem, delivery: Delivery, channel: str) -> SendResult:
         log = self._log.bind(

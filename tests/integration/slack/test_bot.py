@@ -232,6 +232,32 @@ async def test_a_429_on_a_card_update_holds_the_channel_for_every_update_and_mes
     assert len(rig.slack.calls) == calls
 
 
+async def test_a_message_waiting_for_its_turn_when_slack_answers_429_waits_for_retry_after(
+    rig_factory: Callable[..., SlackRig], control: SimulatorControl
+) -> None:
+    rig = rig_factory(BRIDGE_SLACK_POST_INTERVAL_S="0.6")
+    await control.put_import(SLUG, IMPORT, [{"id": 1}])
+    watch = await rig.pipeline.create(watch_spec())
+    await rig.pipeline.poll_due()
+    await rig.deliver_all(watch.id)
+    await control.patch_bulk(SLUG, IMPORT, 1, status="working")
+    await rig.pipeline.poll_due()
+    event = (await rig.events(watch.id))[-1]
+    state = SlackState(rig.redis, ttl_s=3600)
+    await rig.redis.delete(keys.slack_pace(CHANNEL))
+    await state.reserve(CHANNEL, "another message", 0.6)  # the channel's next turn is 0.6 s away
+    assert 0.3 < await state.reserve(CHANNEL, f"reply:{event.id}", 0.6) <= 0.6
+
+    async def limited_meanwhile() -> None:
+        await asyncio.sleep(0.2)
+        await state.hold(CHANNEL, 30)  # another worker's message got a 429
+
+    replies = len(rig.replies())
+    _, result = await asyncio.gather(limited_meanwhile(), rig.deliver(event))
+    assert isinstance(result, RetryLater) and result.defer_s > 25
+    assert len(rig.replies()) == replies
+
+
 async def test_server_errors_and_dropped_connections_are_retried_with_backoff(
     rig: SlackRig, control: SimulatorControl
 ) -> None:

@@ -15,7 +15,7 @@ import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from bridge.api.request import MAX_JSON_DEPTH, json_depth_exceeds
+from bridge.api.request import MAX_JSON_DEPTH, is_utf8, json_depth_exceeds
 from bridge.logs import get_logger
 
 T = TypeVar("T")
@@ -159,6 +159,8 @@ def decode_strictly(raw: bytes, kind: type[T]) -> T:
     """Decode a JSON body into ``kind`` with no type coercion ("1" is not 1; 1.0 is 1)."""
     if json_depth_exceeds(raw):
         raise ApiError(400, "invalid_json", f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
+    if not is_utf8(raw):
+        raise ApiError(400, "invalid_json", "the request body is not valid JSON: it is not UTF-8")
     try:
         return msgspec.convert(_integral(msgspec.json.decode(raw)), kind, strict=True)
     except msgspec.ValidationError as exc:

@@ -37,6 +37,15 @@ def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
+def is_utf8(body: bytes) -> bool:
+    """Whether ``body`` is valid UTF-8 (JSON must be, RFC 8259 section 8.1)."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def is_json_media_type(content_type: str) -> bool:
     media_type = content_type.split(";", 1)[0].strip().lower()
     return media_type == "application/json" or (
@@ -48,8 +57,12 @@ class BridgeRequest(Request[Any, Any, Any]):
     async def json(self) -> Any:
         if not is_json_media_type(self.headers.get("content-type", "")):
             raise HTTPException(status_code=415, detail="unsupported media type: send application/json")
-        if json_depth_exceeds(await self.body()):
+        body = await self.body()
+        if json_depth_exceeds(body):
             raise ClientException(f"JSON is malformed: nested deeper than {MAX_JSON_DEPTH} levels")
+        if not is_utf8(body):
+            # msgspec raises UnicodeDecodeError (not a DecodeError) for bad bytes inside a string.
+            raise ClientException("JSON is malformed: the body is not UTF-8")
         return await super().json()
 
 

@@ -131,6 +131,14 @@ def test_invalid_watches_are_422_naming_the_field_and_change_nothing(
     [
         (b"{not json", "application/json", 400, "invalid_json"),
         (b"\xff\xfe\x00", "application/json", 400, "invalid_json"),
+        (b'{"loyalty_club_slug": "\xff\xfe", "import_id": "i"}', "application/json", 400, "invalid_json"),
+        (b'{"\xc3\x28": 1}', "application/json", 400, "invalid_json"),
+        (
+            '{"loyalty_club_slug": "é"}'.encode("latin-1"),
+            "application/json; charset=latin-1",
+            400,
+            "invalid_json",
+        ),
         (b"[1, 2]", "application/json", 422, "validation_error"),
         (b'{"a": ' * 5000 + b"1" + b"}" * 5000, "application/json", 400, "invalid_json"),
         (b"x" * (65 * 1024), "application/json", 413, "request_entity_too_large"),
@@ -142,6 +150,21 @@ def test_unreadable_bodies_get_a_4xx_json_error(
     response = client.post("/v1/watches", content=content, headers={**AUTH, "Content-Type": content_type})
     assert response.status_code == status
     assert error_of(response)["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1/watches"), ("POST", "/v1/subscriptions"), ("PUT", "/v1/clubs/infinity-mall/credentials")],
+)
+def test_a_body_that_is_not_utf8_is_400_on_every_route(
+    client: TestClient[Any], method: str, path: str
+) -> None:
+    body = b'{"url": "https://example.com/\xff", "token": "\xed\xa0\x80", "loyalty_club_slug": "\xc3\x28"}'
+    response = client.request(
+        method, path, content=body, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid_json"
 
 
 def test_framework_errors_use_the_error_shape(client: TestClient[Any]) -> None:

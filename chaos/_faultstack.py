@@ -145,14 +145,14 @@ class FaultStack:
 
     def env(self, **overrides: str) -> dict[str, str]:
         secrets = self.ctx.secrets
-        return self.stack.bridge_env(
-            BRIDGE_API_KEYS=secrets.api_key,
-            BRIDGE_SECRET_KEY=secrets.secret_key,
-            BRIDGE_MPC_TOKEN=secrets.mpc_token,
-            BRIDGE_WEBHOOK_ALLOW_CIDRS=CHAOS_ALLOW_CIDRS,
-            BRIDGE_LOG_LEVEL="info",
-            **overrides,
-        )
+        given = {
+            "BRIDGE_API_KEYS": secrets.api_key,
+            "BRIDGE_SECRET_KEY": secrets.secret_key,
+            "BRIDGE_MPC_TOKEN": secrets.mpc_token,
+            "BRIDGE_WEBHOOK_ALLOW_CIDRS": CHAOS_ALLOW_CIDRS,
+            "BRIDGE_LOG_LEVEL": "info",
+        }
+        return self.stack.bridge_env(**{**given, **overrides})
 
     def start_simulator(self, seed: int) -> SimulatorControl:
         argv = [

@@ -255,9 +255,12 @@ def check_bulk_events(
     for event in events:
         data = event["data"]
         status = data.get("status") if event["type"] == "bulk.discovered" else EVENT_STATUS[event["type"]]
-        later = [k for k in range(index + 1, len(statuses)) if statuses[k] == status]
-        if event["type"] == "bulk.discovered" and index == -1:
-            later = [k for k in range(len(statuses)) if statuses[k] == status]
+        at = epoch(event["timestamp"]) + STAMP_S
+        # The flip it announces: the latest with its status that had happened by then (an event
+        # can announce neither a status to come nor one already announced).
+        later = [k for k in range(index + 1, len(statuses)) if statuses[k] == status and flips[k].t <= at][
+            -1:
+        ]
         if not later or data.get("status") != status:
             found.false_events.append(f"{imp.import_id} bulk {bulk_id}: {event['type']} {data.get('status')}")
             continue
@@ -290,29 +293,25 @@ def check_bulk_events(
             found.unannounced.append(f"{imp.import_id} bulk {bulk_id}: {flip.to} (flip {flip.seq})")
 
 
-DETAILS_WITHIN_S: Final = 0.15
-"""A poll asks a bulk's details right after the listing: within this long, on loopback."""
+LISTING_ANNOUNCES: Final = frozenset({"working"})
+"""What an import listing alone lets the bridge announce, for a bulk whose details it already has
+(``bridge.core.diff.LISTING_SUFFICES``); anything else needs the bulk's own answer."""
 
 
 def shown_statuses(requests: list[RequestLogEntry]) -> dict[int, list[tuple[float, str]]]:
     """When MPC showed the bridge which status of a bulk, in a way it could announce.
 
-    A bulk's own answer shows its status; a listing shows it only for a bulk whose details the
-    poll did not ask for (when it asks, the listing alone is not enough: the details are needed).
+    A bulk's own answer shows its status; a listing shows only what a listing can announce, and
+    only for a bulk the bridge already had the details of (a new bulk is fetched before it is
+    announced: when that fetch fails or waits for a ``Retry-After``, the listing was not enough).
     """
-    clean = [e for e in requests if e.status == 200 and e.fault is None]
-    asked: dict[int, list[float]] = defaultdict(list)
-    for entry in requests:
-        if entry.kind == "bulk":
-            tail = entry.path.rsplit("/", 1)[-1]
-            if tail.isdigit():
-                asked[int(tail)].append(arrival(entry))
     shown: dict[int, list[tuple[float, str]]] = defaultdict(list)
-    for entry in clean:
+    detailed: set[int] = set()
+    for entry in sorted((e for e in requests if e.status == 200 and e.fault is None), key=lambda e: e.t):
         for bulk_id, status in entry.shown.items():
-            if entry.kind == "import" and any(
-                entry.t <= t <= entry.t + DETAILS_WITHIN_S for t in asked[bulk_id]
-            ):
+            if entry.kind == "bulk":
+                detailed.add(bulk_id)
+            elif bulk_id not in detailed or status not in LISTING_ANNOUNCES:
                 continue
             shown[bulk_id].append((entry.t, status))
     return shown

@@ -61,6 +61,7 @@ SCRIPTS: Final[dict[str, list[Reply]]] = {
 SLACK_FAULTS: Final[list[dict[str, Any]]] = [
     {"method": "chat.postMessage", "status": 500, "count": 1},
     {"method": "chat.update", "status": 429, "retry_after": SLACK_RETRY_AFTER_S, "count": 2},
+    {"method": "chat.update", "status": 500, "count": 1},
     {"method": "chat.postMessage", "status": 429, "retry_after": SLACK_RETRY_AFTER_S, "count": 2},
     {"method": "chat.postMessage", "status": 503, "count": 1},
 ]

@@ -32,6 +32,8 @@ from chaos._faultstack import ApiClient, FaultStack, fault_stack, wait_for, writ
 from chaos.model import Outcome, RunContext, Size
 
 NAME: Final = "sinks"
+WORKERS_FULL: Final = 2
+"""Worker processes at full size (the Redis-shared pauses, holds and card lock between them)."""
 SEED: Final = 5
 SLUG: Final = "snk-club"
 CHANNEL: Final = "C0CHAOSSINK"
@@ -213,7 +215,8 @@ async def scenario(
         BRIDGE_SLACK_POST_INTERVAL_S=str(SLACK_POST_INTERVAL_S),
     )
     api = running.start_api(env)
-    stack.start_worker("worker", env)
+    for n in range(1 if size.short else WORKERS_FULL):
+        stack.start_worker(f"worker-{n}", env)
     rounds = 1 if size.short else 3
     subs = [Sub(path) for path in SCRIPTS]
     for sub in subs:

@@ -41,6 +41,8 @@ from chaos._faultstack import (
 from chaos.model import Outcome, RunContext, Size
 
 NAME: Final = "upstream"
+WORKERS_FULL: Final = 2
+"""Worker processes at full size (the Redis-shared pauses, holds and card lock between them)."""
 SEED: Final = 4
 POLL_MIN_S: Final = 0.2
 POLL_MAX_S: Final = 1.0
@@ -434,7 +436,7 @@ async def run(ctx: RunContext, size: Size) -> Outcome:
     await receiver.start()
     try:
         async with fault_stack(ctx, NAME) as running:
-            await scenario(ctx, running, receiver, imports, auth, received, outcome)
+            await scenario(ctx, size, running, receiver, imports, auth, received, outcome)
     finally:
         await receiver.stop()
     return outcome
@@ -442,6 +444,7 @@ async def run(ctx: RunContext, size: Size) -> Outcome:
 
 async def scenario(
     ctx: RunContext,
+    size: Size,
     running: FaultStack,
     receiver: WebhookReceiver,
     imports: list[Watched],
@@ -461,7 +464,8 @@ async def scenario(
         BRIDGE_RETRY_AFTER_MAX_S=str(max(RETRY_AFTER_S, 1)),
     )
     api = running.start_api(env)
-    stack.start_worker("worker", env)
+    for n in range(1 if size.short else WORKERS_FULL):
+        stack.start_worker(f"worker-{n}", env)
     for imp in [*imports, auth]:
         bulks = [{"id": b} for b in {**imp.bulks, **imp.unwatched}]
         await control.put_import(imp.slug, imp.import_id, bulks=bulks)

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from bridge.api.auth import SECURITY_SCHEME, require_api_key
 from bridge.api.clubs import ClubController
 from bridge.api.deps import provide_redis, provide_settings, provide_store
-from bridge.api.docs import assets_router, exact_request_schemas, openapi_config
+from bridge.api.docs import assets_router, declare_links, exact_request_schemas, openapi_config
 from bridge.api.errors import handle_http_exception, handle_redis_error, handle_unexpected
 from bridge.api.health import HealthController
 from bridge.api.metrics import MetricsController
@@ -97,4 +97,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     exact_request_schemas(app)
+    declare_links(app)
     return app

@@ -13,7 +13,7 @@ import msgspec
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
-from litestar.openapi.spec import Components, Example, SecurityScheme, Tag
+from litestar.openapi.spec import Components, Example, Link, OpenAPIResponse, SecurityScheme, Tag
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
@@ -51,6 +51,69 @@ ERROR_DESCRIPTIONS: Final = {
     422: "The body or a parameter breaks a validation rule; `details` names the field.",
     503: "A dependency (Redis) is not available.",
 }
+
+
+ID_FROM_BODY: Final = "$response.body#/id"
+LINKS: Final = (
+    (
+        ("POST", "/v1/watches", ("201", "200")),
+        "watch_id",
+        (
+            ("GET", "/v1/watches/{watch_id}"),
+            ("GET", "/v1/watches/{watch_id}/events"),
+            ("DELETE", "/v1/watches/{watch_id}"),
+        ),
+    ),
+    (
+        ("POST", "/v1/subscriptions", ("201",)),
+        "subscription_id",
+        (
+            ("GET", "/v1/subscriptions/{subscription_id}"),
+            ("PATCH", "/v1/subscriptions/{subscription_id}"),
+            ("GET", "/v1/subscriptions/{subscription_id}/deliveries"),
+            ("POST", "/v1/subscriptions/{subscription_id}/rotate-secret"),
+            ("POST", "/v1/subscriptions/{subscription_id}/test"),
+            ("DELETE", "/v1/subscriptions/{subscription_id}"),
+        ),
+    ),
+    (
+        ("POST", "/v1/subscriptions/{subscription_id}/test", ("202",)),
+        "delivery_id",
+        (("GET", "/v1/deliveries/{delivery_id}"), ("POST", "/v1/deliveries/{delivery_id}/redeliver")),
+    ),
+    (
+        ("POST", "/v1/deliveries/{delivery_id}/redeliver", ("202",)),
+        "delivery_id",
+        (("GET", "/v1/deliveries/{delivery_id}"),),
+    ),
+)
+"""OpenAPI links: the ``id`` a creating answer carries names the resource of these operations
+(what clients, and schemathesis' stateful phase, follow)."""
+
+
+def declare_links(app: Litestar) -> None:
+    """Add :data:`LINKS` to the document's responses (Litestar's route decorators cannot)."""
+    paths = app.openapi_schema.paths or {}
+
+    def operation(method: str, path: str) -> Any:
+        item = paths.get(path)
+        return None if item is None else getattr(item, method.lower(), None)
+
+    for (method, path, statuses), parameter, targets in LINKS:
+        source = operation(method, path)
+        if source is None or not source.responses:
+            continue
+        links: dict[str, Link | Any] = {}
+        for target_method, target_path in targets:
+            target = operation(target_method, target_path)
+            if target is not None and target.operation_id:
+                links[target.operation_id] = Link(
+                    operation_id=target.operation_id, parameters={parameter: ID_FROM_BODY}
+                )
+        for status in statuses:
+            response = source.responses.get(status)
+            if isinstance(response, OpenAPIResponse) and links:
+                response.links = {**(response.links or {}), **links}
 
 
 def errors(*statuses: int) -> dict[int, ResponseSpec]:

@@ -236,6 +236,25 @@ def test_the_openapi_document_declares_bearer_auth_and_every_route(client: TestC
     } <= set(document["paths"])
 
 
+def test_the_openapi_document_links_created_resources_to_their_operations(client: TestClient[Any]) -> None:
+    document = client.get("/schema/openapi.json").json()
+    operations = {
+        operation["operationId"]: (method, path)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    }
+    watch_links = document["paths"]["/v1/watches"]["post"]["responses"]["201"]["links"]
+    targets = {operations[link["operationId"]] for link in watch_links.values()}
+    assert ("get", "/v1/watches/{watch_id}") in targets and ("delete", "/v1/watches/{watch_id}") in targets
+    assert all(link["parameters"] == {"watch_id": "$response.body#/id"} for link in watch_links.values())
+    test_links = document["paths"]["/v1/subscriptions/{subscription_id}/test"]["post"]["responses"]["202"][
+        "links"
+    ]
+    assert ("post", "/v1/deliveries/{delivery_id}/redeliver") in {
+        operations[link["operationId"]] for link in test_links.values()
+    }
+
+
 def test_club_credentials_are_write_only_and_encrypted_at_rest(
     client: TestClient[Any], redis_url: str
 ) -> None:

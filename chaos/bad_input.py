@@ -210,9 +210,17 @@ async def run(ctx: RunContext, size: Size) -> Outcome:
         generated = re.search(r"(\d+) generated", output)
         cases = int(generated.group(1)) if generated else 0
         stateful = re.search(r"(✅|❌|⏭️?|🚫)\s*Stateful", output)
+        links = re.search(
+            r"API Links:\s*(\d+) covered / (\d+) selected / \d+ total \((\d+) inferred\)", output
+        )
         outcome.figures.update(
             {
                 "schemathesis cases": cases,
+                "stateful links covered": (
+                    f"{links[1]} of {links[2]} ({int(links[2]) - int(links[3])} declared)"
+                    if links
+                    else "none"
+                ),
                 "max examples": examples,
                 "stateful phase": "ran" if stateful and stateful.group(1) in ("✅", "❌") else "skipped",
             }

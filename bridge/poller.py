@@ -265,9 +265,6 @@ class Poller:
             self._metrics.poll("rate_limited")
             return CommitResult(committed=False, inserted=())
         observation, busy_hint = await self._observe(slug, import_id, tracker)
-        paused = self._paused_until(slug)
-        if paused is not None:
-            await self._store.pause_club(slug, paused)
         now = self._clock()
         plan = await self._plan(tracker, observation, busy_hint, now)
         failure = observation.failure
@@ -303,7 +300,7 @@ class Poller:
         plan = plan_requests(tracker.watches.values(), tracker.snapshots)
         if plan.use_import:
             answer = await self._upstream.get_import(slug, import_id)
-            self._record("import", answer, slug)
+            await self._record("import", answer, slug)
             if answer.value is None:
                 return Observation(failure=answer.failure), False
             listing = {b.id: b.status for b in answer.value.bulks}
@@ -342,14 +339,17 @@ class Poller:
     ) -> list[MpcResponse[Any]]:
         ids = list(bulk_ids)
         if len(ids) == 1:
-            answers = [await self._upstream.get_bulk(slug, import_id, ids[0])]
-        else:
-            answers = list(await asyncio.gather(*(self._upstream.get_bulk(slug, import_id, b) for b in ids)))
-        for answer in answers:
-            self._record("bulk", answer, slug)
-        return answers
+            return [await self._get_bulk(slug, import_id, ids[0])]
+        return list(await asyncio.gather(*(self._get_bulk(slug, import_id, b) for b in ids)))
 
-    def _record(self, endpoint: str, answer: MpcResponse[Any], slug: str) -> None:
+    async def _get_bulk(self, slug: str, import_id: str, bulk_id: int) -> MpcResponse[Any]:
+        answer = await self._upstream.get_bulk(slug, import_id, bulk_id)
+        await self._record("bulk", answer, slug)
+        return answer
+
+    async def _record(self, endpoint: str, answer: MpcResponse[Any], slug: str) -> None:
+        """Count an answer; a ``Retry-After`` in it pauses the club at once, here and for every
+        worker (not when this poll ends: its other requests may take a while yet)."""
         failure = answer.failure
         outcome = failure.kind if failure is not None else "ok"
         self._metrics.upstream(endpoint, outcome, answer.elapsed_s)
@@ -362,6 +362,7 @@ class Poller:
             until = self._clock() + min(wait, self._config.intervals.retry_after_max_s)
             if until > self._paused.get(slug, 0.0):
                 self._paused[slug] = until
+                await self._store.pause_club(slug, until)
 
     def _paused_until(self, slug: str) -> float | None:
         """Until when this club must not be called (``None``: it may)."""

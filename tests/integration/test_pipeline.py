@@ -19,7 +19,7 @@ from bridge.crypto import SecretBox
 from bridge.simulator import SimulatorControl
 from bridge.store import keys
 from tests.builders import MEMBERS_ERRORS
-from tests.integration.conftest import SLUG, Pipeline, outbox
+from tests.integration.conftest import SLUG, Pipeline, eventually, outbox
 
 IMPORT = "imp-0001"
 
@@ -349,3 +349,22 @@ async def test_imports_claimed_before_a_pause_send_nothing_until_it_ends(
     assert (await control.counters()).requests == before
     due = await redis.zscore(keys.SCHEDULE, second.tid)
     assert due is not None and 25 < due / 1000 - time.time() <= 31
+
+
+async def test_a_retry_after_pauses_the_club_for_every_worker_at_once_not_when_the_poll_ends(
+    pipeline: Pipeline, control: SimulatorControl, redis: Redis
+) -> None:
+    await control.put_import(SLUG, IMPORT, [{"id": 5}, {"id": 6}])
+    await pipeline.create(spec((5, 6)))
+    await control.add_fault("429", count=1, retry_after=30, match="/bulks/5")
+    await control.add_fault("hang", count=1, hang_s=2.0, match="/bulks/6")
+    polling = asyncio.create_task(pipeline.poll_due(ahead_s=0))
+    try:
+
+        async def paused() -> bool:
+            return await redis.get(keys.club_pause(SLUG)) is not None
+
+        await eventually(paused, timeout_s=1.0, what="the club paused while bulk 6 still hangs")
+        assert not polling.done()
+    finally:
+        await polling

@@ -220,6 +220,8 @@ async def scenario(
     for n in range(1 if size.short else WORKERS_FULL):
         stack.start_worker(f"worker-{n}", env)
     rounds = 1 if size.short else 3
+    await control.set_club_token(SLUG, ctx.secrets.club_token)  # MPC accepts only the club's own
+    await api.put_club_token(SLUG, ctx.secrets.club_token)
     subs = [Sub(path) for path in SCRIPTS]
     for sub in subs:
         sub.sid = await api.subscribe(receiver.url(sub.path))

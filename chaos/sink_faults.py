@@ -24,10 +24,12 @@ from datetime import datetime
 from typing import Any, Final
 
 import msgspec
+import redis
 
 from bridge.devtools import slack_standin
 from bridge.devtools.slack_standin import RunningStandin
 from bridge.devtools.webhook_receiver import Received, Reply, WebhookReceiver
+from bridge.store import keys
 from chaos._faultstack import ApiClient, FaultStack, fault_stack, wait_for, write_log
 from chaos.model import Outcome, RunContext, Size
 
@@ -272,6 +274,9 @@ async def scenario(
         not slack_problems,
         "; ".join(slack_problems[:4]),
     )
+    outcome.figures["thread replies before an earlier event's"] = reply_inversions(
+        stack.redis_port, timelines
+    )
     limited, held = slack_hold_violations(standin)
     outcome.figures["slack 429s"] = limited
     outcome.check("slack: Retry-After holds the channel", not held, "; ".join(held[:3]))
@@ -298,6 +303,21 @@ async def check_webhooks(
         for event_id, delivery in found.items():
             problems += [f"{sub.path} {p}" for p in check_delivery(delivery, by_event[event_id])]
     return problems
+
+
+def reply_inversions(port: int, timelines: dict[str, list[dict[str, Any]]]) -> int:
+    """Replies posted before the reply of an event that came earlier in the same timeline (the
+    ``ts`` each event's reply got is in Redis; the stand-in's ``ts`` grow with every post)."""
+    client: Any = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        inversions = 0
+        for events in timelines.values():
+            posted = [client.get(keys.slack_reply(e["event_id"])) for e in events]
+            order = [int(ts.split(b".")[1]) for ts in posted if ts is not None]
+            inversions += sum(1 for i, a in enumerate(order) for b in order[i + 1 :] if b < a)
+        return inversions
+    finally:
+        client.close()
 
 
 def check_slack(standin: RunningStandin, timelines: dict[str, list[dict[str, Any]]]) -> list[str]:

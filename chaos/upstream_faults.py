@@ -74,6 +74,8 @@ SETTLE_TIMEOUT_S: Final = 60.0
 TOKEN_MATCHED: Final = "match"  # noqa: S105 - what the request log says of a right token
 STAMP_S: Final = 0.001
 """Event timestamps are cut to the millisecond."""
+AFTER_END_S: Final = 1.0
+"""A request already on its way when the watch ended (its last bulk seen terminal)."""
 AUTH_CLUB: Final = "auth-club"
 AUTH_TIMEOUT_S: Final = 15.0
 AFTER_401_GRACE_S: Final = 1.0
@@ -525,6 +527,19 @@ async def scenario(
     for name, hits in sorted(counters.by_fault.items()):
         outcome.figures[f"fault {name}"] = hits
     outcome.check("all watches settled", settled, "" if settled else "some still active")
+    after_end = []
+    for imp in imports:
+        ended = (await api.watch(imp.watch_id))["ended_at"]
+        if ended is not None:
+            late = [
+                e
+                for e in requests
+                if e.import_id == imp.import_id and arrival(e) > epoch(ended) + AFTER_END_S
+            ]
+            after_end += [
+                f"{imp.import_id}: #{e.seq} {arrival(e) - epoch(ended):.1f}s after the end" for e in late
+            ]
+    outcome.check("polling stops when the watch ends", not after_end, "; ".join(after_end[:3]))
 
     found = check_events(imports, timelines, flips, requests)
     outcome.check("0 false events", not found.false_events, "; ".join(found.false_events[:5]))

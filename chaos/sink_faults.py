@@ -274,9 +274,7 @@ async def scenario(
         not slack_problems,
         "; ".join(slack_problems[:4]),
     )
-    outcome.figures["thread replies before an earlier event's"] = reply_inversions(
-        stack.redis_port, timelines
-    )
+    outcome.figures["thread reply order inversions"] = reply_inversions(stack.redis_port, timelines)
     limited, held = slack_hold_violations(standin)
     outcome.figures["slack 429s"] = limited
     outcome.check("slack: Retry-After holds the channel", not held, "; ".join(held[:3]))

@@ -85,7 +85,6 @@ async def run(
         BRIDGE_POLL_MIN_INTERVAL_S=str(FLOOR_S),
         BRIDGE_POLL_MAX_INTERVAL_S=str(FLOOR_S),
         BRIDGE_POLL_CONCURRENCY=str(concurrency),
-
     )
     stack.start_api(env)
     async with httpx.AsyncClient(

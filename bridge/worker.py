@@ -62,7 +62,6 @@ return score
 """
 DELIVERY_MAX_TRIES: Final = 50
 """A ceiling far above any notifier's own schedule: notifiers decide when to give up."""
-DELIVERY_TIMEOUT_S: Final = 60
 SWEEP_EVERY_S: Final = 10
 OUTBOX_GRACE_S: Final = 30.0
 """An outbox entry this old without a job is re-dispatched (the poller normally does it at once)."""
@@ -274,10 +273,22 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
                 name=DELIVER_FUNCTION,
                 max_tries=DELIVERY_MAX_TRIES,
                 keep_result=0,
-                timeout=DELIVERY_TIMEOUT_S,
+                timeout=settings.delivery_timeout_s,
             )
         ],
-        "cron_jobs": [cron(sweep, second=set(range(0, 60, SWEEP_EVERY_S)), unique=True, run_at_startup=True)],
+        # Every job, the sweeper included, gets the delivery timeout: arq locks a started job for
+        # its longest function timeout + 10 s, and a function without one would count as arq's
+        # default (300 s), keeping a killed worker's deliveries locked five minutes.
+        "cron_jobs": [
+            cron(
+                sweep,
+                second=set(range(0, 60, SWEEP_EVERY_S)),
+                unique=True,
+                run_at_startup=True,
+                timeout=settings.delivery_timeout_s,
+            )
+        ],
+        "job_timeout": settings.delivery_timeout_s,
         "redis_settings": arq_settings(target),
         "redis_pool": connect(target),
         "queue_name": keys.QUEUE,

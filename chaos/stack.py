@@ -66,6 +66,7 @@ FINISH_P: Final = 0.45
 """A working bulk finishes (else it is retried, failing after the 5th retry)."""
 
 REDIS_TUNING: Final = ("--hash-max-listpack-value", "1024")
+TERMINAL: Final = ("finished", "failed")
 EVENT_ID: Final = re.compile(r"evt_[0-9a-f]{32}")
 
 SLACK_TOKEN: Final = "xoxb-chaos-" + secrets.token_hex(12)
@@ -215,6 +216,27 @@ class ChaosStack:
     async def ready(self) -> bool:
         return await self.readyz() == 200
 
+    async def slow_sinks(self, delay_s: float, count: int) -> None:
+        """The next ``count`` webhooks and Slack posts each take ``delay_s`` to be answered."""
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, trust_env=False) as client:
+            replies = [{"status": 204, "delay_s": delay_s}] * count
+            answer = await client.put(
+                f"{self.receiver_url}/_control/script/{RECEIVER_PATH}", json={"replies": replies}
+            )
+            answer.raise_for_status()
+            for method in ("chat.postMessage", "chat.update"):
+                fault = {"method": method, "status": 200, "delay_s": delay_s, "count": count}
+                (await client.post(f"{self.slack_url}/_control/faults", json=fault)).raise_for_status()
+
+    async def failing_receiver(self, status: int, count: int) -> None:
+        """The next ``count`` webhooks are answered ``status``: retries pile up."""
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, trust_env=False) as client:
+            replies = [{"status": status}] * count
+            answer = await client.put(
+                f"{self.receiver_url}/_control/script/{RECEIVER_PATH}", json={"replies": replies}
+            )
+            answer.raise_for_status()
+
     def start_worker(self, name: str, **overrides: str) -> Process:
         old = self.procs.get(name)
         if old is not None:
@@ -222,6 +244,10 @@ class ChaosStack:
         proc = Process(python("-m", "bridge", "worker"), self.dir / f"{name}.log", self.env(**overrides))
         self.procs[name] = proc.start()
         return proc
+
+    def output_of(self, *names: str) -> list[str]:
+        """The log lines of these processes (every incarnation: logs are appended)."""
+        return [line for name in names for line in self.procs[name].output().splitlines()]
 
     def kill(self, name: str) -> None:
         """SIGKILL by PID (its process group), then release its log file."""
@@ -307,17 +333,26 @@ class Bulk:
     status: str = "waiting"
     retries: int = 0
     next_at: float = 0.0
+    last_at: float = float("-inf")
 
 
 class Load:
     """``imports`` x 5 bulks in the simulator, each moved one valid step at a time at random
     instants (at least :data:`FLIP_GAP_MIN_S` apart for one bulk) through the control API."""
 
-    def __init__(self, control: SimulatorControl, imports: int, seed: int, gap_max_s: float) -> None:
+    def __init__(
+        self,
+        control: SimulatorControl,
+        imports: int,
+        seed: int,
+        gap_max_s: float,
+        gap_min_s: float = FLIP_GAP_MIN_S,
+    ) -> None:
         self.control = control
         self.rng = random.Random(seed)
         self.import_ids = [f"imp-{seed}-{n:03d}" for n in range(imports)]
-        self.gap_max_s = max(gap_max_s, FLIP_GAP_MIN_S + 1)
+        self.gap_min_s = gap_min_s
+        self.gap_max_s = max(gap_max_s, gap_min_s + 1)
         self.bulks: list[Bulk] = []
         self.flips = 0
         self.started_t = 0.0
@@ -341,15 +376,24 @@ class Load:
         for bulk in self.bulks:
             bulk.next_at = start + self.rng.uniform(0, self.gap_max_s)
         while True:
-            live = [b for b in self.bulks if b.status not in ("finished", "failed")]
+            live = [b for b in self.bulks if b.status not in TERMINAL]
             if not live:
                 return
             bulk = min(live, key=lambda b: b.next_at)
             if bulk.next_at > deadline:
                 return
             await asyncio.sleep(max(0.0, bulk.next_at - time.monotonic()))
+            if bulk.next_at > time.monotonic():
+                continue  # a burst moved it meanwhile
             await self.step(bulk)
-            bulk.next_at = time.monotonic() + self.rng.uniform(FLIP_GAP_MIN_S, self.gap_max_s)
+
+    async def burst(self, count: int) -> int:
+        """Move up to ``count`` bulks now (those not changed within the least gap); returns how many."""
+        now = time.monotonic()
+        ready = [b for b in self.bulks if b.status not in TERMINAL and b.last_at + self.gap_min_s <= now]
+        chosen = self.rng.sample(ready, min(count, len(ready)))
+        await asyncio.gather(*(self.step(b) for b in chosen))
+        return len(chosen)
 
     async def step(self, bulk: Bulk) -> None:
         step = next_transition(bulk.status, bulk.retries, self.rng, finish_p=FINISH_P)  # type: ignore[arg-type]
@@ -364,6 +408,8 @@ class Load:
             patch = BulkPatch(status=status, retries=retries)
         await self.control.patch_bulk(CLUB, bulk.import_id, bulk.bulk_id, **msgspec.to_builtins(patch))
         bulk.status, bulk.retries = status, retries
+        bulk.last_at = time.monotonic()
+        bulk.next_at = bulk.last_at + self.rng.uniform(self.gap_min_s, self.gap_max_s)
         self.flips += 1
 
 
@@ -637,6 +683,7 @@ async def rig(
     imports: int,
     seed: int,
     gap_max_s: float,
+    gap_min_s: float = FLIP_GAP_MIN_S,
     aof: bool = False,
     env: dict[str, str] | None = None,
 ) -> AsyncIterator[Rig]:
@@ -650,7 +697,7 @@ async def rig(
         stack.start_sidecars()
         await stack.redis_up()
         control = SimulatorControl(stack.simulator_url)
-        load = Load(control, imports, seed, gap_max_s)
+        load = Load(control, imports, seed, gap_max_s, gap_min_s)
         await load.create(ctx)
         await stack.start_api()
         api = Api(ctx, stack.api_url)

@@ -43,7 +43,7 @@ async def run(ctx: RunContext, size: Size) -> Outcome:
         names = [f"worker-{n}" for n in range(1, WORKERS + 1)]
         for name in names:
             r.stack.start_worker(name)
-        await r.baseline()
+        outcome.figures["setup (processes, watches, first polls)"] = f"{await r.baseline():.1f} s"
         kills: list[int] = []
         killer = asyncio.get_running_loop().create_task(_killer(r, names, random.Random(SEED), kills))
         try:

@@ -53,7 +53,7 @@ async def run(ctx: RunContext, size: Size) -> Outcome:
         await r.stack.slow_sinks(SINK_DELAY_S, SINK_SLOW_COUNT)
         for name in WORKERS:
             r.stack.start_worker(name)
-        await r.baseline()
+        outcome.figures["setup (processes, watches, first polls)"] = f"{await r.baseline():.1f} s"
         load = asyncio.get_running_loop().create_task(r.load.run(seconds))
         exits: list[tuple[str, float, int | None]] = []
         burst = 0

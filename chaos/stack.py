@@ -653,9 +653,11 @@ class Rig:
     watches: dict[str, str] = field(default_factory=dict)
     """watch id → import id."""
     channels: dict[str, str] = field(default_factory=dict)
+    began: float = field(default_factory=time.monotonic)
 
     async def baseline(self) -> float:
-        """Until every watch has seen every bulk once (waiting): changes start after that."""
+        """Until every watch has seen every bulk once (waiting): changes start after that.
+        Returns the seconds since the rig began starting (processes, imports, watches, first polls)."""
 
         async def seen() -> bool:
             for wid in self.watches:
@@ -664,7 +666,8 @@ class Rig:
                     return False
             return True
 
-        return await until(seen, START_TIMEOUT_S, "every bulk seen once", every_s=SETTLE_POLL_S)
+        await until(seen, START_TIMEOUT_S, "every bulk seen once", every_s=SETTLE_POLL_S)
+        return time.monotonic() - self.began
 
     async def settle(self, timeout_s: float) -> float:
         return await settle(self.stack, self.api, self.watches, self.load, timeout_s)
@@ -689,6 +692,7 @@ async def rig(
 ) -> AsyncIterator[Rig]:
     """Redis, simulator, receiver, Slack stand-in and API started, the imports and watches created;
     workers are the scenario's to start. Everything is stopped by PID on exit, Redis captured first."""
+    began = time.monotonic()
     stack = ChaosStack(ctx, name, extra_env=dict(env or {}))
     api: Api | None = None
     control: SimulatorControl | None = None
@@ -702,7 +706,7 @@ async def rig(
         await stack.start_api()
         api = Api(ctx, stack.api_url)
         await api.setup(stack.receiver_url)
-        running = Rig(ctx, stack, api, control, load)
+        running = Rig(ctx, stack, api, control, load, began=began)
         for index, import_id in enumerate(load.import_ids):
             channel = channel_for(index)
             wid = await api.watch(import_id, channel)

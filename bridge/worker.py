@@ -39,7 +39,7 @@ from bridge.crypto import SecretBox
 from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob
 from bridge.delivery.registry import build_notifiers, build_resolver, close_notifiers
-from bridge.delivery.service import Deliveries, RetryLater
+from bridge.delivery.service import IN_FLIGHT_GRACE_S, Deliveries, RetryLater
 from bridge.http import Fetcher, build_transport
 from bridge.jobcodec import deserialize_job, serialize_job
 from bridge.logs import configure_logging, get_logger
@@ -121,6 +121,12 @@ def _upstream(settings: Settings, redis: Any) -> tuple[Fetcher, MpcClient]:
     return http, mpc
 
 
+def in_flight_grace(settings: Settings) -> float:
+    """The end of the drain window kept for deliveries cancelled mid-send to finish that send
+    (half the window at most): arq stops waiting for jobs this long before the drain ends."""
+    return min(IN_FLIGHT_GRACE_S, settings.worker_drain_s / 2)
+
+
 def poller_config(settings: Settings) -> PollerConfig:
     return PollerConfig(
         intervals=Intervals(
@@ -146,7 +152,9 @@ class Runtime:
         self.metrics = WorkerMetrics()
         self.slack_http = open_session(settings)
         self.notifiers = build_notifiers(settings, store=self.store, redis=redis, slack_http=self.slack_http)
-        self.deliveries = Deliveries(self.store, self.notifiers, metrics=self.metrics)
+        self.deliveries = Deliveries(
+            self.store, self.notifiers, metrics=self.metrics, in_flight_grace_s=in_flight_grace(settings)
+        )
         self.poller = Poller(
             store=self.store,
             upstream=self.mpc,
@@ -299,7 +307,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "ctx": {"settings": settings},
         "poll_delay": settings.worker_poll_delay_s,
         "max_jobs": settings.worker_max_jobs,
-        "job_completion_wait": settings.worker_drain_s,
+        # The drain ends with the grace a cancelled delivery gets to finish its send in flight.
+        "job_completion_wait": settings.worker_drain_s - in_flight_grace(settings),
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
         "health_check_key": health_check_key(),
         "keep_result": 0,

@@ -17,10 +17,10 @@ from chaos.model import Outcome, RunContext, Size
 from chaos.stack import Rig, rig, verify
 
 WORKERS: Final = ("worker-1", "worker-2")
-DRAIN_S: Final = 3.0
+DRAIN_S: Final = 4.0
 EXIT_TOLERANCE_S: Final = 1.0
 """Interpreter teardown after the drain (closing sockets, flushing logs)."""
-SINK_DELAY_S: Final = 0.8
+SINK_DELAY_S: Final = 0.5
 """Every webhook and Slack post takes this long: SIGTERM finds deliveries running."""
 BURST: Final = 8
 """Bulks changed at once just before each SIGTERM."""

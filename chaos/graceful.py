@@ -22,7 +22,7 @@ EXIT_TOLERANCE_S: Final = 1.0
 """Interpreter teardown after the drain (closing sockets, flushing logs)."""
 SINK_DELAY_S: Final = 0.5
 """Every webhook and Slack post takes this long: SIGTERM finds deliveries running."""
-BURST: Final = 8
+BURST: Final = 14
 """Bulks changed at once just before each SIGTERM."""
 BURST_TO_SIGTERM_S: Final = 1.5
 """A poll interval (1 s) and a little: the burst is committed and its deliveries are running."""

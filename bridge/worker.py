@@ -323,7 +323,9 @@ class BridgeWorker(Worker):
       same window (arq alone tells the poll loop only after its own drain, in ``on_shutdown``).
     - The process exits at most ``BRIDGE_WORKER_DRAIN_S`` + ``WORKER_EXIT_MARGIN_S`` after the
       signal, even when Redis is gone and handing back cannot finish (leases cover that).
-    - A Redis outage (failover, restart) makes the job loop wait and retry instead of crashing.
+    - A Redis outage (failover, restart) makes the job loop wait and retry instead of crashing,
+      and a worker started while Redis is down waits for it instead of exiting (which would
+      crash-loop it under an orchestrator's growing back-off long after Redis is back).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -350,6 +352,23 @@ class BridgeWorker(Worker):
             self._watchdog = threading.Timer(drain_s + WORKER_EXIT_MARGIN_S, _exit_now)
             self._watchdog.daemon = True
             self._watchdog.start()
+
+    async def main(self) -> None:
+        await self._wait_for_redis()
+        await super().main()
+
+    async def _wait_for_redis(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self.pool.ping()
+            except (RedisError, OSError) as exc:
+                failures += 1
+                delay = min(REDIS_WAIT_MAX_S, 0.1 * 2**failures)
+                log.warning("redis unavailable at start, worker waits", error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+            else:
+                return
 
     async def _poll_iteration(self) -> None:
         try:

@@ -3,7 +3,8 @@
 Redis gets SIGTERM and is started again on the same port with the same directory, twice, while
 bulks change (some during the outage) and webhook retries are pending (the receiver answers 503
 just before). While Redis is down the API answers 503 on ``/readyz``; it recovers by itself, and
-the workers reconnect without a restart (the same PIDs are alive at the end). Every watch, event,
+the workers reconnect without a restart (the same PIDs are alive at the end), and a worker
+started during an outage waits for Redis instead of exiting. Every watch, event,
 subscription and pending delivery survives, and changes made during an outage are announced
 after it.
 """
@@ -24,6 +25,8 @@ from chaos.model import Outcome, RunContext, Size
 from chaos.stack import FLIP_GAP_MIN_S, START_TIMEOUT_S, Rig, rig, until, verify
 
 WORKERS: Final = ("worker-1", "worker-2")
+LATE_WORKER: Final = "worker-3"
+"""Started while Redis is down (the last outage)."""
 RESTARTS: Final = 2
 SEED: Final = 20261129
 SHORT: Final = {"imports": 6, "seconds": 27.0, "outage_s": 3.0}
@@ -93,7 +96,7 @@ class Restart:
     gone: list[str] = field(default_factory=list)
 
 
-async def restart_redis(r: Rig, outage_s: float) -> Restart:
+async def restart_redis(r: Rig, outage_s: float, start_worker: str | None = None) -> Restart:
     done = Restart()
     await r.stack.failing_receiver(503, FAILING_ANSWERS)
     await r.load.burst(BURST)
@@ -103,6 +106,8 @@ async def restart_redis(r: Rig, outage_s: float) -> Restart:
     flips = r.load.flips
     started = time.monotonic()
     done.redis_exit = r.stack.stop_redis()
+    if start_worker is not None:
+        r.stack.start_worker(start_worker)  # it must wait for Redis, not exit
     while time.monotonic() - started < outage_s:
         done.readyz.append(await r.stack.readyz())
         await asyncio.sleep(READYZ_EVERY_S)
@@ -128,12 +133,16 @@ async def run(ctx: RunContext, size: Size) -> Outcome:
         outcome.figures["setup (processes, watches, first polls)"] = f"{await r.baseline():.1f} s"
         load = asyncio.get_running_loop().create_task(r.load.run(seconds))
         restarts: list[Restart] = []
+        late_pid = 0
         try:
             began = time.monotonic()
             for index in range(RESTARTS):
                 at = began + seconds * (index + 1) / (RESTARTS + 1)
                 await asyncio.sleep(max(0.0, at - time.monotonic()))
-                restarts.append(await restart_redis(r, outage_s))
+                starts = LATE_WORKER if index == RESTARTS - 1 else None
+                restarts.append(await restart_redis(r, outage_s, starts))
+                if starts is not None:
+                    late_pid = r.stack.procs[starts].pid
             await load
         finally:
             load.cancel()
@@ -174,6 +183,13 @@ async def run(ctx: RunContext, size: Size) -> Outcome:
         }
         outcome.check(
             "workers reconnected without a restart (same PIDs alive)", all(alive.values()), str(alive)
+        )
+        late_proc = r.stack.procs.get(LATE_WORKER)
+        late_alive = late_proc is not None and late_proc.alive() and late_proc.pid == late_pid
+        outcome.check(
+            "a worker started during an outage waited for Redis (alive, same PID)",
+            late_alive,
+            f"{LATE_WORKER} alive: {late_alive}",
         )
         during = sum(d.flips_during for d in restarts)
         outcome.check(

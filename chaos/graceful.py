@@ -29,7 +29,7 @@ BURST_TO_SIGTERM_S: Final = 1.5
 SINK_SLOW_COUNT: Final = 5_000
 TO_COMPLETE: Final = re.compile(r"shutdown on SIGTERM .* (\d+) to be completed")
 SEED: Final = 20261128
-SHORT: Final = {"imports": 6, "seconds": 14.0}
+SHORT: Final = {"imports": 6, "seconds": 12.0}
 FULL: Final = {"imports": 20, "seconds": 60.0}
 SETTLE_TIMEOUT_S: Final = 45.0
 

@@ -20,6 +20,7 @@ import random
 import re
 import secrets
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,6 +46,8 @@ REQUEST_LOG_SIZE: Final = 1_000_000
 START_TIMEOUT_S: Final = 30.0
 HTTP_TIMEOUT_S: Final = 30.0
 SETTLE_POLL_S: Final = 0.25
+STOP_GRACE_S: Final = 15.0
+"""At the end: a worker's drain (at most 4 s here) and its exit margin fit."""
 
 POLL_MIN_S: Final = 0.2
 POLL_MAX_S: Final = 1.0
@@ -143,25 +146,33 @@ class ChaosStack:
         return self.procs["redis"].stop(grace_s=START_TIMEOUT_S)
 
     def start_sidecars(self) -> None:
-        """The simulator, the webhook receiver and the Slack stand-in, started together."""
-        sim = Process(
-            python("-m", "bridge", "simulator", "--port", "0", "--token", self.ctx.secrets.mpc_token,
-                   "--request-log", str(REQUEST_LOG_SIZE)),
-            self.dir / "simulator.log",
-        ).start(stdout_pipe=True)  # fmt: skip
-        self.procs["simulator"] = sim
-        receiver = Process(
-            python("-m", "bridge.devtools.webhook_receiver", "--port", "0"), self.dir / "receiver.log"
-        ).start(stdout_pipe=True)
-        self.procs["receiver"] = receiver
-        slack = Process(
-            python("-m", "bridge.devtools.slack_standin", "--port", "0", "--token", SLACK_TOKEN),
-            self.dir / "slack.log",
-        ).start(stdout_pipe=True)
-        self.procs["slack"] = slack
-        self.simulator_url = _ready_url(sim)
-        self.receiver_url = _ready_url(receiver)
-        self.slack_url = _ready_url(slack)
+        """The simulator, the webhook receiver and the Slack stand-in, started together on ports
+        chosen now (their URLs are known at once; :meth:`sidecars_ready` waits for them)."""
+        ports = {name: free_port() for name in ("simulator", "receiver", "slack")}
+        argv = {
+            "simulator": python("-m", "bridge", "simulator", "--port", str(ports["simulator"]),
+                                "--token", self.ctx.secrets.mpc_token,
+                                "--request-log", str(REQUEST_LOG_SIZE)),
+            "receiver": python("-m", "bridge.devtools.webhook_receiver", "--port", str(ports["receiver"])),
+            "slack": python("-m", "bridge.devtools.slack_standin", "--port", str(ports["slack"]),
+                            "--token", SLACK_TOKEN),
+        }  # fmt: skip
+        for name, args in argv.items():
+            self.procs[name] = Process(args, self.dir / f"{name}.log").start(stdout_pipe=True)
+        self.simulator_url = f"http://{LOOPBACK}:{ports['simulator']}"
+        self.receiver_url = f"http://{LOOPBACK}:{ports['receiver']}"
+        self.slack_url = f"http://{LOOPBACK}:{ports['slack']}"
+
+    def sidecars_ready(self) -> None:
+        """Each sidecar printed its READY line (with the URL it was given)."""
+        for name, url in (
+            ("simulator", self.simulator_url),
+            ("receiver", self.receiver_url),
+            ("slack", self.slack_url),
+        ):
+            ready = _ready_url(self.procs[name])
+            if ready.rstrip("/") != url:
+                raise RuntimeError(f"{name} listens on {ready}, not {url}")
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
@@ -194,7 +205,7 @@ class ChaosStack:
         env.update(overrides)
         return env
 
-    async def start_api(self) -> None:
+    def start_api(self) -> None:
         port = free_port()
         self.api_url = f"http://{LOOPBACK}:{port}"
         self.procs["api"] = Process(
@@ -202,6 +213,8 @@ class ChaosStack:
             self.dir / "api.log",
             self.env(),
         ).start()
+
+    async def api_ready(self) -> None:
         await until(self.ready, START_TIMEOUT_S, "the API")
 
     async def readyz(self) -> int:
@@ -256,8 +269,19 @@ class ChaosStack:
         proc.stop()
 
     def close(self) -> None:
-        for proc in reversed(list(self.procs.values())):
+        """SIGTERM to every process but Redis at once, each waited for (SIGKILL after the grace),
+        then Redis: workers hand back their work while it still answers."""
+        others = [proc for name, proc in self.procs.items() if name != "redis"]
+        for proc in others:
+            proc.signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in others:
+            if proc.popen is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
             proc.stop()
+        if "redis" in self.procs:
+            self.procs["redis"].stop()
 
 
 async def _async(value: bool) -> bool:
@@ -699,11 +723,13 @@ async def rig(
     try:
         stack.start_redis(aof=aof)
         stack.start_sidecars()
+        stack.start_api()
+        stack.sidecars_ready()
         await stack.redis_up()
         control = SimulatorControl(stack.simulator_url)
         load = Load(control, imports, seed, gap_max_s, gap_min_s)
         await load.create(ctx)
-        await stack.start_api()
+        await stack.api_ready()
         api = Api(ctx, stack.api_url)
         await api.setup(stack.receiver_url)
         running = Rig(ctx, stack, api, control, load, began=began)

@@ -24,8 +24,8 @@ SINK_DELAY_S: Final = 0.5
 """Every webhook and Slack post takes this long: SIGTERM finds deliveries running."""
 BURST: Final = 14
 """Bulks changed at once just before each SIGTERM."""
-BURST_TO_SIGTERM_S: Final = 1.5
-"""A poll interval (1 s) and a little: the burst is committed and its deliveries are running."""
+BURST_TO_SIGTERM_S: Final = 1.1
+"""About a poll interval (1 s): the burst is committed and its deliveries are running."""
 SINK_SLOW_COUNT: Final = 5_000
 TO_COMPLETE: Final = re.compile(r"shutdown on SIGTERM .* (\d+) to be completed")
 SEED: Final = 20261128

@@ -34,7 +34,7 @@ import msgspec
 from bridge.devtools.processes import LOOPBACK, Process, free_port, redis_answers, redis_server_binary
 from bridge.simulator import SimulatorControl
 from bridge.simulator.scenarios import next_transition, outcome_patch
-from bridge.simulator.state import BulkPatch, FlipEntry, RequestLogEntry
+from bridge.simulator.state import BulkPatch, BulkStatus, FlipEntry, RequestLogEntry
 from bridge.slack.render import status_word
 from chaos.model import CHAOS_ALLOW_CIDRS, Outcome, RunContext
 
@@ -69,7 +69,7 @@ FINISH_P: Final = 0.45
 """A working bulk finishes (else it is retried, failing after the 5th retry)."""
 
 REDIS_TUNING: Final = ("--hash-max-listpack-value", "1024")
-TERMINAL: Final = ("finished", "failed")
+TERMINAL: Final[tuple[BulkStatus, ...]] = ("finished", "failed")
 EVENT_ID: Final = re.compile(r"evt_[0-9a-f]{32}")
 
 SLACK_TOKEN: Final = "xoxb-chaos-" + secrets.token_hex(12)
@@ -354,7 +354,7 @@ class Api:
 class Bulk:
     import_id: str
     bulk_id: int
-    status: str = "waiting"
+    status: BulkStatus = "waiting"
     retries: int = 0
     next_at: float = 0.0
     last_at: float = float("-inf")
@@ -420,9 +420,12 @@ class Load:
         return len(chosen)
 
     async def step(self, bulk: Bulk) -> None:
-        step = next_transition(bulk.status, bulk.retries, self.rng, finish_p=FINISH_P)  # type: ignore[arg-type]
+        step = next_transition(bulk.status, bulk.retries, self.rng, finish_p=FINISH_P)
         if step is None:
             return
+        # Taken before the change is sent: a burst meanwhile leaves this bulk alone.
+        bulk.last_at = time.monotonic()
+        bulk.next_at = bulk.last_at + self.rng.uniform(self.gap_min_s, self.gap_max_s)
         status, retries = step
         if status == "finished":
             patch = outcome_patch(
@@ -432,8 +435,6 @@ class Load:
             patch = BulkPatch(status=status, retries=retries)
         await self.control.patch_bulk(CLUB, bulk.import_id, bulk.bulk_id, **msgspec.to_builtins(patch))
         bulk.status, bulk.retries = status, retries
-        bulk.last_at = time.monotonic()
-        bulk.next_at = bulk.last_at + self.rng.uniform(self.gap_min_s, self.gap_max_s)
         self.flips += 1
 
 

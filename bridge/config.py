@@ -49,7 +49,10 @@ WEBHOOK_SCHEDULE_MAX_TOTAL_S: Final = 6 * 86_400.0
 WEBHOOK_TIMEOUT_S: Final = 15.0
 """SPEC "Webhooks": success is a 2xx answer within 15 s."""
 WEBHOOK_TIMEOUT_MAX_S: Final = 50.0
-"""Below the delivery job's own timeout (60 s), so a slow receiver never gets the job killed."""
+"""Below the default delivery job timeout, so a slow receiver never gets the job killed."""
+DELIVERY_TIMEOUT_S: Final = 60.0
+"""How long one delivery job may run. arq also keeps a job it started locked for this long plus
+10 s: a job whose worker was killed runs again only then."""
 WEBHOOK_DISABLE_AFTER_S: Final = 5 * 86_400.0
 """SPEC "Webhooks": a subscription failing continuously this long with no success is disabled."""
 
@@ -196,6 +199,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float,
         _doc("A subscription failing continuously this long, with no success, is disabled.", gt=0),
     ] = WEBHOOK_DISABLE_AFTER_S
+    delivery_timeout_s: Annotated[
+        float,
+        _doc(
+            "Longest run of one delivery job (a webhook or Slack message); also how long a job stays "
+            "locked to a worker that was killed while running it (plus 10 s) before another worker "
+            "takes it. Must be longer than `BRIDGE_WEBHOOK_TIMEOUT_S`.",
+            gt=0,
+            le=3600,
+        ),
+    ] = DELIVERY_TIMEOUT_S
     notify_log: Annotated[
         bool, _doc("Also deliver every event to the log notifier (one JSON line per event).")
     ] = True
@@ -258,6 +271,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.secret_key is not None:
             _check_fernet_key(self.secret_key)
         _check_webhook_schedule(self.webhook_retry_schedule_s)
+        if self.delivery_timeout_s <= self.webhook_timeout_s:
+            raise ConfigError(
+                f"{env_name('delivery_timeout_s')}: must be longer than {env_name('webhook_timeout_s')} "
+                f"({self.delivery_timeout_s:g} <= {self.webhook_timeout_s:g})"
+            )
         for cidr in self.webhook_allow_cidrs:
             try:
                 ipaddress.ip_network(cidr, strict=False)

@@ -39,7 +39,7 @@ from bridge.crypto import SecretBox
 from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob
 from bridge.delivery.registry import build_notifiers, build_resolver, close_notifiers
-from bridge.delivery.service import Deliveries, RetryLater
+from bridge.delivery.service import IN_FLIGHT_GRACE_S, Deliveries, RetryLater
 from bridge.http import Fetcher, build_transport
 from bridge.jobcodec import deserialize_job, serialize_job
 from bridge.logs import configure_logging, get_logger
@@ -62,7 +62,6 @@ return score
 """
 DELIVERY_MAX_TRIES: Final = 50
 """A ceiling far above any notifier's own schedule: notifiers decide when to give up."""
-DELIVERY_TIMEOUT_S: Final = 60
 SWEEP_EVERY_S: Final = 10
 OUTBOX_GRACE_S: Final = 30.0
 """An outbox entry this old without a job is re-dispatched (the poller normally does it at once)."""
@@ -122,6 +121,12 @@ def _upstream(settings: Settings, redis: Any) -> tuple[Fetcher, MpcClient]:
     return http, mpc
 
 
+def in_flight_grace(settings: Settings) -> float:
+    """The end of the drain window kept for deliveries cancelled mid-send to finish that send
+    (half the window at most): arq stops waiting for jobs this long before the drain ends."""
+    return min(IN_FLIGHT_GRACE_S, settings.worker_drain_s / 2)
+
+
 def poller_config(settings: Settings) -> PollerConfig:
     return PollerConfig(
         intervals=Intervals(
@@ -147,7 +152,9 @@ class Runtime:
         self.metrics = WorkerMetrics()
         self.slack_http = open_session(settings)
         self.notifiers = build_notifiers(settings, store=self.store, redis=redis, slack_http=self.slack_http)
-        self.deliveries = Deliveries(self.store, self.notifiers, metrics=self.metrics)
+        self.deliveries = Deliveries(
+            self.store, self.notifiers, metrics=self.metrics, in_flight_grace_s=in_flight_grace(settings)
+        )
         self.poller = Poller(
             store=self.store,
             upstream=self.mpc,
@@ -274,10 +281,22 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
                 name=DELIVER_FUNCTION,
                 max_tries=DELIVERY_MAX_TRIES,
                 keep_result=0,
-                timeout=DELIVERY_TIMEOUT_S,
+                timeout=settings.delivery_timeout_s,
             )
         ],
-        "cron_jobs": [cron(sweep, second=set(range(0, 60, SWEEP_EVERY_S)), unique=True, run_at_startup=True)],
+        # Every job, the sweeper included, gets the delivery timeout: arq locks a started job for
+        # its longest function timeout + 10 s, and a function without one would count as arq's
+        # default (300 s), keeping a killed worker's deliveries locked five minutes.
+        "cron_jobs": [
+            cron(
+                sweep,
+                second=set(range(0, 60, SWEEP_EVERY_S)),
+                unique=True,
+                run_at_startup=True,
+                timeout=settings.delivery_timeout_s,
+            )
+        ],
+        "job_timeout": settings.delivery_timeout_s,
         "redis_settings": arq_settings(target),
         "redis_pool": connect(target),
         "queue_name": keys.QUEUE,
@@ -288,7 +307,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "ctx": {"settings": settings},
         "poll_delay": settings.worker_poll_delay_s,
         "max_jobs": settings.worker_max_jobs,
-        "job_completion_wait": settings.worker_drain_s,
+        # The drain ends with the grace a cancelled delivery gets to finish its send in flight.
+        "job_completion_wait": settings.worker_drain_s - in_flight_grace(settings),
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
         "health_check_key": health_check_key(),
         "keep_result": 0,
@@ -303,7 +323,9 @@ class BridgeWorker(Worker):
       same window (arq alone tells the poll loop only after its own drain, in ``on_shutdown``).
     - The process exits at most ``BRIDGE_WORKER_DRAIN_S`` + ``WORKER_EXIT_MARGIN_S`` after the
       signal, even when Redis is gone and handing back cannot finish (leases cover that).
-    - A Redis outage (failover, restart) makes the job loop wait and retry instead of crashing.
+    - A Redis outage (failover, restart) makes the job loop wait and retry instead of crashing,
+      and a worker started while Redis is down waits for it instead of exiting (which would
+      crash-loop it under an orchestrator's growing back-off long after Redis is back).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -330,6 +352,23 @@ class BridgeWorker(Worker):
             self._watchdog = threading.Timer(drain_s + WORKER_EXIT_MARGIN_S, _exit_now)
             self._watchdog.daemon = True
             self._watchdog.start()
+
+    async def main(self) -> None:
+        await self._wait_for_redis()
+        await super().main()
+
+    async def _wait_for_redis(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self.pool.ping()
+            except (RedisError, OSError) as exc:
+                failures += 1
+                delay = min(REDIS_WAIT_MAX_S, 0.1 * 2**failures)
+                log.warning("redis unavailable at start, worker waits", error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+            else:
+                return
 
     async def _poll_iteration(self) -> None:
         try:

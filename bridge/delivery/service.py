@@ -3,6 +3,11 @@
 Safe to repeat: a destination that already has the event is skipped, so a job that arq runs a
 second time (a worker killed mid-job, the sweeper re-creating it) sends nothing twice, except
 in the instant between a notifier's success and its record.
+
+A job cancelled while it sends (a worker's drain ran out on SIGTERM, or the job timeout) lets
+that send end and be recorded first, for up to ``in_flight_grace_s``: the destination may
+already have it, and the job's next run must skip it rather than send it again. A worker keeps
+that grace inside its drain window (:func:`bridge.worker.in_flight_grace`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from bridge.metrics import WorkerMetrics
 from bridge.store.redis_store import RedisStore
 
 RETRY_DEFAULT_S: Final = 5.0
+IN_FLIGHT_GRACE_S: Final = 5.0
+"""How long a cancelled job still lets its send in flight end and be recorded, at most."""
 SINK_OF_KIND: Final = {"log": "log", "slack": "slack", "sub": "webhook"}
 """The ``sink`` label of the deliveries metric for each destination kind."""
 _event_decoder: Final = msgspec.json.Decoder(Event)
@@ -41,8 +48,10 @@ class Deliveries:
         notifiers: Mapping[str, Notifier],
         metrics: WorkerMetrics | None = None,
         logger: Any = None,
+        in_flight_grace_s: float = IN_FLIGHT_GRACE_S,
     ) -> None:
         self._store = store
+        self._grace_s = in_flight_grace_s
         self._notifiers = notifiers
         self._metrics = metrics or WorkerMetrics()
         self._log = logger or get_logger("bridge.delivery")
@@ -68,6 +77,21 @@ class Deliveries:
         delivery = Delivery(
             destination=destination, event=_event_decoder.decode(body), body=body, attempt=attempt
         )
+        sending = asyncio.ensure_future(self._send(notifier, delivery))
+        try:
+            return await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            if not sending.done():
+                self._log.info("delivery cancelled mid-send: letting the send end", event_id=eid)
+                await asyncio.wait([sending], timeout=self._grace_s)
+                sending.cancel()
+            if sending.done() and not sending.cancelled():
+                sending.exception()  # retrieved: a RetryLater here is already recorded in the outbox
+            raise
+
+    async def _send(self, notifier: Notifier, delivery: Delivery) -> SendResult:
+        """Send, then record what happened (delivered, retry later, failed for good)."""
+        eid, destination = delivery.event.id, delivery.destination
         result = await notifier.send(delivery)
         self._metrics.delivery(SINK_OF_KIND.get(destination_kind(destination), "other"), result.outcome)
         if result.outcome == "delivered":

@@ -3,8 +3,9 @@
 Bot mode, for one event (a ``deliver`` job; safe to run again):
 
 1. **Card**: ask for a refresh of the watch's card; the worker holding the card's lock (this one,
-   or another one already at it) renders the *latest* snapshot and posts the card the first time,
-   ``chat.update`` afterwards (see :mod:`.state` for why an older render never wins).
+   or another one already at it, then waited for) renders the *latest* snapshot and posts the
+   card the first time, ``chat.update`` afterwards (see :mod:`.state` for why an older render
+   never wins and no refresh is lost).
 2. **Reply**: post the event under the card (``thread_ts``; ``bulk.failed`` and
    ``import.completed`` also to the channel), unless this event's reply is already recorded.
    Between Slack's answer and that record is the only moment a crash can cause a duplicate.
@@ -43,7 +44,8 @@ CARD_LOCK_TTL_S: Final = 30.0
 """Longer than any Slack call may take (the session's timeout, ``SLACK_TIMEOUT_S``) and renewed
 before each call, so the lock cannot lapse while its holder's update is on the way."""
 CARD_WAIT_S: Final = 3.0
-"""How long a job waits for another worker that is creating the card before it is deferred."""
+"""How long a job waits for another worker to render the card (its change included) before it is
+deferred."""
 CARD_WAIT_POLL_S: Final = 0.05
 CARD_BUSY_RETRY_S: Final = 1.0
 """Deferral when the card is still being created after :data:`CARD_WAIT_S`."""
@@ -259,15 +261,16 @@ class SlackBotNotifier(_Base):
 
     async def _sync_card(self, wid: str, channel: str, delivery: Delivery) -> Card:
         """The card, refreshed to the latest snapshot by this worker or by the one holding it."""
-        await self._state.want_refresh(wid, channel)
+        mine = await self._state.want_refresh(wid, channel)
         token = secrets.token_hex(8)
         deadline = self._clock() + CARD_WAIT_S
         while not await self._state.lock(wid, channel, token, CARD_LOCK_TTL_S):
             card = await self._state.card(wid, channel)
-            if card is not None:
-                return card  # its holder renders the latest snapshot, our change included
+            if card is not None and card.done >= mine:
+                return card  # its holder rendered the latest snapshot, our change included
             if self._clock() >= deadline:
-                raise _Later(CARD_BUSY_RETRY_S, "another worker is creating the card")
+                # Still busy, or its holder died mid-render: back later, the lock lapses by its TTL.
+                raise _Later(CARD_BUSY_RETRY_S, "another worker is updating the card")
             await self._sleep(CARD_WAIT_POLL_S)
         try:
             for _ in range(MAX_RENDERS_PER_JOB):

@@ -3,9 +3,11 @@
 - **Cards**: where each watch's import card lives (``channel``/``ts``), which snapshot revision and
   content it shows, and a ``want`` counter of refreshes asked for.
 - **Card lock**: one worker at a time updates a card. A worker that finds the lock taken bumps
-  ``want`` and moves on; the holder re-renders from the latest snapshot until ``want`` stops
-  moving, and releases only if nothing new was asked in the meantime (one atomic script), so
-  no refresh is lost and an older render never lands after a newer one.
+  ``want`` and waits for ``done`` to reach it; the holder re-renders from the latest snapshot
+  until ``want`` stops moving, records each ``want`` it rendered as ``done``, and releases only if
+  nothing new was asked in the meantime (one atomic script), so an older render never lands
+  after a newer one. A holder killed mid-render leaves ``done`` behind: the waiting job defers,
+  and takes the card itself once the lock's TTL ends, so no refresh is lost.
 - **Replies**: the ``ts`` posted for each event, so a job that runs again never posts twice.
 - **Pacing**: Slack takes about one message a second per channel. Each message reserves its own
   posting time once (a retried job keeps its reservation), so a burst of events is spread out
@@ -34,6 +36,8 @@ F_TS: Final = "ts"
 F_REV: Final = "rev"
 F_DIGEST: Final = "digest"
 F_WANT: Final = "want"
+F_DONE: Final = "done"
+"""The ``want`` the card was last rendered for: every refresh asked up to it is shown."""
 
 SLOT_TTL_S: Final = 3600.0
 """A reservation nobody used (its job gave up) is forgotten after this long."""
@@ -41,7 +45,11 @@ SLOT_TTL_S: Final = 3600.0
 UNLOCK_IF_DONE: Final = """
 -- KEYS: lock, card. ARGV: token, want seen before rendering, lock ttl (ms)
 -- 1: released (nothing new asked); 0: still held (render again); -1: not ours any more
+-- Either way the card now shows every refresh asked up to that want: recorded as 'done'.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if tonumber(redis.call('HGET', KEYS[2], 'done') or '0') < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[2], 'done', ARGV[2])
+end
 if (redis.call('HGET', KEYS[2], 'want') or '0') == ARGV[2] then
   redis.call('DEL', KEYS[1])
   return 1
@@ -104,6 +112,8 @@ class Card(msgspec.Struct, kw_only=True, frozen=True):
     ts: str
     rev: int
     digest: str
+    done: int = 0
+    """Refreshes asked up to this ``want`` are shown (see :data:`F_DONE`)."""
 
 
 def _ms(seconds: float) -> int:
@@ -139,6 +149,7 @@ class SlackState:
             ts=_text(ts),
             rev=int(fields.get(F_REV.encode(), b"0")),
             digest=_text(fields.get(F_DIGEST.encode(), b"")),
+            done=int(fields.get(F_DONE.encode(), b"0")),
         )
 
     async def save_card(self, wid: str, channel: str, card: Card) -> None:

@@ -516,3 +516,21 @@ async def test_a_delivery_waiting_for_its_retry_is_left_alone_by_the_sweeper_unt
     score = await redis.zscore(keys.OUTBOX, entry)
     assert score is not None and score / 1000 == pytest.approx(time.time() + 3600, abs=5)
     assert await webhooks.events.outbox_older_than(time.time() + 60, 10) == []
+
+
+async def test_a_job_cancelled_mid_send_records_the_send_so_its_next_run_sends_nothing(
+    webhooks: Webhooks, receiver: WebhookReceiver
+) -> None:
+    """A worker's drain ran out on SIGTERM while the receiver was answering: arq cancels the job
+    and runs it again elsewhere. Before, the cancelled send was never recorded and went out twice."""
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(status=204, delay_s=0.5)])
+    event = make_event()
+    await webhooks.record(event, destination(sid))
+    job = asyncio.get_running_loop().create_task(webhooks.run(event.id, destination(sid)))
+    await receiver.wait_for(1, HOOK)
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    assert await webhooks.run(event.id, destination(sid)) == SendResult.delivered()
+    assert len(receiver.requests(HOOK)) == 1

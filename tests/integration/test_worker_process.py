@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
@@ -13,10 +14,11 @@ import pytest
 from redis.asyncio import Redis
 
 from bridge.core.model import WatchSpec
-from bridge.devtools.processes import Process
+from bridge.devtools.processes import LOOPBACK, Process, free_port, redis_server
 from bridge.simulator import RunningSimulator, SimulatorControl
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
+from bridge.worker import health_check_key
 from tests.integration.conftest import API_KEY, FAST_ENV, MPC_TOKEN, SLUG, eventually
 
 IMPORT = "imp-worker"
@@ -141,3 +143,27 @@ async def test_a_worker_stops_on_sigterm_and_hands_back_its_imports(
     assert time.monotonic() - started < 10
     assert await redis.zcard(keys.INFLIGHT) == 0
     assert await redis.zscore(keys.SCHEDULE, watch.tracker_id) is not None
+
+
+STARTED_BEFORE_REDIS_S = 4.0
+"""Longer than redis-py's connection retries, after which the worker used to exit with code 1."""
+
+
+async def test_a_worker_started_while_redis_is_down_waits_for_it(
+    simulator: RunningSimulator, tmp_path: Path, workers: list[Process]
+) -> None:
+    port = free_port()
+    url = f"redis://{LOOPBACK}:{port}/0"
+    worker = Process(
+        [sys.executable, "-m", "bridge", "worker"], tmp_path / "worker.log", worker_env(url, simulator.url)
+    )
+    workers.append(worker.start())
+    await asyncio.sleep(STARTED_BEFORE_REDIS_S)
+    assert worker.alive(), worker.output()[-3000:]
+    with redis_server(tmp_path, port):
+        client = Redis.from_url(url)
+        try:
+            await eventually(lambda: client.exists(health_check_key()), 20, "the worker's health record")
+        finally:
+            await client.aclose()
+        assert worker.alive(), worker.output()[-3000:]

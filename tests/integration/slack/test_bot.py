@@ -522,3 +522,25 @@ async def test_through_arq_a_429_defers_the_job_and_frees_the_worker_slot(
     retried = [c for c in after if c.payload.get("channel") == held]
     assert retried and min(c.at for c in retried) - limited.at >= 2.0  # only after Retry-After
     assert len(rig.replies(CHANNEL)) == 2 and len(rig.replies(other)) == 2 and rig.slack.problems() == []
+
+
+DEAD_HOLDER_LOCK_LEFT_MS = 1000
+"""What is left of the card lock of a worker killed mid-render (below the wait ``CARD_WAIT_S``)."""
+
+
+async def test_a_refresh_asked_while_the_card_holder_was_killed_is_rendered_once_its_lock_lapses(
+    rig: SlackRig, control: SimulatorControl
+) -> None:
+    """Before, a job finding the card locked trusted the holder to render its change: a holder
+    killed mid-render (SIGKILL) left the card on an older snapshot for good."""
+    await control.put_import(SLUG, IMPORT, [{"id": 1}])
+    watch = await rig.pipeline.create(watch_spec())
+    await rig.pipeline.poll_due()
+    await rig.deliver_all(watch.id)
+    seen = len(await rig.events(watch.id))
+    await rig.redis.set(keys.slack_card_lock(watch.id, CHANNEL), "killed-worker", px=DEAD_HOLDER_LOCK_LEFT_MS)
+    await control.patch_bulk(SLUG, IMPORT, 1, status="working")
+    await rig.pipeline.poll_due()
+    (started,) = (await rig.events(watch.id))[seen:]
+    assert await rig.deliver(started) == SendResult.delivered()
+    assert line(rig.card_lines(), "Bulk 1", "working"), rig.card_lines()

@@ -172,7 +172,8 @@ def summarize(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 name,
                 f"{result['bulks']} bulks, floor {result['poll_floor_s']} s, {result['flips']} flips",
-                f"{result['observed_flips']} observed, {result['not_delivered']} not delivered",
+                f"{result['observed_flips']} observed, {result['not_delivered']} not delivered, "
+                f"{result.get('returned_to_the_status_last_seen', 0)} back to the status last seen (A→B→A)",
             ),
             (
                 name,

@@ -129,18 +129,25 @@ def measure(
             arrivals.setdefault((data["bulk_id"], data["status"]), []).append(item["at"])
     total: list[float] = []
     own: list[float] = []
-    overtaken = missing = 0
+    overtaken = missing = returned = 0
     by_bulk: dict[int, list[Any]] = {}
     for flip in flips:
         by_bulk.setdefault(flip.bulk_id, []).append(flip)
     for bulk_flips in by_bulk.values():
         bulk_flips.sort(key=lambda f: f.t)
+        observed_status = bulk_flips[0].from_
         for index, flip in enumerate(bulk_flips):
             next_t = bulk_flips[index + 1].t if index + 1 < len(bulk_flips) else float("inf")
             seen = next((t for t in shown.get((flip.bulk_id, flip.to), []) if flip.t <= t < next_t), None)
             if seen is None:
                 overtaken += 1  # changed again before any poll saw it: not observable
                 continue
+            if flip.to == observed_status:
+                # Back to the status the last poll showed, the change between unseen (A → B → A):
+                # to the bridge nothing changed, and nothing is announced.
+                returned += 1
+                continue
+            observed_status = flip.to
             got = next((t for t in arrivals.get((flip.bulk_id, flip.to), []) if t >= seen), None)
             if got is None:
                 missing += 1
@@ -153,6 +160,7 @@ def measure(
         "flips": len(flips),
         "observed_flips": len(total) + missing,
         "overtaken_before_a_poll": overtaken,
+        "returned_to_the_status_last_seen": returned,
         "not_delivered": missing,
         "total": summary_ms(total),
         "own_part": summary_ms(own),

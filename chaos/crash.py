@@ -22,9 +22,6 @@ SEED: Final = 20261127
 SHORT: Final = {"imports": 14, "seconds": 27.0}
 """About 270 events: 0.5 % of them allows one duplicate Slack reply, as the full size does."""
 FULL: Final = {"imports": 50, "seconds": 180.0}
-SETTLE_TIMEOUT_S: Final = 45.0
-"""After the last kill: a job a killed worker held is free again after the delivery timeout + 10 s,
-an outbox entry without a job is re-dispatched by the sweeper after 30 s (plus its 10 s period)."""
 
 
 async def _killer(r: Rig, names: list[str], rng: random.Random, kills: list[int]) -> None:
@@ -55,11 +52,7 @@ async def run(ctx: RunContext, size: Size) -> Outcome:
         for name in names:  # a worker killed last may still be starting
             if not r.stack.procs[name].alive():
                 r.stack.start_worker(name)
-        try:
-            settled = f"{await r.settle(SETTLE_TIMEOUT_S):.1f} s"
-        except TimeoutError:
-            settled = f"not within {SETTLE_TIMEOUT_S:g} s"
-        evidence = await r.evidence()
+        settled, evidence = await r.settled_evidence()
         outcome.figures.update(
             {"imports x bulks": f"{imports} x 5", "load seconds": seconds, "workers killed": len(kills)}
         )

@@ -44,6 +44,10 @@ BULKS_PER_IMPORT: Final = 5
 MEMBERS_PER_BULK: Final = 100
 REQUEST_LOG_SIZE: Final = 1_000_000
 START_TIMEOUT_S: Final = 30.0
+SETTLE_TIMEOUT_S: Final = 45.0
+"""How long a scenario waits, after its load, for every change to be announced and delivered: a
+job a killed worker held is free again after the delivery timeout + 10 s, an outbox entry without
+a job is re-dispatched by the sweeper after 30 s (plus its 10 s period)."""
 HTTP_TIMEOUT_S: Final = 30.0
 SETTLE_POLL_S: Final = 0.25
 STOP_GRACE_S: Final = 15.0
@@ -707,6 +711,15 @@ class Rig:
 
     async def settle(self, timeout_s: float) -> float:
         return await settle(self.stack, self.api, self.watches, self.load, timeout_s)
+
+    async def settled_evidence(self, timeout_s: float = SETTLE_TIMEOUT_S) -> tuple[str, Evidence]:
+        """Wait for everything to settle after the load (how long it took, as a figure), then
+        gather the evidence."""
+        try:
+            settled = f"{await self.settle(timeout_s):.1f} s"
+        except TimeoutError:
+            settled = f"not within {timeout_s:g} s"
+        return settled, await self.evidence()
 
     async def evidence(self) -> Evidence:
         return await gather_evidence(

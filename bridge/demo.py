@@ -13,9 +13,11 @@ import base64
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -292,12 +294,26 @@ def _ready(url: str) -> bool:
         return False
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM (``kill``, a closing terminal's session manager) stops the demo like Ctrl-C: every
+    process it started is stopped. Only the main thread can set a handler; the old one is
+    returned to be put back (``None`` when none was set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
+
+
 def run_demo(
     *, keep_logs: bool = False, time_scale: float = 1.0, out: Callable[[], IO[str]] = lambda: sys.stdout
 ) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bridge-demo-"))
     term = Terminal(out())
     demo = Demo(workdir, term, time_scale)
+    previous = _stop_on_sigterm()
     try:
         code = demo.run()
     except KeyboardInterrupt:
@@ -310,6 +326,8 @@ def run_demo(
         code = 1
     finally:
         demo.stop_all()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if keep_logs or code not in (0, 130):
         term.line(f"logs kept in {workdir}")
     else:

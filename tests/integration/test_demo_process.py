@@ -1,0 +1,46 @@
+"""``bridge demo`` as a user runs it: stopped early, it leaves no process behind."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from typing import Final
+
+import pytest
+
+from bridge.devtools.processes import redis_answers
+
+pytestmark = pytest.mark.slow
+
+START_TIMEOUT_S: Final = 60.0
+STOP_TIMEOUT_S: Final = 30.0
+REDIS_LINE: Final = re.compile(r"Redis\s+127\.0\.0\.1:(\d+)")
+
+
+def test_sigterm_stops_the_demo_and_everything_it_started() -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "demo"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert demo.stdout is not None
+        port = None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for line in demo.stdout:
+            if (found := REDIS_LINE.search(line)) is not None:
+                port = int(found.group(1))
+            if "Events as they happen" in line or time.monotonic() > deadline:
+                break
+        assert port is not None and redis_answers(port)
+        demo.send_signal(signal.SIGTERM)
+        demo.wait(timeout=STOP_TIMEOUT_S)
+        assert demo.returncode == 130
+        assert not redis_answers(port)  # its redis-server (and the rest, stopped alike) is gone
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        if demo.stdout is not None:
+            demo.stdout.close()

@@ -115,17 +115,20 @@ async def test_a_worker_finishes_the_poll_in_flight_and_claims_nothing_after_sig
 
 
 @pytest.mark.parametrize(
-    ("how", "exit_code"),
+    ("how", "exit_codes"),
     [
         # Refused connections: the stop cannot hand back, says so and exits cleanly.
-        ("killed", 0),
-        # A Redis that hangs (stopped, connections open): the watchdog ends the process.
-        ("hung", EXIT_STOP_TIMEOUT),
+        ("killed", {0}),
+        # A Redis that hangs (stopped, connections open): the watchdog ends the process, unless
+        # the call the stop is waiting on times out first (5 s socket timeout, no retry left) and
+        # it exits cleanly. Which one depends on where the stop was when Redis stopped answering;
+        # either way it is gone within the drain and the margin, which is the promise.
+        ("hung", {0, EXIT_STOP_TIMEOUT}),
     ],
 )
 async def test_a_worker_exits_within_its_drain_and_margin_when_redis_is_gone(
     how: str,
-    exit_code: int,
+    exit_codes: set[int],
     simulator: RunningSimulator,
     control: SimulatorControl,
     tmp_path: Path,
@@ -153,7 +156,7 @@ async def test_a_worker_exits_within_its_drain_and_margin_when_redis_is_gone(
         finally:
             server.signal(signal.SIGCONT)
     assert took < 1 + WORKER_EXIT_MARGIN_S + 3, worker.output()[-3000:]
-    assert code == exit_code, worker.output()[-3000:]
+    assert code in exit_codes, worker.output()[-3000:]
 
 
 async def test_the_api_finishes_requests_in_flight_and_takes_no_new_connection(

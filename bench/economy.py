@@ -23,7 +23,6 @@ import aiohttp
 from redis.asyncio import Redis
 
 from bench.harness import MPC_TOKEN, Stack, stack
-from bench.latency import read_all
 from bridge.core.model import WatchSpec
 from bridge.simulator import SimulatorControl
 from bridge.store.redis_store import RedisStore
@@ -130,8 +129,8 @@ async def run_naive(stack: Stack, imports: int, bulks: int) -> dict[str, Any]:
 
 
 async def _measure(control: SimulatorControl) -> dict[str, Any]:
-    flips = [f for f in await read_all(control.flips) if f.source == "scenario" and f.from_ is not None]
-    served = await read_all(control.requests)
+    flips = [f for f in await control.all_flips() if f.source == "scenario" and f.from_ is not None]
+    served = await control.all_requests()
     shown: dict[tuple[int, str], list[float]] = {}
     for request in served:
         for bulk_id, status in request.shown.items():

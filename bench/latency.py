@@ -61,19 +61,6 @@ def start_receiver(stack: Stack) -> str:
     return str(proc.popen.stdout.readline().decode().split()[-1])
 
 
-async def read_all(fetch: Any, key: str = "items") -> list[Any]:
-    """Every entry of a paged simulator log."""
-    items: list[Any] = []
-    since = 0
-    while True:
-        page = await fetch(since=since, limit=10_000)
-        batch = getattr(page, key)
-        if not batch:
-            return items
-        items += batch
-        since = batch[-1].seq  # ``page.last_seq`` is the newest ever logged, not this page's last
-
-
 async def run(
     stack: Stack, *, bulks: int, rate: float, seconds: float, concurrency: int = POLL_CONCURRENCY
 ) -> dict[str, Any]:
@@ -108,8 +95,8 @@ async def run(
             "random_flips", bulks=refs, rate=rate, duration_s=seconds, finish_p=0.3, seed=20261127
         )
         await asyncio.sleep(seconds + 3 * FLOOR_S)
-        flips = [f for f in await read_all(control.flips) if f.t >= started and f.source == "scenario"]
-        served = await read_all(control.requests)
+        flips = [f for f in await control.all_flips() if f.t >= started and f.source == "scenario"]
+        served = await control.all_requests()
     async with httpx.AsyncClient(base_url=receiver, timeout=60) as client:
         received = (await client.get("/_control/requests", params={"path": RECEIVER_PATH})).json()
     return measure(flips, served, received, bulks=bulks, rate=rate, seconds=seconds)

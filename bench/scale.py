@@ -22,7 +22,6 @@ import aiohttp
 from redis.asyncio import Redis
 
 from bench.harness import API_KEY, Stack, rss_bytes
-from bench.latency import read_all
 from bench.throughput import BATCH, SLUG
 from bridge.core.schedule import JITTER
 from bridge.simulator import SimulatorControl
@@ -101,7 +100,7 @@ async def run(
     polled = int((await redis.info("memory"))["used_memory"])
     await redis.aclose()
     async with SimulatorControl(stack.simulator_url) as control:
-        served = [r for r in await read_all(control.requests) if r.t >= started]
+        served = [r for r in await control.all_requests() if r.t >= started]
     times: dict[str, list[float]] = defaultdict(list)
     for request in served:
         times[request.path].append(request.t)

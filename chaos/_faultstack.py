@@ -24,12 +24,9 @@ import httpx
 from bench.harness import Stack
 from bridge.devtools.processes import Process
 from bridge.simulator.control import SimulatorControl
-from bridge.simulator.state import FlipEntry, RequestLogEntry
 from chaos.model import CHAOS_ALLOW_CIDRS, RunContext
 
 API_TIMEOUT_S: Final = 30.0
-LOG_PAGE: Final = 10_000
-"""Entries per page when reading the simulator's request and flip logs."""
 PAGE_LIMIT: Final = 500
 """Items per page when reading the API's lists."""
 
@@ -196,29 +193,6 @@ async def fault_stack(ctx: RunContext, name: str) -> AsyncIterator[FaultStack]:
         yield running
     finally:
         await running.close()
-
-
-async def all_requests(control: SimulatorControl) -> list[RequestLogEntry]:
-    """The simulator's whole request log (pages continue after the last item's seq)."""
-    entries: list[RequestLogEntry] = []
-    since = 0
-    while True:
-        page = await control.requests(since=since, limit=LOG_PAGE)
-        if not page.items:
-            return entries
-        entries += page.items
-        since = page.items[-1].seq
-
-
-async def all_flips(control: SimulatorControl) -> list[FlipEntry]:
-    entries: list[FlipEntry] = []
-    since = 0
-    while True:
-        page = await control.flips(since=since, limit=LOG_PAGE)
-        if not page.items:
-            return entries
-        entries += page.items
-        since = page.items[-1].seq
 
 
 async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float, interval_s: float = 0.2) -> bool:

@@ -442,18 +442,6 @@ class Load:
         self.flips += 1
 
 
-async def read_log(fetch: Callable[..., Awaitable[Any]]) -> list[Any]:
-    """Every entry of a paged simulator log (a page continues after its last item's seq)."""
-    items: list[Any] = []
-    since = 0
-    while True:
-        page = await fetch(since=since, limit=10_000)
-        if not page.items:
-            return items
-        items += page.items
-        since = page.items[-1].seq
-
-
 # ---------------------------------------------------------------------- verification
 
 
@@ -484,8 +472,8 @@ async def gather_evidence(
     watches: dict[str, str],
     channels: dict[str, str],
 ) -> Evidence:
-    flips = [f for f in await read_log(control.flips) if f.source == "control" and f.t >= load.started_t]
-    served = await read_log(control.requests)
+    flips = [f for f in await control.all_flips() if f.source == "control" and f.t >= load.started_t]
+    served = await control.all_requests()
     timelines = {wid: await api.timeline(wid) for wid in watches}
     async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, trust_env=False) as client:
         webhooks = (

@@ -32,8 +32,6 @@ from bridge.simulator.state import FaultKind, FlipEntry, RequestLogEntry
 from chaos._faultstack import (
     ApiClient,
     FaultStack,
-    all_flips,
-    all_requests,
     fault_stack,
     wait_for,
     write_log,
@@ -509,8 +507,8 @@ async def scenario(
         return wanted_ids <= {r.webhook_id for r in received}
 
     await wait_for(all_received, SETTLE_TIMEOUT_S)
-    requests = await all_requests(control)
-    flips = await all_flips(control)
+    requests = await control.all_requests()
+    flips = await control.all_flips()
     counters = await control.counters()
     faulted = [e for e in requests if e.path.startswith(FAULT_MATCH)]
 

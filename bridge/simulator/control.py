@@ -11,9 +11,9 @@ Every method is one control route and returns the decoded answer as the simulato
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Protocol, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -26,9 +26,11 @@ from bridge.simulator.state import (
     Counters,
     Fault,
     FaultKind,
+    FlipEntry,
     FlipLogPage,
     Health,
     ImportDetail,
+    RequestLogEntry,
     RequestLogPage,
 )
 
@@ -36,6 +38,19 @@ CONTROL_TIMEOUT_S: Final = 30.0
 """Generous: a reset or a large import body can take a moment on a loaded benchmark machine."""
 
 T = TypeVar("T")
+E = TypeVar("E", RequestLogEntry, FlipEntry)
+
+
+class _LogPage(Protocol[E]):
+    items: list[E]
+
+
+async def _whole_log(fetch: Callable[..., Awaitable[_LogPage[E]]]) -> list[E]:
+    """Every entry of a paged log: each page continues after the last item of the one before."""
+    entries: list[E] = []
+    while page := (await fetch(since=entries[-1].seq if entries else 0)).items:
+        entries += page
+    return entries
 
 
 class ControlError(Exception):
@@ -240,12 +255,21 @@ class SimulatorControl:
     # --- logs -----------------------------------------------------------------------------------
 
     async def requests(self, since: int = 0, limit: int = DEFAULT_LOG_PAGE) -> RequestLogPage:
-        """Request log entries with ``seq > since`` (``page.last_seq`` is the next ``since``)."""
+        """Request log entries with ``seq > since``. The next page starts after this page's last
+        item (``page.items[-1].seq``); ``page.last_seq`` is the newest entry ever logged."""
         return await self._get("/requests", RequestLogPage, {"since": since, "limit": limit})
 
     async def flips(self, since: int = 0, limit: int = DEFAULT_LOG_PAGE) -> FlipLogPage:
-        """Flip log entries (status changes) with ``seq > since``."""
+        """Flip log entries (status changes) with ``seq > since``, paged like :meth:`requests`."""
         return await self._get("/flips", FlipLogPage, {"since": since, "limit": limit})
+
+    async def all_requests(self) -> list[RequestLogEntry]:
+        """The whole request log, page by page."""
+        return await _whole_log(self.requests)
+
+    async def all_flips(self) -> list[FlipEntry]:
+        """The whole flip log, page by page."""
+        return await _whole_log(self.flips)
 
     async def counters(self) -> Counters:
         """Upstream requests by path kind, status and fault; the number of flips."""

@@ -29,6 +29,7 @@ RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.tom
 COPY README.md ./
 COPY bridge ./bridge
 COPY workers ./workers
+COPY mpc_simulator ./mpc_simulator
 RUN "$VENV/bin/pip" wheel --no-deps --wheel-dir dist . \
     && "$VENV/bin/pip" install --no-deps dist/*.whl \
     && "$VENV/bin/bridge" --version

@@ -36,12 +36,12 @@ from bench.harness import API_KEY, CpuMeter, Stack, redis_commands
 from bench.load import measure
 from bench.throughput import SLUG
 from bridge.config import load_settings
-from bridge.devtools.processes import Process
 from bridge.logs import configure_logging
 from bridge.redis_url import connect
-from bridge.simulator import SimulatorControl
 from bridge.store import keys
 from bridge.worker import Runtime
+from bridge_tools.processes import Process
+from mpc_simulator import SimulatorControl
 
 CONCURRENCY: Final = 100
 """The worker's ``BRIDGE_WORKER_MAX_JOBS`` (its default), and the baselines' concurrency."""

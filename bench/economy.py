@@ -24,9 +24,9 @@ from redis.asyncio import Redis
 
 from bench.harness import MPC_TOKEN, Stack, stack
 from bridge.core.model import WatchSpec
-from bridge.simulator import SimulatorControl
 from bridge.store.redis_store import RedisStore
 from bridge.upstream.mpc import user_agent
+from mpc_simulator import SimulatorControl
 
 TIME_SCALE: Final = 10.0
 MPC_FLOOR_S: Final = 5.0

@@ -23,7 +23,7 @@ import httpx
 import redis
 from cryptography.fernet import Fernet
 
-from bridge.devtools.processes import Process, free_port, redis_answers, redis_server_binary, wait_until
+from bridge_tools.processes import Process, free_port, redis_answers, redis_server_binary, wait_until
 
 SECRET_KEY: Final = Fernet.generate_key().decode()
 API_KEY: Final = "bench-" + secrets.token_urlsafe(16)

@@ -25,8 +25,8 @@ import msgspec
 
 from bench.harness import API_KEY, Stack
 from bench.throughput import SLUG, populate
-from bridge.devtools.processes import Process
-from bridge.simulator import SimulatorControl
+from bridge_tools.processes import Process
+from mpc_simulator import SimulatorControl
 
 FLOOR_S: Final = 1.0
 POLL_CONCURRENCY: Final = 200
@@ -54,7 +54,7 @@ def summary_ms(values: list[float]) -> dict[str, float]:
 
 
 def start_receiver(stack: Stack) -> str:
-    argv = [sys.executable, "-m", "bridge.devtools.webhook_receiver", "--port", "0"]
+    argv = [sys.executable, "-m", "bridge_tools.webhook_receiver", "--port", "0"]
     proc = Process(argv, stack.workdir / "receiver.log").start(stdout_pipe=True)
     stack.procs["receiver"] = proc
     assert proc.popen is not None and proc.popen.stdout is not None

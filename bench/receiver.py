@@ -23,7 +23,7 @@ from typing import Any, Final
 import uvloop
 from aiohttp import web
 
-from bridge.devtools.processes import LOOPBACK
+from bridge_tools.processes import LOOPBACK
 
 READY_PREFIX: Final = "READY bench-receiver "
 SIGNATURE_HEADERS: Final = ("webhook-id", "webhook-timestamp", "webhook-signature")

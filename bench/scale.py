@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from bench.harness import API_KEY, Stack, rss_bytes
 from bench.throughput import BATCH, SLUG
 from bridge.core.schedule import JITTER
-from bridge.simulator import SimulatorControl
+from mpc_simulator import SimulatorControl
 
 FLOOR_S: Final = 60.0
 CEILING_S: Final = 120.0

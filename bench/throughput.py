@@ -19,9 +19,9 @@ from redis.asyncio import Redis
 
 from bench.harness import MPC_TOKEN, CpuMeter, Stack, cpu_seconds
 from bridge.core.model import WatchSpec
-from bridge.simulator import SimulatorControl
 from bridge.store.redis_store import RedisStore
 from bridge.upstream.mpc import user_agent
+from mpc_simulator import SimulatorControl
 
 SLUG: Final = "bench-club"
 FLIPS_PER_RUN: Final = 300

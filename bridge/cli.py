@@ -6,7 +6,8 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from importlib import metadata
+from typing import Any, Final, NoReturn
 
 import click
 
@@ -29,7 +30,37 @@ def _fail(message: str) -> NoReturn:
     sys.exit(EXIT_CONFIG)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+PLUGIN_GROUP: Final = "bridge.commands"
+"""Entry-point group of the commands that ship beside the product (the MPC simulator, the demo):
+the product never imports that tooling; a command is loaded only when it is run."""
+
+
+class _Commands(click.Group):
+    """The product's own commands, plus those of :data:`PLUGIN_GROUP`, loaded on use."""
+
+    def _plugins(self) -> dict[str, metadata.EntryPoint]:
+        return {ep.name: ep for ep in metadata.entry_points(group=PLUGIN_GROUP)}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugins()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        plugin = self._plugins().get(cmd_name)
+        if plugin is None:
+            return None
+        try:
+            loaded = plugin.load()
+        except ImportError:
+            _fail(f"`bridge {cmd_name}` is not installed here (it ships with the development tools)")
+        if not isinstance(loaded, click.Command):
+            raise TypeError(f"entry point {plugin.value} is not a click command")
+        return loaded
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mpc-import-bridge")
 def main() -> None:
     """mpc-import-bridge: watch Placewise MPC member imports, announce every bulk status change."""
@@ -121,18 +152,6 @@ def config_reference(fmt: str) -> None:
     from bridge.config_docs import render
 
     click.echo(render(fmt), nl=False)  # type: ignore[arg-type]
-
-
-@main.command()
-@click.option("--keep-logs", is_flag=True, help="Keep the processes' log files after the demo.")
-@click.option(
-    "--time-scale", default=1.0, show_default=True, type=float, help="Speed of the simulated import."
-)
-def demo(keep_logs: bool, time_scale: float) -> None:
-    """Watch a simulated import end to end: Redis, simulator, API and worker on this machine."""
-    from bridge.demo import run_demo
-
-    sys.exit(run_demo(keep_logs=keep_logs, time_scale=time_scale))
 
 
 # ---------------------------------------------------------------------------- watch (an API client)
@@ -262,12 +281,3 @@ def watch_follow(api_url: str, api_key: str | None, watch_id: str) -> None:
 
     state = _run(api_url, api_key, lambda c: follow(c, watch_id, Console()))
     sys.exit(0 if state == "completed" else 1)
-
-
-def _register_simulator() -> None:
-    from bridge.simulator.cli import simulator_command
-
-    main.add_command(simulator_command, name="simulator")
-
-
-_register_simulator()

@@ -22,9 +22,9 @@ from typing import Any, Final
 import httpx
 
 from bench.harness import Stack
-from bridge.devtools.processes import Process
-from bridge.simulator.control import SimulatorControl
+from bridge_tools.processes import Process
 from chaos.model import CHAOS_ALLOW_CIDRS, RunContext
+from mpc_simulator.control import SimulatorControl
 
 API_TIMEOUT_S: Final = 30.0
 PAGE_LIMIT: Final = 500

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import redis
 
-from bridge.devtools.processes import Process
+from bridge_tools.processes import Process
 from chaos._faultstack import ApiClient, fault_stack, write_log
 from chaos.model import Outcome, RunContext, Size
 

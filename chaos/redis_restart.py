@@ -18,9 +18,9 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
-from bridge.devtools.processes import LOOPBACK
 from bridge.poller import REDIS_RETRY_MAX_S
 from bridge.store import keys
+from bridge_tools.processes import LOOPBACK
 from chaos.model import Outcome, RunContext, Size
 from chaos.stack import FLIP_GAP_MIN_S, START_TIMEOUT_S, Rig, rig, until, verify
 

@@ -26,10 +26,10 @@ from typing import Any, Final
 import msgspec
 import redis
 
-from bridge.devtools import slack_standin
-from bridge.devtools.slack_standin import RunningStandin
-from bridge.devtools.webhook_receiver import Received, Reply, WebhookReceiver
 from bridge.store import keys
+from bridge_tools import slack_standin
+from bridge_tools.slack_standin import RunningStandin
+from bridge_tools.webhook_receiver import Received, Reply, WebhookReceiver
 from chaos._faultstack import ApiClient, FaultStack, fault_stack, wait_for, write_log
 from chaos.model import Outcome, RunContext, Size
 

@@ -31,12 +31,12 @@ from typing import Any, Final
 import httpx
 import msgspec
 
-from bridge.devtools.processes import LOOPBACK, Process, free_port, redis_answers, redis_server_binary
-from bridge.simulator import SimulatorControl
-from bridge.simulator.scenarios import next_transition, outcome_patch
-from bridge.simulator.state import BulkPatch, BulkStatus, FlipEntry, RequestLogEntry
 from bridge.slack.render import status_word
+from bridge_tools.processes import LOOPBACK, Process, free_port, redis_answers, redis_server_binary
 from chaos.model import CHAOS_ALLOW_CIDRS, Outcome, RunContext
+from mpc_simulator import SimulatorControl
+from mpc_simulator.scenarios import next_transition, outcome_patch
+from mpc_simulator.state import BulkPatch, BulkStatus, FlipEntry, RequestLogEntry
 
 CLUB: Final = "chaos-mall"
 RECEIVER_PATH: Final = "hooks"
@@ -157,8 +157,8 @@ class ChaosStack:
             "simulator": python("-m", "bridge", "simulator", "--port", str(ports["simulator"]),
                                 "--token", self.ctx.secrets.mpc_token,
                                 "--request-log", str(REQUEST_LOG_SIZE)),
-            "receiver": python("-m", "bridge.devtools.webhook_receiver", "--port", str(ports["receiver"])),
-            "slack": python("-m", "bridge.devtools.slack_standin", "--port", str(ports["slack"]),
+            "receiver": python("-m", "bridge_tools.webhook_receiver", "--port", str(ports["receiver"])),
+            "slack": python("-m", "bridge_tools.slack_standin", "--port", str(ports["slack"]),
                             "--token", SLACK_TOKEN),
         }  # fmt: skip
         for name, args in argv.items():

@@ -26,9 +26,7 @@ from typing import Any, Final
 
 import msgspec
 
-from bridge.devtools.webhook_receiver import Received, WebhookReceiver
-from bridge.simulator.control import SimulatorControl
-from bridge.simulator.state import FaultKind, FlipEntry, RequestLogEntry
+from bridge_tools.webhook_receiver import Received, WebhookReceiver
 from chaos._faultstack import (
     ApiClient,
     FaultStack,
@@ -37,6 +35,8 @@ from chaos._faultstack import (
     write_log,
 )
 from chaos.model import Outcome, RunContext, Size
+from mpc_simulator.control import SimulatorControl
+from mpc_simulator.state import FaultKind, FlipEntry, RequestLogEntry
 
 NAME: Final = "upstream"
 WORKERS_FULL: Final = 2

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from bridge.devtools.processes import redis_server
+from bridge_tools.processes import redis_server
 
 
 @pytest.fixture(scope="session")

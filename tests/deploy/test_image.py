@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.processes import LOOPBACK, Process, free_port, wait_until
+from bridge_tools.processes import LOOPBACK, Process, free_port, wait_until
 from tests.deploy.dockerfile import Stage, env_pairs, parse
 from tests.integration.conftest import SECRET_KEY
 

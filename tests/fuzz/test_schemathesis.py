@@ -16,7 +16,7 @@ from typing import Any, Final
 import httpx
 import pytest
 
-from bridge.devtools.processes import Process, free_port, wait_until
+from bridge_tools.processes import Process, free_port, wait_until
 from tests.integration.conftest import SECRET_KEY
 
 MIN_CASES: Final = 1000

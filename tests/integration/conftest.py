@@ -17,10 +17,10 @@ from bridge.core.model import Event, WatchSpec
 from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.registry import build_resolver
 from bridge.poller import Poller
-from bridge.simulator import RunningSimulator, SimulatorControl, start
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore, resolved
 from bridge.worker import _upstream, deserialize_job, poller_config, serialize_job
+from mpc_simulator import RunningSimulator, SimulatorControl, start
 
 MPC_TOKEN: Final = "mpc-test-token"
 API_KEY: Final = "test-api-key"

@@ -10,7 +10,7 @@ from litestar.testing import TestClient
 
 from bridge.app import create_app
 from bridge.config import load_settings
-from bridge.devtools.processes import free_port
+from bridge_tools.processes import free_port
 from tests.integration.conftest import SECRET_KEY
 
 KEY = "test-key-1"

@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 
 from bridge.app import create_app
 from bridge.config import load_settings
-from bridge.devtools.processes import (
+from bridge_tools.processes import (
     LOOPBACK,
     Process,
     free_port,

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.devtools.processes import Process, free_port, wait_until
+from bridge_tools.processes import Process, free_port, wait_until
 from tests.integration.conftest import FAST_ENV, SECRET_KEY
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from typing import Final
 
 import pytest
 
-from bridge.devtools.processes import redis_answers
+from bridge_tools.processes import redis_answers
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ import pytest
 
 from bridge import __version__
 from bridge.http import Fetcher, build_transport
-from bridge.simulator import RunningSimulator, SimulatorControl
 from bridge.upstream.mpc import MAX_BODY_BYTES, MpcClient, StaticTokens, parse_retry_after
+from mpc_simulator import RunningSimulator, SimulatorControl
 from tests.integration.conftest import MPC_TOKEN, SLUG
 
 IMPORT = "imp-client"

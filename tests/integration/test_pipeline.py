@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 from bridge.core.model import SlackTarget, WatchSpec
 from bridge.credentials import CredentialStore
 from bridge.crypto import SecretBox
-from bridge.simulator import SimulatorControl
 from bridge.store import keys
+from mpc_simulator import SimulatorControl
 from tests.builders import MEMBERS_ERRORS
 from tests.integration.conftest import SLUG, Pipeline, eventually, outbox
 

@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.devtools.processes import LOOPBACK, Process, SentinelGroup, free_port, sentinel_group
 from bridge.redis_url import connect
-from bridge.simulator import RunningSimulator, SimulatorControl
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
+from bridge_tools.processes import LOOPBACK, Process, SentinelGroup, free_port, sentinel_group
+from mpc_simulator import RunningSimulator, SimulatorControl
 from tests.integration.conftest import API_KEY, SLUG, eventually
 from tests.integration.test_worker_process import worker_env
 

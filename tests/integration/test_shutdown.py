@@ -22,11 +22,11 @@ from redis.asyncio import Redis
 
 from bridge.config import WORKER_EXIT_MARGIN_S
 from bridge.core.model import WatchSpec
-from bridge.devtools.processes import LOOPBACK, Process, free_port, redis_server
-from bridge.simulator import RunningSimulator, SimulatorControl
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
 from bridge.worker import EXIT_STOP_TIMEOUT, health_check_key
+from bridge_tools.processes import LOOPBACK, Process, free_port, redis_server
+from mpc_simulator import RunningSimulator, SimulatorControl
 from tests.integration.conftest import API_KEY, SLUG, eventually
 from tests.integration.test_worker_process import worker_env
 

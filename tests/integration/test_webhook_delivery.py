@@ -21,14 +21,14 @@ from redis.asyncio import Redis
 
 from bridge.delivery.model import SendResult
 from bridge.delivery.service import RetryLater
-from bridge.devtools.processes import free_port
-from bridge.devtools.webhook_receiver import Reply, WebhookReceiver
 from bridge.store import keys
 from bridge.store.redis_store import resolved
 from bridge.webhooks.actions import redeliver, send_test_event
 from bridge.webhooks.index import SubscriptionIndex
 from bridge.webhooks.model import destination, event_delivery_id
 from bridge.webhooks.sender import RESPONSE_BODY_MAX_BYTES
+from bridge_tools.processes import free_port
+from bridge_tools.webhook_receiver import Reply, WebhookReceiver
 from tests.integration.webhooks_helpers import Webhooks, make_event, tls_files
 
 HOOK = "hooks/crm"

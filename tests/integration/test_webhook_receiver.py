@@ -8,13 +8,13 @@ from pathlib import Path
 
 import httpx
 
-from bridge.devtools.processes import Process
-from bridge.devtools.webhook_receiver import READY_PREFIX
 from bridge.webhooks.signing import new_secret, secret_key, webhook_headers
+from bridge_tools.processes import Process
+from bridge_tools.webhook_receiver import READY_PREFIX
 
 
 def test_the_receiver_process_verifies_signatures_and_answers_as_scripted(tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "bridge.devtools.webhook_receiver", "--port", "0"]
+    argv = [sys.executable, "-m", "bridge_tools.webhook_receiver", "--port", "0"]
     proc = Process(argv, tmp_path / "receiver.log").start(stdout_pipe=True)
     try:
         assert proc.popen is not None and proc.popen.stdout is not None

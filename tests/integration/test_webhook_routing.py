@@ -7,9 +7,9 @@ import time
 from redis.asyncio import Redis
 
 from bridge.core.model import WatchSpec
-from bridge.simulator import SimulatorControl
 from bridge.store import keys
 from bridge.webhooks.model import destination
+from mpc_simulator import SimulatorControl
 from tests.integration.conftest import SLUG, Pipeline, outbox
 from tests.integration.webhooks_helpers import Webhooks
 

@@ -23,13 +23,13 @@ from redis.asyncio import Redis
 
 from bridge.config import Settings, load_settings
 from bridge.delivery.dispatch import Dispatcher
-from bridge.devtools.processes import Process
-from bridge.devtools.webhook_receiver import Reply, WebhookReceiver
-from bridge.simulator import RunningSimulator, SimulatorControl
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
 from bridge.webhooks.model import destination, event_delivery_id
 from bridge.worker import deserialize_job, serialize_job, worker_settings
+from bridge_tools.processes import Process
+from bridge_tools.webhook_receiver import Reply, WebhookReceiver
+from mpc_simulator import RunningSimulator, SimulatorControl
 from tests.integration.conftest import API_KEY, FAST_ENV, MPC_TOKEN, SLUG, eventually
 from tests.integration.test_worker_process import spec
 from tests.integration.webhooks_helpers import FERNET_KEY, LOOPBACK_NET, Webhooks, make_event

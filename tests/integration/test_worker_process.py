@@ -14,11 +14,11 @@ import pytest
 from redis.asyncio import Redis
 
 from bridge.core.model import WatchSpec
-from bridge.devtools.processes import LOOPBACK, Process, free_port, redis_server
-from bridge.simulator import RunningSimulator, SimulatorControl
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
 from bridge.worker import health_check_key
+from bridge_tools.processes import LOOPBACK, Process, free_port, redis_server
+from mpc_simulator import RunningSimulator, SimulatorControl
 from tests.integration.conftest import API_KEY, FAST_ENV, MPC_TOKEN, SLUG, eventually
 
 IMPORT = "imp-worker"

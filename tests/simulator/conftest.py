@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from bridge.simulator import RunningSimulator, SimulatorControl, start
+from mpc_simulator import RunningSimulator, SimulatorControl, start
 
 from .helpers import TOKEN
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
-from bridge.simulator import FlipEntry, Simulator, is_valid_transition
+from mpc_simulator import FlipEntry, Simulator, is_valid_transition
 
 SLUG: Final = "infinity-mall"
 TOKEN: Final = "test-default-token"

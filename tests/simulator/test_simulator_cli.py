@@ -30,7 +30,7 @@ class Proc:
     def __init__(self, args: list[str], stderr_path: Path) -> None:
         self._stderr = stderr_path.open("wb")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "bridge.simulator", *args],
+            [sys.executable, "-m", "mpc_simulator", *args],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             stdin=subprocess.DEVNULL,
@@ -127,7 +127,7 @@ def test_sigint_stops_cleanly(spawn: list[Proc], tmp_path: Path) -> None:
 
 def test_bad_club_option() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bridge.simulator", "--club", "no-token-here"],
+        [sys.executable, "-m", "mpc_simulator", "--club", "no-token-here"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -144,7 +144,7 @@ def test_port_in_use() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "bridge.simulator", "--port", str(port)],
+            [sys.executable, "-m", "mpc_simulator", "--port", str(port)],
             capture_output=True,
             text=True,
             timeout=30,

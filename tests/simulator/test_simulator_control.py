@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from bridge.simulator import ControlError, SimulatorControl
+from mpc_simulator import ControlError, SimulatorControl
 
 from .helpers import DOC_MEMBERS_ERRORS, IMPORT_ID, SLUG
 

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from bridge.simulator import FAULT_KINDS, ControlError, FaultKind, RunningSimulator, SimulatorControl, start
+from mpc_simulator import FAULT_KINDS, ControlError, FaultKind, RunningSimulator, SimulatorControl, start
 
 from .helpers import IMPORT_ID, SLUG, bulk_path, import_path, mpc_headers
 

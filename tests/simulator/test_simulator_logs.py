@@ -6,8 +6,8 @@ import time
 
 import httpx
 
-from bridge.simulator import RunningSimulator, SimulatorControl, start
-from bridge.simulator.state import DEFAULT_REQUEST_LOG_SIZE
+from mpc_simulator import RunningSimulator, SimulatorControl, start
+from mpc_simulator.state import DEFAULT_REQUEST_LOG_SIZE
 
 from .helpers import IMPORT_ID, SLUG, TOKEN, bulk_path, import_path, mpc_headers
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.simulator import (
+from mpc_simulator import (
     BULK_STATUSES,
     MAX_RETRIES,
     TERMINAL_STATUSES,
@@ -27,7 +27,7 @@ from bridge.simulator import (
     plan_realistic,
     start,
 )
-from bridge.simulator.scenarios import AddBulkStep, PatchBulkStep, Plan, apply_step
+from mpc_simulator.scenarios import AddBulkStep, PatchBulkStep, Plan, apply_step
 
 from .helpers import (
     IMPORT_ID,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from bridge.simulator import SimulatorControl
+from mpc_simulator import SimulatorControl
 
 from .helpers import (
     BULK_KEYS,

@@ -19,10 +19,10 @@ from bridge.core.model import Event, SlackTarget, WatchSpec
 from bridge.delivery.model import SLACK, DeliveryJob, SendResult
 from bridge.delivery.registry import build_notifiers
 from bridge.delivery.service import Deliveries, RetryLater
-from bridge.devtools.slack_standin import Message, RunningStandin, start
 from bridge.http import build_session
 from bridge.slack.factory import open_session
 from bridge.slack.plain import message_lines
+from bridge_tools.slack_standin import Message, RunningStandin, start
 from tests.integration.conftest import SLUG, Pipeline
 
 BOT_TOKEN: Final = "xoxb-test-" + "0" * 24

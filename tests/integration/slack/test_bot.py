@@ -17,8 +17,6 @@ from structlog.testing import capture_logs
 
 from bridge.delivery.model import DELIVER_FUNCTION, SendResult
 from bridge.delivery.service import RetryLater
-from bridge.devtools.processes import free_port
-from bridge.simulator import SimulatorControl
 from bridge.slack.notifier import HINTS, MAX_ATTEMPTS
 from bridge.slack.plain import message_text
 from bridge.slack.render import CARD_BLOCK_ID_PREFIX, render_card
@@ -26,6 +24,8 @@ from bridge.slack.state import SlackState
 from bridge.store import keys
 from bridge.store.redis_store import UNMASKED_ERRORS_TTL_S
 from bridge.worker import deliver, deserialize_job, serialize_job
+from bridge_tools.processes import free_port
+from mpc_simulator import SimulatorControl
 from tests.builders import MEMBERS_ERRORS
 from tests.integration.conftest import SLUG, outbox
 from tests.integration.slack.conftest import BOT_TOKEN, CHANNEL, IMPORT, SlackRig, watch_spec

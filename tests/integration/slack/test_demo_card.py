@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.devtools.processes import Process
-from bridge.devtools.slack_demo import SlackCardPrinter
 from bridge.slack.render import render_card
+from bridge_tools.processes import Process
+from bridge_tools.slack_demo import SlackCardPrinter
 from tests.unit.slack.samples import CARDS
 
 CHANNEL = "C0DEMO0001"

@@ -7,10 +7,10 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from bridge.delivery.model import SLACK
-from bridge.devtools.slack_standin import RunningStandin
-from bridge.simulator import RunningSimulator
 from bridge.slack.notifier import SlackBotNotifier
 from bridge.worker import Runtime
+from bridge_tools.slack_standin import RunningStandin
+from mpc_simulator import RunningSimulator
 from tests.integration.conftest import settings_for
 from tests.integration.slack.conftest import BOT_TOKEN
 

@@ -13,8 +13,8 @@ import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bridge.devtools.processes import Process
-from bridge.devtools.slack_standin import READY_PREFIX, TOKEN_PREFIX, RunningStandin
+from bridge_tools.processes import Process
+from bridge_tools.slack_standin import READY_PREFIX, TOKEN_PREFIX, RunningStandin
 from tests.integration.slack.conftest import BOT_TOKEN
 
 SECTION = {"type": "section", "text": {"type": "mrkdwn", "text": "hello"}}
@@ -35,7 +35,7 @@ async def api(http: httpx.AsyncClient, method: str, token: str = BOT_TOKEN, **pa
 
 async def test_as_a_process_it_prints_ready_and_its_token_and_serves_slack_sdk(tmp_path: Path) -> None:
     proc = Process(
-        [sys.executable, "-m", "bridge.devtools.slack_standin", "--port", "0"], tmp_path / "standin.log"
+        [sys.executable, "-m", "bridge_tools.slack_standin", "--port", "0"], tmp_path / "standin.log"
     ).start(stdout_pipe=True)
     assert proc.popen is not None and proc.popen.stdout is not None
     stdout = proc.popen.stdout

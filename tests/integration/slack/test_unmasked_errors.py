@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 from bridge.core import member_errors
 from bridge.core.diff import diff
 from bridge.core.schedule import PollState
-from bridge.simulator import SimulatorControl
 from bridge.store import keys
 from bridge.store.redis_store import UNMASKED_ERRORS_TTL_S, CommitPlan, NewEvent, RedisStore, resolved
+from mpc_simulator import SimulatorControl
 from tests.builders import MEMBERS_ERRORS, T0, bulk, seen, watch
 from tests.integration.conftest import SLUG
 from tests.integration.slack.conftest import IMPORT, SlackRig, watch_spec

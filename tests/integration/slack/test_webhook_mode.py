@@ -10,11 +10,11 @@ from redis.asyncio import Redis
 
 from bridge.delivery.model import SendResult
 from bridge.delivery.service import RetryLater
-from bridge.devtools.slack_standin import RunningStandin
-from bridge.simulator import SimulatorControl
 from bridge.slack.notifier import HINTS
 from bridge.slack.plain import message_text
 from bridge.store import keys
+from bridge_tools.slack_standin import RunningStandin
+from mpc_simulator import SimulatorControl
 from tests.builders import MEMBERS_ERRORS
 from tests.integration.conftest import SLUG, outbox
 from tests.integration.slack.conftest import IMPORT, SlackRig, watch_spec

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from bridge.core.member_errors import ErrorSummary
 from bridge.core.model import BulkSnapshot, ErrorGroup, Event, WatchSnapshot, WatchSpec
-from bridge.devtools.slack_standin import validate_message
 from bridge.slack.format import MAX_BLOCKS, MAX_HEADER_TEXT, MAX_SECTION_TEXT, slack_len
 from bridge.slack.plain import message_lines, message_text
 from bridge.slack.render import (
@@ -32,6 +31,7 @@ from bridge.slack.render import (
     render_card,
     render_event,
 )
+from bridge_tools.slack_standin import validate_message
 from tests.builders import watch
 from tests.unit.core.test_diff_properties import play, scenarios
 from tests.unit.slack.samples import CARDS, EVENTS, MORE_EVENTS, UNMASKED, WATCH, event, snap

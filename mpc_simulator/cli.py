@@ -15,8 +15,8 @@ from typing import Final
 
 import click
 
-from bridge.simulator.server import start
-from bridge.simulator.state import DEFAULT_REQUEST_LOG_SIZE, DEFAULT_TOKEN
+from mpc_simulator.server import start
+from mpc_simulator.state import DEFAULT_REQUEST_LOG_SIZE, DEFAULT_TOKEN
 
 DEFAULT_PORT: Final = 8081
 READY_PREFIX: Final = "READY simulator"

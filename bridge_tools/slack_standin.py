@@ -24,7 +24,7 @@ Control (no auth)::
 
 In-process: ``running = await start(token="xoxb-test")`` then ``running.slack`` is the
 :class:`SlackStandin` (``.cards()``, ``.replies()``, ``.inject()``...). As a process:
-``python -m bridge.devtools.slack_standin --port 0`` prints ``READY slack-standin <url>``.
+``python -m bridge_tools.slack_standin --port 0`` prints ``READY slack-standin <url>``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import click
 import msgspec
 from aiohttp import web
 
-from bridge.devtools.processes import LOOPBACK
+from bridge_tools.processes import LOOPBACK
 
 READY_PREFIX: Final = "READY slack-standin"
 TOKEN_PREFIX: Final = "TOKEN"  # noqa: S105 - the banner's label, not a token

@@ -50,8 +50,8 @@ from typing import Any, Final, Self, TypeVar
 import msgspec
 from aiohttp import web
 
-from bridge.simulator.scenarios import ScenarioManager, ScenarioStatus
-from bridge.simulator.state import (
+from mpc_simulator.scenarios import ScenarioManager, ScenarioStatus
+from mpc_simulator.state import (
     BULK_NOT_FOUND,
     DEFAULT_REQUEST_LOG_SIZE,
     DEFAULT_TOKEN,

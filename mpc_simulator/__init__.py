@@ -7,11 +7,11 @@ Used by the demo, the test suite and the benchmarks. In-process::
         await control.put_import("infinity-mall", "imp-1", bulks=[{"id": 11}])
     await running.stop()
 
-As a process: ``bridge simulator --port 0 --demo`` (see :mod:`bridge.simulator.cli`).
+As a process: ``bridge simulator --port 0 --demo`` (see :mod:`mpc_simulator.cli`).
 """
 
-from bridge.simulator.control import ControlError, SimulatorControl
-from bridge.simulator.scenarios import (
+from mpc_simulator.control import ControlError, SimulatorControl
+from mpc_simulator.scenarios import (
     SCENARIO_NAMES,
     BulkKey,
     DemoParams,
@@ -26,8 +26,8 @@ from bridge.simulator.scenarios import (
     plan_demo,
     plan_realistic,
 )
-from bridge.simulator.server import RunningSimulator, create_app, start
-from bridge.simulator.state import (
+from mpc_simulator.server import RunningSimulator, create_app, start
+from mpc_simulator.state import (
     BULK_STATUSES,
     DEFAULT_TOKEN,
     FAULT_KINDS,

@@ -6,7 +6,7 @@
 time scale. ``random_flips`` is live: at random instants it advances one of its bulks by one
 valid lifecycle step (:func:`next_transition`), whatever state control calls left it in.
 
-Every change goes through :class:`~bridge.simulator.state.Simulator` with ``source="scenario"``,
+Every change goes through :class:`~mpc_simulator.state.Simulator` with ``source="scenario"``,
 so the flip log carries the wall time of each change for latency benchmarks.
 """
 
@@ -23,7 +23,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from bridge.simulator.state import (
+from mpc_simulator.state import (
     MAX_RETRIES,
     TERMINAL_STATUSES,
     BulkPatch,

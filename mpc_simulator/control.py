@@ -19,8 +19,8 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from bridge.simulator.scenarios import ScenarioStatus
-from bridge.simulator.state import (
+from mpc_simulator.scenarios import ScenarioStatus
+from mpc_simulator.state import (
     DEFAULT_LOG_PAGE,
     Bulk,
     Counters,

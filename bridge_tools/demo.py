@@ -23,10 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Final
 
+import click
 import httpx
 
-from bridge.devtools.demo_webhooks import ALLOW_LOOPBACK, DemoWebhooks
-from bridge.devtools.processes import (
+from bridge_tools.demo_webhooks import ALLOW_LOOPBACK, DemoWebhooks
+from bridge_tools.processes import (
     LOOPBACK,
     Process,
     free_port,
@@ -34,7 +35,7 @@ from bridge.devtools.processes import (
     redis_server_binary,
     wait_until,
 )
-from bridge.devtools.slack_demo import SlackCardPrinter
+from bridge_tools.slack_demo import SlackCardPrinter
 
 DEMO_POLL_MIN_S: Final = 0.5
 DEMO_POLL_MAX_S: Final = 2.0
@@ -333,3 +334,13 @@ def run_demo(
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return code
+
+
+@click.command("demo")
+@click.option("--keep-logs", is_flag=True, help="Keep the processes' log files after the demo.")
+@click.option(
+    "--time-scale", default=1.0, show_default=True, type=float, help="Speed of the simulated import."
+)
+def demo_command(keep_logs: bool, time_scale: float) -> None:
+    """Watch a simulated import end to end: Redis, simulator, API and worker on this machine."""
+    sys.exit(run_demo(keep_logs=keep_logs, time_scale=time_scale))

@@ -1,6 +1,6 @@
 """In-memory model of the MPC simulator: clubs, imports, bulks, faults and logs. No I/O.
 
-The HTTP layer (:mod:`bridge.simulator.server`) asks this model for an :class:`Answer` to each
+The HTTP layer (:mod:`mpc_simulator.server`) asks this model for an :class:`Answer` to each
 upstream request and hands it the outcome to log; the control API and the scenarios change the
 model through :class:`Simulator` methods, which keep three promises:
 

@@ -1,7 +1,7 @@
 """The demo's webhook part: a local receiver, a subscription made through the API, and a line
 for every webhook the receiver got, with whether its signature verified.
 
-The receiver runs as its own process (:mod:`bridge.devtools.webhook_receiver`); the demo gives
+The receiver runs as its own process (:mod:`bridge_tools.webhook_receiver`); the demo gives
 it the subscription's secret and reads what it received through its control routes.
 """
 
@@ -17,8 +17,8 @@ from typing import Any, Final
 import httpx
 import msgspec
 
-from bridge.devtools.processes import LOOPBACK, Process
-from bridge.devtools.webhook_receiver import CONTROL_PREFIX, READY_PREFIX
+from bridge_tools.processes import LOOPBACK, Process
+from bridge_tools.webhook_receiver import CONTROL_PREFIX, READY_PREFIX
 
 DEMO_HOOK_PATH: Final = "hooks/demo"
 ALLOW_LOOPBACK: Final = {"BRIDGE_WEBHOOK_ALLOW_CIDRS": f"{LOOPBACK}/32"}
@@ -57,7 +57,7 @@ class DemoWebhooks:
         self.unverified = 0
 
     def start_receiver(self, timeout_s: float) -> str:
-        argv = [sys.executable, "-m", "bridge.devtools.webhook_receiver", "--port", "0"]
+        argv = [sys.executable, "-m", "bridge_tools.webhook_receiver", "--port", "0"]
         proc = Process(argv, self._workdir / "webhook-receiver.log").start(stdout_pipe=True)
         self._procs.append(proc)
         assert proc.popen is not None

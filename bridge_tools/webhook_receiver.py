@@ -13,7 +13,7 @@ scripted.
 - ``DELETE /_control/requests`` — forget them, and every script.
 
 In a test: ``async with WebhookReceiver() as receiver`` (127.0.0.1, a free port; optionally TLS).
-As a process: ``python -m bridge.devtools.webhook_receiver --port 0`` prints
+As a process: ``python -m bridge_tools.webhook_receiver --port 0`` prints
 ``READY webhook-receiver http://127.0.0.1:PORT`` on stdout, then one line per request on stderr.
 """
 
@@ -33,8 +33,8 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
-from bridge.devtools.processes import LOOPBACK
 from bridge.webhooks.signing import HEADER_ID, VerificationFailed, verify
+from bridge_tools.processes import LOOPBACK
 
 CONTROL_PREFIX: Final = "/_control"
 READY_PREFIX: Final = "READY webhook-receiver "

@@ -1,6 +1,6 @@
 """The demo's Slack: the stand-in as a process, and the import card printed each time it changes.
 
-Used by :mod:`bridge.demo`; kept apart so the demo only starts it, passes its environment to the
+Used by :mod:`bridge_tools.demo`; kept apart so the demo only starts it, passes its environment to the
 bridge and asks it to show what changed.
 """
 
@@ -15,10 +15,10 @@ from typing import Any, Final
 
 import httpx
 
-from bridge.devtools.processes import Process
-from bridge.devtools.slack_standin import READY_PREFIX
 from bridge.slack.plain import message_lines
 from bridge.slack.render import CARD_BLOCK_ID_PREFIX
+from bridge_tools.processes import Process
+from bridge_tools.slack_standin import READY_PREFIX
 
 BOX_WIDTH: Final = 100
 SETTLE_POLL_S: Final = 0.3
@@ -45,7 +45,7 @@ class SlackCardPrinter:
 
     def start(self, procs: list[Process], timeout_s: float) -> dict[str, str]:
         """Start the stand-in; returns the ``BRIDGE_SLACK_*`` variables pointing the bridge at it."""
-        argv = [sys.executable, "-m", "bridge.devtools.slack_standin", "--port", "0", "--token", self.token]
+        argv = [sys.executable, "-m", "bridge_tools.slack_standin", "--port", "0", "--token", self.token]
         proc = Process(argv, self.workdir / "slack.log").start(stdout_pipe=True)
         procs.append(proc)
         assert proc.popen is not None and proc.popen.stdout is not None

@@ -36,6 +36,8 @@ WORKER_EXIT_MARGIN_S: Final = 10.0
 """After its drain, a worker has this long to cancel, hand back and disconnect; then it exits anyway.
 So a worker is gone ``BRIDGE_WORKER_DRAIN_S`` + this after SIGTERM: set Kubernetes'
 ``terminationGracePeriodSeconds`` above that sum."""
+MPC_RETRY_AFTER_MAX_S: Final = 600.0
+"""The longest ``Retry-After`` from MPC honoured as given: a longer one pauses the club this long."""
 SLACK_POST_INTERVAL_S: Final = 1.0
 """Slack asks for "no more than one message per channel per second" (bursts tolerated)."""
 
@@ -161,7 +163,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ] = 5
     retry_after_max_s: Annotated[
         float, _doc("Longest `Retry-After` from MPC that is honoured as given; longer ones are capped.", ge=1)
-    ] = 600.0
+    ] = MPC_RETRY_AFTER_MAX_S
     slack_bot_token: Annotated[
         Secret | None, _doc("Slack bot token (`xoxb-...`): import cards and threads.")
     ] = None

@@ -40,6 +40,7 @@ from bridge.delivery.model import SLACK
 from bridge.delivery.routing import DestinationResolver
 from bridge.logs import get_logger
 from bridge.metrics import WorkerMetrics
+from bridge.redis_url import outage_wait_s
 from bridge.store.redis_store import ClaimedTracker, CommitPlan, CommitResult, NewEvent, RedisStore
 from bridge.upstream.mpc import MpcResponse, UpstreamClient
 
@@ -49,8 +50,6 @@ PREFETCH_FACTOR: Final = 2.0
 """Imports claimed ahead: up to this many times the concurrency, running and waiting together."""
 IDLE_SLEEP_MAX_S: Final = 0.25
 """Longest sleep between two looks at the schedule (a new watch is due at once)."""
-REDIS_RETRY_MAX_S: Final = 5.0
-"""Ceiling of the back-off while Redis does not answer."""
 UNAUTHORIZED_FIRST: Final = ("unauthorized", "rate_limited")
 PAUSING_FAILURES: Final = frozenset({"rate_limited", "server_error"})
 """Answers (429, 503) whose ``Retry-After`` pauses every request for the club, not only this import."""
@@ -192,7 +191,7 @@ class Poller:
             claim = await self._store.claim(self._clock(), limit)
         except (RedisError, OSError) as exc:
             redis_failures += 1
-            delay = min(REDIS_RETRY_MAX_S, 0.1 * 2**redis_failures)
+            delay = outage_wait_s(redis_failures)
             self._log.warning("redis unavailable, poller waits", error=repr(exc), retry_in_s=delay)
             await self._sleep(delay)
             return redis_failures

@@ -35,6 +35,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bridge.core.retry import exponential
 from bridge.jobcodec import deserialize_job, serialize_job
 from bridge.store import keys
 
@@ -55,6 +56,11 @@ master (after a Sentinel failover) reaches the new one on its first retry. Longe
 callers' business: the poll loop and arq's job loop wait and retry, the API answers 503."""
 BACKOFF_BASE_S: Final = 0.1
 BACKOFF_CAP_S: Final = 1.0
+OUTAGE_WAIT_BASE_S: Final = 0.2
+OUTAGE_WAIT_MAX_S: Final = 5.0
+"""A loop that found Redis gone (the poll loop, the worker's job loop, a worker starting) tries
+again after 0.2, 0.4, 0.8 ... s, then every 5 s: a failover is noticed within seconds, an outage
+costs one attempt every few seconds."""
 MASKED: Final = "****"
 
 
@@ -86,6 +92,11 @@ class RedisTarget:
             if secret:
                 text = text.replace(quote(secret, safe=""), MASKED).replace(secret, MASKED)
         return text
+
+
+def outage_wait_s(failures: int) -> float:
+    """How long to wait before trying Redis again after ``failures`` failures in a row."""
+    return exponential(failures, base_s=OUTAGE_WAIT_BASE_S, cap_s=OUTAGE_WAIT_MAX_S)
 
 
 def parse_redis_url(url: str) -> RedisTarget:

@@ -45,7 +45,7 @@ from bridge.jobcodec import deserialize_job, serialize_job
 from bridge.logs import configure_logging, get_logger
 from bridge.metrics import WorkerMetrics
 from bridge.poller import Poller, PollerConfig
-from bridge.redis_url import arq_settings, connect, parse_redis_url
+from bridge.redis_url import arq_settings, connect, outage_wait_s, parse_redis_url
 from bridge.slack.factory import open_session, slack_mode
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
@@ -70,8 +70,6 @@ HEALTH_CHECK_INTERVAL_S: Final = 30
 """How often a worker records its health key (``bridge worker --check`` / ``arq --check`` read it);
 the key lives one second longer, so a check fails when a worker has been stuck for that long."""
 UPSTREAM_CONNECTIONS_PER_POLL: Final = 2
-REDIS_WAIT_MAX_S: Final = 5.0
-"""Ceiling of the back-off of arq's job loop while Redis does not answer."""
 EXIT_STOP_TIMEOUT: Final = 75
 """Exit code of a worker that had to be stopped by its own watchdog (not a clean stop)."""
 
@@ -364,7 +362,7 @@ class BridgeWorker(Worker):
                 await self.pool.ping()
             except (RedisError, OSError) as exc:
                 failures += 1
-                delay = min(REDIS_WAIT_MAX_S, 0.1 * 2**failures)
+                delay = outage_wait_s(failures)
                 log.warning("redis unavailable at start, worker waits", error=repr(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
             else:
@@ -375,7 +373,7 @@ class BridgeWorker(Worker):
             await super()._poll_iteration()
         except (RedisError, OSError) as exc:
             self._redis_failures += 1
-            delay = min(REDIS_WAIT_MAX_S, 0.1 * 2**self._redis_failures)
+            delay = outage_wait_s(self._redis_failures)
             log.warning("redis unavailable, job loop waits", error=repr(exc), retry_in_s=delay)
             await asyncio.sleep(delay)
         else:

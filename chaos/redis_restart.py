@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
-from bridge.poller import REDIS_RETRY_MAX_S
+from bridge.redis_url import OUTAGE_WAIT_MAX_S
 from bridge.store import keys
 from bridge_tools.processes import LOOPBACK
 from chaos.model import Outcome, RunContext, Size
@@ -124,7 +124,7 @@ async def run(ctx: RunContext, size: Size) -> Outcome:
     shape = SHORT if size.short else FULL
     imports, seconds, outage_s = int(shape["imports"]), shape["seconds"], shape["outage_s"]
     # A bulk changes at most once around an outage, and not again before the workers are back.
-    gap_min = outage_s + REDIS_RETRY_MAX_S + FLIP_GAP_MIN_S
+    gap_min = outage_s + OUTAGE_WAIT_MAX_S + FLIP_GAP_MIN_S
     async with rig(
         ctx, "redis", imports=imports, seed=SEED, gap_max_s=seconds / 2, gap_min_s=gap_min, aof=True
     ) as r:

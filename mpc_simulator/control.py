@@ -233,7 +233,7 @@ class SimulatorControl:
         hang_s: float | None = None,
         retry_after: int | str | None = None,
     ) -> Fault:
-        """Inject a fault (``kind`` 500/502/503/429/401/403/404, ``malformed``, ``truncated``,
+        """Inject a fault (``kind`` 500/502/503/429/401/403/404, ``malformed``, ``truncated``, ``nested``,
         ``hang``, ``disconnect``)."""
         body: dict[str, Any] = {"kind": str(kind)}
         optional = {"count": count, "p": p, "match": match, "hang_s": hang_s, "retry_after": retry_after}

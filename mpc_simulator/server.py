@@ -41,6 +41,7 @@ Bad input answers 400, unknown objects 404, always as ``{"error": "..."}``.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 import uuid
@@ -86,6 +87,8 @@ LISTEN_BACKLOG: Final = 2048
 """Benchmarks open hundreds of connections at once; the default backlog (128) would drop some."""
 SHUTDOWN_TIMEOUT_S: Final = 0.5
 """How long stop() lets in-flight requests (a ``hang``) finish before cancelling them."""
+NESTED_DEPTH: Final = 10_000
+"""How deep the ``nested`` fault buries ``members_errors`` (far past any JSON decoder's limit)."""
 MAX_CONTROL_BODY_BYTES: Final = 64 * 1024 * 1024
 """An import of thousands of bulks with their ``members_errors`` is a large but legitimate body."""
 
@@ -143,6 +146,9 @@ async def _serve(
         body = answer().body
         _log(sim, request, arrived, kind, slug, import_id, 200, token, fault, _NOTHING_SHOWN)
         return _json(body[: len(body) // 2])
+    if fault.kind == "nested":
+        _log(sim, request, arrived, kind, slug, import_id, 200, token, fault, _NOTHING_SHOWN)
+        return _json(_nested(answer().body))
     if fault.kind == "truncated":
         return await _truncated(sim, request, arrived, kind, slug, import_id, token, fault, answer)
     status = int(fault.kind)
@@ -175,6 +181,17 @@ async def _truncated(
     if request.transport is not None:
         request.transport.close()
     return response
+
+
+def _nested(body: bytes) -> bytes:
+    """The answer with ``members_errors`` nested :data:`NESTED_DEPTH` lists deep: valid JSON that
+    no sane decoder follows to the bottom."""
+    document = json.loads(body)
+    if isinstance(document, dict):
+        document["members_errors"] = {"nested@example.com": "NESTED"}
+        text = json.dumps(document)
+        return text.replace('"NESTED"', "[" * NESTED_DEPTH + "]" * NESTED_DEPTH).encode()
+    return body
 
 
 def _fault_headers(fault: Fault, status: int, slug: str | None) -> dict[str, str] | None:

@@ -50,7 +50,7 @@ Source = Literal["control", "scenario"]
 TokenCheck = Literal["match", "mismatch", "missing"]
 PathKind = Literal["bulk", "import", "other"]
 FaultKind = Literal[
-    "500", "502", "503", "429", "401", "403", "404", "malformed", "truncated", "hang", "disconnect"
+    "500", "502", "503", "429", "401", "403", "404", "malformed", "truncated", "nested", "hang", "disconnect"
 ]
 FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
 

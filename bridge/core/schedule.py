@@ -15,6 +15,7 @@ import msgspec
 
 from bridge.core.diff import LISTING_SUFFICES
 from bridge.core.model import ACTIVE_STATUSES, Failure, WatchSnapshot, WatchSpec
+from bridge.core.retry import exponential
 
 BACKOFF_FACTOR: Final = 1.15
 """Growth of the interval per quiet poll while every open bulk is ``waiting``."""
@@ -108,7 +109,9 @@ def next_delay(
         return delay, state  # Retry-After is exact: no jitter, no failure counted
     if failure is not None:
         failures = state.failures + 1
-        delay = min(intervals.max_s, intervals.min_s * FAILURE_FACTOR**failures)
+        delay = exponential(
+            failures + 1, base_s=intervals.min_s, cap_s=intervals.max_s, factor=FAILURE_FACTOR
+        )
         if failure.retry_after is not None:
             delay = max(delay, min(failure.retry_after, intervals.retry_after_max_s))
         new = msgspec.structs.replace(state, failures=failures)
@@ -119,6 +122,6 @@ def next_delay(
     else:
         quiet = state.quiet + 1
         growth = max(0, quiet - QUIET_POLLS_AT_FLOOR)
-        delay = min(intervals.max_s, intervals.min_s * BACKOFF_FACTOR**growth)
+        delay = exponential(growth + 1, base_s=intervals.min_s, cap_s=intervals.max_s, factor=BACKOFF_FACTOR)
         new = msgspec.structs.replace(state, failures=0, quiet=quiet)
     return delay * (1.0 + JITTER * jitter), new

@@ -34,6 +34,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bridge.core.member_errors import ErrorSummary
 from bridge.core.model import Event
+from bridge.core.retry import exponential, jittered, parse_retry_after
 from bridge.delivery.model import Delivery, SendResult
 from bridge.logs import get_logger
 from bridge.slack.render import SlackMessage, broadcast, bulk_lines, render_card, render_event
@@ -114,14 +115,16 @@ class _Later(Exception):
         self.reason = reason
 
 
-def retry_after(headers: Mapping[str, Any] | None) -> float:
-    """Seconds from a ``Retry-After`` header (Slack sends whole seconds), bounded."""
+def retry_after(headers: Mapping[str, Any] | None, now: float | None = None) -> float:
+    """Seconds from a ``Retry-After`` header (Slack sends whole seconds), bounded; the default
+    when there is none or it is unreadable."""
     raw = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
-    try:
-        seconds = float(raw) if raw is not None else RETRY_AFTER_DEFAULT_S
-    except ValueError:
-        seconds = RETRY_AFTER_DEFAULT_S
-    return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
+    seconds = parse_retry_after(
+        raw if isinstance(raw, str | bytes) else None,
+        now=time.time() if now is None else now,
+        highest_s=RETRY_AFTER_MAX_S,
+    )
+    return RETRY_AFTER_DEFAULT_S if seconds is None else seconds
 
 
 def problem_from_status(status: int, error: str, headers: Mapping[str, Any] | None) -> SlackProblem:
@@ -146,8 +149,7 @@ def problem_from_api_error(exc: SlackApiError) -> SlackProblem:
 def backoff_s(attempt: int, jitter: float = 0.5) -> float:
     """Exponential backoff for ``attempt`` (1-based), capped, spread by ±:data:`BACKOFF_JITTER`
     (``jitter`` is a random number in [0, 1))."""
-    base: float = min(BACKOFF_BASE_S * 2.0 ** max(0, attempt - 1), BACKOFF_MAX_S)
-    return base * (1 + BACKOFF_JITTER * (2 * jitter - 1))
+    return jittered(exponential(attempt, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_MAX_S), jitter, BACKOFF_JITTER)
 
 
 class _Base:

@@ -9,8 +9,6 @@ raises for an upstream problem, and no token ever reaches a log line or an excep
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import math
 import time
 from typing import Final, Generic, Protocol, TypeVar
 
@@ -18,12 +16,16 @@ import httpx
 import msgspec
 
 from bridge import __version__
+from bridge.config import MPC_RETRY_AFTER_MAX_S
 from bridge.core.model import Failure, FailureKind, MpcBulk, MpcImport
+from bridge.core.retry import parse_retry_after
 from bridge.http import BodyTooLarge, Fetcher, transport_error_kind
 
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 """A bulk of 1,000 members with errors is a few hundred kB; anything this large is not MPC."""
 MAX_ERROR_DETAIL_CHARS: Final = 200
+RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
+"""Answers whose ``Retry-After`` is read: rate limited, and MPC's maintenance."""
 UNAUTHORIZED_STATUSES: Final = frozenset({401, 402, 403, 444})
 """Bad token, feature disabled, permit missing, blocked by MPC's firewall: retrying won't help."""
 
@@ -86,24 +88,6 @@ class _ErrorBody(msgspec.Struct):
 _ERROR_DECODER: Final = msgspec.json.Decoder(_ErrorBody)
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if math.isnan(seconds) or math.isinf(seconds):
-        return None
-    return max(0.0, seconds)
-
-
 def _error_detail(status: int, body: bytes) -> str:
     try:
         message = _ERROR_DECODER.decode(body).error
@@ -136,6 +120,7 @@ class MpcClient:
         tokens: CredentialSource,
         product_name: str,
         deadline_s: float,
+        retry_after_max_s: float = MPC_RETRY_AFTER_MAX_S,
     ) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
@@ -143,6 +128,7 @@ class MpcClient:
         self._product_name = product_name
         self._deadline_s = deadline_s
         """Cap on one whole request, body included (a slow-drip body cannot hold a poll forever)."""
+        self._retry_after_max_s = retry_after_max_s
         self._bulk_decoder = msgspec.json.Decoder(MpcBulk)
         self._import_decoder = msgspec.json.Decoder(MpcImport)
 
@@ -197,9 +183,14 @@ class MpcClient:
         if status == 200:
             try:
                 return MpcResponse(value=decoder.decode(body), status=status, elapsed_s=elapsed)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError) as exc:
+                # RecursionError: JSON nested deeper than msgspec follows (a hostile answer).
                 return self._failed("malformed", str(exc)[:MAX_ERROR_DETAIL_CHARS], status, started)
-        retry_after = parse_retry_after(response_headers.get("retry-after")) if status in (429, 503) else None
+        retry_after = None
+        if status in RETRY_AFTER_STATUSES:
+            retry_after = parse_retry_after(
+                response_headers.get("retry-after"), now=time.time(), highest_s=self._retry_after_max_s
+            )
         failure = Failure(
             kind=_failure_kind(status), detail=_error_detail(status, body), retry_after=retry_after
         )

@@ -30,7 +30,7 @@ from bridge.webhooks.model import (
     parse_destination,
 )
 from bridge.webhooks.payload import bounded_body
-from bridge.webhooks.retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
+from bridge.webhooks.retry import RETRY_AFTER_STATUSES, RetryPolicy, read_retry_after
 from bridge.webhooks.sender import HttpOutcome, WebhookSender
 from bridge.webhooks.signing import secret_key, webhook_headers
 from bridge.webhooks.store import SecretsMissing, Signing, SubscriptionStore
@@ -164,7 +164,7 @@ class WebhookNotifier:
             self._log.warning("webhook subscription failing for too long: disabled", **context)
             return await self._give_up(record, "the subscription kept failing and was disabled")
         retry_after = (
-            parse_retry_after(outcome.retry_after, now)
+            read_retry_after(outcome.retry_after, now)
             if outcome.status_code in RETRY_AFTER_STATUSES
             else None
         )

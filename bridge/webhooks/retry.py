@@ -8,13 +8,12 @@ subscription failing continuously for 5 days without a success is disabled.
 
 from __future__ import annotations
 
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Final
 
 import msgspec
 
 from bridge.config import WEBHOOK_DISABLE_AFTER_S, WEBHOOK_RETRY_SCHEDULE_S
+from bridge.core.retry import jittered, parse_retry_after
 
 JITTER: Final = 0.2
 """Each wait is scaled by a factor in [1 - JITTER, 1 + JITTER]: retries of many deliveries that
@@ -40,7 +39,7 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         used up. ``draw`` is uniform in [0, 1)."""
         if attempts_made < 1 or attempts_made > len(self.schedule_s):
             return None
-        return jittered(self.schedule_s[attempts_made - 1], draw)
+        return jittered(self.schedule_s[attempts_made - 1], draw, JITTER)
 
     def wait(self, attempts_made: int, draw: float, retry_after_s: float | None) -> float | None:
         """The wait before the next attempt, ``Retry-After`` (if any) taken into account."""
@@ -56,12 +55,6 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         return failing_since is not None and now - failing_since >= self.disable_after_s
 
 
-def jittered(wait_s: float, draw: float) -> float:
-    """``wait_s`` scaled by a factor in [1 - JITTER, 1 + JITTER] chosen by ``draw`` in [0, 1)."""
-    draw = min(max(draw, 0.0), 1.0)
-    return wait_s * (1.0 - JITTER + 2.0 * JITTER * draw)
-
-
 def honour_retry_after(scheduled_s: float, retry_after_s: float) -> float:
     """The receiver's wish, kept within [scheduled, 2 x scheduled] and at most 10 h, but never
     shorter than the schedule itself (a long scheduled wait stays as it is)."""
@@ -69,20 +62,7 @@ def honour_retry_after(scheduled_s: float, retry_after_s: float) -> float:
     return max(scheduled_s, wished)
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds from ``now`` that a ``Retry-After`` header asks for (delta-seconds or an HTTP date);
-    ``None`` when absent or unreadable."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if text.isascii() and text.isdigit():
-        return float(int(text))
-    try:
-        when: datetime = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT
-        return None
-    return max(0.0, when.timestamp() - now)
+def read_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a receiver's ``Retry-After`` asks for (whole seconds or an HTTP date, as RFC 9110
+    allows), at most :data:`RETRY_AFTER_MAX_S`; ``None`` when absent or unreadable."""
+    return parse_retry_after(value, now=now, highest_s=RETRY_AFTER_MAX_S, fractional=False)

@@ -155,6 +155,27 @@ async def test_upstream_failing_is_announced_after_consecutive_failures_then_rec
     assert events[0].data.failures == 3 and "503" in str(events[0].data.reason)
 
 
+async def test_answers_nested_past_the_decoder_are_upstream_failures_not_crashes(
+    pipeline_factory: Callable[..., Pipeline], control: SimulatorControl, redis: Redis
+) -> None:
+    pipeline = pipeline_factory(BRIDGE_UPSTREAM_FAILING_AFTER="3")
+    await control.put_import(SLUG, IMPORT, [{"id": 5, "status": "working"}, {"id": 6}])
+    named = await pipeline.create(spec((5,)))
+    whole = await pipeline.create(spec(wid="wch_00000000000000000000bbbb"))
+    await pipeline.poll_due()
+    await control.add_fault("nested", p=1.0)
+    for _ in range(3):
+        await pipeline.poll_due()  # each failure backs off: claim it as if that time had passed
+        assert await redis.zcard(keys.INFLIGHT) == 0  # the lease is given back with the commit
+    await control.clear_faults()
+    for watch in (named, whole):
+        types = await pipeline.types(watch.id)
+        assert types[-1] == "watch.upstream_failing", types
+    record = await pipeline.store.get_watch(named.id)
+    assert record is not None and record.state == "active"  # failing, not stopped
+    assert {r.fault for r in (await control.requests()).items if r.fault} == {"nested"}
+
+
 async def test_unauthorized_stops_the_watch_in_error_with_one_event(
     pipeline: Pipeline, control: SimulatorControl
 ) -> None:

@@ -185,6 +185,30 @@ async def test_retry_after_is_honoured_within_the_schedules_bounds(
     assert isinstance(result, RetryLater) and result.defer_s == pytest.approx(1.16)
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "4" * 400,
+        "Mon, 01 Jan 10000000000000000000 00:00:00 GMT",
+        "nan",
+        "-7",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+    ],
+)
+async def test_a_hostile_retry_after_is_bounded_and_the_attempt_is_saved(
+    webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver, header: str
+) -> None:
+    webhooks = webhooks_factory(schedule_s=(1.0, 1.0), draw=0.5)
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(status=429, retry_after=header)])
+    event = make_event()
+    result = await webhooks.deliver(event, sid)
+    assert isinstance(result, RetryLater) and 1.0 <= result.defer_s <= 2.0
+    record = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
+    assert record is not None and record.state == "pending"
+    assert [a.status_code for a in record.attempts] == [429] and record.next_attempt_at is not None
+
+
 async def test_a_retry_after_on_a_500_is_not_honoured(
     webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver
 ) -> None:

@@ -153,6 +153,16 @@ async def test_truncated_cuts_the_body_short(server: RunningSimulator, control: 
     assert (entry.fault, entry.status, entry.shown) == ("truncated", 200, {})
 
 
+async def test_nested_buries_members_errors_past_any_decoder(
+    http: httpx.AsyncClient, control: SimulatorControl
+) -> None:
+    await control.add_fault("nested", count=1)
+    response = await http.get(bulk_path(1), headers=mpc_headers())
+    assert response.status_code == 200
+    assert response.content.count(b"[") >= 10_000
+    assert response.content.endswith(b"]" * 10 + b"}}")
+
+
 async def test_truncated_is_an_error_for_a_client(http: httpx.AsyncClient, control: SimulatorControl) -> None:
     await control.add_fault("truncated", count=1)
     with pytest.raises(httpx.RemoteProtocolError):
@@ -280,6 +290,7 @@ def test_fault_kinds_are_all_covered() -> None:
         "404",
         "malformed",
         "truncated",
+        "nested",
         "hang",
         "disconnect",
     }

@@ -118,3 +118,12 @@ def test_after_an_import_poll_only_changed_or_new_bulks_are_fetched() -> None:
     assert bulks_to_fetch(listing, [progress], {progress.id: known}) == [11, 12, 13]
     named = watch((12, 99), id="wch_n")
     assert bulks_to_fetch(listing, [named], {named.id: known}) == [12]
+
+
+def test_a_watch_failing_for_days_keeps_a_finite_interval() -> None:
+    # 2.0 ** 1100 overflows a float: the failure count of an import failing every minute for a
+    # day must not turn the next poll's delay into an OverflowError.
+    wait, state = delay(PollState(failures=5000), failure=Failure(kind="server_error"))
+    assert (wait, state.failures) == (60.0, 5001)
+    wait, _ = delay(PollState(quiet=10**6))
+    assert wait == 60.0

@@ -47,6 +47,10 @@ def test_a_webhook_url_that_is_not_a_url_is_refused_without_showing_it() -> None
         ({"Retry-After": "soon"}, RETRY_AFTER_DEFAULT_S),
         ({"Retry-After": "99999"}, RETRY_AFTER_MAX_S),
         ({"Retry-After": "-4"}, 0.0),
+        ({"Retry-After": "nan"}, RETRY_AFTER_DEFAULT_S),
+        ({"Retry-After": "inf"}, RETRY_AFTER_DEFAULT_S),
+        ({"Retry-After": "4" * 400}, RETRY_AFTER_MAX_S),
+        ({"Retry-After": "Mon, 01 Jan 99999 00:00:00 GMT"}, RETRY_AFTER_DEFAULT_S),
     ],
 )
 def test_retry_after_is_read_and_bounded(headers: dict[str, str], seconds: float) -> None:

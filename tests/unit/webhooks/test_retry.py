@@ -13,8 +13,7 @@ from bridge.webhooks.retry import (
     RETRY_AFTER_MAX_S,
     RetryPolicy,
     honour_retry_after,
-    jittered,
-    parse_retry_after,
+    read_retry_after,
 )
 
 POLICY = RetryPolicy()
@@ -34,12 +33,6 @@ def test_every_wait_is_the_scheduled_one_within_20_percent(attempts: int, draw: 
     wait = POLICY.scheduled_wait(attempts, draw)
     assert wait is not None
     assert 0.8 * nominal <= wait <= 1.2 * nominal
-
-
-def test_the_jitter_spans_the_whole_band() -> None:
-    assert jittered(100.0, 0.0) == pytest.approx(80.0)
-    assert jittered(100.0, 0.5) == pytest.approx(100.0)
-    assert jittered(100.0, 0.999999) == pytest.approx(120.0, rel=1e-5)
 
 
 def test_after_the_last_scheduled_retry_there_is_none() -> None:
@@ -91,22 +84,22 @@ def test_the_policy_applies_retry_after_to_the_jittered_wait() -> None:
         (None, None),
         ("", None),
         ("soon", None),
-        ("-5", None),
+        ("-5", 0.0),  # negative: as soon as the schedule allows
         ("1.5", None),
         ("١٢", None),  # non-ASCII digits
     ],
 )
 def test_retry_after_seconds(header: str | None, expected: float | None) -> None:
-    assert parse_retry_after(header, now=1_800_000_000.0) == expected
+    assert read_retry_after(header, 1_800_000_000.0) == expected
 
 
 def test_retry_after_http_dates() -> None:
     now = 1_800_000_000.0
     later = format_datetime(datetime.fromtimestamp(now + 90, UTC), usegmt=True)
     earlier = format_datetime(datetime.fromtimestamp(now - 90, UTC), usegmt=True)
-    assert parse_retry_after(later, now) == pytest.approx(90.0)
-    assert parse_retry_after(earlier, now) == 0.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00", now) is None  # no zone: not an HTTP date
+    assert read_retry_after(later, now) == pytest.approx(90.0)
+    assert read_retry_after(earlier, now) == 0.0
+    assert read_retry_after("Wed, 21 Oct 2015 07:28:00", now) is None  # no zone: not an HTTP date
 
 
 def test_a_subscription_failing_for_5_days_without_success_is_disabled() -> None:

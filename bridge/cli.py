@@ -13,7 +13,7 @@ import click
 
 from bridge import __version__
 from bridge.config import ConfigError, Settings, load_settings
-from bridge.follow import ApiProblem, BridgeClient, bulk_line, follow
+from bridge.follow import DEFAULT_API_URL, ApiProblem, BridgeClient, bulk_line, follow
 
 EXIT_CONFIG: int = 2
 
@@ -160,7 +160,7 @@ def config_reference(fmt: str) -> None:
 api_url_option = click.option(
     "--api-url",
     envvar="BRIDGE_API_URL",
-    default="http://127.0.0.1:8080",
+    default=DEFAULT_API_URL,
     show_default=True,
     help="The bridge API (env BRIDGE_API_URL).",
 )

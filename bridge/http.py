@@ -17,27 +17,16 @@ from typing import Final, Literal
 import aiohttp
 import httpx
 from aiohttp.abc import AbstractResolver
-from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
+from httpx_aiohttp import AiohttpTransport
 
-DEFAULT_TIMEOUT: Final = httpx.Timeout(10.0, connect=3.0)
 URL_CACHE_SIZE: Final = 100_000
 """Parsed URLs kept by a :class:`Fetcher`: a poller asks the same URLs over and over, and parsing
 one costs more than the rest of building the request."""
 DEFAULT_LIMITS: Final = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
 
 
-def build_client(
-    *,
-    timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-    limits: httpx.Limits = DEFAULT_LIMITS,
-    headers: dict[str, str] | None = None,
-) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` that never follows redirects, on the aiohttp transport."""
-    return HttpxAiohttpClient(timeout=timeout, limits=limits, headers=headers, follow_redirects=False)
-
-
 def build_transport(*, limits: httpx.Limits = DEFAULT_LIMITS) -> httpx.AsyncBaseTransport:
-    """The transport :func:`build_client` uses, for callers that send requests themselves."""
+    """The aiohttp-backed transport outbound clients run on (never follows redirects itself)."""
     return AiohttpTransport(limits=limits, trust_env=False)
 
 

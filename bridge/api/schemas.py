@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Generic, TypeVar
+from typing import Annotated, Final, Generic, TypeVar
 
-import msgspec
 from msgspec import Meta, Struct
 
 from bridge.core.diff import bulk_outcome, import_totals, iso_timestamp
-from bridge.core.model import MAX_RETRIES, BulkSnapshot, EventData, ImportTotals, SlackTarget, WatchSnapshot
+from bridge.core.model import (
+    DAY_S,
+    EXPIRES_AFTER_DEFAULT_S,
+    MAX_RETRIES,
+    MISSING_AFTER_DEFAULT_S,
+    STALL_AFTER_DEFAULT_S,
+    BulkSnapshot,
+    EventData,
+    ImportTotals,
+    SlackTarget,
+    WatchSnapshot,
+)
 from bridge.store.redis_store import WatchRecord
 
 SLUG_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{0,63}$"
@@ -17,10 +27,6 @@ SLACK_CHANNEL_PATTERN: Final = r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CDG][A-Z0-9]{6,20
 MAX_BULK_IDS: Final = 1000
 MAX_BULK_ID: Final = 2**53 - 1
 """Largest bulk id accepted (exact in every JSON parser)."""
-DAY_S: Final = 86_400
-STALL_AFTER_DEFAULT_S: Final = 7200
-EXPIRES_AFTER_DEFAULT_S: Final = 2 * DAY_S
-MISSING_AFTER_DEFAULT_S: Final = 900
 WATCH_OPTION_MIN_S: Final = 60
 WATCH_OPTION_MAX_S: Final = 30 * DAY_S
 PAGE_DEFAULT: Final = 50
@@ -196,7 +202,3 @@ def decode_cursor(cursor: str | None) -> int | None:
     if not cursor:
         return 0
     return int(cursor) if cursor.isascii() and cursor.isdigit() else None
-
-
-def jsonable(value: Any) -> Any:
-    return msgspec.to_builtins(value)

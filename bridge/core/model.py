@@ -44,6 +44,14 @@ STATUS_EVENT: Final[dict[str, EventType]] = {
 """The event announcing that a bulk reached a status (``waiting`` has none: it is where bulks start)."""
 
 MAX_RETRIES: Final = 5
+
+DAY_S: Final = 86_400
+STALL_AFTER_DEFAULT_S: Final = 7200
+"""A watch announces ``watch.stalled`` when a bulk has not changed for this long (2 h)."""
+EXPIRES_AFTER_DEFAULT_S: Final = 2 * DAY_S
+"""A watch that has not completed after this long expires."""
+MISSING_AFTER_DEFAULT_S: Final = 900
+"""A named bulk still unknown to MPC after this long is announced ``bulk.missing``."""
 """MPC retries a failing bulk at most five times before it becomes ``failed``."""
 
 
@@ -118,8 +126,8 @@ class WatchSpec(Struct, kw_only=True, array_like=True):
     """The bulks to follow; ``None`` follows the whole import, discovering bulks as they appear."""
     slack: SlackTarget | None = None
     notify_progress: bool = False
-    stall_after_s: float = 7200.0
-    missing_after_s: float = 900.0
+    stall_after_s: float = STALL_AFTER_DEFAULT_S
+    missing_after_s: float = MISSING_AFTER_DEFAULT_S
 
     @property
     def whole_import(self) -> bool:

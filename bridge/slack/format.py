@@ -20,8 +20,6 @@ MAX_SECTION_TEXT: Final = 3000
 """Characters of a section block's text."""
 MAX_HEADER_TEXT: Final = 150
 """Characters of a header block's (plain) text."""
-MAX_CONTEXT_ELEMENTS: Final = 10
-"""Elements of a context block."""
 MAX_CONTEXT_TEXT: Final = 2000
 """Characters of one context element: Slack documents no lower bound than section text; the
 bridge keeps context lines short anyway."""

@@ -24,7 +24,7 @@ import msgspec
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, SectionBlock
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject, PlainTextObject
 
-from bridge.core.diff import bulk_outcome
+from bridge.core.diff import bulk_outcome, import_totals
 from bridge.core.member_errors import ErrorSummary
 from bridge.core.model import (
     MAX_RETRIES,
@@ -195,16 +195,6 @@ def card_rev(snapshot: WatchSnapshot | None) -> int:
     return snapshot.seq + sum(bulk.seq for bulk in snapshot.bulks.values())
 
 
-def totals_of(snapshot: WatchSnapshot) -> ImportTotals:
-    seen = [b for b in snapshot.bulks.values() if b.status is not None]
-    return ImportTotals(
-        members_in_payload_number=sum(b.payload for b in seen),
-        members_created_number=sum(b.created for b in seen),
-        members_updated_number=sum(b.updated for b in seen),
-        members_with_validation_errors_number=sum(b.invalid for b in seen),
-    )
-
-
 def _counts(created: int, updated: int, invalid: int) -> str:
     return f"{created:,} created, {updated:,} updated, {invalid:,} invalid"
 
@@ -339,7 +329,7 @@ def render_card(watch: WatchSpec, snapshot: WatchSnapshot | None, state: WatchSt
             heading="*Bulks*",
         )
         blocks += [_section(text) for text in sections]
-        blocks.append(_section(_totals_text(totals_of(snap))))
+        blocks.append(_section(_totals_text(import_totals(snap))))
     changed = max((b.last_changed for b in snap.bulks.values()), default=0.0)
     footer = [f"watch {code(watch.id)}"]
     if changed:

@@ -58,14 +58,6 @@ def encode_spec(spec: WatchSpec) -> bytes:
     return _snapshot_encoder.encode(spec)
 
 
-def encode_snapshot(snapshot: WatchSnapshot) -> bytes:
-    return _snapshot_encoder.encode(snapshot)
-
-
-def decode_snapshot(raw: bytes) -> WatchSnapshot:
-    return _snapshot_decoder.decode(raw)
-
-
 class ClaimedTracker(msgspec.Struct, kw_only=True):
     """One import a worker now owns until it commits (or its lease runs out)."""
 

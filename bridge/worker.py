@@ -31,7 +31,7 @@ from arq.utils import timestamp_ms
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
-from bridge.config import WORKER_EXIT_MARGIN_S, Settings
+from bridge.config import WORKER_EXIT_MARGIN_S, WORKER_HEALTH_INTERVAL_S, Settings
 from bridge.core.diff import Rules
 from bridge.core.schedule import Intervals
 from bridge.credentials import CachedCredentials, CredentialStore
@@ -40,6 +40,7 @@ from bridge.delivery.dispatch import Dispatcher
 from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob
 from bridge.delivery.registry import build_notifiers, build_resolver, close_notifiers
 from bridge.delivery.service import IN_FLIGHT_GRACE_S, Deliveries, RetryLater
+from bridge.exits import EXIT_DRAIN_CUT_SHORT, EXIT_FAILURE, EXIT_OK, EXIT_STOP_TIMEOUT
 from bridge.http import Fetcher, build_transport
 from bridge.jobcodec import deserialize_job, serialize_job
 from bridge.logs import configure_logging, get_logger
@@ -66,17 +67,13 @@ SWEEP_EVERY_S: Final = 10
 OUTBOX_GRACE_S: Final = 30.0
 """An outbox entry this old without a job is re-dispatched (the poller normally does it at once)."""
 SWEEP_BATCH: Final = 1000
-HEALTH_CHECK_INTERVAL_S: Final = 30
-"""How often a worker records its health key (``bridge worker --check`` / ``arq --check`` read it);
-the key lives one second longer, so a check fails when a worker has been stuck for that long."""
 UPSTREAM_CONNECTIONS_PER_POLL: Final = 2
-EXIT_STOP_TIMEOUT: Final = 75
-"""Exit code of a worker that had to be stopped by its own watchdog (not a clean stop)."""
+LEFT_LOGGED_MAX: Final = 20
+"""Ids of cut-short polls and jobs named in the ``drain cut short`` log line (the counts are all)."""
 
 __all__ = [
     "BridgeWorker",
     "Runtime",
-    "check_health",
     "deserialize_job",
     "health_check_key",
     "redis_settings",
@@ -162,7 +159,9 @@ class Runtime:
             metrics=self.metrics,
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopping: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Task[list[str]] | None = None
+        self.failed = False
+        """The poll loop ended by itself (an error): the worker stops, and must not exit 0."""
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -175,15 +174,23 @@ class Runtime:
         # A worker that no longer polls must not look healthy: stop it, and let the orchestrator
         # start a fresh one (its imports are handed back or their leases run out).
         log.error("poll loop ended unexpectedly; stopping the worker", error=repr(task.exception()))
+        self.failed = True
         os.kill(os.getpid(), signal.SIGTERM)
 
-    def begin_stop(self) -> asyncio.Task[None]:
+    def begin_stop(self) -> asyncio.Task[list[str]]:
         """Stop claiming imports now; running polls drain in the background (idempotent)."""
         if self._stopping is None:
             self._stopping = asyncio.get_running_loop().create_task(
                 self.poller.stop(self.settings.worker_drain_s)
             )
         return self._stopping
+
+    def polls_cut_short(self) -> list[str]:
+        """The imports whose polls the drain's deadline cut short (handed back to be polled again)."""
+        stopping = self._stopping
+        if stopping is None or not stopping.done() or stopping.cancelled() or stopping.exception():
+            return []
+        return stopping.result()
 
     async def check_notifiers(self) -> None:
         """Let notifiers that can check their credentials do so (logged, never fatal)."""
@@ -307,7 +314,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "max_jobs": settings.worker_max_jobs,
         # The drain ends with the grace a cancelled delivery gets to finish its send in flight.
         "job_completion_wait": settings.worker_drain_s - in_flight_grace(settings),
-        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        "health_check_interval": WORKER_HEALTH_INTERVAL_S,
         "health_check_key": health_check_key(),
         "keep_result": 0,
         "handle_signals": True,
@@ -324,6 +331,8 @@ class BridgeWorker(Worker):
     - A Redis outage (failover, restart) makes the job loop wait and retry instead of crashing,
       and a worker started while Redis is down waits for it instead of exiting (which would
       crash-loop it under an orchestrator's growing back-off long after Redis is back).
+    - :meth:`exit_code` says how the stop went: 0 when everything drained, 3 when the deadline
+      cut polls or delivery jobs short (logged as ``drain cut short``, with what was left).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -332,10 +341,25 @@ class BridgeWorker(Worker):
         self._watchdog: threading.Timer | None = None
         self._claim_job: Any = None
         """:data:`CLAIM_JOB_SCRIPT`, registered on the pool at the first claim."""
+        self._jobs_cut_short: list[str] = []
+        self._handed_back = True
+        """False when Redis was gone while stopping: what ran comes back only when its lease ends."""
+        self._cut_short = False
 
     def handle_sig(self, signum: signal.Signals) -> None:
         self._stop_polling()
+        # No drain window for jobs (BRIDGE_WORKER_DRAIN_S=0): arq cancels the running ones now.
+        self._jobs_cut_short = [job_id for job_id, task in self.tasks.items() if not task.done()]
         super().handle_sig(signum)
+
+    async def _sleep_until_tasks_complete(self) -> None:
+        # arq waits for this within the drain window and cancels it at the window's end, before it
+        # cancels the jobs still running (they stay queued and run again).
+        try:
+            await super()._sleep_until_tasks_complete()
+        except asyncio.CancelledError:
+            self._jobs_cut_short = [job_id for job_id, task in self.tasks.items() if not task.done()]
+            raise
 
     def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
         self._stop_polling()
@@ -421,24 +445,41 @@ class BridgeWorker(Worker):
             # arq stops at its first Redis error, before on_shutdown: stop the poll loop and close
             # the MPC client anyway. What could not be handed back comes back when its lease ends.
             log.warning("redis unreachable while stopping; leases hand back the rest", error=repr(exc))
+            self._handed_back = False
             runtime: Runtime | None = self.ctx.get("runtime")
             if runtime is not None:
                 await runtime.close()
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
+            self._report_stop()
+
+    def _report_stop(self) -> None:
+        runtime: Runtime | None = self.ctx.get("runtime")
+        polls = runtime.polls_cut_short() if runtime is not None else []
+        jobs = self._jobs_cut_short
+        if not (polls or jobs or not self._handed_back):
+            return
+        self._cut_short = True
+        log.error(
+            "drain cut short",
+            drain_s=runtime.settings.worker_drain_s if runtime is not None else None,
+            polls_cut_short=len(polls),
+            imports=polls[:LEFT_LOGGED_MAX],
+            jobs_cut_short=len(jobs),
+            jobs=jobs[:LEFT_LOGGED_MAX],
+            handed_back=self._handed_back,
+            exit_code=EXIT_DRAIN_CUT_SHORT,
+        )
+
+    def exit_code(self) -> int:
+        """The process's exit code once :meth:`run` returned (see :mod:`bridge.exits`)."""
+        runtime: Runtime | None = self.ctx.get("runtime")
+        if runtime is not None and runtime.failed:
+            return EXIT_FAILURE
+        return EXIT_DRAIN_CUT_SHORT if self._cut_short else EXIT_OK
 
 
 def _exit_now() -> None:
     log.error("worker did not stop within its drain and margin; exiting", exit_code=EXIT_STOP_TIMEOUT)
     os._exit(EXIT_STOP_TIMEOUT)
-
-
-async def check_health(settings: Settings, host: str | None = None) -> str | None:
-    """This host's last health record, or ``None`` when its worker has not recorded one lately."""
-    client = connect(settings.redis_url)
-    try:
-        value = await client.get(health_check_key(host))
-    finally:
-        await client.aclose()
-    return value.decode() if value is not None else None

@@ -123,9 +123,10 @@ def worker(check: bool) -> None:
     with a prompt, bounded shutdown)."""
     settings = load_settings()
     if check:
-        from bridge.healthcheck import report, worker_verdict
+        from bridge.healthcheck import check as health_check
+        from bridge.healthcheck import report
 
-        report(worker_verdict(settings))
+        report(health_check("worker", settings=settings))
     import uvloop
 
     from bridge.logs import configure_logging

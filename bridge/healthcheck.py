@@ -111,14 +111,15 @@ def main_command() -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
-def check(role: Role, port: int) -> Verdict:
-    """Run the check for ``role``. Raises only :class:`~bridge.config.ConfigError`."""
+def check(role: Role, port: int = 0, settings: Settings | None = None) -> Verdict:
+    """Run the check for ``role`` (the worker's with ``settings``, else those of the environment).
+    Raises only :class:`~bridge.config.ConfigError`."""
     try:
         if role == "api":
             return http_verdict("api", port, "/livez")
         if role == "simulator":
             return http_verdict("simulator", port, "/_control/health")
-        return worker_verdict(load_settings())
+        return worker_verdict(settings or load_settings())
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - a health check answers with a verdict, never a traceback
@@ -166,7 +167,10 @@ async def _worker_verdict(settings: Settings, host: str, now: datetime | None) -
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await client.aclose()
     if record is None:
-        return Verdict(False, f"no health record from worker {host} in the last {WORKER_HEALTH_INTERVAL_S} s")
+        return Verdict(
+            False,
+            f"no health record from worker {host} (a worker writes one every {WORKER_HEALTH_INTERVAL_S} s)",
+        )
     text = record.decode(errors="replace")
     written = record_time(text, now or datetime.now())
     if written is None:

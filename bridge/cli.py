@@ -107,7 +107,10 @@ def worker(check: bool) -> None:
     import uvloop
 
     from bridge.logs import configure_logging
-    from bridge.worker import BridgeWorker, check_health, worker_settings
+    from bridge.store.layout import LayoutError
+    from bridge.wiring import worker_options
+    from bridge.worker.arq_compat import BridgeWorker
+    from bridge.worker.settings import check_health
 
     settings = _settings()
     if check:
@@ -118,7 +121,10 @@ def worker(check: bool) -> None:
         sys.exit(0 if record else 1)
     configure_logging(settings.log_level, settings.log_format)
     uvloop.install()
-    BridgeWorker(**worker_settings(settings)).run()
+    try:
+        BridgeWorker(**worker_options(settings)).run()
+    except LayoutError as exc:
+        _fail(str(exc))
 
 
 @main.command()
@@ -136,6 +142,38 @@ def healthcheck(role: str | None, port: int | None) -> None:
         _fail(str(exc))
     click.echo(("healthy: " if healthy else "unhealthy: ") + why)
     sys.exit(0 if healthy else 1)
+
+
+@main.command()
+@click.option(
+    "--check", is_flag=True, help="Only say whether the data needs upgrading: exit 0 if not, 1 if so."
+)
+def migrate(check: bool) -> None:
+    """Upgrade the data in Redis to this version's layout, in place (safe to run again)."""
+    import asyncio
+
+    from bridge.redis_url import connect
+    from bridge.store.layout import LAYOUT_VERSION, LayoutError, migrate, stored_version
+
+    settings = _settings()
+
+    async def run() -> int:
+        redis = connect(settings.redis_url)
+        try:
+            if check:
+                version = await stored_version(redis)
+                shown = "empty" if version is None else f"layout {version}"
+                click.echo(f"redis: {shown}; this bridge: layout {LAYOUT_VERSION}")
+                return 0 if version in (None, LAYOUT_VERSION) else 1
+            await migrate(redis, report=click.echo)
+            return 0
+        finally:
+            await redis.aclose()
+
+    try:
+        sys.exit(asyncio.run(run()))
+    except LayoutError as exc:
+        _fail(str(exc))
 
 
 @main.command("config-reference")

@@ -5,7 +5,7 @@ so the check finds out what this container runs from its main command (``/proc/1
 is ``tini``, which names the command after ``--``) and checks that:
 
 - API: ``GET /livez`` on its port answers 200;
-- worker: its health key in Redis is fresh (:func:`bridge.worker.check_health`);
+- worker: its health key in Redis is fresh (:func:`bridge.worker.settings.check_health`);
 - simulator: ``GET /_control/health`` answers 200.
 
 Kubernetes ignores ``HEALTHCHECK``; its probes are in ``deploy/kubernetes``.
@@ -84,7 +84,7 @@ def check(role: Role, port: int) -> tuple[bool, str]:
         url = f"http://127.0.0.1:{port}/_control/health"
         return http_ok(url), f"simulator {url}"
     from bridge.config import load_settings
-    from bridge.worker import check_health
+    from bridge.worker.settings import check_health
 
     record = asyncio.run(check_health(load_settings()))
     return record is not None, f"worker health record: {record or 'none recorded lately'}"

@@ -11,7 +11,7 @@ import uvloop
 
 from bridge.config import ConfigError, load_settings
 from bridge.logs import configure_logging
-from bridge.worker import worker_settings
+from bridge.wiring import worker_options
 
 try:
     _settings = load_settings()
@@ -22,5 +22,5 @@ except ConfigError as exc:
 configure_logging(_settings.log_level, _settings.log_format)
 uvloop.install()
 
-WorkerSettings = type("WorkerSettings", (), worker_settings(_settings))
-"""The class arq reads its options from (attributes: see :func:`bridge.worker.worker_settings`)."""
+WorkerSettings = type("WorkerSettings", (), worker_options(_settings))
+"""The class arq reads its options from (attributes: see :func:`bridge.worker.settings.arq_options`)."""

@@ -1,6 +1,6 @@
 """``GET /metrics``: Prometheus text — the API's HTTP metrics, the workers' totals, live gauges.
 
-No auth (SPEC): operators restrict it at the network.
+No auth: operators restrict it at the network (docs/operations.md).
 """
 
 from __future__ import annotations

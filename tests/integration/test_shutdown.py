@@ -24,7 +24,8 @@ from bridge.config import WORKER_EXIT_MARGIN_S
 from bridge.core.model import WatchSpec
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
-from bridge.worker import EXIT_STOP_TIMEOUT, health_check_key
+from bridge.worker.arq_compat import EXIT_STOP_TIMEOUT
+from bridge.worker.settings import health_check_key
 from bridge_tools.processes import LOOPBACK, Process, free_port, redis_server
 from mpc_simulator import RunningSimulator, SimulatorControl
 from tests.integration.conftest import API_KEY, SLUG, eventually

@@ -16,7 +16,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from redis.exceptions import RedisError
 
 from bridge import wiring
-from bridge.api.auth import SECURITY_SCHEME, require_api_key
+from bridge.api.auth import SECURITY_SCHEME, KeyRing, provide_principal, require_api_key
 from bridge.api.clubs import ClubController
 from bridge.api.deps import provide_dispatch, provide_redis, provide_settings, provide_store
 from bridge.api.docs import assets_router, declare_links, exact_request_schemas, openapi_config
@@ -112,13 +112,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[prometheus.middleware, AllowHeaderMiddleware()],
         lifespan=[lifespan],
         state=State(
-            {"settings": settings, "api_keys": api_keys, "webhook_guard": wiring.url_guard(settings)}
+            {"settings": settings, "keyring": KeyRing(api_keys), "webhook_guard": wiring.url_guard(settings)}
         ),
         dependencies={
             "store": Provide(provide_store),
             "settings": Provide(provide_settings),
             "redis": Provide(provide_redis),
             "dispatch": Provide(provide_dispatch),
+            "principal": Provide(provide_principal),
             **{name: Provide(provider) for name, provider in WEBHOOK_DEPENDENCIES.items()},
         },
         exception_handlers={

@@ -24,12 +24,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/bridge demo
 
-## test: lint, type-check and the whole test suite against a real redis-server it starts itself.
+## test: lint (ruff, the import-linter layer contracts), type-check and the whole test suite against a real
+## redis-server it starts itself.
 test: lint typecheck unit deploy-check
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

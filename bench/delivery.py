@@ -4,7 +4,7 @@
    process) start; ``subscriptions`` webhook subscriptions to the receiver (one path each, every
    event type) and one whole-import watch per import are created through the API.
 2. The backlog: every import has ``bulks`` bulks, all ``finished``. The worker's own runtime
-   (:class:`bridge.worker.Runtime`: the poller, the diff, the atomic commit and the dispatch of
+   (:class:`bridge.worker.runtime.Runtime`: the poller, the diff, the atomic commit and the dispatch of
    one arq job per event and destination), run in this process with no arq worker beside it,
    polls each import once: ``bulk.discovered`` and ``bulk.finished`` per bulk and
    ``import.completed`` per import, in the outbox and as queued delivery jobs. It stops once
@@ -35,11 +35,11 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from bench.harness import API_KEY, CpuMeter, Stack, redis_commands
 from bench.load import measure
 from bench.throughput import SLUG
+from bridge import wiring
 from bridge.config import load_settings
 from bridge.logs import configure_logging
 from bridge.redis_url import connect
 from bridge.store import keys
-from bridge.worker import Runtime
 from bridge_tools.processes import Process
 from mpc_simulator import SimulatorControl
 
@@ -126,7 +126,7 @@ async def produce(env: dict[str, str], expected: int) -> dict[str, Any]:
     settings = load_settings(env)
     configure_logging(settings.log_level, settings.log_format)
     redis = connect(settings.redis_url)
-    runtime = Runtime(settings, redis)
+    runtime = wiring.build_runtime(settings, redis)
     started = time.monotonic()
     runtime.start()
 

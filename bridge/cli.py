@@ -130,13 +130,18 @@ def worker(check: bool) -> None:
     import uvloop
 
     from bridge.logs import configure_logging
-    from bridge.worker import BridgeWorker, worker_settings
+    from bridge.store.layout import LayoutError
+    from bridge.wiring import worker_options
+    from bridge.worker.arq_compat import BridgeWorker
 
-    options = worker_settings(settings)
+    options = worker_options(settings)
     configure_logging(settings.log_level, settings.log_format)
     uvloop.install()
     process = BridgeWorker(**options)
-    process.run()
+    try:
+        process.run()
+    except LayoutError as exc:
+        exit_with_config_error(str(exc), "worker")
     sys.exit(process.exit_code())
 
 
@@ -150,6 +155,38 @@ def healthcheck(role: str | None, port: int | None) -> None:
 
     detected, detected_port = role_of(main_command())
     report(check(role or detected, port if port is not None else detected_port))  # type: ignore[arg-type]
+
+
+@main.command()
+@click.option(
+    "--check", is_flag=True, help="Only say whether the data needs upgrading: exit 0 if not, 1 if so."
+)
+def migrate(check: bool) -> None:
+    """Upgrade the data in Redis to this version's layout, in place (safe to run again)."""
+    import asyncio
+
+    from bridge.redis_url import connect
+    from bridge.store.layout import LAYOUT_VERSION, LayoutError, migrate, stored_version
+
+    settings = load_settings()
+
+    async def run() -> int:
+        redis = connect(settings.redis_url)
+        try:
+            if check:
+                version = await stored_version(redis)
+                shown = "empty" if version is None else f"layout {version}"
+                click.echo(f"redis: {shown}; this bridge: layout {LAYOUT_VERSION}")
+                return 0 if version in (None, LAYOUT_VERSION) else 1
+            await migrate(redis, report=click.echo)
+            return 0
+        finally:
+            await redis.aclose()
+
+    try:
+        sys.exit(asyncio.run(run()))
+    except LayoutError as exc:
+        exit_with_config_error(str(exc), "migrate")
 
 
 @main.command("config-reference")

@@ -46,27 +46,30 @@ SLACK_POST_INTERVAL_S: Final = 1.0
 """Slack asks for "no more than one message per channel per second" (bursts tolerated)."""
 
 WEBHOOK_RETRY_SCHEDULE_S: Final = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
-"""SPEC "Webhooks": the waits after the first attempt (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h)."""
+"""The waits after a webhook's first attempt (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h)."""
 WEBHOOK_RETRY_MAX_STEPS: Final = 20
 """Retries a schedule may list: far below the worker's ceiling of tries per delivery job."""
 WEBHOOK_SCHEDULE_MAX_TOTAL_S: Final = 6 * 86_400.0
 """Longest a whole retry schedule may take at worst (every wait jittered up, then doubled by
 ``Retry-After``): a delivery job that arq has not finished 7 days after it was enqueued expires."""
 WEBHOOK_TIMEOUT_S: Final = 15.0
-"""SPEC "Webhooks": success is a 2xx answer within 15 s."""
+"""A webhook attempt succeeds with a 2xx answer within 15 s."""
 WEBHOOK_TIMEOUT_MAX_S: Final = 50.0
 """Below the default delivery job timeout, so a slow receiver never gets the job killed."""
 DELIVERY_TIMEOUT_S: Final = 60.0
 """How long one delivery job may run. arq also keeps a job it started locked for this long plus
 10 s: a job whose worker was killed runs again only then."""
 WEBHOOK_DISABLE_AFTER_S: Final = 5 * 86_400.0
-"""SPEC "Webhooks": a subscription failing continuously this long with no success is disabled."""
+"""A subscription failing continuously this long (5 days) with no success is disabled."""
 
 
 FERNET_KEY_HINT: Final = (
     "url-safe base64 of 32 bytes (a Fernet key); generate one with: "
     "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
 )
+
+
+SlackMode = Literal["bot", "webhook"]
 
 
 class ConfigError(ValueError):
@@ -244,6 +247,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retention_s: Annotated[
         float, _doc("How long an ended watch, its timeline and its events are kept.", ge=60)
     ] = 30 * 86_400.0
+    migrate_on_start: Annotated[
+        bool,
+        _doc(
+            "Upgrade the data in Redis to this version's layout when the API or a worker starts (one "
+            "process does it, the others wait). `false`: they refuse to start until `bridge migrate` ran."
+        ),
+    ] = True
     log_level: Annotated[Literal["debug", "info", "warning", "error"], _doc("Lowest level logged.")] = "info"
     log_format: Annotated[
         Literal["auto", "json", "console"],
@@ -292,6 +302,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def mpc_base(self) -> str:
         """The MPC base URL without a trailing slash."""
         return self.mpc_base_url.rstrip("/")
+
+    @property
+    def slack_mode(self) -> SlackMode | None:
+        """``bot`` with a bot token (cards and threads; it wins when a webhook URL is also set,
+        since only a token can update a card), ``webhook`` with only an incoming-webhook URL (one
+        message per event), ``None`` without Slack. Either way only watches created with a
+        ``slack`` target post there."""
+        if self.slack_bot_token is not None:
+            return "bot"
+        if self.slack_webhook_url is not None:
+            return "webhook"
+        return None
 
     @property
     def slack_base(self) -> str:

@@ -35,7 +35,8 @@ PREFIX: Final = "bridge_"
 FLUSH_EVERY_S: Final = 5.0
 LATENCY_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-POLL_OUTCOMES: Final = ("ok", *get_args(FailureKind))
+POLL_OUTCOMES: Final = ("ok", "crashed", *get_args(FailureKind))
+"""``crashed``: a poll that failed on something unexpected (logged with its traceback)."""
 UPSTREAM_ENDPOINTS: Final = ("bulk", "import")
 SINKS: Final = ("log", "slack", "webhook")
 DELIVERY_OUTCOMES: Final = ("delivered", "retry", "failed")

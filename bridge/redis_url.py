@@ -35,8 +35,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bridge.core.codec import deserialize_job, serialize_job
 from bridge.core.retry import exponential
-from bridge.jobcodec import deserialize_job, serialize_job
 from bridge.store import keys
 
 DIRECT_SCHEMES: Final = ("redis", "rediss", "unix")

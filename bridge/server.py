@@ -6,6 +6,10 @@ lifespan's shutdown (closing Redis). Then uvicorn raises the signal again, so a 
 drained cleanly died of SIGTERM all the same (143 under tini). Here the drain is the answer to the
 signal: the process exits 0 when every request finished, and 3 (``drain cut short``, logged with
 what was cancelled) when the deadline cut some short.
+
+:class:`DrainingServer` overrides two parts of uvicorn's ``Server`` (``capture_signals`` and the
+internal ``_wait_tasks_to_complete``), written against the uvicorn pinned in pyproject.toml;
+``tests/integration/test_shutdown.py`` checks both exit codes with a real process.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""The guarantees of SPEC ("Guarantees"), proven against real processes: ``make chaos``."""
+"""The guarantees (docs/design.md, "Guarantees"), proven against real processes: ``make chaos``."""

@@ -42,7 +42,7 @@ CHANNEL: Final = "C0CHAOSSINK"
 POLL_MIN_S: Final = 0.2
 POLL_MAX_S: Final = 1.0
 WEBHOOK_TIMEOUT_S: Final = 1.0
-"""The 15 s of the SPEC, compressed: a receiver slower than this is a timeout."""
+"""The 15 s a receiver has to answer, compressed: a receiver slower than this is a timeout."""
 SLOW_S: Final = 2.0
 RETRY_SCHEDULE_S: Final = (0.5, 1.0, 1.0, 2.0, 2.0, 3.0)
 RETRY_AFTER: Final = "1"

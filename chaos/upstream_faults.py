@@ -285,7 +285,7 @@ def check_bulk_events(
         seen_before = [status for t, status in shown if t < flip.t]
         if seen_before and seen_before[-1] == flip.to:
             # Back to the status the bridge saw last (working, an unseen retry, working again):
-            # no status change to see, so none to announce (SPEC: nothing invented).
+            # no status change to see, so none to announce (nothing is invented for steps not seen).
             found.hidden_round_trips += 1
             continue
         found.shown_flips += 1

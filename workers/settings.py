@@ -11,14 +11,14 @@ import uvloop
 from bridge.config import load_settings
 from bridge.exits import config_errors_exit
 from bridge.logs import configure_logging
-from bridge.worker import worker_settings
+from bridge.wiring import worker_options
 
 with config_errors_exit("worker"):
     _settings = load_settings()
-    _options = worker_settings(_settings)
+    _options = worker_options(_settings)
 
 configure_logging(_settings.log_level, _settings.log_format)
 uvloop.install()
 
 WorkerSettings = type("WorkerSettings", (), _options)
-"""The class arq reads its options from (attributes: see :func:`bridge.worker.worker_settings`)."""
+"""The class arq reads its options from (attributes: see :func:`bridge.worker.settings.arq_options`)."""

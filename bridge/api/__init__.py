@@ -1,1 +1,1 @@
-"""The HTTP API (SPEC "HTTP API (v1)"): one controller per area under a guarded ``/v1`` router."""
+"""The HTTP API: one controller per area under a guarded ``/v1`` router (README, "API")."""

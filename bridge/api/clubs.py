@@ -13,7 +13,7 @@ from msgspec import Meta, Struct
 from bridge.api.docs import WRITE_ERRORS, errors
 from bridge.api.errors import decode_strictly
 from bridge.api.schemas import SLUG_PATTERN
-from bridge.credentials import CredentialStore
+from bridge.upstream.credentials import CredentialStore
 
 MAX_TOKEN_CHARS: Final = 4096
 MAX_PRODUCT_NAME_CHARS: Final = 128

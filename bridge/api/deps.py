@@ -8,6 +8,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 
 from bridge.config import Settings
+from bridge.delivery.model import Dispatch
 from bridge.store.redis_store import RedisStore
 
 
@@ -25,6 +26,12 @@ async def provide_redis(state: State) -> Any:
     return state.redis
 
 
+async def provide_dispatch(state: State) -> Dispatch:
+    dispatch: Dispatch = state.dispatch
+    return dispatch
+
+
 StoreDep: TypeAlias = NamedDependency[RedisStore]
 SettingsDep: TypeAlias = NamedDependency[Settings]
 RedisDep: TypeAlias = NamedDependency[Any]
+DispatchDep: TypeAlias = NamedDependency[Dispatch]

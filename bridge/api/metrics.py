@@ -3,7 +3,7 @@
 The format follows the scraper's ``Accept`` header (``prometheus_client.exposition.choose_encoder``):
 OpenMetrics when asked for, else the Prometheus text format, each with its own content type.
 
-No auth: operators restrict it at the network.
+No auth: operators restrict it at the network (docs/operations.md).
 """
 
 from __future__ import annotations

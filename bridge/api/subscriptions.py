@@ -19,7 +19,7 @@ from litestar.params import JSONBody, Parameter
 from litestar.response import Response
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from bridge.api.deps import RedisDep
+from bridge.api.deps import DispatchDep, StoreDep
 from bridge.api.docs import READ_ERRORS, WRITE_ERRORS, errors
 from bridge.api.errors import ApiError, decode_strictly
 from bridge.api.params import Cursor, Limit, offset_of
@@ -31,7 +31,6 @@ from bridge.api.schemas import (
     encode_cursor,
 )
 from bridge.core.diff import iso_timestamp
-from bridge.delivery.dispatch import Dispatcher
 from bridge.webhooks.actions import EventExpired, redeliver, send_test_event
 from bridge.webhooks.guard import MAX_URL_CHARS, Refused, UrlGuard
 from bridge.webhooks.model import (
@@ -288,10 +287,6 @@ async def _subscription(store: SubscriptionStore, sid: str) -> Subscription:
     return sub
 
 
-def _dispatch(redis: Any) -> Any:
-    return Dispatcher(redis).dispatch
-
-
 # ------------------------------------------------------------------ routes
 
 
@@ -425,10 +420,14 @@ class SubscriptionController(Controller):
         responses=errors(401, 404, 422),
     )
     async def test(
-        self, subscription_id: SubscriptionId, subscriptions: SubscriptionsDep, redis: RedisDep
+        self,
+        subscription_id: SubscriptionId,
+        subscriptions: SubscriptionsDep,
+        store: StoreDep,
+        dispatch: DispatchDep,
     ) -> DeliveryOut:
         sub = await _subscription(subscriptions, subscription_id)
-        delivery = await send_test_event(subscriptions, _dispatch(redis), sub, time.time())
+        delivery = await send_test_event(subscriptions, store, dispatch, sub, time.time())
         return delivery_out(delivery)
 
     @get(
@@ -467,12 +466,12 @@ class DeliveryController(Controller):
         responses=errors(401, 404, 409, 422),
     )
     async def redeliver(
-        self, delivery_id: DeliveryId, subscriptions: SubscriptionsDep, redis: RedisDep
+        self, delivery_id: DeliveryId, subscriptions: SubscriptionsDep, store: StoreDep, dispatch: DispatchDep
     ) -> DeliveryOut:
         original = await _delivery(subscriptions, delivery_id)
         await _subscription(subscriptions, original.subscription_id)
         try:
-            again = await redeliver(subscriptions, _dispatch(redis), original, time.time())
+            again = await redeliver(subscriptions, store, dispatch, original, time.time())
         except EventExpired:
             raise ApiError(
                 409,

@@ -28,14 +28,14 @@ from bridge.api.schemas import (
     encode_cursor,
     watch_out,
 )
-from bridge.core.model import Event, SlackTarget, WatchSpec, WatchState
+from bridge.core.codec import decode_event
+from bridge.core.model import SlackTarget, WatchSpec, WatchState
 
 FINGERPRINT_BYTES: Final = 16
 WATCH_ID_PREFIX: Final = "wch_"
 WATCH_ID_BYTES: Final = 12
 WATCH_ID_PATTERN: Final = r"^wch_[0-9a-f]{24}$"
 
-_event_decoder: Final = msgspec.json.Decoder(Event)
 
 WatchId = Annotated[str, Parameter(description="watch id", pattern=WATCH_ID_PATTERN)]
 ClubFilter = Annotated[str | None, Parameter(pattern=SLUG_PATTERN, description="only this club's watches")]
@@ -177,7 +177,7 @@ class WatchController(Controller):
         bodies = await store.timeline(watch_id, offset, limit + 1)
         items = []
         for body in bodies[:limit]:
-            event = _event_decoder.decode(body)
+            event = decode_event(body)
             bulk_id = event.data.bulk_id if isinstance(event.data.bulk_id, int) else None
             items.append(
                 TimelineItem(

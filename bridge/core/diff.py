@@ -5,7 +5,7 @@ what it is given. Replaying an observation is a no-op, and every event id is der
 (watch, bulk, sequence, type), so a re-poll, a retried job or a second worker computes the same
 ids for the same change and the store's compare-and-set keeps exactly one of them.
 
-Rules (SPEC "Events"):
+Rules (the event table in docs/design.md):
 - a status the bulk reached is announced once, with ``previous_status``; steps not seen between
   two polls are not invented;
 - a new retry while the bulk stays ``waiting_for_retry`` (``retries`` grew) is a new ``bulk.retrying``;

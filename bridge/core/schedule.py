@@ -1,6 +1,6 @@
 """When to poll an import next, and which requests one poll makes (pure).
 
-Intervals (SPEC "Upstream polling"): the minimum while MPC's job is busy with a bulk or right
+Intervals (docs/design.md, "Polling"): the minimum while MPC's job is busy with a bulk or right
 after a change, growing by :data:`BACKOFF_FACTOR` per quiet poll while bulks only wait, up to the
 maximum; doubling per consecutive failure; ``Retry-After`` honoured up to a bound. Jitter only
 ever lengthens an interval, so the floor MPC asks for always holds.

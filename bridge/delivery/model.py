@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal, Protocol
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final, Literal, Protocol, TypeAlias
 
 import msgspec
 
-from bridge.core.model import Event
+from bridge.core.model import Event, MpcBulk
 
 DELIVER_FUNCTION: Final = "deliver"
 """Name of the arq function that delivers one event to one destination."""
@@ -16,6 +17,12 @@ LOG: Final = "log"
 SLACK: Final = "slack"
 SUBSCRIPTION: Final = "sub"
 SUBSCRIPTION_PREFIX: Final = SUBSCRIPTION + ":"
+
+
+Dispatch: TypeAlias = Callable[[str, Iterable[str]], Awaitable[int]]
+"""Enqueue one delivery job per destination of a recorded event (safe to repeat: a job exists at
+most once); answers how many were new. The worker's queue provides it, to the poll loop, the
+sweeper and the API."""
 
 
 def job_id(event_id: str, destination: str) -> str:
@@ -59,3 +66,11 @@ class Notifier(Protocol):
     """Sends one event to one kind of destination."""
 
     async def send(self, delivery: Delivery) -> SendResult: ...
+
+
+class Attacher(Protocol):
+    """What one destination needs beside an event that the event itself must not carry, decided
+    when the event is recorded from the bulk as the poll fetched it (``b""``: nothing). It is
+    stored with the event, in the same atomic step, and read by that destination's notifier."""
+
+    def attach(self, event: Event, bulk: MpcBulk | None) -> bytes: ...

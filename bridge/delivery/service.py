@@ -7,7 +7,7 @@ in the instant between a notifier's success and its record.
 A job cancelled while it sends (a worker's drain ran out on SIGTERM, or the job timeout) lets
 that send end and be recorded first, for up to ``in_flight_grace_s``: the destination may
 already have it, and the job's next run must skip it rather than send it again. A worker keeps
-that grace inside its drain window (:func:`bridge.worker.in_flight_grace`).
+that grace inside its drain window (:func:`bridge.worker.settings.in_flight_grace`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
-import msgspec
-
-from bridge.core.model import Event
+from bridge.core.codec import decode_event
 from bridge.delivery.model import Delivery, DeliveryJob, Notifier, SendResult, destination_kind
 from bridge.logs import get_logger
 from bridge.metrics import WorkerMetrics
@@ -30,7 +28,6 @@ IN_FLIGHT_GRACE_S: Final = 5.0
 """How long a cancelled job still lets its send in flight end and be recorded, at most."""
 SINK_OF_KIND: Final = {"log": "log", "slack": "slack", "sub": "webhook"}
 """The ``sink`` label of the deliveries metric for each destination kind."""
-_event_decoder: Final = msgspec.json.Decoder(Event)
 
 
 class RetryLater(Exception):
@@ -59,7 +56,7 @@ class Deliveries:
     async def run(self, job: DeliveryJob, attempt: int) -> SendResult:
         eid, destination = job.event_id, job.destination
         # Both reads in the same turn of the loop: on a busy worker every round trip in a row
-        # costs a turn (SPEC "Performance budget").
+        # costs a turn (docs/design.md, "Performance").
         delivered, body = await asyncio.gather(
             self._store.was_delivered(eid, destination), self._store.get_event(eid)
         )
@@ -74,9 +71,7 @@ class Deliveries:
             self._log.warning("delivery dropped", event_id=eid, destination=destination, reason=reason)
             await self._store.drop_from_outbox(eid, destination)
             return SendResult(outcome="failed", detail=reason)
-        delivery = Delivery(
-            destination=destination, event=_event_decoder.decode(body), body=body, attempt=attempt
-        )
+        delivery = Delivery(destination=destination, event=decode_event(body), body=body, attempt=attempt)
         sending = asyncio.ensure_future(self._send(notifier, delivery))
         try:
             return await asyncio.shield(sending)

@@ -4,10 +4,9 @@
   (:mod:`.format`); :mod:`.plain` shows a message as plain text.
 - :mod:`.state` — what every worker shares in Redis: cards, their lock, reply records, pacing.
 - :mod:`.notifier` — the notifiers (I/O), turning Slack's answers into deliver/retry/fail.
-- :mod:`.factory` — which mode the configuration enables, and its notifier.
+- :mod:`.attachments` — the unmasked errors summary stored beside an event, when allowed.
 """
 
-from bridge.slack.factory import SlackMode, build_slack_notifier, open_session, slack_mode
 from bridge.slack.notifier import SlackBotNotifier, SlackWebhookNotifier
 from bridge.slack.plain import message_lines, message_text
 from bridge.slack.render import CardRender, SlackMessage, bulk_lines, render_card, render_event
@@ -16,14 +15,10 @@ __all__ = [
     "CardRender",
     "SlackBotNotifier",
     "SlackMessage",
-    "SlackMode",
     "SlackWebhookNotifier",
-    "build_slack_notifier",
     "bulk_lines",
     "message_lines",
     "message_text",
-    "open_session",
     "render_card",
     "render_event",
-    "slack_mode",
 ]

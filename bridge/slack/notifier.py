@@ -35,12 +35,15 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bridge.core.member_errors import ErrorSummary
 from bridge.core.model import Event
 from bridge.core.retry import exponential, jittered, parse_retry_after
-from bridge.delivery.model import Delivery, SendResult
+from bridge.delivery.model import SLACK, Delivery, SendResult
 from bridge.logs import get_logger
+from bridge.slack.attachments import read_unmasked
 from bridge.slack.render import SlackMessage, broadcast, bulk_lines, render_card, render_event
 from bridge.slack.state import Card, SlackState
 from bridge.store.redis_store import RedisStore
 
+SLACK_TIMEOUT_S: Final = 10.0
+"""One Slack call (connect, send, answer); a slower one is a transient failure, retried later."""
 CARD_LOCK_TTL_S: Final = 30.0
 """Longer than any Slack call may take (the session's timeout, ``SLACK_TIMEOUT_S``) and renewed
 before each call, so the lock cannot lapse while its holder's update is on the way."""
@@ -175,10 +178,11 @@ class _Base:
         self._log = logger or get_logger("bridge.slack")
 
     async def _errors(self, event: Event) -> ErrorSummary | None:
-        """Unmasked groups when allowed and recorded; otherwise the event's own (masked) ones."""
-        if self._show_pii and event.type in ("bulk.finished", "bulk.failed"):
-            return await self._state.unmasked_errors(event.id)
-        return None
+        """The unmasked summary stored beside the event (see :mod:`.attachments`), while showing
+        member identifiers is allowed; otherwise ``None``: the event's own (masked) one is shown."""
+        if not self._show_pii:
+            return None
+        return read_unmasked(await self._store.attachment(event.id, SLACK))
 
     async def _pace(self, channel: str, ref: str) -> None:
         wait = await self._state.reserve(channel, ref, self._interval_s)
@@ -229,6 +233,11 @@ class SlackBotNotifier(_Base):
     def __init__(self, *, client: AsyncWebClient, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._client = client
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """The HTTP session the client posts through (the worker's shared one)."""
+        return self._client.session
 
     async def check(self) -> None:
         """Log who the bot is (``auth.test``), or why Slack refuses the token; never raises."""
@@ -373,7 +382,7 @@ class SlackBotNotifier(_Base):
         await self._state.save_reply(event.id, str(response["ts"]))
         await self._state.release(ref)
         if unmasked is not None:
-            await self._state.drop_unmasked_errors(event.id)
+            await self._store.drop_attachment(event.id, SLACK)
 
     async def _after_refusal(self, problem: SlackProblem, channel: str, ref: str) -> None:
         """A post that did not happen gives its slot back; a 429 holds the whole channel."""
@@ -422,7 +431,7 @@ class SlackWebhookNotifier(_Base):
             return self._outcome(problem, delivery, self.PACE_CHANNEL)
         await self._state.release(ref)
         if unmasked is not None:
-            await self._state.drop_unmasked_errors(event.id)
+            await self._store.drop_attachment(event.id, SLACK)
         return SendResult.delivered()
 
     async def _post(self, message: SlackMessage) -> None:

@@ -111,7 +111,7 @@ EVENT_EMOJI: Final = {
     "webhook.test": "🧪",
 }
 BROADCAST_TYPES: Final = frozenset({"bulk.failed", "import.completed"})
-"""Thread replies also shown in the channel (SPEC "Slack")."""
+"""Thread replies also shown in the channel: a failure and the end of the import."""
 UNKNOWN_BULK: Final = "❔"
 MISSING_BULK: Final = "❓"
 UNAUTHORIZED_REASON: Final = "unauthorized"

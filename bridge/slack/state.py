@@ -12,10 +12,8 @@
 - **Pacing**: Slack takes about one message a second per channel. Each message reserves its own
   posting time once (a retried job keeps its reservation), so a burst of events is spread out
   instead of retried in a herd.
-- **Unmasked errors**: written beside an event by the poller's commit when
-  ``BRIDGE_SLACK_SHOW_PII`` is on; read here and deleted once posted.
 
-The Lua scripts here are Slack's own, so they live with the code that uses them.
+Its Lua scripts are ``bridge/store/lua/slack_*.lua``.
 """
 
 from __future__ import annotations
@@ -27,83 +25,11 @@ from typing import Any, Final
 import msgspec
 from redis.asyncio import Redis
 
-from bridge.core.member_errors import ErrorSummary, decode_summary
-from bridge.store import keys
+from bridge.store import keys, scripts
 from bridge.store.redis_store import resolved
-
-F_CHANNEL: Final = "channel"
-F_TS: Final = "ts"
-F_REV: Final = "rev"
-F_DIGEST: Final = "digest"
-F_WANT: Final = "want"
-F_DONE: Final = "done"
-"""The ``want`` the card was last rendered for: every refresh asked up to it is shown."""
 
 SLOT_TTL_S: Final = 3600.0
 """A reservation nobody used (its job gave up) is forgotten after this long."""
-
-UNLOCK_IF_DONE: Final = """
--- KEYS: lock, card. ARGV: token, want seen before rendering, lock ttl (ms)
--- 1: released (nothing new asked); 0: still held (render again); -1: not ours any more
--- Either way the card now shows every refresh asked up to that want: recorded as 'done'.
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if tonumber(redis.call('HGET', KEYS[2], 'done') or '0') < tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[2], 'done', ARGV[2])
-end
-if (redis.call('HGET', KEYS[2], 'want') or '0') == ARGV[2] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 0
-"""
-
-UNLOCK: Final = """
--- KEYS: lock. ARGV: token
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-EXTEND: Final = """
--- KEYS: lock. ARGV: token, ttl (ms)
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-FORGET_CARD: Final = """
--- KEYS: card. ARGV: ts of the message Slack no longer has
-if redis.call('HGET', KEYS[1], 'ts') == ARGV[1] then
-  redis.call('HDEL', KEYS[1], 'channel', 'ts', 'rev', 'digest')
-  return 1
-end
-return 0
-"""
-
-RESERVE: Final = """
--- KEYS: channel pace, this message's slot, channel hold. ARGV: now (ms), interval (ms), slot ttl (ms)
--- Returns the time (ms) this message may be posted: its earlier reservation, else the next free one.
--- A reservation that falls inside a hold (Slack answered 429 since) queues again after it.
-local held = tonumber(redis.call('GET', KEYS[3]) or '0')
-local slot = redis.call('GET', KEYS[2])
-if slot and tonumber(slot) >= held then return tonumber(slot) end
-local now, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
-local at = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'), held)
-redis.call('SET', KEYS[1], at + interval, 'PX', math.max(1, at + interval - now))
-redis.call('SET', KEYS[2], at, 'PX', ARGV[3])
-return at
-"""
-
-HOLD: Final = """
--- KEYS: channel pace, channel hold. ARGV: now (ms), until (ms)
--- Slack said to wait (429): nothing more is posted or updated there before `until`.
-local now, until_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
-for _, key in ipairs(KEYS) do
-  if until_ms > tonumber(redis.call('GET', key) or '0') then
-    redis.call('SET', key, until_ms, 'PX', math.max(1, until_ms - now))
-  end
-end
-return 1
-"""
 
 
 class Card(msgspec.Struct, kw_only=True, frozen=True):
@@ -113,7 +39,7 @@ class Card(msgspec.Struct, kw_only=True, frozen=True):
     rev: int
     digest: str
     done: int = 0
-    """Refreshes asked up to this ``want`` are shown (see :data:`F_DONE`)."""
+    """Refreshes asked up to this ``want`` are shown (see :data:`keys.C_DONE`)."""
 
 
 def _ms(seconds: float) -> int:
@@ -130,26 +56,26 @@ class SlackState:
         self._ttl_ms = _ms(ttl_s)
         """How long a card or reply record is kept: as long as the watch's events are."""
         self._clock = clock
-        self._unlock_if_done = redis.register_script(UNLOCK_IF_DONE)
-        self._unlock = redis.register_script(UNLOCK)
-        self._extend = redis.register_script(EXTEND)
-        self._forget = redis.register_script(FORGET_CARD)
-        self._reserve = redis.register_script(RESERVE)
-        self._hold = redis.register_script(HOLD)
+        self._unlock_if_done = scripts.register(redis, "slack_unlock_if_done")
+        self._unlock = scripts.register(redis, "unlock")
+        self._extend = scripts.register(redis, "slack_extend")
+        self._forget = scripts.register(redis, "slack_forget_card")
+        self._reserve = scripts.register(redis, "slack_reserve")
+        self._hold = scripts.register(redis, "slack_hold")
 
     # ------------------------------------------------------------------ cards
 
     async def card(self, wid: str, channel: str) -> Card | None:
         fields = await resolved(self.redis.hgetall(keys.slack_card(wid, channel)))
-        ts = fields.get(F_TS.encode())
+        ts = fields.get(keys.C_TS.encode())
         if not ts:
             return None
         return Card(
-            channel=_text(fields[F_CHANNEL.encode()]),
+            channel=_text(fields[keys.C_CHANNEL.encode()]),
             ts=_text(ts),
-            rev=int(fields.get(F_REV.encode(), b"0")),
-            digest=_text(fields.get(F_DIGEST.encode(), b"")),
-            done=int(fields.get(F_DONE.encode(), b"0")),
+            rev=int(fields.get(keys.C_REV.encode(), b"0")),
+            digest=_text(fields.get(keys.C_DIGEST.encode(), b"")),
+            done=int(fields.get(keys.C_DONE.encode(), b"0")),
         )
 
     async def save_card(self, wid: str, channel: str, card: Card) -> None:
@@ -157,7 +83,12 @@ class SlackState:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 key,
-                mapping={F_CHANNEL: card.channel, F_TS: card.ts, F_REV: card.rev, F_DIGEST: card.digest},
+                mapping={
+                    keys.C_CHANNEL: card.channel,
+                    keys.C_TS: card.ts,
+                    keys.C_REV: card.rev,
+                    keys.C_DIGEST: card.digest,
+                },
             )
             pipe.pexpire(key, self._ttl_ms)
             await pipe.execute()
@@ -169,13 +100,13 @@ class SlackState:
     async def want_refresh(self, wid: str, channel: str) -> int:
         key = keys.slack_card(wid, channel)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(key, F_WANT, 1)
+            pipe.hincrby(key, keys.C_WANT, 1)
             pipe.pexpire(key, self._ttl_ms)
             want, _ = await pipe.execute()
         return int(want)
 
     async def wanted(self, wid: str, channel: str) -> int:
-        value = await resolved(self.redis.hget(keys.slack_card(wid, channel), F_WANT))
+        value = await resolved(self.redis.hget(keys.slack_card(wid, channel), keys.C_WANT))
         return int(value or 0)
 
     async def lock(self, wid: str, channel: str, token: str, ttl_s: float) -> bool:
@@ -232,17 +163,3 @@ class SlackState:
         """Seconds ``channel`` is still held by a 429 (<= 0: not held)."""
         until = await self.redis.get(keys.slack_hold(channel))
         return 0.0 if until is None else int(until) / 1000.0 - self._clock()
-
-    # ------------------------------------------------------------------ unmasked errors
-
-    async def unmasked_errors(self, eid: str) -> ErrorSummary | None:
-        raw = await self.redis.get(keys.slack_errors(eid))
-        if raw is None:
-            return None
-        try:
-            return decode_summary(raw)
-        except msgspec.DecodeError:
-            return None
-
-    async def drop_unmasked_errors(self, eid: str) -> None:
-        await self.redis.delete(keys.slack_errors(eid))

@@ -1,4 +1,5 @@
-"""Every Redis key the bridge uses, in one place. Lua scripts get these prefixes as arguments.
+"""Every Redis key and hash field the bridge uses, in one place. The Lua scripts (``lua/``) get
+these names substituted when they are loaded (:mod:`bridge.store.scripts`).
 
 Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared by its watches)::
 
@@ -17,6 +18,9 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
     bridge:event:{eid}               string the event, JSON (the exact webhook body)
     bridge:outbox                    zset  "{eid}|{destination}" -> when recorded (ms)
     bridge:delivered:{eid}|{dest}    string set once a destination has the event (dedup)
+    bridge:attachment:{eid}|{dest}   string what one destination gets beside an event, written with
+                                           it (Slack: the UNMASKED errors summary, only with
+                                           BRIDGE_SLACK_SHOW_PII); short TTL, deleted once sent
     bridge:club-pause:{slug}         string until when MPC asked not to be called (ms)
     bridge:credentials               hash  slug -> the club's MPC token (sealed) and product name
     bridge:metrics                   hash  Prometheus sample -> total over all workers
@@ -36,8 +40,8 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
     bridge:slack:pace:{chan}         string when the next message may be posted there (ms)
     bridge:slack:slot:{ref}          string the posting time reserved for one message (ms)
     bridge:slack:hold:{chan}         string until when Slack said (429) to send nothing there (ms)
-    bridge:slack:errors:{eid}        string an event's UNMASKED errors summary, JSON; only with
-                                           BRIDGE_SLACK_SHOW_PII, short TTL, deleted once posted
+    bridge:layout                    string the layout version of all of the above (see layout.py)
+    bridge:layout:migrating          string held while ``bridge migrate`` upgrades the data
     bridge:queue                     zset  arq's job queue (arq owns arq:job:*, arq:in-progress:*)
     bridge:queue:health-check:{host} string a worker's last health record (arq writes it every 30 s;
                                            it expires 1 s after the next one was due)
@@ -80,17 +84,50 @@ SLACK_REPLY_PREFIX: Final = SLACK_PREFIX + "reply:"
 SLACK_PACE_PREFIX: Final = SLACK_PREFIX + "pace:"
 SLACK_SLOT_PREFIX: Final = SLACK_PREFIX + "slot:"
 SLACK_HOLD_PREFIX: Final = SLACK_PREFIX + "hold:"
-SLACK_ERRORS_PREFIX: Final = SLACK_PREFIX + "errors:"
+ATTACHMENT_PREFIX: Final = PREFIX + "attachment:"
+LAYOUT: Final = PREFIX + "layout"
+MIGRATION_LOCK: Final = LAYOUT + ":migrating"
 
 OUTBOX_SEPARATOR: Final = "|"
 
-# Fields of the tracker hash.
+# Fields of the tracker hash (``bridge:tracker:{tid}``).
 F_VERSION: Final = "v"
 F_LAST_POLL: Final = "lp"
 F_POLL_STATE: Final = "p"
 F_SNAPSHOT_PREFIX: Final = "s:"
 F_WATCH_PREFIX: Final = "w:"
 F_WATCH_COUNT: Final = "n"
+
+# Fields of the watch hash (``bridge:watch:{wid}``).
+W_DOC: Final = "doc"
+W_STATE: Final = "state"
+W_FINGERPRINT: Final = "fp"
+W_CREATED: Final = "created_at"
+W_UPDATED: Final = "updated_at"
+W_ENDED: Final = "ended_at"
+W_SNAPSHOT: Final = "snapshot"
+
+# Fields of the subscription hash (``bridge:subscription:{sid}``).
+S_DOC: Final = "doc"
+S_ENABLED: Final = "enabled"
+S_REASON: Final = "reason"
+S_CREATED: Final = "created"
+S_UPDATED: Final = "updated"
+S_SECRET: Final = "secret"  # noqa: S105 - a field name
+S_PREVIOUS: Final = "prev"
+S_PREVIOUS_UNTIL: Final = "prev_until"
+S_FAILING_SINCE: Final = "failing_since"
+S_LAST_SUCCESS: Final = "last_success"
+S_LAST_FAILURE: Final = "last_failure"
+
+# Fields of a Slack card hash (``bridge:slack:card:{wid}:{channel}``).
+C_CHANNEL: Final = "channel"
+C_TS: Final = "ts"
+C_REV: Final = "rev"
+C_DIGEST: Final = "digest"
+C_WANT: Final = "want"
+C_DONE: Final = "done"
+"""The ``want`` the card was last rendered for: every refresh asked up to it is shown."""
 
 
 def tracker(tid: str) -> str:
@@ -161,8 +198,8 @@ def slack_hold(channel: str) -> str:
     return SLACK_HOLD_PREFIX + channel
 
 
-def slack_errors(eid: str) -> str:
-    return SLACK_ERRORS_PREFIX + eid
+def attachment(eid: str, destination: str) -> str:
+    return ATTACHMENT_PREFIX + outbox_entry(eid, destination)
 
 
 def snapshot_field(wid: str) -> str:

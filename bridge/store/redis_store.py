@@ -16,6 +16,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from bridge.core.codec import encode_event
 from bridge.core.model import Event, WatchSnapshot, WatchSpec, WatchState
 from bridge.core.schedule import PollState
 from bridge.store import keys, scripts
@@ -30,10 +31,10 @@ LIST_SCAN_BATCH: Final = 100
 """Index entries read per round trip while listing watches."""
 EVENT_TTL_EXTRA_S: Final = 60 * 86_400.0
 """Events outlive the longest watch (expires_after <= 30 days) plus retention."""
-UNMASKED_ERRORS_TTL_S: Final = 6 * 3600.0
-"""An event's unmasked errors summary (``BRIDGE_SLACK_SHOW_PII`` only) outlives the Slack
-delivery's retries with room to spare, and no more: it is personal data. Slack deletes it once
-posted; MPC itself drops ``members_errors`` after 24 h."""
+ATTACHMENT_TTL_S: Final = 6 * 3600.0
+"""What a destination gets beside an event outlives that delivery's retries with room to spare,
+and no more: Slack's attachment is an unmasked errors summary, personal data. The notifier deletes
+it once sent; MPC itself drops ``members_errors`` after 24 h."""
 
 T = TypeVar("T")
 
@@ -41,16 +42,16 @@ _snapshot_encoder: Final = msgspec.msgpack.Encoder()
 _snapshot_decoder: Final = msgspec.msgpack.Decoder(WatchSnapshot)
 _poll_state_decoder: Final = msgspec.msgpack.Decoder(PollState)
 _spec_decoder: Final = msgspec.msgpack.Decoder(WatchSpec)
-_json_encoder: Final = msgspec.json.Encoder()
+_W_DOC: Final = keys.W_DOC.encode()
+_W_STATE: Final = keys.W_STATE.encode()
+_W_SNAPSHOT: Final = keys.W_SNAPSHOT.encode()
+_W_CREATED: Final = keys.W_CREATED.encode()
+_W_UPDATED: Final = keys.W_UPDATED.encode()
+_W_ENDED: Final = keys.W_ENDED.encode()
 
 
 def now_ms(now: float) -> int:
     return int(now * 1000)
-
-
-def encode_event(event: Event) -> bytes:
-    """The event's JSON: stored once, then sent byte for byte (it is what webhooks sign)."""
-    return _json_encoder.encode(event)
 
 
 def encode_spec(spec: WatchSpec) -> bytes:
@@ -78,9 +79,9 @@ class NewEvent(msgspec.Struct, kw_only=True, frozen=True):
     watch_id: str
     event: Event
     destinations: tuple[str, ...]
-    unmasked_errors: bytes = b""
-    """The bulk's errors summary with identifiers unmasked (JSON), stored beside the event at
-    ``bridge:slack:errors:{eid}`` for Slack when ``BRIDGE_SLACK_SHOW_PII``; never in the event."""
+    attachments: tuple[tuple[str, bytes], ...] = ()
+    """(destination, payload): what a destination gets beside the event, stored with it at
+    ``bridge:attachment:{eid}|{destination}`` for :data:`ATTACHMENT_TTL_S`; never in the event."""
 
 
 class CommitPlan(msgspec.Struct, kw_only=True):
@@ -141,26 +142,19 @@ class RedisStore:
         self.retention_ms = now_ms(retention_s)
         self.event_ttl_ms = now_ms(retention_s + EVENT_TTL_EXTRA_S)
         self.lease_ms = now_ms(lease_s)
-        self._claim = redis.register_script(scripts.CLAIM)
-        self._commit = redis.register_script(scripts.COMMIT)
-        self._create = redis.register_script(scripts.CREATE_WATCH)
-        self._stop = redis.register_script(scripts.STOP_WATCH)
-        self._release = redis.register_script(scripts.RELEASE)
+        self._claim = scripts.register(redis, "claim")
+        self._commit = scripts.register(redis, "commit")
+        self._create = scripts.register(redis, "create_watch")
+        self._stop = scripts.register(redis, "stop_watch")
+        self._release = scripts.register(redis, "release")
+        self._explicit = scripts.register(redis, "record_explicit")
 
     # ------------------------------------------------------------------ polling
 
     async def claim(self, now: float, limit: int) -> Claim:
         raw_claimed, first = await self._claim(
             keys=[keys.SCHEDULE, keys.INFLIGHT],
-            args=[
-                now_ms(now),
-                self.lease_ms,
-                limit,
-                keys.TRACKER_PREFIX,
-                keys.CLUB_PAUSE_PREFIX,
-                keys.WATCH_PREFIX,
-                keys.F_WATCH_PREFIX,
-            ],
+            args=[now_ms(now), self.lease_ms, limit],
         )
         trackers = [self._claimed(tid, fields, docs) for tid, fields, docs in raw_claimed]
         return Claim(trackers=trackers, next_due=None if first is None else _ms_to_s(first))
@@ -189,21 +183,13 @@ class RedisStore:
 
     def _commit_args(self, plan: CommitPlan) -> list[Any]:
         args: list[Any] = [
-            keys.TRACKER_PREFIX,
-            keys.WATCH_PREFIX,
-            keys.TIMELINE_PREFIX,
-            keys.EVENT_PREFIX,
-            keys.F_WATCH_PREFIX,
-            keys.F_SNAPSHOT_PREFIX,
-            keys.WATCHES_BY_STATE_PREFIX,
             plan.tid,
             plan.version,
             now_ms(plan.now),
             now_ms(plan.due),
             self.retention_ms,
             self.event_ttl_ms,
-            keys.SLACK_ERRORS_PREFIX,
-            now_ms(UNMASKED_ERRORS_TTL_S),
+            now_ms(ATTACHMENT_TTL_S),
         ]
         fields: list[Any] = [
             keys.F_POLL_STATE,
@@ -219,10 +205,12 @@ class RedisStore:
                 new.watch_id,
                 new.event.id,
                 encode_event(new.event),
-                new.unmasked_errors,
                 len(new.destinations),
                 *new.destinations,
             ]
+            args.append(len(new.attachments))
+            for destination, payload in new.attachments:
+                args += [destination, payload]
         args.append(len(plan.ended))
         for wid, snapshot in plan.ended.items():
             args += [wid, snapshot.state, _snapshot_encoder.encode(snapshot)]
@@ -255,12 +243,13 @@ class RedisStore:
             replies: list[Any] = await pipe.execute()
         return replies
 
-    async def release(self, tids: Iterable[str], now: float) -> int:
-        """Hand claimed imports back, due at once (a worker stopping before it could poll them)."""
+    async def release(self, tids: Iterable[str], due: float) -> int:
+        """Hand claimed imports back, due at ``due`` (a worker stopping before it could poll them:
+        now; a poll that could not run: later)."""
         tids = list(tids)
         if not tids:
             return 0
-        return int(await self._release(keys=[keys.SCHEDULE, keys.INFLIGHT], args=[now_ms(now), *tids]))
+        return int(await self._release(keys=[keys.SCHEDULE, keys.INFLIGHT], args=[now_ms(due), *tids]))
 
     async def pause_club(self, slug: str, until: float) -> None:
         """No worker calls MPC for this club before ``until`` (MPC answered 429/503 with Retry-After)."""
@@ -277,17 +266,12 @@ class RedisStore:
         created, wid = await self._create(
             keys=[keys.SCHEDULE, keys.INFLIGHT, keys.WATCHES, keys.WATCH_FINGERPRINTS],
             args=[
-                keys.TRACKER_PREFIX,
-                keys.WATCH_PREFIX,
-                keys.F_WATCH_PREFIX,
                 spec.id,
                 spec.tracker_id,
                 fingerprint,
                 encode_spec(spec),
                 now_ms(spec.created_at),
                 now_ms(min_interval_s),
-                keys.WATCHES_BY_CLUB_PREFIX,
-                keys.WATCHES_BY_STATE_PREFIX,
                 spec.loyalty_club_slug,
             ],
         )
@@ -297,28 +281,18 @@ class RedisStore:
         """Stop an active watch; False when it had already ended."""
         stopped, _ = await self._stop(
             keys=[keys.SCHEDULE, keys.INFLIGHT, keys.WATCH_FINGERPRINTS],
-            args=[
-                keys.TRACKER_PREFIX,
-                keys.WATCH_PREFIX,
-                keys.TIMELINE_PREFIX,
-                keys.F_WATCH_PREFIX,
-                keys.F_SNAPSHOT_PREFIX,
-                spec.id,
-                now_ms(now),
-                self.retention_ms,
-                spec.tracker_id,
-                keys.WATCHES_BY_STATE_PREFIX,
-            ],
+            args=[spec.id, now_ms(now), self.retention_ms, spec.tracker_id],
         )
         return bool(stopped == 1)
 
     async def get_watch(self, wid: str) -> WatchRecord | None:
         fields = await resolved(self.redis.hgetall(keys.watch(wid)))
-        if not fields or b"doc" not in fields:
+        doc = fields.get(_W_DOC) if fields else None
+        if doc is None:
             return None
-        spec = _spec_decoder.decode(fields[b"doc"])
-        state: WatchState = msgspec.convert(_text(fields[b"state"]), WatchState)
-        raw_snapshot = fields.get(b"snapshot")
+        spec = _spec_decoder.decode(doc)
+        state: WatchState = msgspec.convert(_text(fields[_W_STATE]), WatchState)
+        raw_snapshot = fields.get(_W_SNAPSHOT)
         if raw_snapshot is None and state == "active":
             raw_snapshot = await resolved(
                 self.redis.hget(keys.tracker(spec.tracker_id), keys.snapshot_field(wid))
@@ -326,9 +300,9 @@ class RedisStore:
         return WatchRecord(
             spec=spec,
             state=state,
-            created_at=_ms_to_s(fields[b"created_at"]),
-            updated_at=_ms_to_s(fields[b"updated_at"]),
-            ended_at=_ms_to_s(fields[b"ended_at"]) if b"ended_at" in fields else None,
+            created_at=_ms_to_s(fields[_W_CREATED]),
+            updated_at=_ms_to_s(fields[_W_UPDATED]),
+            ended_at=_ms_to_s(fields[_W_ENDED]) if _W_ENDED in fields else None,
             snapshot=_snapshot_decoder.decode(raw_snapshot) if raw_snapshot else None,
         )
 
@@ -404,6 +378,48 @@ class RedisStore:
         entry already settled is not brought back)."""
         await self.redis.zadd(keys.OUTBOX, {keys.outbox_entry(eid, destination): now_ms(until)}, xx=True)
 
+    async def attachment(self, eid: str, destination: str) -> bytes | None:
+        """What ``destination`` gets beside the event (written with it), if anything."""
+        value: bytes | None = await self.redis.get(keys.attachment(eid, destination))
+        return value
+
+    async def drop_attachment(self, eid: str, destination: str) -> None:
+        """The destination has what it needed: its attachment goes (it may be personal data)."""
+        await self.redis.delete(keys.attachment(eid, destination))
+
+    async def record_explicit(
+        self,
+        *,
+        event_id: str,
+        new_event: Event | None,
+        destination: str,
+        log_key: str,
+        log: bytes,
+        index_key: str,
+        index_member: str,
+        created_at: float,
+        kept: int,
+    ) -> bool:
+        """A delivery someone asked for, in one atomic step: ``new_event`` (stored when given),
+        the delivery's ``log`` and its ``index_member`` in ``index_key`` (the newest ``kept``),
+        and the outbox entry of ``(event_id, destination)``. False when the event is not stored
+        (it expired): then nothing was written."""
+        written = await self._explicit(
+            keys=[keys.event(event_id), log_key, index_key, keys.OUTBOX],
+            args=[
+                encode_event(new_event) if new_event is not None else b"",
+                self.event_ttl_ms,
+                log,
+                self.retention_ms,
+                now_ms(created_at),
+                index_member,
+                kept,
+                keys.outbox_entry(event_id, destination),
+                now_ms(time.time()),
+            ],
+        )
+        return bool(written)
+
     async def drop_from_outbox(self, eid: str, destination: str) -> None:
         """Give up on a destination (it refused for good); the attempt log says why."""
         await self.redis.zrem(keys.OUTBOX, keys.outbox_entry(eid, destination))
@@ -430,7 +446,7 @@ class RedisStore:
             if entries:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for wid, _ in entries:
-                        pipe.hget(keys.watch(_text(wid)), "doc")
+                        pipe.hget(keys.watch(_text(wid)), keys.W_DOC)
                     raw_docs = await pipe.execute()
                 tids = sorted({_spec_decoder.decode(doc).tracker_id for doc in raw_docs if doc})
                 async with self.redis.pipeline(transaction=False) as pipe:

@@ -9,20 +9,18 @@ re-created by the sweeper.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Final, TypeAlias
+from typing import Final
 
 from bridge.core.diff import iso_timestamp
 from bridge.core.model import Event, EventData
+from bridge.delivery.model import Dispatch
+from bridge.store.redis_store import RedisStore
 from bridge.webhooks.model import DELIVERY_ID_PREFIX, ID_HEX_CHARS, Subscription, WebhookDelivery
 from bridge.webhooks.store import SubscriptionStore
 
 TEST_EVENT_TYPE: Final = "webhook.test"
 EVENT_ID_PREFIX: Final = "evt_"
 EVENT_ID_HEX_CHARS: Final = 32
-
-Dispatch: TypeAlias = Callable[[str, Iterable[str]], Awaitable[int]]
-"""``Dispatcher.dispatch``: enqueue one delivery job per destination."""
 
 
 class EventExpired(Exception):
@@ -52,7 +50,7 @@ def make_test_event(subscription: Subscription, now: float) -> Event:
 
 
 async def send_test_event(
-    store: SubscriptionStore, dispatch: Dispatch, subscription: Subscription, now: float
+    store: SubscriptionStore, events: RedisStore, dispatch: Dispatch, subscription: Subscription, now: float
 ) -> WebhookDelivery:
     event = make_test_event(subscription, now)
     delivery = WebhookDelivery(
@@ -63,17 +61,18 @@ async def send_test_event(
         kind="test",
         created_at=now,
     )
-    target = await store.enqueue_explicit(delivery, event)
+    target = await store.record_explicit(events, delivery, event)
+    if target is None:  # a new event is always written: this cannot happen
+        raise EventExpired(event.id)
     await dispatch(event.id, [target])
     return delivery
 
 
 async def redeliver(
-    store: SubscriptionStore, dispatch: Dispatch, original: WebhookDelivery, now: float
+    store: SubscriptionStore, events: RedisStore, dispatch: Dispatch, original: WebhookDelivery, now: float
 ) -> WebhookDelivery:
-    """Send the event of ``original`` again to its subscription, as a new delivery."""
-    if not await store.event_stored(original.event_id):
-        raise EventExpired(original.event_id)
+    """Send the event of ``original`` again to its subscription, as a new delivery; raises
+    :class:`EventExpired` when the event is no longer stored."""
     delivery = WebhookDelivery(
         id=new_delivery_id(),
         subscription_id=original.subscription_id,
@@ -83,6 +82,8 @@ async def redeliver(
         created_at=now,
         redelivery_of=original.id,
     )
-    target = await store.enqueue_explicit(delivery)
+    target = await store.record_explicit(events, delivery)
+    if target is None:
+        raise EventExpired(original.event_id)
     await dispatch(original.event_id, [target])
     return delivery

@@ -14,15 +14,13 @@ from typing import Final
 import msgspec
 from msgspec import UNSET
 
-from bridge.core.model import BulkView, Event, EventData
+from bridge.core.codec import decode_event, encode_event
+from bridge.core.model import BulkView, EventData
 
 MAX_PAYLOAD_BYTES: Final = 20_000
-"""SPEC: an event body is under 20 kB."""
+"""An event body (the webhook payload) stays under 20 kB: summarised, never cut into invalid JSON."""
 FREE_TEXT_MAX_CHARS: Final = 200
 """Upstream strings kept whole until a body has to shrink (``operation``, ``created_at``, ``reason``)."""
-
-_decoder: Final = msgspec.json.Decoder(Event)
-_encoder: Final = msgspec.json.Encoder()
 
 
 def _without_examples(data: EventData) -> EventData:
@@ -66,12 +64,12 @@ def bounded_body(body: bytes) -> bytes:
     """``body`` itself when under :data:`MAX_PAYLOAD_BYTES`, else the event with less detail."""
     if len(body) < MAX_PAYLOAD_BYTES:
         return body
-    event = _decoder.decode(body)
+    event = decode_event(body)
     data = event.data
     encoded = body
     for step in _SHRINK_STEPS:
         data = step(data)
-        encoded = _encoder.encode(msgspec.structs.replace(event, data=data))
+        encoded = encode_event(msgspec.structs.replace(event, data=data))
         if len(encoded) < MAX_PAYLOAD_BYTES:
             break
     return encoded

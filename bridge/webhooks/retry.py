@@ -1,6 +1,6 @@
 """When to try a webhook again: the retry schedule, its jitter, ``Retry-After`` and auto-disable.
 
-Pure functions of their inputs (the random draw and the clock are passed in). SPEC "Webhooks":
+Pure functions of their inputs (the random draw and the clock are passed in). The promise:
 retries after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, each with +-20 % jitter; a 429 or 503
 ``Retry-After`` is honoured within [scheduled wait, 2 x scheduled wait] and at most 10 h; a
 subscription failing continuously for 5 days without a success is disabled.
@@ -19,7 +19,7 @@ JITTER: Final = 0.2
 """Each wait is scaled by a factor in [1 - JITTER, 1 + JITTER]: retries of many deliveries that
 failed together (a receiver outage) spread out instead of arriving as one burst."""
 RETRY_AFTER_MAX_S: Final = 10 * 3600.0
-"""SPEC: a receiver's ``Retry-After`` is honoured up to 10 h."""
+"""A receiver's ``Retry-After`` is honoured up to 10 h."""
 RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
 """Answers whose ``Retry-After`` header is read (elsewhere it is ignored)."""
 

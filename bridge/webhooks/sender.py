@@ -25,7 +25,7 @@ from bridge.webhooks.guard import PinnedResolver, Refused, Target, UrlGuard
 from bridge.webhooks.model import ErrorClass
 
 RESPONSE_BODY_MAX_BYTES: Final = 4096
-"""SPEC: the attempt log keeps at most 4 kB of a receiver's answer."""
+"""The attempt log keeps at most 4 kB of a receiver's answer."""
 DETAIL_MAX_CHARS: Final = 300
 USER_AGENT: Final = f"mpc-import-bridge/{__version__}"
 REDIRECT_STATUSES: Final = range(300, 400)

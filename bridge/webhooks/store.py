@@ -1,7 +1,8 @@
 """Webhook subscriptions and their delivery logs in Redis (keys: :mod:`bridge.store.keys`).
 
 A subscription is one hash: its URL and filters (``doc``, JSON), its state, its sealed secrets
-and its health (when it started failing, last success). Changes that routing must see bump
+and its health (when it started failing, last success). Its Lua scripts are
+``bridge/store/lua/subscription_*.lua``. Changes that routing must see bump
 ``bridge:subscriptions:version`` so every worker's cached list (:mod:`bridge.webhooks.index`)
 reloads on its next event. Every read-modify-write is one Lua step, so a PATCH, a rotation and
 a worker recording an attempt never undo each other, and none of them re-creates a subscription
@@ -10,7 +11,6 @@ that was deleted meanwhile.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Final
 
 import msgspec
@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 
 from bridge.core.model import Event
 from bridge.crypto import SecretBox
-from bridge.store import keys
-from bridge.store.redis_store import EVENT_TTL_EXTRA_S, encode_event, now_ms, resolved
+from bridge.store import keys, scripts
+from bridge.store.redis_store import RedisStore, now_ms, resolved
 from bridge.webhooks.model import (
     DisabledReason,
     Subscription,
@@ -28,66 +28,10 @@ from bridge.webhooks.model import (
     destination,
 )
 
-F_DOC: Final = "doc"
-F_ENABLED: Final = "enabled"
-F_REASON: Final = "reason"
-F_CREATED: Final = "created"
-F_UPDATED: Final = "updated"
-F_SECRET: Final = "secret"  # noqa: S105 - a field name
-F_PREVIOUS: Final = "prev"
-F_PREVIOUS_UNTIL: Final = "prev_until"
-F_FAILING_SINCE: Final = "failing_since"
-F_LAST_SUCCESS: Final = "last_success"
-F_LAST_FAILURE: Final = "last_failure"
-
 PREVIOUS_SECRET_S: Final = 24 * 3600.0
-"""SPEC: after a rotation the old secret keeps signing alongside the new one for 24 h."""
+"""After a rotation the old secret keeps signing alongside the new one for 24 h."""
 DELIVERIES_KEPT: Final = 1000
 """Delivery logs kept per subscription (the oldest go first); each is also bounded in time."""
-
-# KEYS[1] subscription hash, KEYS[2] version counter.
-# ARGV[1] '1' to bump the version, ARGV[2] the doc expected now ('' = no check),
-# ARGV[3] number of field/value pairs to set, the pairs, then the fields to delete.
-# Returns 1, 0 when the subscription does not exist, -1 when its doc changed meanwhile.
-UPDATE_IF_EXISTS: Final = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'doc') ~= ARGV[2] then return -1 end
-local pairs = tonumber(ARGV[3])
-local first = 4
-if pairs > 0 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, first, first + 2 * pairs - 1))
-end
-if first + 2 * pairs <= #ARGV then
-  redis.call('HDEL', KEYS[1], unpack(ARGV, first + 2 * pairs, #ARGV))
-end
-if ARGV[1] == '1' then redis.call('INCR', KEYS[2]) end
-return 1
-"""
-
-# KEYS[1] subscription hash; ARGV[1] now (ms). Returns failing_since, or nil if it is gone.
-RECORD_FAILURE: Final = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-redis.call('HSETNX', KEYS[1], 'failing_since', ARGV[1])
-redis.call('HSET', KEYS[1], 'last_failure', ARGV[1])
-return redis.call('HGET', KEYS[1], 'failing_since')
-"""
-
-# KEYS[1] subscription hash, KEYS[2] version; ARGV[1] reason, ARGV[2] now (ms).
-# Only an enabled subscription is disabled, so the first reason stays.
-DISABLE: Final = """
-if redis.call('HGET', KEYS[1], 'enabled') ~= '1' then return 0 end
-redis.call('HSET', KEYS[1], 'enabled', '0', 'reason', ARGV[1], 'updated', ARGV[2])
-redis.call('INCR', KEYS[2])
-return 1
-"""
-
-# KEYS[1] subscription hash; ARGV[1] new sealed secret, ARGV[2] old one valid until (ms), ARGV[3] now.
-ROTATE: Final = """
-local current = redis.call('HGET', KEYS[1], 'secret')
-if not current then return 0 end
-redis.call('HSET', KEYS[1], 'prev', current, 'prev_until', ARGV[2], 'secret', ARGV[1], 'updated', ARGV[3])
-return 1
-"""
 
 _json: Final = msgspec.json.Encoder()
 _doc_decoder: Final = msgspec.json.Decoder(SubscriptionDoc)
@@ -122,11 +66,10 @@ class SubscriptionStore:
         self.redis = redis
         self._box = box
         self._retention_ms = now_ms(retention_s)
-        self._event_ttl_ms = now_ms(retention_s + EVENT_TTL_EXTRA_S)
-        self._update = redis.register_script(UPDATE_IF_EXISTS)
-        self._failure = redis.register_script(RECORD_FAILURE)
-        self._disable = redis.register_script(DISABLE)
-        self._rotate = redis.register_script(ROTATE)
+        self._update = scripts.register(redis, "subscription_update")
+        self._failure = scripts.register(redis, "subscription_failure")
+        self._disable = scripts.register(redis, "subscription_disable")
+        self._rotate = scripts.register(redis, "subscription_rotate")
 
     @property
     def box(self) -> SecretBox:
@@ -143,15 +86,15 @@ class SubscriptionStore:
             pipe.hset(
                 key,
                 mapping={
-                    F_DOC: _json.encode(doc),
-                    F_ENABLED: "1" if enabled else "0",
-                    F_CREATED: now_ms(now),
-                    F_UPDATED: now_ms(now),
-                    F_SECRET: sealed,
+                    keys.S_DOC: _json.encode(doc),
+                    keys.S_ENABLED: "1" if enabled else "0",
+                    keys.S_CREATED: now_ms(now),
+                    keys.S_UPDATED: now_ms(now),
+                    keys.S_SECRET: sealed,
                 },
             )
             if not enabled:
-                pipe.hset(key, F_REASON, "api")
+                pipe.hset(key, keys.S_REASON, "api")
             pipe.zadd(keys.SUBSCRIPTIONS, {sid: now_ms(now)})
             pipe.incr(keys.SUBSCRIPTIONS_VERSION)
             await pipe.execute()
@@ -178,14 +121,14 @@ class SubscriptionStore:
         current = await self.get(sid)
         if current is None:
             raise SubscriptionGone(sid)
-        sets: list[Any] = [F_DOC, _json.encode(doc), F_UPDATED, now_ms(now)]
+        sets: list[Any] = [keys.S_DOC, _json.encode(doc), keys.S_UPDATED, now_ms(now)]
         deletes: list[str] = []
         if enabled is True and not current.enabled:
             # Enabled again by hand: its failure streak starts over.
-            sets += [F_ENABLED, "1"]
-            deletes += [F_REASON, F_FAILING_SINCE]
+            sets += [keys.S_ENABLED, "1"]
+            deletes += [keys.S_REASON, keys.S_FAILING_SINCE]
         elif enabled is False and current.enabled:
-            sets += [F_ENABLED, "0", F_REASON, "api"]
+            sets += [keys.S_ENABLED, "0", keys.S_REASON, "api"]
         outcome = await self._update(
             keys=[keys.subscription(sid), keys.SUBSCRIPTIONS_VERSION],
             args=["1", _json.encode(expected), len(sets) // 2, *sets, *deletes],
@@ -225,7 +168,7 @@ class SubscriptionStore:
     async def signing(self, sid: str, now: float) -> Signing | None:
         """The secrets that sign a message sent ``now``; ``None`` when the subscription is gone."""
         current, previous, until = await resolved(
-            self.redis.hmget(keys.subscription(sid), [F_SECRET, F_PREVIOUS, F_PREVIOUS_UNTIL])
+            self.redis.hmget(keys.subscription(sid), [keys.S_SECRET, keys.S_PREVIOUS, keys.S_PREVIOUS_UNTIL])
         )
         if current is None:
             return None
@@ -244,7 +187,7 @@ class SubscriptionStore:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for sid in ids:
-                pipe.hmget(keys.subscription(sid), [F_DOC, F_ENABLED])
+                pipe.hmget(keys.subscription(sid), [keys.S_DOC, keys.S_ENABLED])
             rows = await pipe.execute()
         return [
             (sid, _doc_decoder.decode(doc))
@@ -257,7 +200,7 @@ class SubscriptionStore:
     async def record_success(self, sid: str, now: float) -> None:
         await self._update(
             keys=[keys.subscription(sid), keys.SUBSCRIPTIONS_VERSION],
-            args=["0", "", 1, F_LAST_SUCCESS, now_ms(now), F_FAILING_SINCE],
+            args=["0", "", 1, keys.S_LAST_SUCCESS, now_ms(now), keys.S_FAILING_SINCE],
         )
 
     async def record_failure(self, sid: str, now: float) -> float | None:
@@ -301,16 +244,25 @@ class SubscriptionStore:
             await self.redis.zrem(index, *expired)
         return found, offset + limit if len(ids) > limit else None
 
-    async def enqueue_explicit(self, delivery: WebhookDelivery, event: Event | None = None) -> str:
-        """Record a test or redelivery and put it in the outbox (so the sweeper re-creates its job
-        if need be); ``event`` is stored first when it is new (a test event). Returns its destination."""
+    async def record_explicit(
+        self, events: RedisStore, delivery: WebhookDelivery, event: Event | None = None
+    ) -> str | None:
+        """Record a test or a redelivery with its outbox entry (so the sweeper re-creates its job if
+        need be), and ``event`` when it is new (a test event), in one atomic step. Returns its
+        destination, or ``None`` when the event is no longer stored (nothing was written)."""
         target = destination(delivery.subscription_id, delivery.id)
-        now = time.time()
-        if event is not None:
-            await self.redis.set(keys.event(event.id), encode_event(event), px=self._event_ttl_ms)
-        await self.save_delivery(delivery)
-        await self.redis.zadd(keys.OUTBOX, {keys.outbox_entry(delivery.event_id, target): now_ms(now)})
-        return target
+        written = await events.record_explicit(
+            event_id=delivery.event_id,
+            new_event=event,
+            destination=target,
+            log_key=keys.webhook_delivery(delivery.id),
+            log=_json.encode(delivery),
+            index_key=keys.subscription_deliveries(delivery.subscription_id),
+            index_member=delivery.id,
+            created_at=delivery.created_at,
+            kept=DELIVERIES_KEPT,
+        )
+        return target if written else None
 
     async def event_stored(self, eid: str) -> bool:
         return bool(await self.redis.exists(keys.event(eid)))
@@ -320,20 +272,20 @@ def _subscription(sid: str, fields: dict[bytes, bytes]) -> Subscription:
     def get(name: str) -> bytes | None:
         return fields.get(name.encode())
 
-    reason = get(F_REASON)
+    reason = get(keys.S_REASON)
     disabled_reason: DisabledReason | None = None
     if reason is not None:
         disabled_reason = msgspec.convert(_text(reason), DisabledReason)
-    previous_until = _seconds(get(F_PREVIOUS_UNTIL))
+    previous_until = _seconds(get(keys.S_PREVIOUS_UNTIL))
     return Subscription(
         id=sid,
-        doc=_doc_decoder.decode(fields[F_DOC.encode()]),
-        enabled=get(F_ENABLED) == b"1",
+        doc=_doc_decoder.decode(fields[keys.S_DOC.encode()]),
+        enabled=get(keys.S_ENABLED) == b"1",
         disabled_reason=disabled_reason,
-        created_at=_seconds(get(F_CREATED)) or 0.0,
-        updated_at=_seconds(get(F_UPDATED)) or 0.0,
-        previous_secret_until=previous_until if get(F_PREVIOUS) is not None else None,
-        failing_since=_seconds(get(F_FAILING_SINCE)),
-        last_success_at=_seconds(get(F_LAST_SUCCESS)),
-        last_failure_at=_seconds(get(F_LAST_FAILURE)),
+        created_at=_seconds(get(keys.S_CREATED)) or 0.0,
+        updated_at=_seconds(get(keys.S_UPDATED)) or 0.0,
+        previous_secret_until=previous_until if get(keys.S_PREVIOUS) is not None else None,
+        failing_since=_seconds(get(keys.S_FAILING_SINCE)),
+        last_success_at=_seconds(get(keys.S_LAST_SUCCESS)),
+        last_failure_at=_seconds(get(keys.S_LAST_FAILURE)),
     )

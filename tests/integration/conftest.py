@@ -12,14 +12,13 @@ import pytest
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
+from bridge import wiring
 from bridge.config import Settings, load_settings
+from bridge.core.codec import deserialize_job, serialize_job
 from bridge.core.model import Event, WatchSpec
-from bridge.delivery.dispatch import Dispatcher
-from bridge.delivery.registry import build_resolver
-from bridge.poller import Poller
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore, resolved
-from bridge.worker import _upstream, deserialize_job, poller_config, serialize_job
+from bridge.worker.arq_compat import ArqQueue
 from mpc_simulator import RunningSimulator, SimulatorControl, start
 
 MPC_TOKEN: Final = "mpc-test-token"
@@ -78,13 +77,9 @@ class Pipeline:
             default_queue_name=keys.QUEUE,
         )
         self.store = RedisStore(redis, retention_s=settings.retention_s, lease_s=settings.poll_lease_s)
-        self.http, self.mpc = _upstream(settings, redis)
-        self.poller = Poller(
-            store=self.store,
-            upstream=self.mpc,
-            config=poller_config(settings),
-            dispatch=Dispatcher(self.queue).dispatch,
-            resolver=build_resolver(settings, store=self.store, redis=redis),
+        self.http, self.mpc = wiring.upstream(settings, redis)
+        self.poller = wiring.poller(
+            settings, redis=redis, store=self.store, mpc=self.mpc, dispatch=ArqQueue(self.queue).dispatch
         )
 
     async def poll_due(self, ahead_s: float = 3600.0) -> int:

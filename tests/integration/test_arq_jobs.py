@@ -8,18 +8,17 @@ from arq.jobs import deserialize_job_raw
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
-from bridge.delivery.dispatch import JOB_EXPIRES_S, Dispatcher
+from bridge.core.codec import deserialize_job, serialize_job
 from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob, job_id
-from bridge.jobcodec import deserialize_job, serialize_job
-from bridge.store import keys
-from bridge.worker import CLAIM_JOB_SCRIPT
+from bridge.store import keys, scripts
+from bridge.worker.arq_compat import JOB_EXPIRES_S, ArqQueue
 
 QUEUE = "bridge:test-queue"
 TIMEOUT_MS = 10_000
 
 
 async def claim(redis: Redis, job_id: str, now: int) -> bytes | None:
-    script = redis.register_script(CLAIM_JOB_SCRIPT)
+    script = scripts.register(redis, "arq_claim_job")
     result: bytes | None = await script(
         keys=[arq_constants.in_progress_key_prefix + job_id, QUEUE], args=[job_id, now, TIMEOUT_MS]
     )
@@ -46,7 +45,7 @@ async def test_dispatch_writes_what_arq_enqueue_job_writes_once_per_job(redis: R
     arq = ArqRedis(
         connection_pool=redis.connection_pool, job_serializer=serialize_job, job_deserializer=deserialize_job
     )
-    dispatcher = Dispatcher(arq)
+    dispatcher = ArqQueue(arq)
     assert await dispatcher.dispatch("evt_1", ["log", "sub:sub_1", "log"]) == 2
     assert await dispatcher.dispatch("evt_1", ["log", "sub:sub_2"]) == 1  # the log job exists already
     assert await dispatcher.dispatch("evt_1", []) == 0

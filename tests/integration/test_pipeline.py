@@ -1,6 +1,6 @@
 """Poll → diff → store → outbox with the real simulator over HTTP and a real Redis.
 
-Every row of SPEC's event table is driven through the whole pipeline here; the diff engine's
+Every row of the event table (docs/design.md) is driven through the whole pipeline here; the diff engine's
 unit tests pin the rules, these pin that the parts connect.
 """
 
@@ -14,9 +14,9 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from bridge.core.model import SlackTarget, WatchSpec
-from bridge.credentials import CredentialStore
 from bridge.crypto import SecretBox
 from bridge.store import keys
+from bridge.upstream.credentials import CredentialStore
 from mpc_simulator import SimulatorControl
 from tests.builders import MEMBERS_ERRORS
 from tests.integration.conftest import SLUG, Pipeline, eventually, outbox

@@ -26,12 +26,12 @@ from redis.asyncio import Redis
 
 from bridge.config import WORKER_EXIT_MARGIN_S
 from bridge.core.model import WatchSpec
-from bridge.delivery.dispatch import Dispatcher
 from bridge.exits import EXIT_DRAIN_CUT_SHORT, EXIT_OK, EXIT_STOP_TIMEOUT
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
 from bridge.webhooks.model import destination
-from bridge.worker import health_check_key
+from bridge.worker.arq_compat import ArqQueue
+from bridge.worker.settings import health_check_key
 from bridge_tools.processes import LOOPBACK, Process, free_port, redis_server
 from bridge_tools.webhook_receiver import Reply, WebhookReceiver
 from mpc_simulator import RunningSimulator, SimulatorControl
@@ -298,7 +298,7 @@ async def test_a_worker_whose_delivery_outlives_the_drain_exits_3_and_names_the_
         processes.append(worker)
         event = make_event()
         await webhooks.record(event, destination(sid))
-        await Dispatcher(queue(redis)).dispatch(event.id, [destination(sid)])
+        await ArqQueue(queue(redis)).dispatch(event.id, [destination(sid)])
         await receiver.wait_for(1, "hooks/slow", timeout_s=20)
         code, took = await asyncio.to_thread(wait_exit, worker, 2 + WORKER_EXIT_MARGIN_S)
     await webhooks.close()

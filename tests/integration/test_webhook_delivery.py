@@ -440,7 +440,7 @@ async def test_redeliver_sends_the_same_event_again_with_the_same_webhook_id(
         dispatched.append((eid, list(dests)))
         return 1
 
-    again = await redeliver(webhooks.store, dispatch, original, time.time())
+    again = await redeliver(webhooks.store, webhooks.events, dispatch, original, time.time())
     [(eid, [dest])] = dispatched
     assert eid == event.id and dest == destination(sid, again.id)
     assert await redis.zscore(keys.OUTBOX, keys.outbox_entry(eid, dest)) is not None  # sweeper-safe
@@ -470,7 +470,7 @@ async def test_a_test_event_goes_even_to_a_disabled_subscription(
         dests.extend(given)
         return 1
 
-    delivery = await send_test_event(webhooks.store, dispatch, sub, time.time())
+    delivery = await send_test_event(webhooks.store, webhooks.events, dispatch, sub, time.time())
     assert await webhooks.run(delivery.event_id, dests[0]) == SendResult.delivered()
     [got] = receiver.requests(HOOK)
     payload = got.json()

@@ -22,11 +22,12 @@ from arq.worker import Worker
 from redis.asyncio import Redis
 
 from bridge.config import Settings, load_settings
-from bridge.delivery.dispatch import Dispatcher
+from bridge.core.codec import deserialize_job, serialize_job
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
 from bridge.webhooks.model import destination, event_delivery_id
-from bridge.worker import deserialize_job, serialize_job, worker_settings
+from bridge.wiring import worker_options
+from bridge.worker.arq_compat import ArqQueue
 from bridge_tools.processes import Process
 from bridge_tools.webhook_receiver import Reply, WebhookReceiver
 from mpc_simulator import RunningSimulator, SimulatorControl
@@ -72,7 +73,7 @@ async def worker_factory(redis_url: str) -> AsyncIterator[Callable[..., Any]]:
                 **env,
             }
         )
-        worker = Worker(**{**worker_settings(settings), "handle_signals": False})
+        worker = Worker(**{**worker_options(settings), "handle_signals": False})
         started.append((worker, asyncio.get_running_loop().create_task(worker.async_run())))
         return settings
 
@@ -107,7 +108,7 @@ async def test_failed_attempts_are_deferred_by_arq_on_the_configured_schedule(
     await worker_factory(BRIDGE_WEBHOOK_RETRY_SCHEDULE_S="0.3,0.5,5")
     event = make_event()
     await webhooks.record(event, destination(sid))
-    await Dispatcher(queue(redis)).dispatch(event.id, [destination(sid)])
+    await ArqQueue(queue(redis)).dispatch(event.id, [destination(sid)])
     got = await receiver.wait_for(3, HOOK, timeout_s=10)
     assert [r.status for r in got] == [500, 429, 204] and all(r.verified for r in got)
     assert {r.webhook_id for r in got} == {event.id} and len({r.body for r in got}) == 1
@@ -129,7 +130,7 @@ async def test_a_retry_waiting_holds_no_worker_slot(
     healthy, _ = await webhooks.subscribe(receiver.url("hooks/healthy"))
     receiver.script("hooks/failing", [Reply(status=500)] * 5)
     await worker_factory(BRIDGE_WEBHOOK_RETRY_SCHEDULE_S="3,3", BRIDGE_WORKER_MAX_JOBS="1")
-    dispatcher = Dispatcher(queue(redis))
+    dispatcher = ArqQueue(queue(redis))
     stuck = make_event()
     await webhooks.record(stuck, destination(failing))
     await dispatcher.dispatch(stuck.id, [destination(failing)])

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from bridge.core.model import WatchSpec
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
-from bridge.worker import health_check_key
+from bridge.worker.settings import health_check_key
 from bridge_tools.processes import LOOPBACK, Process, free_port, redis_server
 from mpc_simulator import RunningSimulator, SimulatorControl
 from tests.integration.conftest import API_KEY, FAST_ENV, MPC_TOKEN, SLUG, eventually

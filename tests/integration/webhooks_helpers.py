@@ -17,12 +17,13 @@ from cryptography.x509.oid import NameOID
 from redis.asyncio import Redis
 
 from bridge.config import Secret
+from bridge.core.codec import encode_event
 from bridge.core.model import Event, EventData
 from bridge.crypto import SecretBox
 from bridge.delivery.model import DeliveryJob, SendResult
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.store import keys
-from bridge.store.redis_store import RedisStore, encode_event, now_ms
+from bridge.store.redis_store import RedisStore, now_ms
 from bridge.webhooks.guard import AddressPolicy, Lookup, UrlGuard, system_lookup
 from bridge.webhooks.model import SubscriptionDoc, destination
 from bridge.webhooks.notifier import WebhookNotifier

@@ -15,12 +15,11 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
+from bridge import wiring
 from bridge.core.model import Event, SlackTarget, WatchSpec
 from bridge.delivery.model import SLACK, DeliveryJob, SendResult
-from bridge.delivery.registry import build_notifiers
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.http import build_session
-from bridge.slack.factory import open_session
 from bridge.slack.plain import message_lines
 from bridge_tools.slack_standin import Message, RunningStandin, start
 from tests.integration.conftest import SLUG, Pipeline
@@ -73,11 +72,13 @@ class SlackRig:
         """A delivery side with its own HTTP session and notifiers, as another worker process has
         (``timeout_s``: a session with a shorter timeout than the workers' own)."""
         session = (
-            open_session(self.pipeline.settings) if timeout_s is None else build_session(timeout_s=timeout_s)
+            wiring.slack_session(self.pipeline.settings)
+            if timeout_s is None
+            else build_session(timeout_s=timeout_s)
         )
         assert session is not None
         self._sessions.append(session)
-        notifiers = build_notifiers(
+        notifiers = wiring.notifiers(
             self.pipeline.settings, store=self.pipeline.store, redis=self.redis, slack_http=session
         )
         return Deliveries(self.pipeline.store, notifiers)

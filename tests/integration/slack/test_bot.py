@@ -15,6 +15,7 @@ from arq.worker import Worker
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
+from bridge.core.codec import deserialize_job, serialize_job
 from bridge.delivery.model import DELIVER_FUNCTION, SendResult
 from bridge.delivery.service import RetryLater
 from bridge.slack.notifier import HINTS, MAX_ATTEMPTS
@@ -22,8 +23,8 @@ from bridge.slack.plain import message_text
 from bridge.slack.render import CARD_BLOCK_ID_PREFIX, render_card
 from bridge.slack.state import SlackState
 from bridge.store import keys
-from bridge.store.redis_store import UNMASKED_ERRORS_TTL_S
-from bridge.worker import deliver, deserialize_job, serialize_job
+from bridge.store.redis_store import ATTACHMENT_TTL_S
+from bridge.worker.runtime import deliver
 from bridge_tools.processes import free_port
 from mpc_simulator import SimulatorControl
 from tests.builders import MEMBERS_ERRORS
@@ -136,7 +137,7 @@ async def test_validation_errors_are_grouped_with_masked_members_by_default(
     assert "• gender · value_not_match — 1 member: +47******12" in text
     everything = msgspec.json.encode([c.payload for c in rig.slack.calls]).decode()
     assert not [m for m in MEMBERS_ERRORS if m in everything]
-    assert await rig.redis.keys(keys.SLACK_ERRORS_PREFIX + "*") == []
+    assert await rig.redis.keys(keys.ATTACHMENT_PREFIX + "*") == []
 
 
 async def test_show_pii_posts_unmasked_members_from_a_side_record_never_from_the_event(
@@ -153,16 +154,16 @@ async def test_show_pii_posts_unmasked_members_from_a_side_record_never_from_the
     finished = next(e for e in await rig.events(watch.id) if e.type == "bulk.finished")
     stored = await rig.pipeline.store.get_event(finished.id)
     assert stored is not None and b"joe.bloggs@example.com" not in stored  # the event stays masked
-    side = await rig.redis.get(keys.slack_errors(finished.id))
+    side = await rig.redis.get(keys.attachment(finished.id, "slack"))
     assert side is not None and b"joe.bloggs@example.com" in side
-    assert 0 < await rig.redis.pttl(keys.slack_errors(finished.id)) <= UNMASKED_ERRORS_TTL_S * 1000
+    assert 0 < await rig.redis.pttl(keys.attachment(finished.id, "slack")) <= ATTACHMENT_TTL_S * 1000
 
     await rig.deliver_all(watch.id)
     reply = next(r for r in rig.replies() if "finished" in r.text)
     text = message_text(msgspec.to_builtins(reply))
     assert "joe.bloggs@example.com" in text and "+4712345612" in text
     assert "joe.bloggs@example.com" not in reply.text  # the fallback (notifications) shows no member
-    assert await rig.redis.get(keys.slack_errors(finished.id)) is None  # deleted once posted
+    assert await rig.redis.get(keys.attachment(finished.id, "slack")) is None  # deleted once posted
 
 
 async def test_without_show_pii_no_side_record_is_written(
@@ -173,7 +174,7 @@ async def test_without_show_pii_no_side_record_is_written(
     await rig.pipeline.poll_due()
     await control.patch_bulk(SLUG, IMPORT, 7, status="failed", members_errors=MEMBERS_ERRORS)
     await rig.pipeline.poll_due()
-    assert await redis.keys(keys.SLACK_ERRORS_PREFIX + "*") == []
+    assert await redis.keys(keys.ATTACHMENT_PREFIX + "*") == []
 
 
 async def test_a_429_defers_the_job_by_retry_after_without_sleeping_and_posts_once_later(

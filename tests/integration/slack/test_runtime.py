@@ -6,9 +6,9 @@ import aiohttp
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
+from bridge import wiring
 from bridge.delivery.model import SLACK
 from bridge.slack.notifier import SlackBotNotifier
-from bridge.worker import Runtime
 from bridge_tools.slack_standin import RunningStandin
 from mpc_simulator import RunningSimulator
 from tests.integration.conftest import settings_for
@@ -21,10 +21,11 @@ async def test_the_runtime_shares_one_slack_session_checks_the_token_and_closes_
     settings = settings_for(
         redis_url, simulator.url, BRIDGE_SLACK_BOT_TOKEN=BOT_TOKEN, BRIDGE_SLACK_API_URL=standin.api_url
     )
-    runtime = Runtime(settings, redis)
+    runtime = wiring.build_runtime(settings, redis)
     try:
-        assert isinstance(runtime.notifiers[SLACK], SlackBotNotifier)
-        session = runtime.slack_http
+        notifier = runtime.notifiers[SLACK]
+        assert isinstance(notifier, SlackBotNotifier)
+        session = notifier.session
         assert session is not None and not closed(session)
         with capture_logs() as logs:
             await runtime.check_notifiers()
@@ -42,9 +43,9 @@ async def test_the_runtime_shares_one_slack_session_checks_the_token_and_closes_
 async def test_without_slack_settings_there_is_no_session_and_no_slack_notifier(
     redis: Redis, redis_url: str, simulator: RunningSimulator
 ) -> None:
-    runtime = Runtime(settings_for(redis_url, simulator.url), redis)
+    runtime = wiring.build_runtime(settings_for(redis_url, simulator.url), redis)
     try:
-        assert runtime.slack_http is None and SLACK not in runtime.notifiers
+        assert SLACK not in runtime.notifiers
     finally:
         await runtime.close()
 

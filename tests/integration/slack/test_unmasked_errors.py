@@ -12,7 +12,7 @@ from bridge.core import member_errors
 from bridge.core.diff import diff
 from bridge.core.schedule import PollState
 from bridge.store import keys
-from bridge.store.redis_store import UNMASKED_ERRORS_TTL_S, CommitPlan, NewEvent, RedisStore, resolved
+from bridge.store.redis_store import ATTACHMENT_TTL_S, CommitPlan, NewEvent, RedisStore, resolved
 from mpc_simulator import SimulatorControl
 from tests.builders import MEMBERS_ERRORS, T0, bulk, seen, watch
 from tests.integration.conftest import SLUG
@@ -40,7 +40,9 @@ async def commit_failed_bulk(
         due=T0 + 10,
         poll_state=PollState(last_polled=T0 + 5),
         snapshots={spec.id: result.snapshot},
-        events=[NewEvent(watch_id=spec.id, event=event, destinations=("slack",), unmasked_errors=SIDE)],
+        events=[
+            NewEvent(watch_id=spec.id, event=event, destinations=("slack",), attachments=(("slack", SIDE),))
+        ],
         ended={},  # the watch stays active here: the same change may be committed again
     )
     [committed] = await store.commit_many([plan])
@@ -70,8 +72,8 @@ async def test_the_commit_stores_the_side_record_beside_a_new_event_with_a_short
     store = await prepared(redis)
     outcome, eid, _ = await commit_failed_bulk(store)
     assert outcome == [True, True]
-    assert await redis.get(keys.slack_errors(eid)) == SIDE
-    assert 0 < await resolved(redis.pttl(keys.slack_errors(eid))) <= UNMASKED_ERRORS_TTL_S * 1000
+    assert await redis.get(keys.attachment(eid, "slack")) == SIDE
+    assert 0 < await resolved(redis.pttl(keys.attachment(eid, "slack"))) <= ATTACHMENT_TTL_S * 1000
     body = await store.get_event(eid)
     assert body is not None and b"joe.bloggs@example.com" not in body and b"j***@example.com" in body
 
@@ -79,20 +81,20 @@ async def test_the_commit_stores_the_side_record_beside_a_new_event_with_a_short
 async def test_a_replayed_event_writes_no_side_record_again(redis: Redis) -> None:
     store = await prepared(redis)
     _, eid, plan = await commit_failed_bulk(store)
-    await redis.delete(keys.slack_errors(eid))  # posted and deleted by Slack delivery
+    await redis.delete(keys.attachment(eid, "slack"))  # posted and deleted by Slack delivery
     # A worker that read the older snapshot and lost its lease commits the same change again:
     version: object = await resolved(redis.hget(keys.tracker(watch().tracker_id), keys.F_VERSION))
     assert isinstance(version, bytes)
     [replayed] = await store.commit_many([msgspec.structs.replace(plan, version=version.decode())])
     assert replayed.committed and replayed.inserted == ()
-    assert await redis.get(keys.slack_errors(eid)) is None
+    assert await redis.get(keys.attachment(eid, "slack")) is None
 
 
 async def test_a_superseded_commit_writes_nothing(redis: Redis) -> None:
     store = await prepared(redis)
     outcome, eid, _ = await commit_failed_bulk(store, version="stale")
     assert outcome == [False, False]
-    assert await redis.keys(keys.SLACK_ERRORS_PREFIX + "*") == []
+    assert await redis.keys(keys.ATTACHMENT_PREFIX + "*") == []
     assert await store.get_event(eid) is None
 
 
@@ -105,5 +107,5 @@ async def test_with_show_pii_a_watch_without_slack_gets_no_side_record(
     await rig.pipeline.poll_due()
     await control.patch_bulk(SLUG, IMPORT, 1, status="finished", members_errors=MEMBERS_ERRORS)
     await rig.pipeline.poll_due()
-    assert await redis.keys(keys.SLACK_ERRORS_PREFIX + "*") == []
+    assert await redis.keys(keys.ATTACHMENT_PREFIX + "*") == []
     assert msgspec.json.encode(await rig.pipeline.events(watch_spec().id)).count(b"joe.bloggs") == 0

@@ -74,7 +74,7 @@ async def test_show_pii_applies_to_webhook_messages_too(
     await rig.deliver_all(watch.id)
     failed = next(p for p in rig.slack.webhook_posts if "failed" in p["text"])
     assert "joe.bloggs@example.com" in message_text(failed)
-    assert await redis.keys(keys.SLACK_ERRORS_PREFIX + "*") == []
+    assert await redis.keys(keys.ATTACHMENT_PREFIX + "*") == []
 
 
 async def test_watches_without_a_slack_target_post_nothing(

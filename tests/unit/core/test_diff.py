@@ -1,4 +1,4 @@
-"""The diff engine, one test per row of SPEC's event table and per rule around it."""
+"""The diff engine, one test per row of the event table (docs/design.md) and per rule around it."""
 
 from __future__ import annotations
 

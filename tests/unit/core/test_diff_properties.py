@@ -9,6 +9,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.core.codec import encode_event
 from bridge.core.diff import diff
 from bridge.core.model import (
     BulkGone,
@@ -21,7 +22,6 @@ from bridge.core.model import (
     WatchSnapshot,
     WatchSpec,
 )
-from bridge.store.redis_store import encode_event
 from tests.builders import T0, bulk, watch
 
 BULK_IDS = (11, 12, 13)

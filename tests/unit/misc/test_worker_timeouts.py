@@ -6,7 +6,8 @@ import pytest
 from arq.worker import Worker
 
 from bridge.config import ConfigError, load_settings
-from bridge.worker import in_flight_grace, worker_settings
+from bridge.wiring import worker_options
+from bridge.worker.settings import in_flight_grace
 
 FERNET_KEY = "q0Yh0a5lYk7oQ1xJc6a1rP9sJpJ2c8U4pW1s5bW0dX8="
 ARQ_LOCK_MARGIN_S = 10
@@ -17,7 +18,7 @@ async def test_a_killed_workers_delivery_is_locked_only_for_the_delivery_timeout
     settings = load_settings(
         {"BRIDGE_SECRET_KEY": FERNET_KEY, "BRIDGE_DELIVERY_TIMEOUT_S": "5", "BRIDGE_WEBHOOK_TIMEOUT_S": "3"}
     )
-    worker = Worker(**{**worker_settings(settings), "handle_signals": False})
+    worker = Worker(**{**worker_options(settings), "handle_signals": False})
     try:
         # Before: the sweeper's cron had no timeout and counted as arq's default 300 s, so a job of
         # a SIGKILLed worker stayed locked 310 s whatever the delivery timeout.
@@ -37,5 +38,5 @@ def test_a_cancelled_delivery_finishes_its_send_within_the_drain_window(
     drain_s: float, arq_wait_s: float
 ) -> None:
     settings = load_settings({"BRIDGE_SECRET_KEY": FERNET_KEY, "BRIDGE_WORKER_DRAIN_S": str(drain_s)})
-    assert worker_settings(settings)["job_completion_wait"] == arq_wait_s
+    assert worker_options(settings)["job_completion_wait"] == arq_wait_s
     assert arq_wait_s + in_flight_grace(settings) == drain_s

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from bridge.config import ConfigError, load_settings
-from bridge.slack.factory import slack_mode
 from bridge.slack.notifier import (
     BACKOFF_MAX_S,
     RETRY_AFTER_DEFAULT_S,
@@ -19,10 +18,10 @@ HOOK = "https://hooks.slack.com/services/T000/B000/secretpart"
 
 
 def test_a_bot_token_wins_over_a_webhook_url_and_neither_means_no_slack() -> None:
-    assert slack_mode(load_settings({})) is None
-    assert slack_mode(load_settings({"BRIDGE_SLACK_WEBHOOK_URL": HOOK})) == "webhook"
+    assert load_settings({}).slack_mode is None
+    assert load_settings({"BRIDGE_SLACK_WEBHOOK_URL": HOOK}).slack_mode == "webhook"
     both = {"BRIDGE_SLACK_WEBHOOK_URL": HOOK, "BRIDGE_SLACK_BOT_TOKEN": "xoxb-1"}
-    assert slack_mode(load_settings(both)) == "bot"
+    assert load_settings(both).slack_mode == "bot"
 
 
 def test_the_post_interval_defaults_to_slack_s_one_message_a_second() -> None:

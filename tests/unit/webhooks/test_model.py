@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.core.codec import encode_event
 from bridge.core.model import EVENT_TYPES, BulkView, ErrorGroup, Event, EventData
-from bridge.store.redis_store import encode_event
 from bridge.webhooks.model import (
     SubscriptionDoc,
     destination,

@@ -1,0 +1,133 @@
+"""Asking MPC about one claimed import: which requests, and what their answers show.
+
+A whole-import watch asks the import endpoint (one request shows every bulk's status) and fetches
+a bulk only around its changes; named bulks are fetched one by one (:func:`plan_requests`). A
+``Retry-After`` pauses the whole club, here and for every worker, the moment it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from bridge.core.model import BulkGone, BulkListed, BulkObservation, BulkSeen, Observation
+from bridge.core.schedule import FAILURE_FACTOR, Intervals, bulks_to_fetch, plan_requests
+from bridge.metrics import WorkerMetrics
+from bridge.store.redis_store import ClaimedTracker, RedisStore
+from bridge.upstream.mpc import MpcResponse, UpstreamClient
+
+UNAUTHORIZED_FIRST: Final = ("unauthorized", "rate_limited")
+"""Failures that speak for the whole import even when other bulks answered."""
+PAUSING_FAILURES: Final = frozenset({"rate_limited", "server_error"})
+"""Answers (429, 503) whose ``Retry-After`` pauses every request for the club, not only this import."""
+
+
+class Observer:
+    def __init__(
+        self,
+        *,
+        upstream: UpstreamClient,
+        store: RedisStore,
+        intervals: Intervals,
+        metrics: WorkerMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._upstream = upstream
+        self._store = store
+        self._intervals = intervals
+        self._metrics = metrics
+        self._clock = clock
+        self._paused: dict[str, float] = {}
+        """Club → until when MPC asked (``Retry-After``) not to be called; this worker's own view,
+        kept beside the shared one in Redis that the claim step reads."""
+
+    def paused_until(self, slug: str) -> float | None:
+        """Until when this club must not be called (``None``: it may)."""
+        until = self._paused.get(slug)
+        if until is not None and until <= self._clock():
+            del self._paused[slug]
+            return None
+        return until
+
+    async def observe(self, slug: str, import_id: str, tracker: ClaimedTracker) -> tuple[Observation, bool]:
+        """Ask MPC what it needs to; returns the observation and whether to poll again soon
+        (a request that could not be answered this time)."""
+        plan = plan_requests(tracker.watches.values(), tracker.snapshots)
+        if plan.use_import:
+            return await self._observe_import(slug, import_id, tracker)
+        answers = await self._fetch_bulks(slug, import_id, plan.bulks)
+        failures = [a.failure for a in answers if a.failure is not None and a.failure.kind != "not_found"]
+        decisive = [f for f in failures if f.kind in UNAUTHORIZED_FIRST]
+        if decisive or (failures and len(failures) == len(answers)):
+            return Observation(failure=(decisive or failures)[0]), False
+        observed = {
+            b: seen for b, a in zip(plan.bulks, answers, strict=True) if (seen := _bulk_observation(a))
+        }
+        return Observation(bulks=observed), bool(failures)
+
+    async def _observe_import(
+        self, slug: str, import_id: str, tracker: ClaimedTracker
+    ) -> tuple[Observation, bool]:
+        answer = await self._upstream.get_import(slug, import_id)
+        await self._record("import", answer, slug)
+        if answer.value is None:
+            return Observation(failure=answer.failure), False
+        listing = {b.id: b.status for b in answer.value.bulks}
+        bulks: dict[int, BulkObservation] = {
+            b.id: BulkListed(status=b.status, request_number=b.request_number) for b in answer.value.bulks
+        }
+        wanted = bulks_to_fetch(listing, tracker.watches.values(), tracker.snapshots)
+        retry_soon = False
+        if wanted and self.paused_until(slug) is not None:
+            # Another poll of this club was told to wait meanwhile: these details come later.
+            for bulk_id in wanted:
+                bulks.pop(bulk_id, None)
+            return Observation(bulks=bulks, listing=frozenset(listing)), True
+        for bulk_id, fetched in zip(wanted, await self._fetch_bulks(slug, import_id, wanted), strict=True):
+            seen = _bulk_observation(fetched)
+            if seen is None:
+                bulks.pop(bulk_id, None)  # unknown this time: asked again next poll
+                retry_soon = True
+            else:
+                bulks[bulk_id] = seen
+        return Observation(bulks=bulks, listing=frozenset(listing)), retry_soon
+
+    async def _fetch_bulks(
+        self, slug: str, import_id: str, bulk_ids: Iterable[int]
+    ) -> list[MpcResponse[Any]]:
+        ids = list(bulk_ids)
+        if len(ids) == 1:
+            return [await self._get_bulk(slug, import_id, ids[0])]
+        return list(await asyncio.gather(*(self._get_bulk(slug, import_id, b) for b in ids)))
+
+    async def _get_bulk(self, slug: str, import_id: str, bulk_id: int) -> MpcResponse[Any]:
+        answer = await self._upstream.get_bulk(slug, import_id, bulk_id)
+        await self._record("bulk", answer, slug)
+        return answer
+
+    async def _record(self, endpoint: str, answer: MpcResponse[Any], slug: str) -> None:
+        """Count an answer; a ``Retry-After`` in it pauses the club at once, here and for every
+        worker (not when this poll ends: its other requests may take a while yet)."""
+        failure = answer.failure
+        outcome = failure.kind if failure is not None else "ok"
+        self._metrics.upstream(endpoint, outcome, answer.elapsed_s)
+        if failure is None or failure.kind not in PAUSING_FAILURES:
+            return
+        wait = failure.retry_after
+        if wait is None and failure.kind == "rate_limited":
+            wait = self._intervals.min_s * FAILURE_FACTOR  # a 429 without Retry-After
+        if wait is not None:
+            until = self._clock() + min(wait, self._intervals.retry_after_max_s)
+            if until > self._paused.get(slug, 0.0):
+                self._paused[slug] = until
+                await self._store.pause_club(slug, until)
+
+
+def _bulk_observation(answer: MpcResponse[Any]) -> BulkObservation | None:
+    if answer.value is not None:
+        return BulkSeen(bulk=answer.value)
+    if answer.failure is not None and answer.failure.kind == "not_found":
+        return BulkGone()
+    return None

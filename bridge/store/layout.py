@@ -1,0 +1,129 @@
+"""The layout version of the bridge's data in Redis, and the steps that upgrade it in place.
+
+Every change to the layout (a key, a hash field, what a script stores) raises
+:data:`LAYOUT_VERSION` and adds the step that upgrades data written by the version before.
+``bridge migrate`` runs the steps; the API and the workers run them at start too unless
+``BRIDGE_MIGRATE_ON_START=false`` (a lock makes one process do it while the others wait). A
+process never runs against a layout newer than its own: it stops with one line instead.
+
+Data written before the layout had a version counts as version :data:`UNVERSIONED`; an empty
+database simply gets the current version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from bridge.store import keys, scripts
+
+LAYOUT_VERSION: Final = 2
+UNVERSIONED: Final = 1
+"""The layout of every release before the version was stored."""
+LOCK_TTL_S: Final = 300.0
+"""A migration holds its lock this long at most (a process killed mid-migration frees it then)."""
+LOCK_WAIT_S: Final = 0.2
+"""How often a process waiting for another one's migration looks again."""
+SCAN_COUNT: Final = 1000
+
+Step = Callable[[Any], Awaitable[int]]
+"""Upgrades the data from the version before to its own; answers how many keys it changed.
+A step may run again after a crash (it must be safe to repeat)."""
+
+
+class LayoutError(Exception):
+    """The data cannot be used by this bridge as it is; the message says what to do."""
+
+
+async def _slack_errors_become_attachments(redis: Any) -> int:
+    """2: the unmasked errors summary Slack may show, written beside an event, moves from
+    ``bridge:slack:errors:{eid}`` to the general ``bridge:attachment:{eid}|slack``."""
+    legacy_prefix = keys.PREFIX + "slack:errors:"
+    moved = 0
+    async for key in redis.scan_iter(match=legacy_prefix + "*", count=SCAN_COUNT):
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        # RENAME keeps the key's TTL; a key that expired meanwhile is simply gone.
+        renamed = await scripts.register(redis, "rename_if_exists")(
+            keys=[name, keys.attachment(name.removeprefix(legacy_prefix), "slack")]
+        )
+        moved += int(renamed)
+    return moved
+
+
+STEPS: Final[dict[int, tuple[str, Step]]] = {
+    2: ("Slack's unmasked errors summaries become the slack attachment of their event",
+        _slack_errors_become_attachments),
+}  # fmt: skip
+"""Version → (what it changes, the step that upgrades the version before to it)."""
+
+
+async def stored_version(redis: Any) -> int | None:
+    """The layout version of the data; ``None`` for a database without any bridge data."""
+    raw = await redis.get(keys.LAYOUT)
+    if raw is not None:
+        return int(raw)
+    async for key in redis.scan_iter(match=keys.PREFIX + "*", count=SCAN_COUNT):
+        if not (key.decode() if isinstance(key, bytes) else str(key)).startswith(keys.LAYOUT):
+            return UNVERSIONED  # bridge data, and no version: written before there was one
+    return None
+
+
+async def migrate(redis: Any, *, report: Callable[[str], None] = lambda _: None) -> int:
+    """Upgrade the data to :data:`LAYOUT_VERSION` in place (idempotent); the version it has now.
+
+    One process migrates at a time: another one waits for it, then finds nothing left to do.
+    Raises :class:`LayoutError` when the data is newer than this bridge.
+    """
+    token = secrets.token_hex(8)
+    # Another process holds the lock: nothing in this one can wake us, so look again now and then.
+    while not await redis.set(keys.MIGRATION_LOCK, token, nx=True, px=int(LOCK_TTL_S * 1000)):  # noqa: ASYNC110
+        await asyncio.sleep(LOCK_WAIT_S)
+    try:
+        version = await stored_version(redis)
+        if version is None:
+            await redis.set(keys.LAYOUT, LAYOUT_VERSION)
+            report(f"empty database: layout {LAYOUT_VERSION}")
+            return LAYOUT_VERSION
+        _refuse_newer(version)
+        for target in range(version + 1, LAYOUT_VERSION + 1):
+            what, step = STEPS[target]
+            started = time.monotonic()
+            changed = await step(redis)
+            await redis.set(keys.LAYOUT, target)
+            report(
+                f"layout {target - 1} -> {target}: {what} ({changed} keys, {time.monotonic() - started:.1f}s)"
+            )
+        if version == LAYOUT_VERSION:
+            report(f"layout {LAYOUT_VERSION}: up to date")
+        elif await redis.get(keys.LAYOUT) is None:  # pragma: no cover - set by the last step
+            await redis.set(keys.LAYOUT, LAYOUT_VERSION)
+        return LAYOUT_VERSION
+    finally:
+        await scripts.register(redis, "unlock")(keys=[keys.MIGRATION_LOCK], args=[token])
+
+
+async def ensure_layout(redis: Any, *, migrate_on_start: bool, report: Callable[[str], None]) -> None:
+    """At a process's start: the data in this version's layout, migrated now if allowed.
+    Raises :class:`LayoutError` (with what to do) when it is not and cannot be."""
+    version = await stored_version(redis)
+    if version == LAYOUT_VERSION:
+        return
+    if version is not None:
+        _refuse_newer(version)
+    if version is not None and not migrate_on_start:
+        raise LayoutError(
+            f"the data in Redis has layout {version}, this bridge needs {LAYOUT_VERSION}: "
+            "run `bridge migrate` (or set BRIDGE_MIGRATE_ON_START=true)"
+        )
+    await migrate(redis, report=report)
+
+
+def _refuse_newer(version: int) -> None:
+    if version > LAYOUT_VERSION:
+        raise LayoutError(
+            f"the data in Redis has layout {version}, newer than this bridge's {LAYOUT_VERSION}: "
+            "run the newer bridge (downgrades are not supported)"
+        )

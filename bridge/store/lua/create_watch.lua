@@ -1,0 +1,27 @@
+-- Store a new watch and schedule its import; an identical active watch is answered instead.
+-- KEYS: schedule, inflight, watches, fingerprints.
+-- ARGV: wid, tid, fingerprint, doc, now (ms), minimum interval (ms), club slug.
+-- Returns {1, wid} when created, {0, existing wid} when an identical active watch exists.
+local wid, tid, fp, doc = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now, min_interval, slug = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local existing = redis.call('HGET', KEYS[4], fp)
+if existing and redis.call('HGET', '${WATCH_PREFIX}' .. existing, '${W_STATE}') == 'active' then
+  return {0, existing}
+end
+redis.call('HSET', '${WATCH_PREFIX}' .. wid, '${W_DOC}', doc, '${W_STATE}', 'active', '${W_FINGERPRINT}', fp,
+  '${W_CREATED}', now, '${W_UPDATED}', now)
+redis.call('HSET', KEYS[4], fp, wid)
+redis.call('ZADD', KEYS[3], now, wid)
+redis.call('ZADD', '${WATCHES_BY_CLUB_PREFIX}' .. slug, now, wid)
+redis.call('ZADD', '${WATCHES_BY_STATE_PREFIX}active', now, wid)
+local tkey = '${TRACKER_PREFIX}' .. tid
+if redis.call('HSETNX', tkey, '${F_WATCH_PREFIX}' .. wid, 1) == 1 then
+  redis.call('HINCRBY', tkey, '${F_WATCH_COUNT}', 1)
+end
+-- Due now, unless the import was polled less than the minimum interval ago; an import being
+-- polled right now is rescheduled by that poll, and the new watch joins its next one.
+if not redis.call('ZSCORE', KEYS[2], tid) then
+  local last = tonumber(redis.call('HGET', tkey, '${F_LAST_POLL}') or '0')
+  redis.call('ZADD', KEYS[1], 'LT', math.max(now, last + min_interval), tid)
+end
+return {1, wid}

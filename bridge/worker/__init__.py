@@ -1,0 +1,11 @@
+"""A worker process: arq runs the delivery jobs and the sweeper, the poll loop runs beside it.
+
+- :mod:`.settings`: arq's options from the bridge's settings, the health record.
+- :mod:`.runtime`: the process's parts between startup and shutdown, and its jobs.
+- :mod:`.arq_compat`: everything written against arq's internals (one arq version).
+
+``bridge worker`` runs :class:`~.arq_compat.BridgeWorker`, which makes shutdown prompt and
+bounded: on SIGTERM the poll loop stops claiming at once and drains beside arq's delivery jobs,
+both within ``BRIDGE_WORKER_DRAIN_S``; whatever is still running is handed back, and the process
+exits at the latest ``WORKER_EXIT_MARGIN_S`` later.
+"""

@@ -1,0 +1,247 @@
+"""Everything that depends on arq's internals, in one place, written against :data:`ARQ_VERSION`.
+
+arq is in maintenance mode and its internals do not change often, but they are internals: a test
+(``tests/unit/misc/test_arq_compat.py``) fails when the installed arq is not the version this
+module was written against, so an upgrade comes with a read of what is below.
+
+- :class:`ArqQueue` writes delivery jobs exactly as ``ArqRedis.enqueue_job`` does (job key, queue
+  entry, the result key checked), several in one Lua step (``lua/arq_enqueue.lua``) instead of
+  three round trips per job.
+- :class:`BridgeWorker` overrides ``Worker.handle_sig``/``handle_sig_wait_for_completion`` (the
+  poll loop stops claiming at the signal), ``main`` (wait for Redis at start),
+  ``_poll_iteration`` (a Redis outage makes the job loop wait, not crash), ``start_jobs`` (one Lua
+  claim per job, ``lua/arq_claim_job.lua``, using ``sem``, ``job_counter``, ``tasks``,
+  ``in_progress_timeout_s``, ``run_job`` and ``_release_sem_dec_counter_on_complete``),
+  ``_sleep_until_tasks_complete`` (the jobs still running when the drain window ends) and
+  ``close`` (a Redis error while stopping).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+from collections.abc import Iterable
+from typing import Any, Final
+
+from arq import constants as arq_constants
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
+from arq.worker import Worker
+from redis.exceptions import RedisError
+
+from bridge.config import WORKER_EXIT_MARGIN_S
+from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob, job_id
+from bridge.exits import EXIT_DRAIN_CUT_SHORT, EXIT_FAILURE, EXIT_OK, EXIT_STOP_TIMEOUT
+from bridge.logs import get_logger
+from bridge.redis_url import outage_wait_s
+from bridge.store import keys, scripts
+
+ARQ_VERSION: Final = "0.28.0"
+"""The arq release whose internals this module was written against (and tested with)."""
+JOB_EXPIRES_S: Final = 7 * 86_400
+"""arq drops a job not started within this long; the sweeper re-creates it from the outbox."""
+LEFT_LOGGED_MAX: Final = 20
+"""Ids of cut-short polls and jobs named in the ``drain cut short`` log line (the counts are all)."""
+
+log = get_logger("bridge.worker")
+
+
+class ArqQueue:
+    """From the outbox to arq: one job per (event, destination), keyed so it exists at most once."""
+
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+        """An ``arq.connections.ArqRedis`` created with the msgspec serializer."""
+        self._enqueue = scripts.register(redis, "arq_enqueue")
+
+    async def dispatch(self, event_id: str, destinations: Iterable[str]) -> int:
+        """Enqueue a delivery job per destination, in one round trip; returns how many were new.
+
+        The jobs are exactly what ``ArqRedis.enqueue_job`` writes, without its three round trips
+        per job (on a busy worker each costs a turn of the loop).
+        """
+        now = timestamp_ms()
+        job_keys: list[str] = [keys.QUEUE]
+        args: list[Any] = [now, JOB_EXPIRES_S * 1000]
+        for destination in dict.fromkeys(destinations):
+            jid = job_id(event_id, destination)
+            job = serialize_job(
+                DELIVER_FUNCTION,
+                (DeliveryJob(event_id=event_id, destination=destination),),
+                {},
+                None,
+                now,
+                serializer=self._redis.job_serializer,
+            )
+            job_keys += [arq_constants.job_key_prefix + jid, arq_constants.result_key_prefix + jid]
+            args += [jid, job]
+        if len(job_keys) == 1:
+            return 0
+        created: int = await self._enqueue(keys=job_keys, args=args)
+        return created
+
+
+class BridgeWorker(Worker):
+    """arq's ``Worker`` as ``bridge worker`` runs it.
+
+    - SIGTERM/SIGINT stop the poll loop's claiming at once, so polls and deliveries drain in the
+      same window (arq alone tells the poll loop only after its own drain, in ``on_shutdown``).
+    - The process exits at most ``BRIDGE_WORKER_DRAIN_S`` + ``WORKER_EXIT_MARGIN_S`` after the
+      signal, even when Redis is gone and handing back cannot finish (leases cover that).
+    - A Redis outage (failover, restart) makes the job loop wait and retry instead of crashing,
+      and a worker started while Redis is down waits for it instead of exiting (which would
+      crash-loop it under an orchestrator's growing back-off long after Redis is back).
+    - :meth:`exit_code` says how the stop went: 0 when everything drained, 3 when the deadline
+      cut polls or delivery jobs short (logged as ``drain cut short``, with what was left).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._redis_failures = 0
+        self._watchdog: threading.Timer | None = None
+        self._claim_job: Any = None
+        """``lua/arq_claim_job.lua``, registered on the pool at the first claim."""
+        self._jobs_cut_short: list[str] = []
+        self._handed_back = True
+        """False when Redis was gone while stopping: what ran comes back only when its lease ends."""
+        self._cut_short = False
+
+    def handle_sig(self, signum: signal.Signals) -> None:
+        self._stop_polling()
+        # No drain window for jobs (BRIDGE_WORKER_DRAIN_S=0): arq cancels the running ones now.
+        self._jobs_cut_short = [jid for jid, task in self.tasks.items() if not task.done()]
+        super().handle_sig(signum)
+
+    async def _sleep_until_tasks_complete(self) -> None:
+        # arq waits for this within the drain window and cancels it at the window's end, before it
+        # cancels the jobs still running (they stay queued and run again).
+        try:
+            await super()._sleep_until_tasks_complete()
+        except asyncio.CancelledError:
+            self._jobs_cut_short = [jid for jid, task in self.tasks.items() if not task.done()]
+            raise
+
+    def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
+        self._stop_polling()
+        super().handle_sig_wait_for_completion(signum)
+
+    def _stop_polling(self) -> None:
+        runtime = self.ctx.get("runtime")
+        if runtime is not None:
+            runtime.begin_stop()
+        if self._watchdog is None:
+            drain_s = runtime.settings.worker_drain_s if runtime is not None else 0.0
+            self._watchdog = threading.Timer(drain_s + WORKER_EXIT_MARGIN_S, _exit_now)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+    async def main(self) -> None:
+        await self._wait_for_redis()
+        await super().main()
+
+    async def _wait_for_redis(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self.pool.ping()
+            except (RedisError, OSError) as exc:
+                failures += 1
+                delay = outage_wait_s(failures)
+                log.warning("redis unavailable at start, worker waits", error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+            else:
+                return
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisError, OSError) as exc:
+            self._redis_failures += 1
+            delay = outage_wait_s(self._redis_failures)
+            log.warning("redis unavailable, job loop waits", error=repr(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+        else:
+            self._redis_failures = 0
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """Claim and start due jobs, all at once, one Redis round trip each.
+
+        arq claims the jobs one after another, each with WATCH, EXISTS, ZSCORE and MULTI/EXEC:
+        four round trips in a row per job, on a loop the poller keeps busy, so the tenth job of a
+        burst waited for forty. The same check-and-set runs here as one script per job, the jobs
+        concurrently. A slot taken for a job that does not start (claimed elsewhere, or Redis
+        failing) is given back.
+        """
+        free = self.max_jobs - self.job_counter
+        if free > 0 and job_ids:
+            await asyncio.gather(*(self._start_job(job_id.decode()) for job_id in job_ids[:free]))
+
+    async def _start_job(self, job_id: str) -> None:
+        await self.sem.acquire()
+        self.job_counter += 1
+        started = False
+        try:
+            if self._claim_job is None:
+                self._claim_job = scripts.register(self.pool, "arq_claim_job")
+            score = await self._claim_job(
+                keys=[arq_constants.in_progress_key_prefix + job_id, self.queue_name],
+                args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000)],
+                client=self.pool,
+            )
+            if score is not None:
+                task = self.loop.create_task(self.run_job(job_id, int(score)))
+                task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+                self.tasks[job_id] = task
+                started = True
+        finally:
+            if not started:
+                self.job_counter -= 1
+                self.sem.release()
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        except (RedisError, OSError) as exc:
+            # arq stops at its first Redis error, before on_shutdown: stop the poll loop and close
+            # the MPC client anyway. What could not be handed back comes back when its lease ends.
+            log.warning("redis unreachable while stopping; leases hand back the rest", error=repr(exc))
+            self._handed_back = False
+            runtime = self.ctx.get("runtime")
+            if runtime is not None:
+                await runtime.close()
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._report_stop()
+
+    def _report_stop(self) -> None:
+        runtime = self.ctx.get("runtime")
+        polls: list[str] = runtime.polls_cut_short() if runtime is not None else []
+        jobs = self._jobs_cut_short
+        if not (polls or jobs or not self._handed_back):
+            return
+        self._cut_short = True
+        log.error(
+            "drain cut short",
+            drain_s=runtime.settings.worker_drain_s if runtime is not None else None,
+            polls_cut_short=len(polls),
+            imports=polls[:LEFT_LOGGED_MAX],
+            jobs_cut_short=len(jobs),
+            jobs=jobs[:LEFT_LOGGED_MAX],
+            handed_back=self._handed_back,
+            exit_code=EXIT_DRAIN_CUT_SHORT,
+        )
+
+    def exit_code(self) -> int:
+        """The process's exit code once :meth:`run` returned (see :mod:`bridge.exits`)."""
+        runtime = self.ctx.get("runtime")
+        if runtime is not None and runtime.failed:
+            return EXIT_FAILURE
+        return EXIT_DRAIN_CUT_SHORT if self._cut_short else EXIT_OK
+
+
+def _exit_now() -> None:
+    log.error("worker did not stop within its drain and margin; exiting", exit_code=EXIT_STOP_TIMEOUT)
+    os._exit(EXIT_STOP_TIMEOUT)

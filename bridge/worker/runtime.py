@@ -1,0 +1,188 @@
+"""What a worker process runs: its parts between startup and shutdown, and its two arq jobs.
+
+- ``deliver``: one event to one destination (safe to run twice).
+- ``sweep`` (every 10 s, one worker at a time): re-creates delivery jobs that went missing from
+  the outbox, and now and then reschedules imports that got lost.
+
+The parts are built by :mod:`bridge.wiring` (``ctx["build_runtime"]``), so this module knows
+what a worker does, not how its clients are made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final
+
+import msgspec
+import structlog
+from arq import Retry
+
+from bridge.config import Settings
+from bridge.delivery.model import DeliveryJob, Dispatch, Notifier
+from bridge.delivery.service import Deliveries, RetryLater
+from bridge.logs import configure_logging, get_logger
+from bridge.metrics import WorkerMetrics
+from bridge.polling import Poller
+from bridge.redis_url import parse_redis_url
+from bridge.store.layout import ensure_layout
+from bridge.store.redis_store import RedisStore
+
+OUTBOX_GRACE_S: Final = 30.0
+"""An outbox entry this old without a job is re-dispatched (the poller normally does it at once)."""
+SWEEP_BATCH: Final = 1000
+
+log = get_logger("bridge.worker")
+
+
+class Runtime:
+    """What a worker process holds between startup and shutdown."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        redis: Any,
+        store: RedisStore,
+        dispatch: Dispatch,
+        poller: Poller,
+        deliveries: Deliveries,
+        metrics: WorkerMetrics,
+        notifiers: Mapping[str, Notifier],
+        closers: Sequence[Callable[[], Awaitable[Any]]] = (),
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.store = store
+        self.dispatch = dispatch
+        self.poller = poller
+        self.deliveries = deliveries
+        self.metrics = metrics
+        self.notifiers = notifiers
+        self._closers = closers
+        """Closes the clients the wiring opened for this runtime (HTTP sessions and the like)."""
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping: asyncio.Task[list[str]] | None = None
+        self.failed = False
+        """The poll loop ended by itself (an error): the worker stops, and must not exit 0."""
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self.poller.run()), loop.create_task(self.metrics.run(self.redis))]
+        self._tasks[0].add_done_callback(self._poll_loop_ended)
+
+    def _poll_loop_ended(self, task: asyncio.Task[None]) -> None:
+        if self._stopping is not None or task.cancelled():
+            return
+        # A worker that no longer polls must not look healthy: stop it, and let the orchestrator
+        # start a fresh one (its imports are handed back or their leases run out).
+        log.error("poll loop ended unexpectedly; stopping the worker", error=repr(task.exception()))
+        self.failed = True
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def begin_stop(self) -> asyncio.Task[list[str]]:
+        """Stop claiming imports now; running polls drain in the background (idempotent)."""
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(
+                self.poller.stop(self.settings.worker_drain_s)
+            )
+        return self._stopping
+
+    def polls_cut_short(self) -> list[str]:
+        """The imports whose polls the drain's deadline cut short (handed back to be polled again)."""
+        stopping = self._stopping
+        if stopping is None or not stopping.done() or stopping.cancelled() or stopping.exception():
+            return []
+        return stopping.result()
+
+    async def check_notifiers(self) -> None:
+        """Let notifiers that can check their credentials do so (logged, never fatal)."""
+        for notifier in self.notifiers.values():
+            check = getattr(notifier, "check", None)
+            if check is not None:
+                await check()
+
+    async def close(self) -> None:
+        await self.begin_stop()
+        poll_task, metrics_task = self._tasks or (None, None)
+        if poll_task is not None:
+            await asyncio.gather(poll_task, return_exceptions=True)
+        if metrics_task is not None:
+            metrics_task.cancel()
+            await asyncio.gather(metrics_task, return_exceptions=True)
+        for close in self._closers:
+            with contextlib.suppress(Exception):
+                await close()
+
+
+BuildRuntime = Callable[[Settings, Any], Runtime]
+"""Makes a worker's :class:`Runtime` from its settings and Redis client
+(:func:`bridge.wiring.build_runtime`)."""
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    configure_logging(settings.log_level, settings.log_format)  # arq's CLI configured its own meanwhile
+    await ensure_layout(ctx["redis"], migrate_on_start=settings.migrate_on_start, report=_migrated)
+    build: BuildRuntime = ctx["build_runtime"]
+    runtime = build(settings, ctx["redis"])
+    ctx["runtime"] = runtime
+    runtime.start()
+    await runtime.check_notifiers()
+    log.info(
+        "worker started",
+        poll_concurrency=settings.poll_concurrency,
+        poll_min_interval_s=settings.poll_min_interval_s,
+        poll_max_interval_s=settings.poll_max_interval_s,
+        mpc_base_url=settings.mpc_base,
+        slack=settings.slack_mode,
+        redis=parse_redis_url(settings.redis_url).redacted(),
+    )
+
+
+def _migrated(what: str) -> None:
+    log.info("redis layout", change=what)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    runtime: Runtime | None = ctx.get("runtime")
+    if runtime is not None:
+        await runtime.close()
+        log.info("worker stopped", polls=runtime.poller.polls, events=runtime.poller.events)
+
+
+async def deliver(ctx: dict[str, Any], job: Any) -> str:
+    """arq job: deliver one event to one destination (safe to run twice)."""
+    runtime: Runtime = ctx["runtime"]
+    spec = msgspec.convert(job, DeliveryJob)
+    with structlog.contextvars.bound_contextvars(
+        job_id=ctx.get("job_id"),
+        job_try=ctx.get("job_try"),
+        event_id=spec.event_id,
+        destination=spec.destination,
+    ):
+        try:
+            result = await runtime.deliveries.run(spec, attempt=ctx.get("job_try", 1))
+        except RetryLater as retry:
+            log.info("delivery retried later", retry_in_s=round(retry.defer_s, 3), reason=str(retry))
+            raise Retry(defer=retry.defer_s) from None
+    return result.outcome
+
+
+async def sweep(ctx: dict[str, Any]) -> None:
+    """arq cron: re-create delivery jobs that went missing, reschedule imports that got lost."""
+    runtime: Runtime = ctx["runtime"]
+    now = time.time()
+    entries = await runtime.store.outbox_older_than(now - OUTBOX_GRACE_S, SWEEP_BATCH)
+    created = 0
+    for event_id, destination in entries:
+        created += await runtime.dispatch(event_id, [destination])
+    rescheduled = 0
+    if await runtime.store.orphan_check_due():
+        rescheduled = await runtime.store.reschedule_orphans(now)
+    if created or rescheduled:
+        log.warning("sweeper repaired", jobs_recreated=created, imports_rescheduled=rescheduled)

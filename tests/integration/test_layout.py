@@ -1,0 +1,117 @@
+"""The layout version and ``bridge migrate``: data written by the previous layout is upgraded in
+place, an empty database starts at the current layout, newer data is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+from redis.asyncio import Redis
+
+from bridge.store import keys
+from bridge.store.layout import (
+    LAYOUT_VERSION,
+    UNVERSIONED,
+    LayoutError,
+    ensure_layout,
+    migrate,
+    stored_version,
+)
+from bridge.store.redis_store import resolved
+
+LEGACY_SLACK_ERRORS = "bridge:slack:errors:"
+"""Where layout 1 kept Slack's unmasked errors summary of an event."""
+
+
+async def write_layout_1(redis: Redis) -> None:
+    """What a bridge before the layout version left in Redis (no ``bridge:layout`` key)."""
+    await redis.set(LEGACY_SLACK_ERRORS + "evt_a", b'{"groups":[]}', px=3_600_000)
+    await redis.set(LEGACY_SLACK_ERRORS + "evt_b", b'{"groups":[1]}', px=60_000)
+    await resolved(redis.hset("bridge:watch:wch_1", mapping={"doc": b"x", "state": "active"}))
+
+
+async def test_an_empty_database_starts_at_the_current_layout(redis: Redis) -> None:
+    assert await stored_version(redis) is None
+    said: list[str] = []
+    assert await migrate(redis, report=said.append) == LAYOUT_VERSION
+    assert await redis.get(keys.LAYOUT) == str(LAYOUT_VERSION).encode()
+    assert said == [f"empty database: layout {LAYOUT_VERSION}"]
+
+
+async def test_layout_1_data_is_upgraded_in_place_keeping_its_ttl(redis: Redis) -> None:
+    await write_layout_1(redis)
+    assert await stored_version(redis) == UNVERSIONED
+    said: list[str] = []
+    await migrate(redis, report=said.append)
+    assert await redis.keys(LEGACY_SLACK_ERRORS + "*") == []
+    assert await redis.get(keys.attachment("evt_a", "slack")) == b'{"groups":[]}'
+    assert await redis.get(keys.attachment("evt_b", "slack")) == b'{"groups":[1]}'
+    assert 3_000_000 < await redis.pttl(keys.attachment("evt_a", "slack")) <= 3_600_000
+    assert 0 < await redis.pttl(keys.attachment("evt_b", "slack")) <= 60_000
+    assert (await resolved(redis.hgetall("bridge:watch:wch_1")))[b"state"] == b"active"  # the rest stays
+    assert await stored_version(redis) == LAYOUT_VERSION
+    assert said[0].startswith("layout 1 -> 2:") and "(2 keys," in said[0]
+    # Again: nothing left to do.
+    said.clear()
+    await migrate(redis, report=said.append)
+    assert said == [f"layout {LAYOUT_VERSION}: up to date"]
+
+
+async def test_processes_migrating_at_once_run_each_step_once(redis: Redis) -> None:
+    await write_layout_1(redis)
+    reports: list[list[str]] = [[], [], []]
+    await asyncio.gather(*(migrate(redis, report=r.append) for r in reports))
+    steps = [line for r in reports for line in r if "->" in line]
+    assert len(steps) == 1
+    assert await redis.get(keys.MIGRATION_LOCK) is None
+
+
+async def test_newer_data_is_refused_and_left_alone(redis: Redis) -> None:
+    await redis.set(keys.LAYOUT, LAYOUT_VERSION + 1)
+    with pytest.raises(LayoutError, match="newer than this bridge"):
+        await migrate(redis)
+    with pytest.raises(LayoutError, match="newer than this bridge"):
+        await ensure_layout(redis, migrate_on_start=True, report=print)
+    assert await redis.get(keys.LAYOUT) == str(LAYOUT_VERSION + 1).encode()
+
+
+async def test_without_migrate_on_start_old_data_stops_the_process(redis: Redis) -> None:
+    await write_layout_1(redis)
+    with pytest.raises(LayoutError, match="run `bridge migrate`"):
+        await ensure_layout(redis, migrate_on_start=False, report=print)
+    assert await redis.exists(LEGACY_SLACK_ERRORS + "evt_a")
+    await ensure_layout(redis, migrate_on_start=True, report=print)
+    assert await stored_version(redis) == LAYOUT_VERSION
+
+
+def _bridge(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env["BRIDGE_REDIS_URL"] = redis_url
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_bridge_migrate_checks_and_upgrades(redis: Redis, redis_url: str) -> None:
+    await write_layout_1(redis)
+    checked = await asyncio.to_thread(_bridge, redis_url, "migrate", "--check")
+    assert (checked.returncode, checked.stdout.strip()) == (
+        1,
+        f"redis: layout 1; this bridge: layout {LAYOUT_VERSION}",
+    )
+    done = await asyncio.to_thread(_bridge, redis_url, "migrate")
+    assert done.returncode == 0 and done.stdout.startswith("layout 1 -> 2:"), done.stderr
+    again = await asyncio.to_thread(_bridge, redis_url, "migrate", "--check")
+    assert again.returncode == 0
+    await redis.set(keys.LAYOUT, LAYOUT_VERSION + 1)
+    refused = await asyncio.to_thread(_bridge, redis_url, "migrate")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "newer than this bridge" in refused.stderr

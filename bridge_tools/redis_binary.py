@@ -91,8 +91,8 @@ class FoundServer:
     version: ServerVersion
 
     def describe(self) -> str:
-        """``Redis 7.0.15 (/usr/bin/redis-server)``, for banners."""
-        return f"{self.version.product} {self.version} ({self.path})"
+        """``Redis 7.0.15 at /usr/bin/redis-server``, for banners."""
+        return f"{self.version.product} {self.version} at {self.path}"
 
 
 def parse_server_version(output: str) -> ServerVersion | None:

@@ -20,6 +20,7 @@ from typing import Any, Final
 from bench import api, delivery, economy, latency, scale, throughput
 from bench.harness import stack
 from bench.plot import latency_png
+from bridge_tools.redis_binary import require_redis_server
 
 RESULTS: Final = Path(__file__).parent / "results"
 
@@ -267,6 +268,7 @@ async def main() -> None:
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
     args = parser.parse_args()
+    require_redis_server("bench")
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},

@@ -23,7 +23,8 @@ import httpx
 import redis
 from cryptography.fernet import Fernet
 
-from bridge_tools.processes import Process, free_port, redis_answers, redis_server_binary, wait_until
+from bridge_tools.processes import Process, free_port, redis_answers, wait_until
+from bridge_tools.redis_binary import redis_server_binary
 
 SECRET_KEY: Final = Fernet.generate_key().decode()
 API_KEY: Final = "bench-" + secrets.token_urlsafe(16)

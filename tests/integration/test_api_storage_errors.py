@@ -16,9 +16,9 @@ from bridge_tools.processes import (
     Process,
     free_port,
     redis_answers,
-    redis_server_binary,
     wait_until,
 )
+from bridge_tools.redis_binary import redis_server_binary
 from tests.integration.conftest import SECRET_KEY
 
 KEY = "storage-test-key"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Callable
 from importlib import metadata
@@ -12,22 +11,32 @@ from typing import Any, Final, NoReturn
 import click
 
 from bridge import __version__
-from bridge.config import ConfigError, Settings, load_settings
+from bridge.config import ConfigError, load_settings
+from bridge.exits import EXIT_CONFIG, PROGRAM, exit_with_config_error, one_line
 from bridge.follow import DEFAULT_API_URL, ApiProblem, BridgeClient, bulk_line, follow
-
-EXIT_CONFIG: int = 2
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        _fail(str(exc))
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(f"mpc-import-bridge: {message}", err=True)
+    click.echo(f"{PROGRAM}: {message}", err=True)
     sys.exit(EXIT_CONFIG)
+
+
+class _UsageLine(click.ClickException):
+    """A wrong option or argument, shown like a configuration error: one line, exit 2."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, error: click.UsageError) -> None:
+        path = root = ""
+        if error.ctx is not None:
+            path, root = error.ctx.command_path, error.ctx.find_root().command_path
+        self.command = path[len(root) :].strip() or None
+        where = f"bridge {self.command}" if self.command else "bridge"
+        super().__init__(f"{error.format_message()} (see `{where} --help`)")
+
+    def show(self, file: Any = None) -> None:
+        prefix = f"{PROGRAM} {self.command}" if self.command else PROGRAM
+        click.echo(f"{prefix}: {one_line(self.format_message())}", err=True)
 
 
 PLUGIN_GROUP: Final = "bridge.commands"
@@ -36,7 +45,29 @@ the product never imports that tooling; a command is loaded only when it is run.
 
 
 class _Commands(click.Group):
-    """The product's own commands, plus those of :data:`PLUGIN_GROUP`, loaded on use."""
+    """The product's own commands, plus those of :data:`PLUGIN_GROUP`, loaded on use.
+
+    Every command ends a configuration error the same way: a wrong ``BRIDGE_*`` variable
+    (:class:`~bridge.config.ConfigError`, wherever it is raised) or a wrong option is one line on
+    stderr naming it and saying what is expected, and exit code 2 — never a traceback or a usage
+    screen in a container's log.
+    """
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _UsageLine(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _UsageLine(exc) from None
+        except ConfigError as exc:
+            exit_with_config_error(str(exc), ctx.invoked_subcommand)
 
     def _plugins(self) -> dict[str, metadata.EntryPoint]:
         return {ep.name: ep for ep in metadata.entry_points(group=PLUGIN_GROUP)}
@@ -71,28 +102,14 @@ def main() -> None:
 @click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
 def api(host: str, port: int) -> None:
     """Run the HTTP API (configuration from BRIDGE_* variables)."""
-    import uvicorn
-
     from bridge.app import create_app
     from bridge.logs import configure_logging
+    from bridge.server import serve
 
-    settings = _settings()
-    try:
-        app = create_app(settings)
-    except ConfigError as exc:
-        _fail(str(exc))
+    settings = load_settings()
+    app = create_app(settings)
     configure_logging(settings.log_level, settings.log_format)
-    # On SIGTERM uvicorn stops accepting, lets requests in flight finish for the drain, then
-    # cancels what is left and runs the lifespan's shutdown (closing Redis).
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        loop="uvloop",
-        http="httptools",  # the C parser: h11, the pure-Python default, was ~20 % of the API's CPU
-        timeout_graceful_shutdown=math.ceil(settings.api_drain_s),
-    )
+    sys.exit(serve(app, host=host, port=port, drain_s=settings.api_drain_s))
 
 
 @main.command()
@@ -104,44 +121,40 @@ def api(host: str, port: int) -> None:
 def worker(check: bool) -> None:
     """Run a worker: polls MPC and delivers events (like `arq workers.settings.WorkerSettings`,
     with a prompt, bounded shutdown)."""
+    settings = load_settings()
+    if check:
+        from bridge.healthcheck import check as health_check
+        from bridge.healthcheck import report
+
+        report(health_check("worker", settings=settings))
     import uvloop
 
     from bridge.logs import configure_logging
     from bridge.store.layout import LayoutError
     from bridge.wiring import worker_options
     from bridge.worker.arq_compat import BridgeWorker
-    from bridge.worker.settings import check_health
 
-    settings = _settings()
-    if check:
-        import asyncio
-
-        record = asyncio.run(check_health(settings))
-        click.echo(f"worker health: {record or 'no record lately'}")
-        sys.exit(0 if record else 1)
+    options = worker_options(settings)
     configure_logging(settings.log_level, settings.log_format)
     uvloop.install()
+    process = BridgeWorker(**options)
     try:
-        BridgeWorker(**worker_options(settings)).run()
+        process.run()
     except LayoutError as exc:
-        _fail(str(exc))
+        exit_with_config_error(str(exc), "worker")
+    sys.exit(process.exit_code())
 
 
 @main.command()
 @click.option("--role", type=click.Choice(["api", "worker", "simulator"]), help="Default: this container's.")
 @click.option("--port", type=int, help="Port of the API or simulator. Default: from the container's command.")
 def healthcheck(role: str | None, port: int | None) -> None:
-    """Check the bridge process this container runs (the image's HEALTHCHECK); exit 0 when healthy."""
-    from bridge.healthcheck import check, main_command, role_of
+    """Check the bridge process this container runs (the image's HEALTHCHECK): one line,
+    `healthy: ...` and exit 0, or `unhealthy: <reason>` and exit 1."""
+    from bridge.healthcheck import check, main_command, report, role_of
 
     detected, detected_port = role_of(main_command())
-    chosen = role or detected
-    try:
-        healthy, why = check(chosen, port if port is not None else detected_port)  # type: ignore[arg-type]
-    except ConfigError as exc:
-        _fail(str(exc))
-    click.echo(("healthy: " if healthy else "unhealthy: ") + why)
-    sys.exit(0 if healthy else 1)
+    report(check(role or detected, port if port is not None else detected_port))  # type: ignore[arg-type]
 
 
 @main.command()
@@ -155,7 +168,7 @@ def migrate(check: bool) -> None:
     from bridge.redis_url import connect
     from bridge.store.layout import LAYOUT_VERSION, LayoutError, migrate, stored_version
 
-    settings = _settings()
+    settings = load_settings()
 
     async def run() -> int:
         redis = connect(settings.redis_url)
@@ -173,7 +186,7 @@ def migrate(check: bool) -> None:
     try:
         sys.exit(asyncio.run(run()))
     except LayoutError as exc:
-        _fail(str(exc))
+        exit_with_config_error(str(exc), "migrate")
 
 
 @main.command("config-reference")

@@ -36,6 +36,10 @@ WORKER_EXIT_MARGIN_S: Final = 10.0
 """After its drain, a worker has this long to cancel, hand back and disconnect; then it exits anyway.
 So a worker is gone ``BRIDGE_WORKER_DRAIN_S`` + this after SIGTERM: set Kubernetes'
 ``terminationGracePeriodSeconds`` above that sum."""
+WORKER_HEALTH_INTERVAL_S: Final = 30
+"""How often a worker writes its health record in Redis (``bridge worker --check``, the image's
+``HEALTHCHECK`` and ``arq --check`` read it); the record expires one second later, so a check fails
+once a worker has been stuck that long."""
 MPC_RETRY_AFTER_MAX_S: Final = 600.0
 """The longest ``Retry-After`` from MPC honoured as given: a longer one pauses the club this long."""
 SLACK_POST_INTERVAL_S: Final = 1.0

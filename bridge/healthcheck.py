@@ -1,12 +1,19 @@
-"""``bridge healthcheck``: the image's ``HEALTHCHECK``, whatever the container runs.
+"""Health checks: ``bridge healthcheck`` (the image's ``HEALTHCHECK``) and ``bridge worker --check``.
 
 One image runs the API, a worker or the simulator, and Docker has one ``HEALTHCHECK`` per image,
 so the check finds out what this container runs from its main command (``/proc/1/cmdline``: PID 1
 is ``tini``, which names the command after ``--``) and checks that:
 
 - API: ``GET /livez`` on its port answers 200;
-- worker: its health key in Redis is fresh (:func:`bridge.worker.settings.check_health`);
+- worker: this host's health record in Redis is there and fresh (arq writes it every
+  :data:`~bridge.config.WORKER_HEALTH_INTERVAL_S` seconds; ``bridge worker --check`` is this check);
 - simulator: ``GET /_control/health`` answers 200.
+
+Every check answers with one line, ``healthy: ...`` (exit 0) or ``unhealthy: <reason>`` (exit 1),
+and never with a traceback: Docker keeps that output in the container's health log, where an
+operator looks. Each check ends within :data:`CHECK_TIMEOUT_S`, well inside the image's
+``HEALTHCHECK --timeout`` and the Kubernetes probes' ``timeoutSeconds``. A configuration error
+(say, a malformed ``BRIDGE_REDIS_URL``) is not a verdict: it ends the command with exit code 2.
 
 Kubernetes ignores ``HEALTHCHECK``; its probes are in ``deploy/kubernetes``.
 """
@@ -14,18 +21,55 @@ Kubernetes ignores ``HEALTHCHECK``; its probes are in ``deploy/kubernetes``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import os
-import urllib.request
+import socket
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NoReturn
+
+from redis.exceptions import RedisError
+
+from bridge.config import WORKER_HEALTH_INTERVAL_S, ConfigError, Settings, load_settings
+from bridge.exits import EXIT_FAILURE, EXIT_OK, one_line
+from bridge.redis_url import connect, parse_redis_url
+from bridge.store import keys
 
 Role = Literal["api", "worker", "simulator"]
 ROLES: Final[tuple[Role, ...]] = ("api", "worker", "simulator")
 DEFAULT_PORTS: Final[dict[Role, int]] = {"api": 8080, "worker": 0, "simulator": 8081}
 """The ports the image's commands listen on unless told otherwise (``bridge api``'s default is 8080)."""
 HTTP_TIMEOUT_S: Final = 3.0
+CHECK_TIMEOUT_S: Final = 5.0
+"""Longest a worker check waits for Redis (connecting and retrying included)."""
+CLOSE_TIMEOUT_S: Final = 1.0
 MAIN_COMMAND: Final = Path("/proc/1/cmdline")
+STALE_AFTER_S: Final = WORKER_HEALTH_INTERVAL_S + 5
+"""A health record older than this is stale: its worker has stopped writing it. arq lets the
+record expire after the interval + 1 s, so an older one was written by a worker that records
+less often, or survived with its key; the margin covers the job loop's own delay."""
+RECORD_TIME_FORMAT: Final = "%b-%d %H:%M:%S"
+"""How arq's health record starts: ``Dec-04 18:31:02 j_complete=3 j_failed=0 ...`` (local time)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    healthy: bool
+    reason: str
+
+    def line(self) -> str:
+        return ("healthy: " if self.healthy else "unhealthy: ") + one_line(self.reason)
+
+
+def report(verdict: Verdict) -> NoReturn:
+    """Print the verdict's one line and exit 0 (healthy) or 1."""
+    sys.stdout.write(verdict.line() + "\n")
+    sys.stdout.flush()
+    raise SystemExit(EXIT_OK if verdict.healthy else EXIT_FAILURE)
 
 
 def role_of(argv: Sequence[str]) -> tuple[Role, int]:
@@ -67,24 +111,85 @@ def main_command() -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
-def http_ok(url: str) -> bool:
+def check(role: Role, port: int = 0, settings: Settings | None = None) -> Verdict:
+    """Run the check for ``role`` (the worker's with ``settings``, else those of the environment).
+    Raises only :class:`~bridge.config.ConfigError`."""
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as answer:  # noqa: S310 - loopback URL we built
-            return bool(answer.status == 200)
-    except OSError:
-        return False
+        if role == "api":
+            return http_verdict("api", port, "/livez")
+        if role == "simulator":
+            return http_verdict("simulator", port, "/_control/health")
+        return worker_verdict(settings or load_settings())
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a health check answers with a verdict, never a traceback
+        return Verdict(False, f"the {role} check failed: {type(exc).__name__}: {exc}")
 
 
-def check(role: Role, port: int) -> tuple[bool, str]:
-    """Run the check for ``role``; returns (healthy, one line saying why)."""
-    if role == "api":
-        url = f"http://127.0.0.1:{port}/livez"
-        return http_ok(url), f"api {url}"
-    if role == "simulator":
-        url = f"http://127.0.0.1:{port}/_control/health"
-        return http_ok(url), f"simulator {url}"
-    from bridge.config import load_settings
-    from bridge.worker.settings import check_health
+def http_verdict(name: str, port: int, path: str, *, timeout_s: float = HTTP_TIMEOUT_S) -> Verdict:
+    """``GET http://127.0.0.1:port/path`` answers 200 within ``timeout_s`` (no proxy, no redirect)."""
+    url = f"http://127.0.0.1:{port}{path}"
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        connection.request("GET", path, headers={"User-Agent": "bridge-healthcheck"})
+        status = connection.getresponse().status
+    except TimeoutError:
+        return Verdict(False, f"{name} {url} did not answer within {timeout_s:g} s")
+    except ConnectionRefusedError:
+        return Verdict(False, f"{name} {url} is not answering (connection refused)")
+    except (OSError, http.client.HTTPException) as exc:
+        return Verdict(False, f"{name} {url} gave no HTTP answer ({type(exc).__name__}: {exc})")
+    finally:
+        connection.close()
+    if status == 200:
+        return Verdict(True, f"{name} {url} answered 200")
+    return Verdict(False, f"{name} {url} answered {status}")
 
-    record = asyncio.run(check_health(load_settings()))
-    return record is not None, f"worker health record: {record or 'none recorded lately'}"
+
+def worker_verdict(settings: Settings, host: str | None = None, *, now: datetime | None = None) -> Verdict:
+    """This host's worker wrote its health record lately (``bridge worker --check``)."""
+    return asyncio.run(_worker_verdict(settings, host or socket.gethostname(), now))
+
+
+async def _worker_verdict(settings: Settings, host: str, now: datetime | None) -> Verdict:
+    target = parse_redis_url(settings.redis_url)
+    where = f"redis {target.redacted()}"
+    client = connect(target)
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            record = await client.get(keys.worker_health(host))
+    except TimeoutError:
+        return Verdict(False, f"{where} did not answer within {CHECK_TIMEOUT_S:g} s")
+    except (RedisError, OSError) as exc:
+        return Verdict(False, f"{where} is unreachable: {exc}")
+    finally:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await client.aclose()
+    if record is None:
+        return Verdict(
+            False,
+            f"no health record from worker {host} (a worker writes one every {WORKER_HEALTH_INTERVAL_S} s)",
+        )
+    text = record.decode(errors="replace")
+    written = record_time(text, now or datetime.now())
+    if written is None:
+        return Verdict(False, f"health record of worker {host} has no readable time: {text[:80]!r}")
+    age = ((now or datetime.now()) - written).total_seconds()
+    if age > STALE_AFTER_S:
+        return Verdict(False, f"health record of worker {host} is stale ({age:.0f} s old): {text}")
+    return Verdict(True, f"worker {host}: {text}")
+
+
+def record_time(record: str, now: datetime) -> datetime | None:
+    """When arq wrote ``record`` (its time has no year: the latest such time not after ``now``,
+    with a minute's leeway for clocks), or ``None`` when it does not start with one."""
+    stamp = record[: len("Dec-04 18:31:02")]
+    for year in (now.year, now.year - 1):
+        try:
+            written = datetime.strptime(f"{year} {stamp}", f"%Y {RECORD_TIME_FORMAT}")
+        except ValueError:
+            continue  # not a time, or Feb-29 in a year without one
+        if written <= now + timedelta(minutes=1):
+            return written
+    return None

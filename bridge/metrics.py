@@ -2,8 +2,9 @@
 
 Workers are many and short-lived (scaled on queue depth), so rather than each exposing a port,
 every worker adds its counters to one Redis hash every :data:`FLUSH_EVERY_S` seconds and the
-API's ``/metrics`` renders that hash in the Prometheus text format, next to its own HTTP metrics
-and gauges read from Redis at scrape time. The worker counters are therefore totals over all
+API's ``/metrics`` exports that hash (:class:`SharedMetrics`), next to its own HTTP metrics and
+gauges read from Redis at scrape time, in the format the scraper asks for (Prometheus text or
+OpenMetrics). The worker counters are therefore totals over all
 workers (and survive worker restarts); with several API replicas every replica exports the same
 totals — aggregate them with ``max``, not ``sum``.
 
@@ -16,11 +17,14 @@ import asyncio
 import bisect
 import contextlib
 import math
+import re
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Final, get_args
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from bridge.core.model import EVENT_TYPES, FailureKind
@@ -145,12 +149,8 @@ class WorkerMetrics:
                 await self.flush(redis)
 
 
-def _family(sample: str) -> str:
-    name = sample.split("{", 1)[0]
-    for suffix in ("_bucket", "_sum", "_count"):
-        if name.endswith(suffix) and name[: -len(suffix)].removeprefix(PREFIX) in HELP:
-            return name[: -len(suffix)]
-    return name
+SAMPLE: Final = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?")
+LABEL: Final = re.compile(r'(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"')
 
 
 def _number(value: float) -> str:
@@ -159,23 +159,68 @@ def _number(value: float) -> str:
     return str(int(value)) if value == int(value) else repr(value)
 
 
-def render_shared(samples: dict[str, float], gauges: dict[str, tuple[str, float]]) -> str:
-    """Prometheus text for the workers' totals and the gauges read at scrape time.
+def _parse_sample(sample: str) -> tuple[str, dict[str, str]] | None:
+    """``bridge_polls_total{outcome="ok"}`` → ("bridge_polls_total", {"outcome": "ok"})."""
+    match = SAMPLE.fullmatch(sample)
+    if match is None:
+        return None
+    labels = {m.group("name"): m.group("value") for m in LABEL.finditer(match.group("labels") or "")}
+    return match.group("name"), labels
 
-    ``gauges`` maps a name (without prefix) to (help, value).
+
+class SharedMetrics(Collector):
+    """The workers' totals (the shared hash) and the gauges read at scrape time, as metric families
+    that ``prometheus_client`` renders in either exposition format.
+
+    ``gauges`` maps a name (without prefix) to (help, value). Samples of names this version does
+    not know (written by another version of the workers) are left out.
     """
-    families: dict[str, list[str]] = defaultdict(list)
-    for sample, value in sorted(samples.items()):
-        families[_family(sample)].append(f"{sample} {_number(value)}")
-    lines: list[str] = []
-    for name, (kind, text) in HELP.items():
-        full = PREFIX + name
-        lines += [f"# HELP {full} {text}", f"# TYPE {full} {kind}"]
-        lines += families.get(full, [])
-    for name, (text, value) in gauges.items():
-        full = PREFIX + name
-        lines += [f"# HELP {full} {text}", f"# TYPE {full} gauge", f"{full} {_number(value)}"]
-    return "\n".join(lines) + "\n"
+
+    def __init__(self, samples: dict[str, float], gauges: dict[str, tuple[str, float]]) -> None:
+        self._samples = samples
+        self._gauges = gauges
+
+    def collect(self) -> Iterator[Metric]:
+        parsed: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+        for sample, value in sorted(self._samples.items()):
+            found = _parse_sample(sample)
+            if found is not None:
+                parsed[found[0]].append((found[1], value))
+        for name, (kind, text) in HELP.items():
+            full = PREFIX + name
+            if kind == "histogram":
+                yield self._histogram(full, text, parsed)
+                continue
+            rows = parsed.get(full, [])
+            label_names = list(rows[0][0]) if rows else []
+            family = CounterMetricFamily(full, text, labels=label_names)
+            for labels, value in rows:
+                if set(labels) == set(label_names):
+                    family.add_metric([labels[n] for n in label_names], value)
+            yield family
+        for name, (text, value) in self._gauges.items():
+            yield GaugeMetricFamily(PREFIX + name, text, value=value)
+
+    @staticmethod
+    def _histogram(
+        full: str, text: str, parsed: dict[str, list[tuple[dict[str, str], float]]]
+    ) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(full, text, labels=["endpoint"])
+        buckets: dict[str, dict[float, float]] = defaultdict(dict)
+        for labels, value in parsed.get(f"{full}_bucket", []):
+            with contextlib.suppress(KeyError, ValueError):
+                buckets[labels["endpoint"]][float(labels["le"])] = value
+        sums = {labels.get("endpoint"): value for labels, value in parsed.get(f"{full}_sum", [])}
+        for endpoint in sorted(buckets):
+            # A flush leaves out the lowest buckets while they are empty: they count 0.
+            stored = buckets[endpoint]
+            cumulative = 0.0
+            rows: list[tuple[str, float]] = []
+            for bound in (*LATENCY_BUCKETS_S, math.inf):
+                cumulative = max(cumulative, stored.get(bound, 0.0))
+                rows.append(("+Inf" if math.isinf(bound) else repr(float(bound)), cumulative))  # canonical
+            family.add_metric([endpoint], rows, sum_value=sums.get(endpoint, 0.0))
+        return family
 
 
 async def read_shared(redis: Any) -> dict[str, float]:

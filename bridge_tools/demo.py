@@ -346,7 +346,11 @@ def run_demo(
 @click.command("demo")
 @click.option("--keep-logs", is_flag=True, help="Keep the processes' log files after the demo.")
 @click.option(
-    "--time-scale", default=1.0, show_default=True, type=float, help="Speed of the simulated import."
+    "--time-scale",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Speed of the simulated import.",
 )
 def demo_command(keep_logs: bool, time_scale: float) -> None:
     """Watch a simulated import end to end: Redis, simulator, API and worker on this machine."""

@@ -1,26 +1,24 @@
 """``arq workers.settings.WorkerSettings``: a worker configured from ``BRIDGE_*`` variables.
 
-A wrong variable stops the process here, before arq starts, with one line naming it.
+A wrong or missing variable stops the process here, before arq starts, with one line naming it
+and exit code 2 (as every ``bridge`` command does).
 """
 
 from __future__ import annotations
 
-import sys
-
 import uvloop
 
-from bridge.config import ConfigError, load_settings
+from bridge.config import load_settings
+from bridge.exits import config_errors_exit
 from bridge.logs import configure_logging
 from bridge.wiring import worker_options
 
-try:
+with config_errors_exit("worker"):
     _settings = load_settings()
-except ConfigError as exc:
-    sys.stderr.write(f"mpc-import-bridge worker: {exc}\n")
-    raise SystemExit(2) from None
+    _options = worker_options(_settings)
 
 configure_logging(_settings.log_level, _settings.log_format)
 uvloop.install()
 
-WorkerSettings = type("WorkerSettings", (), worker_options(_settings))
+WorkerSettings = type("WorkerSettings", (), _options)
 """The class arq reads its options from (attributes: see :func:`bridge.worker.settings.arq_options`)."""

@@ -157,6 +157,8 @@ def openapi_config() -> OpenAPIConfig:
             'BRIDGE_API_KEYS); every error is `{"error": {"code", "message", "details"}}`.'
         ),
         path=SCHEMA_PATH,
+        # Invented examples need polyfactory and faker, which the image leaves out (see Dockerfile).
+        create_examples=False,
         components=Components(
             security_schemes={
                 SECURITY_SCHEME: SecurityScheme(

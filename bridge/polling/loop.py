@@ -147,9 +147,10 @@ class Poller:
 
         task.add_done_callback(done)
 
-    async def stop(self, drain_s: float) -> None:
+    async def stop(self, drain_s: float) -> list[str]:
         """Stop claiming; let running polls finish for ``drain_s``, then hand the rest back
-        (with the claimed ones not started yet)."""
+        (with the claimed ones not started yet). Returns the imports whose polls the deadline cut
+        short: empty after a clean drain."""
         self._stopping = True
         self._wake.set()
         unstarted = [tracker.tid for tracker in self._ready]
@@ -158,7 +159,8 @@ class Poller:
         pending: set[asyncio.Task[None]] = set()
         if running:
             _, pending = await asyncio.wait(running, timeout=drain_s)
-        left = unstarted + [tid for tid, task in self._tasks.items() if task in pending]
+        cut_short = [tid for tid, task in self._tasks.items() if task in pending]
+        left = unstarted + cut_short
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -166,6 +168,7 @@ class Poller:
             with contextlib.suppress(RedisError, OSError):
                 released = await self._store.release(left, self._clock())
                 self._log.info("poller stopped", finished=len(running) - len(pending), handed_back=released)
+        return cut_short
 
     # ------------------------------------------------------------------ one import
 

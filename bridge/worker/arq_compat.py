@@ -11,7 +11,8 @@ module was written against, so an upgrade comes with a read of what is below.
   poll loop stops claiming at the signal), ``main`` (wait for Redis at start),
   ``_poll_iteration`` (a Redis outage makes the job loop wait, not crash), ``start_jobs`` (one Lua
   claim per job, ``lua/arq_claim_job.lua``, using ``sem``, ``job_counter``, ``tasks``,
-  ``in_progress_timeout_s``, ``run_job`` and ``_release_sem_dec_counter_on_complete``) and
+  ``in_progress_timeout_s``, ``run_job`` and ``_release_sem_dec_counter_on_complete``),
+  ``_sleep_until_tasks_complete`` (the jobs still running when the drain window ends) and
   ``close`` (a Redis error while stopping).
 """
 
@@ -32,6 +33,7 @@ from redis.exceptions import RedisError
 
 from bridge.config import WORKER_EXIT_MARGIN_S
 from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob, job_id
+from bridge.exits import EXIT_DRAIN_CUT_SHORT, EXIT_FAILURE, EXIT_OK, EXIT_STOP_TIMEOUT
 from bridge.logs import get_logger
 from bridge.redis_url import outage_wait_s
 from bridge.store import keys, scripts
@@ -40,8 +42,8 @@ ARQ_VERSION: Final = "0.28.0"
 """The arq release whose internals this module was written against (and tested with)."""
 JOB_EXPIRES_S: Final = 7 * 86_400
 """arq drops a job not started within this long; the sweeper re-creates it from the outbox."""
-EXIT_STOP_TIMEOUT: Final = 75
-"""Exit code of a worker that had to be stopped by its own watchdog (not a clean stop)."""
+LEFT_LOGGED_MAX: Final = 20
+"""Ids of cut-short polls and jobs named in the ``drain cut short`` log line (the counts are all)."""
 
 log = get_logger("bridge.worker")
 
@@ -91,6 +93,8 @@ class BridgeWorker(Worker):
     - A Redis outage (failover, restart) makes the job loop wait and retry instead of crashing,
       and a worker started while Redis is down waits for it instead of exiting (which would
       crash-loop it under an orchestrator's growing back-off long after Redis is back).
+    - :meth:`exit_code` says how the stop went: 0 when everything drained, 3 when the deadline
+      cut polls or delivery jobs short (logged as ``drain cut short``, with what was left).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -99,10 +103,25 @@ class BridgeWorker(Worker):
         self._watchdog: threading.Timer | None = None
         self._claim_job: Any = None
         """``lua/arq_claim_job.lua``, registered on the pool at the first claim."""
+        self._jobs_cut_short: list[str] = []
+        self._handed_back = True
+        """False when Redis was gone while stopping: what ran comes back only when its lease ends."""
+        self._cut_short = False
 
     def handle_sig(self, signum: signal.Signals) -> None:
         self._stop_polling()
+        # No drain window for jobs (BRIDGE_WORKER_DRAIN_S=0): arq cancels the running ones now.
+        self._jobs_cut_short = [jid for jid, task in self.tasks.items() if not task.done()]
         super().handle_sig(signum)
+
+    async def _sleep_until_tasks_complete(self) -> None:
+        # arq waits for this within the drain window and cancels it at the window's end, before it
+        # cancels the jobs still running (they stay queued and run again).
+        try:
+            await super()._sleep_until_tasks_complete()
+        except asyncio.CancelledError:
+            self._jobs_cut_short = [jid for jid, task in self.tasks.items() if not task.done()]
+            raise
 
     def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
         self._stop_polling()
@@ -188,12 +207,39 @@ class BridgeWorker(Worker):
             # arq stops at its first Redis error, before on_shutdown: stop the poll loop and close
             # the MPC client anyway. What could not be handed back comes back when its lease ends.
             log.warning("redis unreachable while stopping; leases hand back the rest", error=repr(exc))
+            self._handed_back = False
             runtime = self.ctx.get("runtime")
             if runtime is not None:
                 await runtime.close()
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
+            self._report_stop()
+
+    def _report_stop(self) -> None:
+        runtime = self.ctx.get("runtime")
+        polls: list[str] = runtime.polls_cut_short() if runtime is not None else []
+        jobs = self._jobs_cut_short
+        if not (polls or jobs or not self._handed_back):
+            return
+        self._cut_short = True
+        log.error(
+            "drain cut short",
+            drain_s=runtime.settings.worker_drain_s if runtime is not None else None,
+            polls_cut_short=len(polls),
+            imports=polls[:LEFT_LOGGED_MAX],
+            jobs_cut_short=len(jobs),
+            jobs=jobs[:LEFT_LOGGED_MAX],
+            handed_back=self._handed_back,
+            exit_code=EXIT_DRAIN_CUT_SHORT,
+        )
+
+    def exit_code(self) -> int:
+        """The process's exit code once :meth:`run` returned (see :mod:`bridge.exits`)."""
+        runtime = self.ctx.get("runtime")
+        if runtime is not None and runtime.failed:
+            return EXIT_FAILURE
+        return EXIT_DRAIN_CUT_SHORT if self._cut_short else EXIT_OK
 
 
 def _exit_now() -> None:

@@ -66,7 +66,9 @@ class Runtime:
         self._closers = closers
         """Closes the clients the wiring opened for this runtime (HTTP sessions and the like)."""
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopping: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Task[list[str]] | None = None
+        self.failed = False
+        """The poll loop ended by itself (an error): the worker stops, and must not exit 0."""
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -79,15 +81,23 @@ class Runtime:
         # A worker that no longer polls must not look healthy: stop it, and let the orchestrator
         # start a fresh one (its imports are handed back or their leases run out).
         log.error("poll loop ended unexpectedly; stopping the worker", error=repr(task.exception()))
+        self.failed = True
         os.kill(os.getpid(), signal.SIGTERM)
 
-    def begin_stop(self) -> asyncio.Task[None]:
+    def begin_stop(self) -> asyncio.Task[list[str]]:
         """Stop claiming imports now; running polls drain in the background (idempotent)."""
         if self._stopping is None:
             self._stopping = asyncio.get_running_loop().create_task(
                 self.poller.stop(self.settings.worker_drain_s)
             )
         return self._stopping
+
+    def polls_cut_short(self) -> list[str]:
+        """The imports whose polls the drain's deadline cut short (handed back to be polled again)."""
+        stopping = self._stopping
+        if stopping is None or not stopping.done() or stopping.cancelled() or stopping.exception():
+            return []
+        return stopping.result()
 
     async def check_notifiers(self) -> None:
         """Let notifiers that can check their credentials do so (logged, never fatal)."""

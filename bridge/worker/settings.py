@@ -1,4 +1,5 @@
-"""A worker's arq options, from :class:`~bridge.config.Settings`, and its health record.
+"""A worker's arq options, from :class:`~bridge.config.Settings`, and its health record's key
+(:mod:`bridge.healthcheck` reads the record).
 
 ``workers.settings.WorkerSettings`` (for ``arq``) and ``bridge worker`` both get their options
 from :func:`bridge.wiring.worker_options`, which calls :func:`arq_options` here.
@@ -11,7 +12,7 @@ from typing import Any, Final
 
 from arq import cron, func
 
-from bridge.config import Settings
+from bridge.config import WORKER_HEALTH_INTERVAL_S, Settings
 from bridge.core.codec import deserialize_job, serialize_job
 from bridge.delivery.model import DELIVER_FUNCTION
 from bridge.delivery.service import IN_FLIGHT_GRACE_S
@@ -22,9 +23,6 @@ from bridge.worker.runtime import BuildRuntime, deliver, shutdown, startup, swee
 DELIVERY_MAX_TRIES: Final = 50
 """A ceiling far above any notifier's own schedule: notifiers decide when to give up."""
 SWEEP_EVERY_S: Final = 10
-HEALTH_CHECK_INTERVAL_S: Final = 30
-"""How often a worker records its health key (``bridge worker --check`` / ``arq --check`` read it);
-the key lives one second longer, so a check fails when a worker has been stuck for that long."""
 
 
 def health_check_key(host: str | None = None) -> str:
@@ -81,18 +79,8 @@ def arq_options(settings: Settings, build_runtime: BuildRuntime) -> dict[str, An
         "max_jobs": settings.worker_max_jobs,
         # The drain ends with the grace a cancelled delivery gets to finish its send in flight.
         "job_completion_wait": settings.worker_drain_s - in_flight_grace(settings),
-        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        "health_check_interval": WORKER_HEALTH_INTERVAL_S,
         "health_check_key": health_check_key(),
         "keep_result": 0,
         "handle_signals": True,
     }
-
-
-async def check_health(settings: Settings, host: str | None = None) -> str | None:
-    """This host's last health record, or ``None`` when its worker has not recorded one lately."""
-    client = connect(settings.redis_url)
-    try:
-        value = await client.get(health_check_key(host))
-    finally:
-        await client.aclose()
-    return value.decode() if value is not None else None

@@ -298,38 +298,119 @@ def test_credentials_for_a_bad_slug_are_refused(client: TestClient[Any]) -> None
     assert response.status_code == 422
 
 
-async def test_metrics_export_http_worker_totals_and_gauges(client: TestClient[Any], redis: Any) -> None:
+def samples_of(families: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {(s.name, frozenset(s.labels.items())): s.value for f in families for s in f.samples}
+
+
+def sample(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return name, frozenset(labels.items())
+
+
+async def _worker_counts(redis: Any) -> None:
     from bridge.metrics import WorkerMetrics
 
-    client.get("/v1/watches", headers=AUTH)
-    client.post("/v1/watches", json=WATCH, headers=AUTH)
     worker = WorkerMetrics()
     worker.poll("ok")
     worker.poll("timeout")
     worker.upstream("bulk", "ok", 0.02)
+    worker.upstream("bulk", "ok", 3.0)
     worker.event("bulk.started")
     worker.delivery("log", "delivered")
     await worker.flush(redis)
+
+
+PROMETHEUS_3_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,"
+    "text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+)
+"""What Prometheus 3 sends when it scrapes."""
+
+
+async def test_metrics_export_http_worker_totals_and_gauges(client: TestClient[Any], redis: Any) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client.get("/v1/watches", headers=AUTH)
+    client.post("/v1/watches", json=WATCH, headers=AUTH)
+    await _worker_counts(redis)
     response = client.get("/metrics")
-    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-    text = response.text
-    assert 'bridge_polls_total{outcome="ok"} 1' in text
-    assert 'bridge_polls_total{outcome="timeout"} 1' in text
-    assert 'bridge_upstream_request_duration_seconds_bucket{endpoint="bulk",le="0.025"} 1' in text
-    assert 'bridge_events_total{type="bulk.started"} 1' in text
-    assert 'bridge_deliveries_total{sink="log",outcome="delivered"} 1' in text
-    assert "bridge_active_watches 1" in text
-    assert "bridge_queue_depth 0" in text
-    assert 'path="/v1/watches"' in text and "bridge_requests_total" in text
-    assert "wch_" not in text  # no per-watch labels
+    assert response.status_code == 200
+    # The Prometheus text format, named once (a second charset was appended before).
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    found = samples_of(text_string_to_metric_families(response.text))
+    assert found[sample("bridge_polls_total", outcome="ok")] == 1
+    assert found[sample("bridge_polls_total", outcome="timeout")] == 1
+    bucket = "bridge_upstream_request_duration_seconds_bucket"
+    assert found[sample(bucket, endpoint="bulk", le="0.005")] == 0  # lower buckets are there, empty
+    assert found[sample(bucket, endpoint="bulk", le="0.025")] == 1
+    assert found[sample(bucket, endpoint="bulk", le="5.0")] == 2
+    assert found[sample(bucket, endpoint="bulk", le="+Inf")] == 2
+    assert found[sample("bridge_upstream_request_duration_seconds_count", endpoint="bulk")] == 2
+    assert found[sample("bridge_upstream_request_duration_seconds_sum", endpoint="bulk")] == pytest.approx(
+        3.02
+    )
+    assert found[sample("bridge_events_total", type="bulk.started")] == 1
+    assert found[sample("bridge_deliveries_total", sink="log", outcome="delivered")] == 1
+    assert found[sample("bridge_active_watches")] == 1
+    assert found[sample("bridge_queue_depth")] == 0
+    assert any(
+        name == "bridge_requests_total" and ("path", "/v1/watches") in labels for name, labels in found
+    )
+    assert "wch_" not in response.text  # no per-watch labels
 
 
 def test_the_metrics_text_parses_as_prometheus_exposition(client: TestClient[Any]) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     client.get("/livez")
-    families = {f.name for f in text_string_to_metric_families(client.get("/metrics").text)}
-    assert {"bridge_polls", "bridge_outbox_depth", "bridge_upstream_request_duration_seconds"} <= families
+    families = {f.name: f.type for f in text_string_to_metric_families(client.get("/metrics").text)}
+    assert families["bridge_polls"] == "counter"
+    assert families["bridge_outbox_depth"] == "gauge"
+    assert families["bridge_upstream_request_duration_seconds"] == "histogram"
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [PROMETHEUS_3_ACCEPT, "application/openmetrics-text; version=1.0.0", "application/openmetrics-text"],
+)
+async def test_openmetrics_is_served_when_the_scraper_asks_for_it(
+    client: TestClient[Any], redis: Any, accept: str
+) -> None:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    client.get("/livez")
+    await _worker_counts(redis)
+    response = client.get("/metrics", headers={"Accept": accept})
+    assert response.status_code == 200
+    content_type = response.headers["content-type"]
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    assert content_type.count("charset") == 1
+    assert response.text.endswith("# EOF\n") and response.text.count("# EOF") == 1
+    # The OpenMetrics parser is strict: one EOF, counters as _total, cumulative buckets, +Inf.
+    families = list(text_string_to_metric_families(response.text))  # type: ignore[no-untyped-call]
+    types = {f.name: f.type for f in families}
+    assert types["bridge_polls"] == "counter" and types["bridge_queue_depth"] == "gauge"
+    assert types["bridge_upstream_request_duration_seconds"] == "histogram"
+    found = samples_of(families)
+    assert found[sample("bridge_polls_total", outcome="ok")] == 1
+    assert found[sample("bridge_upstream_request_duration_seconds_bucket", endpoint="bulk", le="+Inf")] == 2
+
+
+def test_metrics_without_redis_still_parse(redis_url: str) -> None:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    settings = load_settings(
+        {
+            "BRIDGE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "BRIDGE_API_KEYS": KEY,
+            "BRIDGE_SECRET_KEY": SECRET_KEY,
+        }
+    )
+    with TestClient(create_app(settings)) as test_client:
+        response = test_client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert response.status_code == 200
+    names = {f.name for f in text_string_to_metric_families(response.text)}  # type: ignore[no-untyped-call]
+    assert "bridge_requests" in names and "bridge_polls" not in names
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])

@@ -2,13 +2,18 @@
 
 What an orchestrator relies on: a worker stops taking work at once, lets what runs finish within
 BRIDGE_WORKER_DRAIN_S, hands the rest back and is gone within the drain plus its margin even when
-Redis is gone; the API lets requests in flight finish and takes no new connection.
+Redis is gone; the API lets requests in flight finish and takes no new connection. The exit code
+says how it went: 0 after a clean drain, 3 when the deadline cut work short (logged with what was
+left), 75 when a worker's own watchdog had to end it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,14 +27,19 @@ from redis.asyncio import Redis
 
 from bridge.config import WORKER_EXIT_MARGIN_S
 from bridge.core.model import WatchSpec
+from bridge.exits import EXIT_DRAIN_CUT_SHORT, EXIT_FAILURE, EXIT_OK, EXIT_STOP_TIMEOUT
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
-from bridge.worker.arq_compat import EXIT_STOP_TIMEOUT
+from bridge.webhooks.model import destination
+from bridge.worker.arq_compat import ArqQueue
 from bridge.worker.settings import health_check_key
 from bridge_tools.processes import LOOPBACK, Process, free_port, redis_server
+from bridge_tools.webhook_receiver import Reply, WebhookReceiver
 from mpc_simulator import RunningSimulator, SimulatorControl
 from tests.integration.conftest import API_KEY, SLUG, eventually
+from tests.integration.test_webhook_worker import queue
 from tests.integration.test_worker_process import worker_env
+from tests.integration.webhooks_helpers import FERNET_KEY, LOOPBACK_NET, Webhooks, make_event
 
 pytestmark = pytest.mark.slow
 
@@ -118,13 +128,14 @@ async def test_a_worker_finishes_the_poll_in_flight_and_claims_nothing_after_sig
 @pytest.mark.parametrize(
     ("how", "exit_codes"),
     [
-        # Refused connections: the stop cannot hand back, says so and exits cleanly.
-        ("killed", {0}),
+        # Refused connections: the stop cannot hand back, says so and exits with the drain cut short.
+        ("killed", {EXIT_DRAIN_CUT_SHORT}),
         # A Redis that hangs (stopped, connections open): the watchdog ends the process, unless
         # the call the stop is waiting on times out first (5 s socket timeout, no retry left) and
-        # it exits cleanly. Which one depends on where the stop was when Redis stopped answering;
-        # either way it is gone within the drain and the margin, which is the promise.
-        ("hung", {0, EXIT_STOP_TIMEOUT}),
+        # it ends the stop itself. Which one depends on where the stop was when Redis stopped
+        # answering; either way it is gone within the drain and the margin, which is the promise,
+        # and its exit code says the stop was not clean.
+        ("hung", {EXIT_DRAIN_CUT_SHORT, EXIT_STOP_TIMEOUT}),
     ],
 )
 async def test_a_worker_exits_within_its_drain_and_margin_when_redis_is_gone(
@@ -196,8 +207,109 @@ async def test_the_api_finishes_requests_in_flight_and_takes_no_new_connection(
 
     assert answer.status_code == 200, answer.text
     assert answer.json()["items"] == []
-    assert code in (0, -signal.SIGTERM), api.output()[-3000:]  # uvicorn re-raises the signal it handled
+    # A clean drain exits 0 (uvicorn alone raises the signal again: -15 here, 143 under tini).
+    assert code == EXIT_OK, api.output()[-3000:]
     assert took < 5
+    assert "drain cut short" not in api.output()
+
+
+async def test_an_api_whose_drain_is_cut_short_exits_3_and_logs_what_was_cancelled(
+    redis: Redis, redis_url: str, tmp_path: Path, processes: list[Process]
+) -> None:
+    env = worker_env(redis_url, "http://127.0.0.1:9") | {"BRIDGE_API_DRAIN_S": "1"}
+    port = free_port()
+    api = Process(
+        [sys.executable, "-m", "bridge", "api", "--host", LOOPBACK, "--port", str(port)],
+        tmp_path / "api.log",
+        env,
+    ).start()
+    processes.append(api)
+    base = f"http://{LOOPBACK}:{port}"
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+
+        async def up() -> bool:
+            try:
+                return (await http.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(up, 30, "the API")
+        # Redis holds every command for 4 s: the request outlives the 1 s drain.
+        await redis.client_pause(4000, all=True)
+        in_flight = asyncio.create_task(http.get("/v1/watches", timeout=10))
+        await asyncio.sleep(0.3)
+        code, took = await asyncio.to_thread(wait_exit, api, 10)
+        with contextlib.suppress(httpx.HTTPError):
+            await in_flight
+    assert code == EXIT_DRAIN_CUT_SHORT, api.output()[-3000:]
+    assert took < 3.5
+    cut = [line for line in api.output().splitlines() if "drain cut short" in line]
+    assert len(cut) == 1, api.output()[-3000:]
+    assert json.loads(cut[0])["requests_cancelled"] == 1
+
+
+async def test_a_worker_whose_poll_outlives_the_drain_exits_3_and_names_the_import(
+    redis: Redis,
+    redis_url: str,
+    simulator: RunningSimulator,
+    control: SimulatorControl,
+    tmp_path: Path,
+    processes: list[Process],
+) -> None:
+    store = RedisStore(redis, retention_s=3600)
+    slow = watch("imp-cut", "ddddd")
+    await control.put_import(SLUG, slow.import_id, [{"id": 1}])
+    await store.create_watch(slow, slow.id, 0.05)
+    env = worker_env(redis_url, simulator.url) | {
+        "BRIDGE_WORKER_DRAIN_S": "1",
+        "BRIDGE_UPSTREAM_TIMEOUT_S": "20",  # the poll hangs on MPC, not on its own timeout
+        "BRIDGE_POLL_LEASE_S": "60",  # longer than a poll can take
+    }
+    worker = Process([sys.executable, "-m", "bridge", "worker"], tmp_path / "worker.log", env).start()
+    processes.append(worker)
+    await eventually(lambda: _polled(control), 20, "the first poll")
+    await control.add_fault("hang", p=1.0, hang_s=30.0, match="imp-cut")
+    await eventually(lambda: _in_flight(redis), 10, "the poll in flight")
+    code, took = await asyncio.to_thread(wait_exit, worker, 1 + WORKER_EXIT_MARGIN_S)
+    assert code == EXIT_DRAIN_CUT_SHORT, worker.output()[-3000:]
+    assert took < 4
+    cut = [json.loads(line) for line in worker.output().splitlines() if "drain cut short" in line]
+    assert len(cut) == 1, worker.output()[-3000:]
+    assert cut[0]["polls_cut_short"] == 1 and cut[0]["imports"] == [f"{SLUG}/imp-cut"]
+    assert cut[0]["handed_back"] is True
+    # Handed back: due again now, not when its 60 s lease would have run out.
+    assert await redis.zcard(keys.INFLIGHT) == 0
+
+
+async def test_a_worker_whose_delivery_outlives_the_drain_exits_3_and_names_the_job(
+    redis: Redis, redis_url: str, tmp_path: Path, processes: list[Process]
+) -> None:
+    webhooks = Webhooks(redis)
+    async with WebhookReceiver() as receiver:
+        sid, secret = await webhooks.subscribe(receiver.url("hooks/slow"))
+        receiver.set_secrets("hooks/slow", [secret])
+        receiver.script("hooks/slow", [Reply(status=204, delay_s=20)])
+        env = worker_env(redis_url, "http://127.0.0.1:9") | {
+            "BRIDGE_SECRET_KEY": FERNET_KEY,
+            "BRIDGE_WEBHOOK_ALLOW_CIDRS": LOOPBACK_NET,
+            "BRIDGE_NOTIFY_LOG": "false",
+            "BRIDGE_WORKER_DRAIN_S": "2",
+        }
+        worker = Process([sys.executable, "-m", "bridge", "worker"], tmp_path / "worker.log", env).start()
+        processes.append(worker)
+        event = make_event()
+        await webhooks.record(event, destination(sid))
+        await ArqQueue(queue(redis)).dispatch(event.id, [destination(sid)])
+        await receiver.wait_for(1, "hooks/slow", timeout_s=20)
+        code, took = await asyncio.to_thread(wait_exit, worker, 2 + WORKER_EXIT_MARGIN_S)
+    await webhooks.close()
+    assert code == EXIT_DRAIN_CUT_SHORT, worker.output()[-3000:]
+    assert took < 5
+    cut = [json.loads(line) for line in worker.output().splitlines() if "drain cut short" in line]
+    assert len(cut) == 1, worker.output()[-3000:]
+    assert cut[0]["jobs_cut_short"] == 1 and cut[0]["polls_cut_short"] == 0
+    # The job stays queued, to run again on a worker.
+    assert len(cut[0]["jobs"]) == 1 and await redis.zscore(keys.QUEUE, cut[0]["jobs"][0]) is not None
 
 
 async def _polled(control: SimulatorControl) -> bool:
@@ -232,3 +344,22 @@ async def test_the_arq_cli_runs_the_same_worker_and_both_checks_follow_its_healt
     code, _ = await asyncio.to_thread(wait_exit, worker, 30)
     assert code == 0, worker.output()[-3000:]
     assert await asyncio.to_thread(passing) == dict.fromkeys(checks, False)
+
+
+def test_an_api_that_cannot_listen_exits_1_not_3(redis_url: str, tmp_path: Path) -> None:
+    """uvicorn's own startup failure code is 3, which here means a drain cut short."""
+    env = worker_env(redis_url, "http://127.0.0.1:9")
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "bridge", "api", "--host", LOOPBACK, "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == EXIT_FAILURE, result.stdout + result.stderr
+    assert "address already in use" in result.stdout + result.stderr

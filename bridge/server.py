@@ -8,8 +8,9 @@ signal: the process exits 0 when every request finished, and 3 (``drain cut shor
 what was cancelled) when the deadline cut some short.
 
 :class:`DrainingServer` overrides two parts of uvicorn's ``Server`` (``capture_signals`` and the
-internal ``_wait_tasks_to_complete``), written against the uvicorn pinned in pyproject.toml;
-``tests/integration/test_shutdown.py`` checks both exit codes with a real process.
+internal ``_wait_tasks_to_complete``), written against :data:`UVICORN_VERSION` (a test fails when
+another uvicorn is installed); ``tests/integration/test_shutdown.py`` checks both exit codes with a
+real process.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import uvicorn
 from uvicorn.server import HANDLED_SIGNALS
 
 from bridge.exits import EXIT_DRAIN_CUT_SHORT, EXIT_FAILURE, EXIT_OK
 from bridge.logs import get_logger
+
+UVICORN_VERSION: Final = "0.54.0"
+"""The uvicorn release whose ``Server`` internals :class:`DrainingServer` overrides."""
 
 log = get_logger("bridge.api")
 

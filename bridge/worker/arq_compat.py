@@ -1,7 +1,7 @@
 """Everything that depends on arq's internals, in one place, written against :data:`ARQ_VERSION`.
 
 arq is in maintenance mode and its internals do not change often, but they are internals: a test
-(``tests/unit/misc/test_arq_compat.py``) fails when the installed arq is not the version this
+(``tests/unit/misc/test_library_pins.py``) fails when the installed arq is not the version this
 module was written against, so an upgrade comes with a read of what is below.
 
 - :class:`ArqQueue` writes delivery jobs exactly as ``ArqRedis.enqueue_job`` does (job key, queue

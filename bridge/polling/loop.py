@@ -26,7 +26,7 @@ from bridge.polling.batcher import Batcher
 from bridge.polling.observe import Observer
 from bridge.polling.plan import Planner
 from bridge.redis_url import outage_wait_s
-from bridge.store.redis_store import ClaimedTracker, CommitPlan, CommitResult, RedisStore
+from bridge.store.redis_store import Claim, ClaimedTracker, CommitPlan, CommitResult, RedisStore
 
 CLAIM_BATCH_MAX: Final = 256
 """Imports claimed in one round trip."""
@@ -67,6 +67,8 @@ class Poller:
         self._limit = initial_limit(self._pacing)
         """Polls at once now (see :mod:`bridge.core.pacing`)."""
         self._wake = asyncio.Event()
+        self._claiming: asyncio.Future[Claim] | None = None
+        """The claim round trip under way, if any: a stop waits for it and hands its imports back."""
         self._stopping = False
         self.polls = 0
         self.events = 0
@@ -112,14 +114,19 @@ class Poller:
             await self._sleep(IDLE_SLEEP_MAX_S)  # a finished poll wakes us
             return redis_failures
         limit = min(room, CLAIM_BATCH_MAX)
+        self._claiming = asyncio.ensure_future(self._store.claim(self._clock(), limit))
         try:
-            claim = await self._store.claim(self._clock(), limit)
+            claim = await self._claiming
         except (RedisError, OSError) as exc:
             redis_failures += 1
             delay = outage_wait_s(redis_failures)
             self._log.warning("redis unavailable, poller waits", error=repr(exc), retry_in_s=delay)
             await self._sleep(delay)
             return redis_failures
+        finally:
+            self._claiming = None
+        if self._stopping:
+            return 0  # the stop took what this claim leased and hands it back
         self._ready.extend(claim.trackers)
         if len(claim.trackers) < limit and not self._ready:
             wait = IDLE_SLEEP_MAX_S
@@ -155,6 +162,12 @@ class Poller:
         self._wake.set()
         unstarted = [tracker.tid for tracker in self._ready]
         self._ready.clear()
+        claiming = self._claiming
+        if claiming is not None:
+            # Leased by a claim that was on its way when the stop came: never started, handed back.
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                late = await asyncio.wait_for(asyncio.shield(claiming), timeout=drain_s)
+                unstarted += [tracker.tid for tracker in late.trackers]
         running = list(self._tasks.values())
         pending: set[asyncio.Task[None]] = set()
         if running:

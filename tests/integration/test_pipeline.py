@@ -389,3 +389,19 @@ async def test_a_retry_after_pauses_the_club_for_every_worker_at_once_not_when_t
         assert not polling.done()
     finally:
         await polling
+
+
+async def test_a_stop_during_a_claim_hands_back_what_that_claim_leased(
+    pipeline: Pipeline, redis: Redis, control: SimulatorControl
+) -> None:
+    await control.put_import(SLUG, IMPORT, [{"id": 5, "status": "working"}])
+    await pipeline.create(spec((5,)))
+    # Redis holds every write (the claim script included) for a moment: the stop arrives while the
+    # claim is on its way, and whatever that claim leases must not be left in the lease set.
+    await redis.execute_command("CLIENT", "PAUSE", 400, "WRITE")
+    runner = asyncio.create_task(pipeline.poller.run())
+    await asyncio.sleep(0.1)
+    assert await pipeline.poller.stop(drain_s=5) == []
+    await asyncio.wait_for(runner, 5)
+    assert await redis.zcard(keys.INFLIGHT) == 0
+    assert await redis.zcard(keys.SCHEDULE) == 1

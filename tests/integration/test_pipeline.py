@@ -398,7 +398,7 @@ async def test_a_stop_during_a_claim_hands_back_what_that_claim_leased(
     await pipeline.create(spec((5,)))
     # Redis holds every write (the claim script included) for a moment: the stop arrives while the
     # claim is on its way, and whatever that claim leases must not be left in the lease set.
-    await redis.execute_command("CLIENT", "PAUSE", 400, "WRITE")
+    await redis.client_pause(400, all=False)
     runner = asyncio.create_task(pipeline.poller.run())
     await asyncio.sleep(0.1)
     assert await pipeline.poller.stop(drain_s=5) == []

@@ -14,6 +14,10 @@ module was written against, so an upgrade comes with a read of what is below.
   ``in_progress_timeout_s``, ``run_job`` and ``_release_sem_dec_counter_on_complete``),
   ``_sleep_until_tasks_complete`` (the jobs still running when the drain window ends) and
   ``close`` (a Redis error while stopping).
+- :func:`run` runs a :class:`BridgeWorker` to its exit code, and :func:`adopt_arq_cli` makes
+  arq's command line (``arq workers.settings.WorkerSettings``) run it too, in place of
+  ``arq.cli.run_worker`` (which builds a plain ``Worker``: a Redis restart ends its job loop with
+  ``ConnectionError`` and the process with exit code 1).
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterable
 from typing import Any, Final
 
+import arq.cli
 from arq import constants as arq_constants
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
@@ -33,10 +39,17 @@ from redis.exceptions import RedisError
 
 from bridge.config import WORKER_EXIT_MARGIN_S
 from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob, job_id
-from bridge.exits import EXIT_DRAIN_CUT_SHORT, EXIT_FAILURE, EXIT_OK, EXIT_STOP_TIMEOUT
+from bridge.exits import (
+    EXIT_DRAIN_CUT_SHORT,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_STOP_TIMEOUT,
+    exit_with_config_error,
+)
 from bridge.logs import get_logger
 from bridge.redis_url import outage_wait_s
 from bridge.store import keys, scripts
+from bridge.store.layout import LayoutError
 
 ARQ_VERSION: Final = "0.28.0"
 """The arq release whose internals this module was written against (and tested with)."""
@@ -245,3 +258,32 @@ class BridgeWorker(Worker):
 def _exit_now() -> None:
     log.error("worker did not stop within its drain and margin; exiting", exit_code=EXIT_STOP_TIMEOUT)
     os._exit(EXIT_STOP_TIMEOUT)
+
+
+def run(options: dict[str, Any]) -> int:
+    """Run a :class:`BridgeWorker` with these arq options until it stops; its exit code.
+
+    Data stored by a newer bridge (or an old layout with migration off) ends it with one line and
+    exit code 2, as any configuration error does.
+    """
+    worker = BridgeWorker(**options)
+    try:
+        worker.run()
+    except LayoutError as exc:
+        exit_with_config_error(str(exc), "worker")
+    return worker.exit_code()
+
+
+def adopt_arq_cli(options: dict[str, Any]) -> None:
+    """Make ``arq <settings>`` run the bridge's worker with ``options`` (see :func:`run`).
+
+    arq's command line imports the settings module first and calls ``arq.cli.run_worker`` after
+    it, so the settings module calls this at import. ``--burst`` is passed on; ``--check`` and
+    ``--watch`` do not go through ``run_worker`` and stay arq's.
+    """
+
+    def run_worker(settings_cls: Any, **kwargs: Any) -> Worker:
+        del settings_cls  # the same options, already read
+        sys.exit(run(options | kwargs))
+
+    arq.cli.run_worker = run_worker  # type: ignore[attr-defined]

@@ -1,4 +1,5 @@
-"""Real worker processes (``bridge worker``), started and killed by PID."""
+"""Real worker processes (``bridge worker`` and ``arq workers.settings.WorkerSettings``), started and
+killed by PID."""
 
 from __future__ import annotations
 
@@ -16,12 +17,18 @@ from redis.asyncio import Redis
 from bridge.core.model import WatchSpec
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
-from bridge.worker.settings import health_check_key
+from bridge.worker.settings import SWEEP_EVERY_S, health_check_key
 from bridge_tools.processes import LOOPBACK, Process, free_port, redis_server
 from mpc_simulator import RunningSimulator, SimulatorControl
 from tests.integration.conftest import API_KEY, FAST_ENV, MPC_TOKEN, SLUG, eventually
 
 IMPORT = "imp-worker"
+ROOT = Path(__file__).resolve().parents[2]
+ENTRY_POINTS = {
+    "bridge worker": [sys.executable, "-m", "bridge", "worker"],
+    "arq": [str(Path(sys.executable).with_name("arq")), "workers.settings.WorkerSettings"],
+}
+"""The two documented ways to start a worker (arq's command line reads the settings from the cwd)."""
 pytestmark = pytest.mark.slow
 
 
@@ -167,3 +174,53 @@ async def test_a_worker_started_while_redis_is_down_waits_for_it(
         finally:
             await client.aclose()
         assert worker.alive(), worker.output()[-3000:]
+
+
+REDIS_DOWN_S = 4.0
+"""Longer than redis-py's own connection retries, after which arq's plain worker exited with code 1."""
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+async def test_a_worker_outlives_a_redis_restart_and_polls_again(
+    entry: str,
+    simulator: RunningSimulator,
+    control: SimulatorControl,
+    tmp_path: Path,
+    workers: list[Process],
+) -> None:
+    port = free_port()
+    url = f"redis://{LOOPBACK}:{port}/0"
+    worker = Process(ENTRY_POINTS[entry], tmp_path / "worker.log", worker_env(url, simulator.url), cwd=ROOT)
+    with redis_server(tmp_path, port, aof=True):
+        workers.append(worker.start())
+        client = Redis.from_url(url)
+        try:
+            await eventually(lambda: client.exists(health_check_key()), 20, "the worker's health record")
+        finally:
+            await client.aclose()
+    await asyncio.sleep(REDIS_DOWN_S)
+    assert worker.alive(), worker.output()[-3000:]
+    await control.put_import(SLUG, IMPORT, [{"id": 5}])
+    with redis_server(tmp_path, port, aof=True):
+        logged_before = len(worker.output())
+
+        async def job_loop_ran() -> bool:
+            # The sweeper, an arq cron job, runs every SWEEP_EVERY_S in the job loop.
+            return "cron:sweep()" in worker.output()[logged_before:]
+
+        client = Redis.from_url(url)
+        try:
+            store = RedisStore(client, retention_s=3600)
+            watch = spec((5,))
+            await store.create_watch(watch, "fp", 0.05)
+
+            async def polled() -> bool:
+                record = await store.get_watch(watch.id)
+                return record is not None and record.snapshot is not None
+
+            await eventually(polled, 20, "a poll after the restart")
+            await eventually(job_loop_ran, 2 * SWEEP_EVERY_S, "the job loop after the restart")
+        finally:
+            await client.aclose()
+        assert worker.alive(), worker.output()[-3000:]
+    assert "redis unavailable" in worker.output()

@@ -67,6 +67,8 @@ class Poller:
         self._limit = initial_limit(self._pacing)
         """Polls at once now (see :mod:`bridge.core.pacing`)."""
         self._wake = asyncio.Event()
+        self._busy = asyncio.Event()
+        """Set when a poll starts: the lag probe sleeps while none runs or waits to."""
         self._claiming: asyncio.Future[Claim] | None = None
         """The claim round trip under way, if any: a stop waits for it and hands its imports back."""
         self._stopping = False
@@ -92,9 +94,13 @@ class Poller:
             await asyncio.gather(pacer, return_exceptions=True)
 
     async def _pace(self) -> None:
-        """Adapt the number of polls at once to the loop's lag, every :data:`LAG_PROBE_EVERY_S`."""
+        """Adapt the number of polls at once to the loop's lag, every :data:`LAG_PROBE_EVERY_S`
+        while polls run or wait to (an idle worker does not wake twenty times a second for it)."""
         loop = asyncio.get_running_loop()
         while True:
+            if not self._tasks and not self._ready:
+                self._busy.clear()
+                await self._busy.wait()
             started, cpu_started = loop.time(), time.process_time()
             await asyncio.sleep(LAG_PROBE_EVERY_S)
             elapsed = loop.time() - started
@@ -147,6 +153,7 @@ class Poller:
     def _spawn(self, tracker: ClaimedTracker) -> None:
         task = asyncio.get_running_loop().create_task(self._poll_guarded(tracker))
         self._tasks[tracker.tid] = task
+        self._busy.set()
 
         def done(_: asyncio.Task[None], tid: str = tracker.tid) -> None:
             self._tasks.pop(tid, None)

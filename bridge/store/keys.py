@@ -65,6 +65,9 @@ ORPHANS_CHECKED: Final = PREFIX + "orphans-checked"
 SUBSCRIPTIONS: Final = PREFIX + "subscriptions"
 SUBSCRIPTIONS_VERSION: Final = SUBSCRIPTIONS + ":version"
 WORKER_HEALTH_PREFIX: Final = QUEUE + ":health-check:"
+QUEUE_WAKE_CHANNEL: Final = QUEUE + ":wake"
+"""A Pub/Sub channel, not a key (nothing is stored): the enqueue script publishes on it, so idle
+workers start a job at once instead of looking at the queue many times a second."""
 
 TRACKER_PREFIX: Final = PREFIX + "tracker:"
 WATCH_PREFIX: Final = PREFIX + "watch:"

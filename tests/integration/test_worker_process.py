@@ -12,11 +12,16 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from arq import constants as arq_constants
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
+from bridge.core.codec import deserialize_job, serialize_job
 from bridge.core.model import WatchSpec
+from bridge.delivery.model import job_id
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
+from bridge.worker.arq_compat import ArqQueue
 from bridge.worker.settings import SWEEP_EVERY_S, health_check_key
 from bridge_tools.processes import LOOPBACK, Process, free_port, redis_server
 from mpc_simulator import RunningSimulator, SimulatorControl
@@ -224,3 +229,63 @@ async def test_a_worker_outlives_a_redis_restart_and_polls_again(
             await client.aclose()
         assert worker.alive(), worker.output()[-3000:]
     assert "redis unavailable" in worker.output()
+
+
+IDLE_OBSERVED_S = 3.0
+IDLE_COMMANDS_PER_S_MAX = 40
+"""An idle worker's Redis commands per second, those its scripts run included: its job loop every
+0.5 s, its poll loop's look at the schedule, its metrics and health record. (Looking at the queue
+every 10 ms, as it used to, was over 100 on its own.)"""
+FOREIGN_START_MAX_S = 0.5
+"""A job enqueued by another process starts within this, although its job loop looks only every 5 s."""
+
+
+async def test_an_idle_worker_sends_redis_few_commands(
+    simulator: RunningSimulator, tmp_path: Path, workers: list[Process]
+) -> None:
+    with redis_server(tmp_path) as (_, port):
+        url = f"redis://{LOOPBACK}:{port}/0"
+        env = worker_env(url, simulator.url)
+        workers.append(Process(ENTRY_POINTS["bridge worker"], tmp_path / "worker.log", env).start())
+        client = Redis.from_url(url)
+        try:
+            await eventually(lambda: client.exists(health_check_key()), 20, "the worker's health record")
+            await asyncio.sleep(1.0)  # the sweeper's first run is over
+            await client.config_resetstat()
+            await asyncio.sleep(IDLE_OBSERVED_S)
+            stats = await client.info("commandstats")
+        finally:
+            await client.aclose()
+    commands = sum(int(entry["calls"]) for entry in stats.values()) - 1  # INFO itself
+    assert commands / IDLE_OBSERVED_S < IDLE_COMMANDS_PER_S_MAX, {k: v["calls"] for k, v in stats.items()}
+
+
+async def test_an_idle_worker_starts_a_job_enqueued_elsewhere_at_once(
+    simulator: RunningSimulator, tmp_path: Path, workers: list[Process]
+) -> None:
+    with redis_server(tmp_path) as (_, port):
+        url = f"redis://{LOOPBACK}:{port}/0"
+        env = worker_env(url, simulator.url) | {"BRIDGE_WORKER_POLL_DELAY_S": "5"}
+        workers.append(Process(ENTRY_POINTS["bridge worker"], tmp_path / "worker.log", env).start())
+        client = Redis.from_url(url)
+        try:
+            await eventually(lambda: client.exists(health_check_key()), 20, "the worker's health record")
+            await asyncio.sleep(1.0)  # the sweeper's first run is over: the job loop sleeps
+            queue = ArqRedis(
+                connection_pool=client.connection_pool,
+                job_serializer=serialize_job,
+                job_deserializer=deserialize_job,
+            )
+            enqueued = time.monotonic()
+            assert await ArqQueue(queue).dispatch("evt_elsewhere", ["log"]) == 1
+            jid = job_id("evt_elsewhere", "log")
+
+            async def started() -> bool:
+                return bool(await client.exists(arq_constants.in_progress_key_prefix + jid)) or (
+                    await client.zscore(keys.QUEUE, jid) is None
+                )
+
+            await eventually(started, 10, "the job to start")
+            assert time.monotonic() - enqueued < FOREIGN_START_MAX_S
+        finally:
+            await client.aclose()

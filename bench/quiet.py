@@ -1,9 +1,10 @@
 """What the bridge costs when it is quiet, as most deployments are: CPU of each process.
 
 - ``idle``: no watches, no jobs. One API, one worker and their Redis, doing nothing.
-- ``quiet``: 200 watched bulks (40 imports x 5) that stay ``working``, so every import is polled
-  at MPC's 5 s floor. Figures: each process's CPU (API, worker, Redis, in % of one core, from
-  ``/proc``), the upstream requests, CPU per upstream request and per watched bulk per minute.
+- ``quiet``: 200 watched bulks (40 imports x 5, a whole-import watch each) that stay ``working``,
+  so every import is polled at MPC's 5 s floor. Figures: each process's CPU (API, worker, Redis,
+  in % of one core, from ``/proc``), the upstream requests, CPU per upstream request and per
+  watched bulk per minute.
 
 Both measure the bridge as configured (the job loop woken by events) and then, in the same run
 and on the same Redis and API, a worker whose job loop looks at the queue every 10 ms (the
@@ -30,15 +31,14 @@ WARM_UP_S: Final = 15.0
 """After a worker starts: its first polls, imports settled at the floor, the sweeper's first run."""
 
 
-async def _create_watches(stack: Stack, imports: int, bulks: int) -> None:
+async def _create_watches(stack: Stack, imports: int) -> None:
     headers = {"Authorization": f"Bearer {API_KEY}"}
     async with aiohttp.ClientSession(headers=headers) as session:
         for n in range(imports):
             body = {
                 "loyalty_club_slug": SLUG,
                 "import_id": f"imp-{n}",
-                "bulk_ids": [n * bulks + k + 1 for k in range(bulks)],
-            }
+            }  # the whole import: one listing a poll
             async with session.post(f"{stack.api_url}/v1/watches", json=body) as response:
                 if response.status != 201:
                     raise RuntimeError(f"watch not created: {response.status} {await response.text()}")
@@ -83,7 +83,7 @@ async def run(stack: Stack, *, imports: int, bulks: int, seconds: float) -> dict
     env = stack.bridge_env(BRIDGE_POLL_MIN_INTERVAL_S=str(FLOOR_S))
     stack.start_api(env)
     if imports:
-        await _create_watches(stack, imports, bulks)
+        await _create_watches(stack, imports)
     runs: dict[str, Any] = {}
     for label, overrides in (
         ("events", {}),

@@ -69,6 +69,10 @@ class Poller:
         self._wake = asyncio.Event()
         self._busy = asyncio.Event()
         """Set when a poll starts: the lag probe sleeps while none runs or waits to."""
+        self._claim_not_before = 0.0
+        """Nothing is due before this (epoch s) as far as the last claim saw: until then a finished
+        poll does not send a claim that would find nothing. At most :data:`IDLE_SLEEP_MAX_S` after
+        that claim, so imports made due elsewhere (a new watch) are still seen that soon."""
         self._claiming: asyncio.Future[Claim] | None = None
         """The claim round trip under way, if any: a stop waits for it and hands its imports back."""
         self._stopping = False
@@ -119,8 +123,12 @@ class Poller:
         if len(self._ready) >= max(1, self._limit // 2) or room <= 0:
             await self._sleep(IDLE_SLEEP_MAX_S)  # a finished poll wakes us
             return redis_failures
+        now = self._clock()
+        if not self._ready and now < self._claim_not_before:
+            await self._sleep(self._claim_not_before - now)
+            return redis_failures
         limit = min(room, CLAIM_BATCH_MAX)
-        self._claiming = asyncio.ensure_future(self._store.claim(self._clock(), limit))
+        self._claiming = asyncio.ensure_future(self._store.claim(now, limit))
         try:
             claim = await self._claiming
         except (RedisError, OSError) as exc:
@@ -134,11 +142,11 @@ class Poller:
         if self._stopping:
             return 0  # the stop took what this claim leased and hands it back
         self._ready.extend(claim.trackers)
-        if len(claim.trackers) < limit and not self._ready:
-            wait = IDLE_SLEEP_MAX_S
+        self._claim_not_before = 0.0
+        if len(claim.trackers) < limit:  # every import due now was claimed
+            self._claim_not_before = now + IDLE_SLEEP_MAX_S
             if claim.next_due is not None:
-                wait = min(wait, max(0.0, claim.next_due - self._clock()))
-            await self._sleep(wait)
+                self._claim_not_before = min(self._claim_not_before, claim.next_due)
         return 0
 
     def _start_ready(self) -> None:
@@ -219,6 +227,7 @@ class Poller:
         plan = await self._planner.plan(tracker, observation, retry_soon, self._clock())
         failure = observation.failure
         result = await self._committer.submit(plan)
+        self._claim_not_before = min(self._claim_not_before, plan.due)
         self.polls += 1
         self._metrics.poll(failure.kind if failure is not None else "ok")
         if not result.committed:

@@ -363,3 +363,45 @@ def test_an_api_that_cannot_listen_exits_1_not_3(redis_url: str, tmp_path: Path)
         )
     assert result.returncode == EXIT_FAILURE, result.stdout + result.stderr
     assert "address already in use" in result.stdout + result.stderr
+
+
+IDLE_OBSERVED_S = 3.0
+
+
+def _wake_ups(pid: int) -> int:
+    """Times the process's main thread went to sleep waiting (its voluntary context switches)."""
+    for line in Path(f"/proc/{pid}/task/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
+async def test_an_idle_api_wakes_about_once_a_second_and_still_stops_on_sigterm(
+    redis_url: str, tmp_path: Path, processes: list[Process]
+) -> None:
+    env = worker_env(redis_url, "http://127.0.0.1:9")
+    port = free_port()
+    api = Process(
+        [sys.executable, "-m", "bridge", "api", "--host", LOOPBACK, "--port", str(port)],
+        tmp_path / "api.log",
+        env,
+    ).start()
+    processes.append(api)
+    async with httpx.AsyncClient(base_url=f"http://{LOOPBACK}:{port}") as http:
+
+        async def up() -> bool:
+            try:
+                return (await http.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(up, 30, "the API")
+    await asyncio.sleep(1.0)
+    before = _wake_ups(api.pid)
+    await asyncio.sleep(IDLE_OBSERVED_S)
+    woke = _wake_ups(api.pid) - before
+    # uvicorn's own loop ticks every 0.1 s: 30 wake-ups here at least.
+    assert woke < 2 * IDLE_OBSERVED_S + 5, woke
+    code, took = await asyncio.to_thread(wait_exit, api, 10)
+    assert code == EXIT_OK, api.output()[-3000:]
+    assert took < 5, took  # as before: mostly the interpreter and its clients closing

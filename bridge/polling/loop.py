@@ -32,8 +32,9 @@ CLAIM_BATCH_MAX: Final = 256
 """Imports claimed in one round trip."""
 PREFETCH_FACTOR: Final = 2.0
 """Imports claimed ahead: up to this many times the concurrency, running and waiting together."""
-IDLE_SLEEP_MAX_S: Final = 0.25
-"""Longest sleep between two looks at the schedule (a new watch is due at once)."""
+IDLE_SLEEP_MAX_S: Final = 0.5
+"""Longest sleep between two looks at the schedule: imports another worker handed back, or whose
+lease ran out. A new watch wakes the loop at once (:meth:`Poller.wake`)."""
 CRASHED_POLL_RETRY_S: Final = 30.0
 """A poll that failed on something unexpected (a bug, not MPC) hands its import back due this much
 later: no hot loop on a poison import, and no wait for the lease either."""
@@ -148,6 +149,11 @@ class Poller:
             if claim.next_due is not None:
                 self._claim_not_before = min(self._claim_not_before, claim.next_due)
         return 0
+
+    def wake(self) -> None:
+        """Look at the schedule now: something may have become due (a new watch)."""
+        self._claim_not_before = 0.0
+        self._wake.set()
 
     def _start_ready(self) -> None:
         while self._ready and len(self._tasks) < self._limit:

@@ -66,6 +66,9 @@ WAKE_LISTEN_S: Final = 60.0
 """Longest blocking read on the wake channel: given explicitly, so the pool's socket timeout does not
 end (and reconnect) a quiet subscription every few seconds."""
 
+_SCHEDULE_WAKE: Final = (keys.SCHEDULE_WAKE_CHANNEL, keys.SCHEDULE_WAKE_CHANNEL.encode())
+"""The schedule's wake channel as a message names it (bytes, or text on a decoding client)."""
+
 _local_wakes: set[asyncio.Event] = set()
 """The job loops of the workers running in this process (one, normally): a job enqueued here
 wakes them directly, without a round trip through Redis."""
@@ -208,18 +211,24 @@ class BridgeWorker(Worker):
             await asyncio.gather(listener, return_exceptions=True)
 
     async def _listen(self) -> None:
-        """Wake the job loop on every message of the wake channel; resubscribe after an outage."""
+        """Wake the job loop on every message of the queue's wake channel, and the poll loop on every
+        message of the schedule's; resubscribe after an outage."""
         failures = 0
         while True:
             pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(keys.QUEUE_WAKE_CHANNEL)
+                await pubsub.subscribe(keys.QUEUE_WAKE_CHANNEL, keys.SCHEDULE_WAKE_CHANNEL)
                 if failures:
                     log.info("job wake-ups resumed")
                 failures = 0
                 self._wake.set()  # what was enqueued while unsubscribed
                 while True:
-                    if await pubsub.get_message(ignore_subscribe_messages=True, timeout=WAKE_LISTEN_S):
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=WAKE_LISTEN_S)
+                    if message is None:
+                        continue
+                    if message["channel"] in _SCHEDULE_WAKE:
+                        self._wake_poller()
+                    else:
                         self._wake.set()
             except (RedisError, OSError) as exc:
                 failures += 1
@@ -292,6 +301,11 @@ class BridgeWorker(Worker):
             if not started:
                 self.job_counter -= 1
                 self.sem.release()
+
+    def _wake_poller(self) -> None:
+        runtime = self.ctx.get("runtime")
+        if runtime is not None:
+            runtime.poller.wake()
 
     def _job_done(self) -> None:
         if self.job_counter >= self.max_jobs:

@@ -289,3 +289,38 @@ async def test_an_idle_worker_starts_a_job_enqueued_elsewhere_at_once(
             assert time.monotonic() - enqueued < FOREIGN_START_MAX_S
         finally:
             await client.aclose()
+
+
+NEW_WATCHES = 6
+NEW_WATCH_POLLED_MAX_S = 0.2
+"""From a new watch to its first poll by an idle worker. Without a wake-up the poll loop would find
+it on its next look at the schedule, up to half a second later (each one alone: by chance)."""
+
+
+async def test_an_idle_worker_polls_a_new_watch_at_once(
+    redis: Redis,
+    redis_url: str,
+    simulator: RunningSimulator,
+    control: SimulatorControl,
+    tmp_path: Path,
+    workers: list[Process],
+) -> None:
+    store = RedisStore(redis, retention_s=3600)
+    imports = [f"imp-new-{n}" for n in range(NEW_WATCHES)]
+    # Finished: each watch ends at its first poll, and the worker is idle again before the next.
+    await control.put_imports([(SLUG, i, [{"id": 1, "status": "finished"}]) for i in imports])
+    env = worker_env(redis_url, simulator.url)
+    workers.append(Process(ENTRY_POINTS["bridge worker"], tmp_path / "worker.log", env).start())
+    await eventually(lambda: redis.exists(health_check_key()), 20, "the worker's health record")
+    delays = []
+    for n, import_id in enumerate(imports):
+        await asyncio.sleep(0.7)  # idle again
+        now = time.time()
+        watch = msgspec.structs.replace(spec((1,)), id=f"wch_{n:024d}", import_id=import_id)
+        await store.create_watch(watch, f"fp-{n}", 0.05)
+
+        async def polled(import_id: str = import_id) -> list[float]:
+            return [r.t for r in (await control.requests()).items if import_id in r.path]
+
+        delays.append(min(await eventually(polled, 10, "the new watch's first poll")) - now)
+    assert max(delays) < NEW_WATCH_POLLED_MAX_S, delays

@@ -308,8 +308,11 @@ class BridgeWorker(Worker):
             runtime.poller.wake()
 
     def _job_done(self) -> None:
-        if self.job_counter >= self.max_jobs:
-            self._wake.set()  # a slot frees up: due jobs may be waiting for it
+        # A slot frees up: due jobs may be waiting for it. While draining, arq waits until its job
+        # loop has dropped every finished job from ``tasks``: the loop does so at once, not up to
+        # ``poll_delay`` later (which could take the drain past its deadline).
+        if self.job_counter >= self.max_jobs or not self.allow_pick_jobs:
+            self._wake.set()
         self._release_sem_dec_counter_on_complete()
 
     async def close(self) -> None:

@@ -312,6 +312,35 @@ async def test_a_worker_whose_delivery_outlives_the_drain_exits_3_and_names_the_
     assert len(cut[0]["jobs"]) == 1 and await redis.zscore(keys.QUEUE, cut[0]["jobs"][0]) is not None
 
 
+async def test_a_worker_whose_delivery_ends_within_the_drain_exits_0_at_once(
+    redis: Redis, redis_url: str, tmp_path: Path, processes: list[Process]
+) -> None:
+    webhooks = Webhooks(redis)
+    async with WebhookReceiver() as receiver:
+        sid, secret = await webhooks.subscribe(receiver.url("hooks/slowish"))
+        receiver.set_secrets("hooks/slowish", [secret])
+        receiver.script("hooks/slowish", [Reply(status=204, delay_s=1.0)])
+        env = worker_env(redis_url, "http://127.0.0.1:9") | {
+            "BRIDGE_SECRET_KEY": FERNET_KEY,
+            "BRIDGE_WEBHOOK_ALLOW_CIDRS": LOOPBACK_NET,
+            "BRIDGE_NOTIFY_LOG": "false",
+            "BRIDGE_WORKER_DRAIN_S": "6",
+            # The job loop looks at the queue only every 10 s when nothing wakes it: the drain
+            # must not wait for that to see the delivery done.
+            "BRIDGE_WORKER_POLL_DELAY_S": "10",
+        }
+        worker = Process([sys.executable, "-m", "bridge", "worker"], tmp_path / "worker.log", env).start()
+        processes.append(worker)
+        event = make_event()
+        await webhooks.record(event, destination(sid))
+        await ArqQueue(queue(redis)).dispatch(event.id, [destination(sid)])
+        await receiver.wait_for(1, "hooks/slowish", timeout_s=20)
+        code, took = await asyncio.to_thread(wait_exit, worker, 6 + WORKER_EXIT_MARGIN_S)
+    await webhooks.close()
+    assert code == EXIT_OK, worker.output()[-3000:]
+    assert took < 3.5, worker.output()[-3000:]
+
+
 async def _polled(control: SimulatorControl) -> bool:
     return bool((await control.requests()).items)
 

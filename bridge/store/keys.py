@@ -40,6 +40,10 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
     bridge:slack:pace:{chan}         string when the next message may be posted there (ms)
     bridge:slack:slot:{ref}          string the posting time reserved for one message (ms)
     bridge:slack:hold:{chan}         string until when Slack said (429) to send nothing there (ms)
+    bridge:slack:channels:{slug}     set   the Slack channel ids allowed to watch a club (set by an
+                                           admin; none: the club cannot be watched from Slack)
+    bridge:slack:mute:{wid}          string set while a watch's bulk.progress replies are muted
+                                           (the card's "Mute progress"); expires with the watch's events
     bridge:layout                    string the layout version of all of the above (see layout.py)
     bridge:layout:migrating          string held while ``bridge migrate`` upgrades the data
     bridge:queue                     zset  arq's job queue (arq owns arq:job:*, arq:in-progress:*)
@@ -84,6 +88,8 @@ SLACK_REPLY_PREFIX: Final = SLACK_PREFIX + "reply:"
 SLACK_PACE_PREFIX: Final = SLACK_PREFIX + "pace:"
 SLACK_SLOT_PREFIX: Final = SLACK_PREFIX + "slot:"
 SLACK_HOLD_PREFIX: Final = SLACK_PREFIX + "hold:"
+SLACK_CHANNELS_PREFIX: Final = SLACK_PREFIX + "channels:"
+SLACK_MUTE_PREFIX: Final = SLACK_PREFIX + "mute:"
 ATTACHMENT_PREFIX: Final = PREFIX + "attachment:"
 LAYOUT: Final = PREFIX + "layout"
 MIGRATION_LOCK: Final = LAYOUT + ":migrating"
@@ -196,6 +202,14 @@ def slack_slot(ref: str) -> str:
 
 def slack_hold(channel: str) -> str:
     return SLACK_HOLD_PREFIX + channel
+
+
+def slack_channels(slug: str) -> str:
+    return SLACK_CHANNELS_PREFIX + slug
+
+
+def slack_mute(wid: str) -> str:
+    return SLACK_MUTE_PREFIX + wid
 
 
 def attachment(eid: str, destination: str) -> str:

@@ -34,6 +34,7 @@ ERROR_EXAMPLES: Final = {
         "the request body is not valid JSON: JSON is malformed: invalid character (byte 0)",
     ),
     401: ("unauthorized", "missing or invalid API key"),
+    403: ("forbidden", "only an admin key may change which Slack channels watch a club"),
     404: ("not_found", "no watch wch_0123456789abcdef01234567"),
     409: ("conflict", "the resource changed meanwhile"),
     413: ("request_entity_too_large", "request body too large"),
@@ -44,6 +45,7 @@ ERROR_EXAMPLES: Final = {
 ERROR_DESCRIPTIONS: Final = {
     400: "The body or a parameter cannot be read (not JSON, nested too deeply, bad cursor).",
     401: "No API key, or not one of BRIDGE_API_KEYS.",
+    403: "The key may not do this (an admin's route).",
     404: "No such resource.",
     409: "The resource changed meanwhile.",
     413: "The body is larger than 64 kB.",

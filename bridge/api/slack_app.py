@@ -28,6 +28,7 @@ from litestar import Controller, MediaType, Request, post
 from litestar.response import Response
 from slack_sdk.signature import SignatureVerifier
 
+from bridge.api.docs import errors
 from bridge.api.errors import ApiError
 from bridge.api.schemas import SlackTargetIn, WatchCreate
 from bridge.api.watches import fingerprint, new_watch_id, spec_from
@@ -83,6 +84,10 @@ def verified(secret: str, body: bytes, timestamp: bytes | None, signature: bytes
     if timestamp is None or signature is None:
         return False
     if not TIMESTAMP_RE.fullmatch(timestamp) or not SIGNATURE_RE.fullmatch(signature):
+        return False
+    try:
+        body.decode("utf-8")  # Slack sends UTF-8; slack_sdk would raise on anything else
+    except UnicodeDecodeError:
         return False
     return SignatureVerifier(secret).is_valid(
         body=body, timestamp=timestamp.decode(), signature=signature.decode()
@@ -291,7 +296,7 @@ class SlackEventsController(Controller):
         summary="Slack slash commands and button clicks (signed by Slack)",
         status_code=200,
         media_type=MediaType.JSON,
-        include_in_schema=True,
+        responses=errors(400, 401, 503),
     )
     async def events(self, request: Request[Any, Any, Any]) -> Response[Any]:
         settings: Settings = request.app.state.settings

@@ -39,7 +39,7 @@ async def test_refresh_comes_forward_to_the_floor_after_the_last_poll(redis: Red
     await store.create_watch(watch, "fp", FLOOR_S)
     tid = watch.tracker_id
     # Polled a second ago, next poll in a minute (a waiting import backed off).
-    await resolved(redis.hset(keys.tracker(tid), keys.F_LAST_POLL, int((now - 1) * 1000)))
+    await resolved(redis.hset(keys.tracker(tid), keys.F_LAST_POLL, str(int((now - 1) * 1000))))
     await redis.zadd(keys.SCHEDULE, {tid: int((now + 60) * 1000)})
     outcome, at = await store.poll_soon(watch, now, FLOOR_S)
     assert outcome == "moved"

@@ -322,6 +322,38 @@ def watch_stop(api_url: str, api_key: str | None, as_json: bool, watch_id: str) 
     _show_watch(_run(api_url, api_key, lambda c: c.call("DELETE", f"/v1/watches/{watch_id}")), as_json)
 
 
+@main.group()
+def clubs() -> None:
+    """Club settings through the API (an admin key): the Slack channels that may watch a club."""
+
+
+@clubs.command("slack-channels")
+@api_url_option
+@api_key_option
+@json_option
+@click.argument("club")
+@click.argument("channel_ids", nargs=-1)
+@click.option("--clear", is_flag=True, help="No channel may watch the club from Slack any more.")
+def clubs_slack_channels(
+    api_url: str, api_key: str | None, as_json: bool, club: str, channel_ids: tuple[str, ...], clear: bool
+) -> None:
+    """Show, or set (CHANNEL_IDS, e.g. C0123456789), the Slack channels allowed to watch CLUB
+    with the slash command and the card's buttons."""
+    if clear and channel_ids:
+        raise click.UsageError("give channel ids or --clear, not both")
+    path = f"/v1/clubs/{club}/slack-channels"
+    if channel_ids or clear:
+        body = {"channel_ids": list(channel_ids)}
+        answer = _run(api_url, api_key, lambda c: c.call("PUT", path, json=body))
+    else:
+        answer = _run(api_url, api_key, lambda c: c.call("GET", path))
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    allowed = answer["channel_ids"]
+    click.echo(f"{club}: {', '.join(allowed)}" if allowed else f"{club}: no Slack channel may watch it")
+
+
 @watch.command("follow")
 @api_url_option
 @api_key_option

@@ -145,8 +145,25 @@ def worker(check: bool) -> None:
     sys.exit(process.exit_code())
 
 
+@main.command("slack-socket")
+def slack_socket() -> None:
+    """Serve the Slack app's command and buttons over Socket Mode (BRIDGE_SLACK_APP_TOKEN), for
+    installations Slack cannot reach over HTTP."""
+    from bridge.slack_socket import main as run_socket
+    from bridge.store.layout import LayoutError
+
+    try:
+        run_socket(load_settings())
+    except LayoutError as exc:
+        exit_with_config_error(str(exc), "slack-socket")
+
+
 @main.command()
-@click.option("--role", type=click.Choice(["api", "worker", "simulator"]), help="Default: this container's.")
+@click.option(
+    "--role",
+    type=click.Choice(["api", "worker", "simulator", "slack-socket"]),
+    help="Default: this container's.",
+)
 @click.option("--port", type=int, help="Port of the API or simulator. Default: from the container's command.")
 def healthcheck(role: str | None, port: int | None) -> None:
     """Check the bridge process this container runs (the image's HEALTHCHECK): one line,

@@ -44,6 +44,8 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
                                            admin; none: the club cannot be watched from Slack)
     bridge:slack:mute:{wid}          string set while a watch's bulk.progress replies are muted
                                            (the card's "Mute progress"); expires with the watch's events
+    bridge:slack-socket:health:{host} string the last health record of ``bridge slack-socket`` on a host
+                                           (written every 10 s, expires after 20 s)
     bridge:layout                    string the layout version of all of the above (see layout.py)
     bridge:layout:migrating          string held while ``bridge migrate`` upgrades the data
     bridge:queue                     zset  arq's job queue (arq owns arq:job:*, arq:in-progress:*)
@@ -69,6 +71,7 @@ ORPHANS_CHECKED: Final = PREFIX + "orphans-checked"
 SUBSCRIPTIONS: Final = PREFIX + "subscriptions"
 SUBSCRIPTIONS_VERSION: Final = SUBSCRIPTIONS + ":version"
 WORKER_HEALTH_PREFIX: Final = QUEUE + ":health-check:"
+SLACK_SOCKET_HEALTH_PREFIX: Final = PREFIX + "slack-socket:health:"
 
 TRACKER_PREFIX: Final = PREFIX + "tracker:"
 WATCH_PREFIX: Final = PREFIX + "watch:"
@@ -231,3 +234,7 @@ def split_outbox_entry(entry: str) -> tuple[str, str]:
 
 def worker_health(host: str) -> str:
     return WORKER_HEALTH_PREFIX + host
+
+
+def slack_socket_health(host: str) -> str:
+    return SLACK_SOCKET_HEALTH_PREFIX + host

@@ -18,6 +18,7 @@ from bridge.healthcheck import slack_socket_verdict
 from bridge.slack.commands import ACTION_STOP
 from bridge.slack_socket import run
 from bridge.store import keys
+from bridge.store.redis_store import resolved
 from bridge_tools.slack_standin import RunningStandin, click_payload, command_fields, start
 from tests.integration.conftest import SLUG, settings_for
 from tests.integration.slack.conftest import BOT_TOKEN, CHANNEL, IMPORT
@@ -45,7 +46,7 @@ async def test_commands_and_clicks_over_socket_mode(
         BRIDGE_SLACK_BOT_TOKEN=BOT_TOKEN,
         BRIDGE_SLACK_API_URL=socket_standin.api_url,
     )
-    await redis.sadd(keys.slack_channels(SLUG), CHANNEL)
+    await resolved(redis.sadd(keys.slack_channels(SLUG), CHANNEL))
     stop = asyncio.Event()
     serving = asyncio.create_task(run(settings, stop, host=HOST))
     slack = socket_standin.slack
@@ -65,7 +66,7 @@ async def test_commands_and_clicks_over_socket_mode(
             "interactive", click_payload(ACTION_STOP, wid, response_url=slack.response_url())
         )
         assert clicked["envelope_id"] and not clicked.get("payload")
-        record = await redis.hget(keys.watch(wid), keys.W_STATE)
+        record = await resolved(redis.hget(keys.watch(wid), keys.W_STATE))
         assert record == b"stopped"
         assert await redis.zcard(keys.QUEUE) >= 1  # the follow-up for the card and its thread
         assert slack.calls[0].method == "apps.connections.open"

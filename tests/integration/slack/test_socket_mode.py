@@ -66,7 +66,7 @@ async def test_commands_and_clicks_over_socket_mode(
             "interactive", click_payload(ACTION_STOP, wid, response_url=slack.response_url())
         )
         assert clicked["envelope_id"] and not clicked.get("payload")
-        record = await resolved(redis.hget(keys.watch(wid), keys.W_STATE))
+        record: object = await resolved(redis.hget(keys.watch(wid), keys.W_STATE))
         assert record == b"stopped"
         assert await redis.zcard(keys.QUEUE) >= 1  # the follow-up for the card and its thread
         assert slack.calls[0].method == "apps.connections.open"

@@ -72,14 +72,7 @@ def arq_options(settings: Settings, build_runtime: BuildRuntime) -> dict[str, An
                 unique=True,
                 run_at_startup=True,
                 timeout=settings.delivery_timeout_s,
-            ),
-            func(
-                slack_followup,
-                name=SLACK_FOLLOWUP_FUNCTION,
-                max_tries=FOLLOWUP_MAX_TRIES,
-                keep_result=0,
-                timeout=settings.delivery_timeout_s,
-            ),
+            )
         ],
         "job_timeout": settings.delivery_timeout_s,
         "redis_settings": arq_settings(target),

@@ -13,19 +13,17 @@ from types import SimpleNamespace
 from typing import Any, Final
 
 import pytest
-from arq import func
 from arq.worker import Worker
 from litestar.testing import TestClient
 from redis.asyncio import Redis
 
 from bridge.app import create_app
 from bridge.core.codec import deserialize_job, serialize_job
-from bridge.delivery.model import DELIVER_FUNCTION, SLACK
+from bridge.delivery.model import SLACK
 from bridge.slack.commands import ACTION_MUTE, ACTION_REFRESH, ACTION_STOP, ACTION_UNMUTE
-from bridge.slack.followup import SLACK_FOLLOWUP_FUNCTION
 from bridge.store import keys
 from bridge.store.redis_store import resolved
-from bridge.worker.runtime import deliver, slack_followup
+from bridge.wiring import worker_options
 from bridge_tools.slack_standin import Message, click_body, command_body, signed
 from mpc_simulator import SimulatorControl
 from tests.integration.conftest import API_KEY, SLUG
@@ -83,10 +81,7 @@ def watch_id_in(text: str) -> str:
 async def run_worker(rig: SlackRig) -> None:
     """Every queued job (deliveries and Slack follow-ups), as a worker runs them."""
     worker = Worker(
-        functions=[
-            func(deliver, name=DELIVER_FUNCTION, max_tries=10),
-            func(slack_followup, name=SLACK_FOLLOWUP_FUNCTION, max_tries=5),
-        ],
+        functions=worker_options(rig.pipeline.settings)["functions"],  # the worker's own
         redis_pool=rig.pipeline.queue,
         queue_name=keys.QUEUE,
         job_serializer=serialize_job,

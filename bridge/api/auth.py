@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, Protocol, TypeAlias
 
 import msgspec
 from litestar import Request
@@ -31,7 +31,7 @@ from litestar.handlers import BaseRouteHandler
 
 from bridge.api.errors import ApiError
 from bridge.logs import get_logger
-from bridge.store.apikeys import ApiKeyStore, looks_managed
+from bridge.store.apikeys import ApiKeyRecord, looks_managed
 
 SECURITY_SCHEME: Final = "BearerApiKey"
 ADMIN_KEY_ID_PREFIX: Final = "admin_"
@@ -136,6 +136,12 @@ def key_matches(presented: bytes, accepted: tuple[bytes, ...]) -> bytes | None:
     return found
 
 
+class KeyLookup(Protocol):
+    """Where managed keys are looked up (:class:`bridge.store.apikeys.ApiKeyStore`)."""
+
+    async def lookup(self, key: str) -> ApiKeyRecord | None: ...
+
+
 class KeyRing:
     """Turns a presented bearer key into its :class:`Principal` (``None``: no such key).
 
@@ -147,7 +153,7 @@ class KeyRing:
     def __init__(
         self,
         admin_keys: tuple[bytes, ...],
-        managed: ApiKeyStore | None = None,
+        managed: KeyLookup | None = None,
         *,
         ttl_s: float = KEY_CACHE_TTL_S,
         max_entries: int = KEY_CACHE_MAX_ENTRIES,
@@ -163,7 +169,7 @@ class KeyRing:
         self.lookups = 0
         """Redis lookups made (what the cache saves)."""
 
-    def use_store(self, managed: ApiKeyStore) -> None:
+    def use_store(self, managed: KeyLookup) -> None:
         """The managed keys' store, once the app has a Redis connection (its lifespan)."""
         self._managed = managed
         self._cache.clear()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import pytest
 from litestar import Litestar
@@ -119,12 +119,12 @@ MATRIX: Final[dict[tuple[str, str], tuple[Case, ...]]] = {
 
 def v1_routes(app: Litestar) -> set[tuple[str, str]]:
     """Every (method, path) the app serves under ``/v1`` (HEAD and OPTIONS aside)."""
-    found = set()
+    found: set[tuple[str, str]] = set()
     for route in app.routes:
         if isinstance(route, HTTPRoute) and route.path.startswith("/v1"):
             for method in route.methods:
                 if method not in ("HEAD", "OPTIONS"):
-                    found.add((method, route.path))
+                    found.add((str(method), route.path))
     return found
 
 
@@ -189,7 +189,10 @@ def seed(client: TestClient[Any]) -> World:
 
 def snapshot(redis: SyncRedis) -> dict[bytes, bytes | None]:
     """Every key's serialized value: equal snapshots, nothing changed."""
-    return {key: redis.dump(key) for key in sorted(redis.scan_iter(count=1000))}
+    dumped: dict[bytes, bytes | None] = {}
+    for key in sorted(redis.scan_iter(count=1000)):
+        dumped[key] = cast("bytes | None", redis.dump(key))
+    return dumped
 
 
 @pytest.fixture(scope="module")

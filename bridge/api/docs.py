@@ -91,6 +91,11 @@ LINKS: Final = (
         "delivery_id",
         (("GET", "/v1/deliveries/{delivery_id}"),),
     ),
+    (
+        ("POST", "/v1/api-keys", ("201",)),
+        "key_id",
+        (("GET", "/v1/api-keys/{key_id}"), ("DELETE", "/v1/api-keys/{key_id}")),
+    ),
 )
 """OpenAPI links: the ``id`` a creating answer carries names the resource of these operations
 (what clients, and schemathesis' stateful phase, follow)."""

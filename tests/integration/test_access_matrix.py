@@ -262,3 +262,22 @@ def test_a_club_key_lists_only_what_belongs_to_its_clubs(
     assert ids("/v1/subscriptions", "viewer_a") == {world.sub_a}
     assert ids("/v1/subscriptions", "editor_b") == set()
     assert ids(f"/v1/subscriptions/{world.sub_a}/deliveries", "viewer_a") == {world.delivery_a}
+
+
+def test_the_openapi_document_describes_who_may_call_each_v1_operation(client: TestClient[Any]) -> None:
+    document = client.get("/schema/openapi.json").json()
+    scheme = document["components"]["securitySchemes"]["BearerApiKey"]
+    assert scheme["scheme"] == "bearer"
+    assert all(word in scheme["description"] for word in ("BRIDGE_API_KEYS", "bk_", "editor", "viewer"))
+    undescribed = []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if path.startswith("/v1") and method in ("get", "post", "put", "patch", "delete"):
+                if not operation.get("description", "").startswith("**Scope:**"):
+                    undescribed.append(f"{method.upper()} {path}")
+                assert operation["security"] == [{"BearerApiKey": []}]
+    assert not undescribed, f"say which keys may call them (bridge.api.docs.scoped): {undescribed}"
+    only_admin = document["paths"]["/v1/api-keys"]["post"]
+    assert "admin keys only" in only_admin["description"] and "403" in only_admin["responses"]
+    create_watch = document["paths"]["/v1/watches"]["post"]
+    assert "forbidden_club" in create_watch["description"] and "403" in create_watch["responses"]

@@ -166,8 +166,6 @@ class KeyRing:
         self._max_entries = max_entries
         self._clock = clock
         self._cache: dict[bytes, tuple[float, Principal | None]] = {}
-        self.lookups = 0
-        """Redis lookups made (what the cache saves)."""
 
     def use_store(self, managed: KeyLookup) -> None:
         """The managed keys' store, once the app has a Redis connection (its lifespan)."""
@@ -188,7 +186,6 @@ class KeyRing:
         cached = self._cache.get(slot)
         if cached is not None and now < cached[0]:
             return cached[1]
-        self.lookups += 1
         record = await self._managed.lookup(token)
         principal = (
             None

@@ -219,3 +219,35 @@ async def test_processes_creating_their_first_keys_at_once_share_one_pepper(redi
     reader = ApiKeyStore(redis, box)
     for record, key in made:
         assert await reader.lookup(key) == record
+
+
+@pytest.mark.parametrize(
+    "clubs",
+    [[], ["club-a\n"], ["Not A Slug"], [1], "club-a", [f"club-{n}" for n in range(101)], [None], {"a": 1}],
+)
+async def test_a_subscriptions_clubs_are_validated_and_a_bad_one_creates_nothing(
+    client: TestClient[Any], redis: Redis, clubs: Any
+) -> None:
+    response = client.post("/v1/subscriptions", json={"url": HOOK, "clubs": clubs}, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert await redis.exists(keys.SUBSCRIPTIONS) == 0
+
+
+def test_a_subscriptions_clubs_are_kept_sorted_once_and_changed_only_to_clubs_held(
+    client: TestClient[Any],
+) -> None:
+    created = create(client, clubs=["club-b", "club-a"])
+    editor = {"Authorization": f"Bearer {created['key']}"}
+    sub = client.post("/v1/subscriptions", json={"url": HOOK, "clubs": ["club-b", "club-b"]}, headers=editor)
+    assert sub.status_code == 201 and sub.json()["clubs"] == ["club-b"]
+    sid = sub.json()["id"]
+    widened = client.patch(f"/v1/subscriptions/{sid}", json={"clubs": None}, headers=editor)
+    assert widened.status_code == 200 and widened.json()["clubs"] == ["club-a", "club-b"]
+    refused = client.patch(f"/v1/subscriptions/{sid}", json={"clubs": ["club-c"]}, headers=editor)
+    assert refused.status_code == 403 and error_of(refused)["code"] == "forbidden_club"
+    assert client.get(f"/v1/subscriptions/{sid}", headers=editor).json()["clubs"] == ["club-a", "club-b"]
+    by_admin = client.patch(f"/v1/subscriptions/{sid}", json={"clubs": None}, headers=AUTH)
+    assert by_admin.json()["clubs"] is None  # an admin may open it to every club...
+    assert (
+        client.get(f"/v1/subscriptions/{sid}", headers=editor).status_code == 404
+    )  # ...then it is not theirs

@@ -29,7 +29,11 @@ CLUB_KEY_CLUB: Final = "infinity-mall"
 CONFIG: Final = Path(__file__).parent / "schemathesis.toml"
 """Checks switched off, each with its reason."""
 
-pytestmark = pytest.mark.slow
+RUN_TIMEOUT_S: Final = 900
+START_S: Final = 60
+"""The API's start and the club key's creation, on a loaded machine."""
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(RUN_TIMEOUT_S + START_S)]
 
 
 def _ready(url: str) -> bool:
@@ -95,7 +99,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(
             ],
             capture_output=True,
             text=True,
-            timeout=900,
+            timeout=RUN_TIMEOUT_S,
             check=False,
             env=env | {"NO_COLOR": "1"},
         )

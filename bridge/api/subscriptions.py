@@ -420,6 +420,7 @@ class SubscriptionController(Controller):
         clubs = data.clubs if isinstance(data.clubs, list) else None
         _no_newline(loyalty_club_slug=slug, import_id=import_id, clubs=clubs)
         await _subscription(subscriptions, subscription_id, principal)  # 404 before any 403
+        principal.check_write()
         if slug is not None:
             principal.check_club(slug)
         scope = principal.scope_for(clubs) if not isinstance(data.clubs, UnsetType) else None

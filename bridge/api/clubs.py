@@ -10,9 +10,9 @@ from litestar.datastructures import State
 from litestar.params import JSONBody, Parameter
 from msgspec import Meta, Struct
 
-from bridge.api.auth import PrincipalDep
-from bridge.api.docs import WRITE_ERRORS, errors
-from bridge.api.errors import ApiError, decode_strictly
+from bridge.api.auth import PrincipalDep, audit, require_admin
+from bridge.api.docs import CREATE_ERRORS, WRITE_ERRORS, errors, scoped
+from bridge.api.errors import decode_strictly
 from bridge.api.schemas import SLUG_PATTERN
 from bridge.slack.access import CHANNEL_ID_PATTERN, MAX_CHANNELS_PER_CLUB, SlackAccess
 from bridge.upstream.credentials import CredentialStore
@@ -66,11 +66,6 @@ class SlackChannels(Struct, kw_only=True, forbid_unknown_fields=True):
     ]
 
 
-def _require_admin(principal: Any) -> None:
-    if not principal.is_admin:
-        raise ApiError(403, "forbidden", "only an admin key may change which Slack channels watch a club")
-
-
 class ClubController(Controller):
     path = "/clubs"
     tags = ["credentials"]
@@ -79,24 +74,30 @@ class ClubController(Controller):
         "/{slug:str}/credentials",
         status_code=204,
         summary="Store a club's MPC token (encrypted at rest, never returned)",
-        responses=errors(*WRITE_ERRORS),
+        description=scoped("editor", "for a club the key holds (another club: 403 `forbidden_club`)"),
+        responses=errors(*CREATE_ERRORS),
     )
     async def put_credentials(
-        self, slug: ClubSlug, request: Request[Any, Any, State], data: JSONBody[CredentialsIn]
+        self,
+        slug: ClubSlug,
+        request: Request[Any, Any, State],
+        data: JSONBody[CredentialsIn],
+        principal: PrincipalDep,
     ) -> None:
         body = decode_strictly(await request.body(), CredentialsIn)
+        principal.check_club(slug)
         credentials: CredentialStore = request.app.state.credentials
-        await credentials.put(slug, body.token, body.product_name, time.time())
+        await credentials.put(slug, body.token, body.product_name, time.time(), created_by=principal.key_id)
+        audit(principal, "credentials.put", club=slug)
 
     @get(
         "/{slug:str}/slack-channels",
         summary="The Slack channels allowed to watch this club (admin)",
+        description=scoped("admin"),
+        guards=[require_admin],
         responses=errors(401, 403, 422),
     )
-    async def get_slack_channels(
-        self, slug: ClubSlug, request: Request[Any, Any, State], principal: PrincipalDep
-    ) -> SlackChannels:
-        _require_admin(principal)
+    async def get_slack_channels(self, slug: ClubSlug, request: Request[Any, Any, State]) -> SlackChannels:
         access: SlackAccess = request.app.state.slack_access
         return SlackChannels(channel_ids=await access.channels(slug))
 
@@ -104,7 +105,9 @@ class ClubController(Controller):
         "/{slug:str}/slack-channels",
         status_code=200,
         summary="Set the Slack channels allowed to watch this club (admin)",
-        responses=errors(*WRITE_ERRORS, 403),
+        description=scoped("admin"),
+        guards=[require_admin],
+        responses=errors(*WRITE_ERRORS),
     )
     async def put_slack_channels(
         self,
@@ -113,7 +116,8 @@ class ClubController(Controller):
         data: JSONBody[SlackChannels],
         principal: PrincipalDep,
     ) -> SlackChannels:
-        _require_admin(principal)
         body = decode_strictly(await request.body(), SlackChannels)
         access: SlackAccess = request.app.state.slack_access
-        return SlackChannels(channel_ids=await access.set_channels(slug, body.channel_ids))
+        allowed = await access.set_channels(slug, body.channel_ids)
+        audit(principal, "slack_channels.put", club=slug, channel_ids=allowed)
+        return SlackChannels(channel_ids=allowed)

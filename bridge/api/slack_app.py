@@ -65,6 +65,8 @@ MAX_FORM_FIELDS: Final = 32
 LIST_SCAN: Final = 1000
 """Active watches a ``list`` looks through for this channel's (newest first)."""
 SLACK_ID_RE: Final = re.compile(r"[A-Z0-9]{2,32}")
+SLACK_CREATOR_PREFIX: Final = "slack:"
+"""A watch created from Slack records who typed the command (``created_by``: ``slack:U0123ABCD``)."""
 
 log = get_logger("bridge.slack")
 
@@ -181,7 +183,7 @@ class SlackApp:
             bulk_ids=list(parsed.bulk_ids) if parsed.bulk_ids is not None else None,
             slack=SlackTargetIn(channel=cmd.channel_id),
         )
-        spec = spec_from(data, new_watch_id(), time.time())
+        spec = spec_from(data, new_watch_id(), time.time(), created_by=SLACK_CREATOR_PREFIX + cmd.user_id)
         created, watch_id = await self._store.create_watch(
             spec, fingerprint(data), self._settings.poll_min_interval_s
         )

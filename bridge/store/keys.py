@@ -46,6 +46,10 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
                                            (the card's "Mute progress"); expires with the watch's events
     bridge:slack-socket:health:{host} string the last health record of ``bridge slack-socket`` on a host
                                            (written every 10 s, expires after 20 s)
+    bridge:api-keys                  hash  managed API key id -> the key's record (JSON: name, clubs,
+                                           role, created_at, created_by, digest); never the key
+    bridge:api-keys:digests          hash  keyed hash (HMAC-SHA256) of a managed key -> its id
+    bridge:api-keys:pepper           string the HMAC key of those digests, sealed with BRIDGE_SECRET_KEY
     bridge:layout                    string the layout version of all of the above (see layout.py)
     bridge:layout:migrating          string held while ``bridge migrate`` upgrades the data
     bridge:queue                     zset  arq's job queue (arq owns arq:job:*, arq:in-progress:*)
@@ -94,6 +98,9 @@ SLACK_HOLD_PREFIX: Final = SLACK_PREFIX + "hold:"
 SLACK_CHANNELS_PREFIX: Final = SLACK_PREFIX + "channels:"
 SLACK_MUTE_PREFIX: Final = SLACK_PREFIX + "mute:"
 ATTACHMENT_PREFIX: Final = PREFIX + "attachment:"
+API_KEYS: Final = PREFIX + "api-keys"
+API_KEY_DIGESTS: Final = API_KEYS + ":digests"
+API_KEY_PEPPER: Final = API_KEYS + ":pepper"
 LAYOUT: Final = PREFIX + "layout"
 MIGRATION_LOCK: Final = LAYOUT + ":migrating"
 

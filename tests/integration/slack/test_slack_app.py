@@ -170,6 +170,7 @@ async def test_a_command_creates_a_watch_whose_card_with_buttons_reaches_the_sta
     named = await app_rig.pipeline.store.get_watch(watch_id_in(some))
     assert named is not None and named.spec.slack is not None
     assert named.spec.slack.channel == CHANNEL and named.spec.bulk_ids == (4101, 4102)
+    assert named.spec.created_by == f"slack:{PERSON}"
     await app_rig.pipeline.poll_due()
     await run_worker(app_rig)
     card = app_rig.card()
@@ -400,5 +401,15 @@ async def test_slack_channels_route_and_its_validation(app_rig: SlackRig, redis:
             assert response.status_code in (400, 422), bad
         unauthorized = client.put(f"/v1/clubs/{SLUG}/slack-channels", json={"channel_ids": []})
         assert unauthorized.status_code == 401
+        made = client.post(
+            "/v1/api-keys", json={"name": "crm", "clubs": [SLUG], "role": "editor"}, headers=AUTH
+        )
+        assert made.status_code == 201, made.text
+        club_key = {"Authorization": f"Bearer {made.json()['key']}"}
+        for method in ("GET", "PUT"):
+            refused = client.request(
+                method, f"/v1/clubs/{SLUG}/slack-channels", json={"channel_ids": ["C0X"]}, headers=club_key
+            )
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden", method
         allow(client)
         assert client.get(f"/v1/clubs/{SLUG}/slack-channels", headers=AUTH).json() == {"channel_ids": []}

@@ -25,6 +25,7 @@ from bridge.api.errors import handle_http_exception, handle_redis_error, handle_
 from bridge.api.health import HealthController
 from bridge.api.metrics import MetricsController
 from bridge.api.request import AllowHeaderMiddleware, BridgeRequest
+from bridge.api.slack_app import SlackEventsController
 from bridge.api.subscriptions import DEPENDENCIES as WEBHOOK_DEPENDENCIES
 from bridge.api.subscriptions import DeliveryController, SubscriptionController
 from bridge.api.watches import WatchController
@@ -116,7 +117,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exclude=["/metrics"],
     )
     app = Litestar(
-        route_handlers=[HealthController, MetricsController, v1, assets_router()],
+        route_handlers=[HealthController, MetricsController, SlackEventsController, v1, assets_router()],
         middleware=[prometheus.middleware, AllowHeaderMiddleware()],
         lifespan=[lifespan],
         state=State(

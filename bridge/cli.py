@@ -145,8 +145,25 @@ def worker(check: bool) -> None:
     sys.exit(process.exit_code())
 
 
+@main.command("slack-socket")
+def slack_socket() -> None:
+    """Serve the Slack app's command and buttons over Socket Mode (BRIDGE_SLACK_APP_TOKEN), for
+    installations Slack cannot reach over HTTP."""
+    from bridge.slack_socket import main as run_socket
+    from bridge.store.layout import LayoutError
+
+    try:
+        run_socket(load_settings())
+    except LayoutError as exc:
+        exit_with_config_error(str(exc), "slack-socket")
+
+
 @main.command()
-@click.option("--role", type=click.Choice(["api", "worker", "simulator"]), help="Default: this container's.")
+@click.option(
+    "--role",
+    type=click.Choice(["api", "worker", "simulator", "slack-socket"]),
+    help="Default: this container's.",
+)
 @click.option("--port", type=int, help="Port of the API or simulator. Default: from the container's command.")
 def healthcheck(role: str | None, port: int | None) -> None:
     """Check the bridge process this container runs (the image's HEALTHCHECK): one line,
@@ -322,6 +339,38 @@ def watch_show(api_url: str, api_key: str | None, as_json: bool, watch_id: str) 
 def watch_stop(api_url: str, api_key: str | None, as_json: bool, watch_id: str) -> None:
     """Stop a watch."""
     _show_watch(_run(api_url, api_key, lambda c: c.call("DELETE", f"/v1/watches/{watch_id}")), as_json)
+
+
+@main.group()
+def clubs() -> None:
+    """Club settings through the API (an admin key): the Slack channels that may watch a club."""
+
+
+@clubs.command("slack-channels")
+@api_url_option
+@api_key_option
+@json_option
+@click.argument("club")
+@click.argument("channel_ids", nargs=-1)
+@click.option("--clear", is_flag=True, help="No channel may watch the club from Slack any more.")
+def clubs_slack_channels(
+    api_url: str, api_key: str | None, as_json: bool, club: str, channel_ids: tuple[str, ...], clear: bool
+) -> None:
+    """Show, or set (CHANNEL_IDS, e.g. C0123456789), the Slack channels allowed to watch CLUB
+    with the slash command and the card's buttons."""
+    if clear and channel_ids:
+        raise click.UsageError("give channel ids or --clear, not both")
+    path = f"/v1/clubs/{club}/slack-channels"
+    if channel_ids or clear:
+        body = {"channel_ids": list(channel_ids)}
+        answer = _run(api_url, api_key, lambda c: c.call("PUT", path, json=body))
+    else:
+        answer = _run(api_url, api_key, lambda c: c.call("GET", path))
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    allowed = answer["channel_ids"]
+    click.echo(f"{club}: {', '.join(allowed)}" if allowed else f"{club}: no Slack channel may watch it")
 
 
 @watch.command("follow")

@@ -44,6 +44,12 @@ MPC_RETRY_AFTER_MAX_S: Final = 600.0
 """The longest ``Retry-After`` from MPC honoured as given: a longer one pauses the club this long."""
 SLACK_POST_INTERVAL_S: Final = 1.0
 """Slack asks for "no more than one message per channel per second" (bursts tolerated)."""
+SLACK_COMMAND: Final = "/mpc-watch"
+"""The slash command people type in Slack (it must match the command in the Slack app's settings)."""
+SLACK_COMMAND_PATTERN: Final = r"^/[a-z0-9_-]{1,31}$"
+"""Slack's own rule for command names: a slash, then up to 31 lower-case letters, digits, - or _."""
+SLACK_APP_TOKEN_PREFIX: Final = "xapp-"  # noqa: S105 - a prefix, not a token
+SLACK_USER_ID_PATTERN: Final = r"^[UW][A-Z0-9]{2,30}$"
 
 WEBHOOK_RETRY_SCHEDULE_S: Final = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 """The waits after a webhook's first attempt (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h)."""
@@ -185,6 +191,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float,
         _doc("Least time between two messages the bridge posts to one Slack channel.", ge=0, le=60),
     ] = SLACK_POST_INTERVAL_S
+    slack_signing_secret: Annotated[
+        Secret | None,
+        _doc(
+            "Signing secret of the Slack app: `POST /slack/events` (slash command, card buttons) "
+            "refuses every request it does not verify."
+        ),
+    ] = None
+    slack_app_token: Annotated[
+        Secret | None,
+        _doc("Slack app-level token (`xapp-...`, scope `connections:write`) for `bridge slack-socket`."),
+    ] = None
+    slack_command: Annotated[
+        str,
+        _doc("The slash command of the Slack app.", pattern=SLACK_COMMAND_PATTERN),
+    ] = SLACK_COMMAND
+    slack_allowed_users: Annotated[
+        tuple[Annotated[str, msgspec.Meta(pattern=SLACK_USER_ID_PATTERN)], ...],
+        _doc(
+            "Slack user ids allowed to use the command and the card's buttons (comma-separated); "
+            "empty: anyone in a channel allowed for the club."
+        ),
+    ] = ()
     webhook_allow_cidrs: Annotated[
         tuple[str, ...],
         _doc("Networks webhook URLs may resolve to although not public (comma-separated CIDRs)."),
@@ -284,6 +312,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 # The URL is a secret (it lets anyone post): named, never shown.
                 raise ConfigError(f"{env_name('slack_webhook_url')}: expected an http/https URL")
+        if self.slack_app_token is not None and not self.slack_app_token.reveal().startswith(
+            SLACK_APP_TOKEN_PREFIX
+        ):
+            raise ConfigError(
+                f"{env_name('slack_app_token')}: expected an app-level token ({SLACK_APP_TOKEN_PREFIX}...)"
+            )
         if self.secret_key is not None:
             _check_fernet_key(self.secret_key)
         _check_webhook_schedule(self.webhook_retry_schedule_s)
@@ -314,6 +348,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.slack_webhook_url is not None:
             return "webhook"
         return None
+
+    @property
+    def slack_interactive(self) -> bool:
+        """Whether Slack can talk back (a signing secret for ``/slack/events`` or an app token for
+        Socket Mode): only then do import cards carry buttons."""
+        return self.slack_signing_secret is not None or self.slack_app_token is not None
 
     @property
     def slack_base(self) -> str:

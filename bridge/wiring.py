@@ -18,6 +18,7 @@ import httpx
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bridge.api.slack_app import SlackApp
 from bridge.config import Settings
 from bridge.core.diff import Rules
 from bridge.core.schedule import Intervals
@@ -29,6 +30,7 @@ from bridge.delivery.service import Deliveries
 from bridge.http import Fetcher, build_session, build_transport
 from bridge.metrics import WorkerMetrics
 from bridge.polling import Observer, Planner, Poller
+from bridge.slack.access import SlackAccess
 from bridge.slack.attachments import UnmaskedErrors
 from bridge.slack.notifier import SLACK_TIMEOUT_S, SlackBotNotifier, SlackWebhookNotifier
 from bridge.slack.state import SlackState
@@ -162,7 +164,7 @@ def slack_notifier(
             timeout=int(SLACK_TIMEOUT_S),
             retry_handlers=[],  # retries are deferred jobs, never sleeps in a worker slot
         )
-        return SlackBotNotifier(client=client, **common)
+        return SlackBotNotifier(client=client, interactive=settings.slack_interactive, **common)
     assert settings.slack_webhook_url is not None
     hook = AsyncWebhookClient(
         url=settings.slack_webhook_url.reveal(),
@@ -276,6 +278,23 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     return arq_options(settings, build_runtime)
 
 
+def slack_access(settings: Settings, redis: Any) -> SlackAccess:
+    return SlackAccess(redis, allowed_users=settings.slack_allowed_users)
+
+
+def slack_app(settings: Settings, redis: Any) -> SlackApp:
+    """The slash command and the card's buttons (``/slack/events`` and ``bridge slack-socket``)."""
+    events = store(settings, redis)
+    return SlackApp(
+        settings=settings,
+        store=events,
+        access=slack_access(settings, redis),
+        state=SlackState(redis, ttl_s=events.event_ttl_ms / 1000.0),
+        credentials=credential_store(settings, redis),
+        queue=redis,
+    )
+
+
 def api_state(settings: Settings, redis: Any) -> dict[str, Any]:
     """What the API's routes use, built in its lifespan (``app.state``)."""
     return {
@@ -285,4 +304,6 @@ def api_state(settings: Settings, redis: Any) -> dict[str, Any]:
         "api_keys": api_key_store(settings, redis),
         "subscriptions": subscription_store(settings, redis),
         "dispatch": ArqQueue(redis).dispatch,
+        "slack_access": slack_access(settings, redis),
+        "slack_app": slack_app(settings, redis),
     }

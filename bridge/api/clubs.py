@@ -1,19 +1,20 @@
-"""``PUT /v1/clubs/{slug}/credentials``: a club's MPC token, write-only."""
+"""``/v1/clubs/{slug}``: a club's MPC token (write-only) and the Slack channels allowed to watch it."""
 
 from __future__ import annotations
 
 import time
 from typing import Annotated, Any, Final
 
-from litestar import Controller, Request, put
+from litestar import Controller, Request, get, put
 from litestar.datastructures import State
 from litestar.params import JSONBody, Parameter
 from msgspec import Meta, Struct
 
-from bridge.api.auth import PrincipalDep, audit
-from bridge.api.docs import CREATE_ERRORS, errors, scoped
+from bridge.api.auth import PrincipalDep, audit, require_admin
+from bridge.api.docs import CREATE_ERRORS, WRITE_ERRORS, errors, scoped
 from bridge.api.errors import decode_strictly
 from bridge.api.schemas import SLUG_PATTERN
+from bridge.slack.access import CHANNEL_ID_PATTERN, MAX_CHANNELS_PER_CLUB, SlackAccess
 from bridge.upstream.credentials import CredentialStore
 
 MAX_TOKEN_CHARS: Final = 4096
@@ -48,6 +49,23 @@ class CredentialsIn(Struct, kw_only=True, forbid_unknown_fields=True):
     ) = None
 
 
+class SlackChannels(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The Slack channels allowed to watch a club with the slash command and the card's buttons."""
+
+    channel_ids: Annotated[
+        list[
+            Annotated[
+                str,
+                Meta(pattern=CHANNEL_ID_PATTERN, description="Slack channel id", examples=["C0123456789"]),
+            ]
+        ],
+        Meta(
+            max_length=MAX_CHANNELS_PER_CLUB,
+            description="channel ids (not names: a name can change); empty: no channel may",
+        ),
+    ]
+
+
 class ClubController(Controller):
     path = "/clubs"
     tags = ["credentials"]
@@ -71,3 +89,35 @@ class ClubController(Controller):
         credentials: CredentialStore = request.app.state.credentials
         await credentials.put(slug, body.token, body.product_name, time.time(), created_by=principal.key_id)
         audit(principal, "credentials.put", club=slug)
+
+    @get(
+        "/{slug:str}/slack-channels",
+        summary="The Slack channels allowed to watch this club (admin)",
+        description=scoped("admin"),
+        guards=[require_admin],
+        responses=errors(401, 403, 422),
+    )
+    async def get_slack_channels(self, slug: ClubSlug, request: Request[Any, Any, State]) -> SlackChannels:
+        access: SlackAccess = request.app.state.slack_access
+        return SlackChannels(channel_ids=await access.channels(slug))
+
+    @put(
+        "/{slug:str}/slack-channels",
+        status_code=200,
+        summary="Set the Slack channels allowed to watch this club (admin)",
+        description=scoped("admin"),
+        guards=[require_admin],
+        responses=errors(*WRITE_ERRORS),
+    )
+    async def put_slack_channels(
+        self,
+        slug: ClubSlug,
+        request: Request[Any, Any, State],
+        data: JSONBody[SlackChannels],
+        principal: PrincipalDep,
+    ) -> SlackChannels:
+        body = decode_strictly(await request.body(), SlackChannels)
+        access: SlackAccess = request.app.state.slack_access
+        allowed = await access.set_channels(slug, body.channel_ids)
+        audit(principal, "slack_channels.put", club=slug, channel_ids=allowed)
+        return SlackChannels(channel_ids=allowed)

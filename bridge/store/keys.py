@@ -40,6 +40,12 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
     bridge:slack:pace:{chan}         string when the next message may be posted there (ms)
     bridge:slack:slot:{ref}          string the posting time reserved for one message (ms)
     bridge:slack:hold:{chan}         string until when Slack said (429) to send nothing there (ms)
+    bridge:slack:channels:{slug}     set   the Slack channel ids allowed to watch a club (set by an
+                                           admin; none: the club cannot be watched from Slack)
+    bridge:slack:mute:{wid}          string set while a watch's bulk.progress replies are muted
+                                           (the card's "Mute progress"); expires with the watch's events
+    bridge:slack-socket:health:{host} string the last health record of ``bridge slack-socket`` on a host
+                                           (written every 10 s, expires after 20 s)
     bridge:api-keys                  hash  managed API key id -> the key's record (JSON: name, clubs,
                                            role, created_at, created_by, digest); never the key
     bridge:api-keys:digests          hash  keyed hash (HMAC-SHA256) of a managed key -> its id
@@ -69,6 +75,7 @@ ORPHANS_CHECKED: Final = PREFIX + "orphans-checked"
 SUBSCRIPTIONS: Final = PREFIX + "subscriptions"
 SUBSCRIPTIONS_VERSION: Final = SUBSCRIPTIONS + ":version"
 WORKER_HEALTH_PREFIX: Final = QUEUE + ":health-check:"
+SLACK_SOCKET_HEALTH_PREFIX: Final = PREFIX + "slack-socket:health:"
 
 TRACKER_PREFIX: Final = PREFIX + "tracker:"
 WATCH_PREFIX: Final = PREFIX + "watch:"
@@ -88,6 +95,8 @@ SLACK_REPLY_PREFIX: Final = SLACK_PREFIX + "reply:"
 SLACK_PACE_PREFIX: Final = SLACK_PREFIX + "pace:"
 SLACK_SLOT_PREFIX: Final = SLACK_PREFIX + "slot:"
 SLACK_HOLD_PREFIX: Final = SLACK_PREFIX + "hold:"
+SLACK_CHANNELS_PREFIX: Final = SLACK_PREFIX + "channels:"
+SLACK_MUTE_PREFIX: Final = SLACK_PREFIX + "mute:"
 ATTACHMENT_PREFIX: Final = PREFIX + "attachment:"
 API_KEYS: Final = PREFIX + "api-keys"
 API_KEY_DIGESTS: Final = API_KEYS + ":digests"
@@ -205,6 +214,14 @@ def slack_hold(channel: str) -> str:
     return SLACK_HOLD_PREFIX + channel
 
 
+def slack_channels(slug: str) -> str:
+    return SLACK_CHANNELS_PREFIX + slug
+
+
+def slack_mute(wid: str) -> str:
+    return SLACK_MUTE_PREFIX + wid
+
+
 def attachment(eid: str, destination: str) -> str:
     return ATTACHMENT_PREFIX + outbox_entry(eid, destination)
 
@@ -224,3 +241,7 @@ def split_outbox_entry(entry: str) -> tuple[str, str]:
 
 def worker_health(host: str) -> str:
     return WORKER_HEALTH_PREFIX + host
+
+
+def slack_socket_health(host: str) -> str:
+    return SLACK_SOCKET_HEALTH_PREFIX + host

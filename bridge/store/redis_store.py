@@ -146,6 +146,7 @@ class RedisStore:
         self._commit = scripts.register(redis, "commit")
         self._create = scripts.register(redis, "create_watch")
         self._stop = scripts.register(redis, "stop_watch")
+        self._poll_soon = scripts.register(redis, "poll_soon")
         self._release = scripts.register(redis, "release")
         self._explicit = scripts.register(redis, "record_explicit")
 
@@ -284,6 +285,15 @@ class RedisStore:
             args=[spec.id, now_ms(now), self.retention_ms, spec.tracker_id],
         )
         return bool(stopped == 1)
+
+    async def poll_soon(self, spec: WatchSpec, now: float, min_interval_s: float) -> tuple[str, float]:
+        """Bring the watch's import forward in the schedule, to the earliest time the minimum
+        interval and the club's pause allow: ``(outcome, when)``, see ``lua/poll_soon.lua``."""
+        outcome, at = await self._poll_soon(
+            keys=[keys.SCHEDULE, keys.INFLIGHT],
+            args=[spec.tracker_id, now_ms(now), now_ms(min_interval_s), spec.loyalty_club_slug],
+        )
+        return _text(outcome), int(at) / 1000.0
 
     async def get_watch(self, wid: str) -> WatchRecord | None:
         fields = await resolved(self.redis.hgetall(keys.watch(wid)))

@@ -54,6 +54,10 @@ class CredentialStore:
         )
         await self._redis.hset(keys.CREDENTIALS, slug, _encoder.encode(record))
 
+    async def has(self, slug: str) -> bool:
+        """Whether the club has its own stored credentials (nothing is decrypted)."""
+        return bool(await self._redis.hexists(keys.CREDENTIALS, slug))
+
     async def get(self, slug: str) -> ClubCredentials | None:
         raw = await self._redis.hget(keys.CREDENTIALS, slug)
         if raw is None:

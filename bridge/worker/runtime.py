@@ -18,17 +18,19 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
+import aiohttp
 import msgspec
 import structlog
 from arq import Retry
 
 from bridge.config import Settings
-from bridge.delivery.model import DeliveryJob, Dispatch, Notifier
+from bridge.delivery.model import SLACK, DeliveryJob, Dispatch, Notifier
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.logs import configure_logging, get_logger
 from bridge.metrics import WorkerMetrics
 from bridge.polling import Poller
 from bridge.redis_url import parse_redis_url
+from bridge.slack.followup import FollowUp, run_followup
 from bridge.store.layout import ensure_layout
 from bridge.store.redis_store import RedisStore
 
@@ -170,6 +172,33 @@ async def deliver(ctx: dict[str, Any], job: Any) -> str:
         except RetryLater as retry:
             log.info("delivery retried later", retry_in_s=round(retry.defer_s, 3), reason=str(retry))
             raise Retry(defer=retry.defer_s) from None
+    return result.outcome
+
+
+async def slack_followup(ctx: dict[str, Any], job: Any) -> str:
+    """arq job: after a Slack command or click, update the card, note who did it in its thread,
+    answer the person through ``response_url`` (see :mod:`bridge.slack.followup`)."""
+    runtime: Runtime = ctx["runtime"]
+    spec = msgspec.convert(job, FollowUp)
+    notifier = runtime.notifiers.get(SLACK)
+    session = getattr(notifier, "session", None)
+    with structlog.contextvars.bound_contextvars(job_id=ctx.get("job_id"), job_try=ctx.get("job_try")):
+        if session is None:
+            async with aiohttp.ClientSession() as own:
+                result = await run_followup(
+                    spec, notifier=notifier, session=own, slack_api_url=runtime.settings.slack_api_url
+                )
+        else:
+            result = await run_followup(
+                spec, notifier=notifier, session=session, slack_api_url=runtime.settings.slack_api_url
+            )
+        if result.outcome == "retry":
+            log.info("slack follow-up retried later", reason=result.detail)
+            raise Retry(defer=result.retry_after_s or 1.0)
+        if result.outcome == "failed":
+            log.info(
+                "slack follow-up not done", reason=result.detail, action=spec.action, watch_id=spec.watch_id
+            )
     return result.outcome
 
 

@@ -126,6 +126,22 @@ async def test_processes_migrating_at_once_run_each_step_once(redis: Redis) -> N
     assert await redis.get(keys.MIGRATION_LOCK) is None
 
 
+async def test_layout_3_data_gets_slack_channel_lists_and_mutes_without_a_rewrite(redis: Redis) -> None:
+    """Layout 4 adds the clubs' Slack channel lists and the watches' progress mutes: new keys
+    whose absence keeps layout 3's meaning (no club is open to Slack, nothing is muted)."""
+    await redis.set(keys.LAYOUT, 3)
+    await resolved(redis.hset("bridge:watch:wch_1", mapping={"doc": b"x", "state": "active"}))
+    await redis.set(keys.attachment("evt_a", "slack"), b"{}", px=60_000)
+    said: list[str] = []
+    await migrate(redis, report=said.append)
+    assert said[0].startswith("layout 3 -> 4:") and "(0 keys," in said[0]
+    assert await stored_version(redis) == LAYOUT_VERSION
+    assert (await resolved(redis.hgetall("bridge:watch:wch_1")))[b"state"] == b"active"
+    assert await redis.get(keys.attachment("evt_a", "slack")) == b"{}"
+    assert await redis.keys(keys.SLACK_CHANNELS_PREFIX + "*") == []
+    assert await redis.keys(keys.SLACK_MUTE_PREFIX + "*") == []
+
+
 async def test_newer_data_is_refused_and_left_alone(redis: Redis) -> None:
     await redis.set(keys.LAYOUT, LAYOUT_VERSION + 1)
     with pytest.raises(LayoutError, match="newer than this bridge"):

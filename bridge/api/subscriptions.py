@@ -31,6 +31,8 @@ from bridge.api.schemas import (
     encode_cursor,
 )
 from bridge.core.diff import iso_timestamp
+from bridge.delivery.model import Dispatch
+from bridge.store.redis_store import RedisStore
 from bridge.webhooks.actions import EventExpired, redeliver, send_test_event
 from bridge.webhooks.guard import MAX_URL_CHARS, Refused, UrlGuard
 from bridge.webhooks.model import (
@@ -287,6 +289,103 @@ async def _subscription(store: SubscriptionStore, sid: str) -> Subscription:
     return sub
 
 
+# ------------------------------------------------------------------ what the routes do
+# (the console's pages do the same through these, so both answer alike)
+
+
+async def create_subscription(
+    subscriptions: SubscriptionStore, guard: UrlGuard, data: SubscriptionCreate
+) -> SubscriptionCreated:
+    """Create a subscription; the answer carries its secret (the only time it is shown)."""
+    _box_or_503(subscriptions)
+    _no_newline(loyalty_club_slug=data.loyalty_club_slug, import_id=data.import_id)
+    doc = SubscriptionDoc(
+        url=await _checked_url(guard, data.url),
+        event_types=_event_types(data.event_types),
+        loyalty_club_slug=data.loyalty_club_slug,
+        import_id=data.import_id,
+    )
+    sid, secret, now = new_subscription_id(), new_secret(), time.time()
+    await subscriptions.create(sid, doc, secret, enabled=data.enabled, now=now)
+    sub = await _subscription(subscriptions, sid)
+    shown = subscription_out(sub, now)
+    return SubscriptionCreated(**msgspec.structs.asdict(shown), secret=secret)
+
+
+async def update_subscription(
+    subscriptions: SubscriptionStore, guard: UrlGuard, subscription_id: str, data: SubscriptionPatch
+) -> SubscriptionOut:
+    """Apply the fields ``data`` gives, merged again when another change raced it."""
+    slug = data.loyalty_club_slug if isinstance(data.loyalty_club_slug, str) else None
+    import_id = data.import_id if isinstance(data.import_id, str) else None
+    _no_newline(loyalty_club_slug=slug, import_id=import_id)
+    checked: str | None = None
+    if isinstance(data.url, str):
+        checked = await _checked_url(guard, data.url)
+    enabled = data.enabled if isinstance(data.enabled, bool) else None
+    for _ in range(PATCH_ATTEMPTS):
+        current = await _subscription(subscriptions, subscription_id)
+        doc = current.doc
+        changes: dict[str, Any] = {}
+        if checked is not None:
+            changes["url"] = checked
+        if not isinstance(data.event_types, UnsetType):
+            changes["event_types"] = _event_types(data.event_types)
+        if not isinstance(data.loyalty_club_slug, UnsetType):
+            changes["loyalty_club_slug"] = data.loyalty_club_slug
+        if not isinstance(data.import_id, UnsetType):
+            changes["import_id"] = data.import_id
+        try:
+            updated = await subscriptions.update(
+                subscription_id,
+                expected=doc,
+                doc=msgspec.structs.replace(doc, **changes),
+                enabled=enabled,
+                now=time.time(),
+            )
+        except SubscriptionGone:
+            raise ApiError(404, "not_found", f"no subscription {subscription_id}") from None
+        if updated is not None:
+            return subscription_out(updated, time.time())
+    raise ApiError(409, "conflict", "the subscription kept changing meanwhile; try again")
+
+
+async def rotate_secret(subscriptions: SubscriptionStore, subscription_id: str) -> SecretRotated:
+    """A new secret (shown in this answer only); the old one keeps signing alongside a while."""
+    _box_or_503(subscriptions)
+    secret = new_secret()
+    try:
+        until = await subscriptions.rotate(subscription_id, secret, now=time.time())
+    except SubscriptionGone:
+        raise ApiError(404, "not_found", f"no subscription {subscription_id}") from None
+    return SecretRotated(id=subscription_id, secret=secret, previous_secret_expires_at=iso_timestamp(until))
+
+
+async def test_subscription(
+    subscriptions: SubscriptionStore, store: RedisStore, dispatch: Dispatch, subscription_id: str
+) -> DeliveryOut:
+    """Send a ``webhook.test`` event now (also to a disabled subscription)."""
+    sub = await _subscription(subscriptions, subscription_id)
+    return delivery_out(await send_test_event(subscriptions, store, dispatch, sub, time.time()))
+
+
+async def redeliver_delivery(
+    subscriptions: SubscriptionStore, store: RedisStore, dispatch: Dispatch, delivery_id: str
+) -> DeliveryOut:
+    """Send a delivery's event again as a new delivery; 409 once the event has expired."""
+    original = await _delivery(subscriptions, delivery_id)
+    await _subscription(subscriptions, original.subscription_id)
+    try:
+        again = await redeliver(subscriptions, store, dispatch, original, time.time())
+    except EventExpired:
+        raise ApiError(
+            409,
+            "event_expired",
+            f"event {original.event_id} is no longer stored: it cannot be sent again",
+        ) from None
+    return delivery_out(again)
+
+
 # ------------------------------------------------------------------ routes
 
 
@@ -307,20 +406,7 @@ class SubscriptionController(Controller):
         webhook_guard: GuardDep,
     ) -> Response[SubscriptionCreated]:
         data = decode_strictly(await request.body(), SubscriptionCreate)
-        _box_or_503(subscriptions)
-        _no_newline(loyalty_club_slug=data.loyalty_club_slug, import_id=data.import_id)
-        doc = SubscriptionDoc(
-            url=await _checked_url(webhook_guard, data.url),
-            event_types=_event_types(data.event_types),
-            loyalty_club_slug=data.loyalty_club_slug,
-            import_id=data.import_id,
-        )
-        sid, secret, now = new_subscription_id(), new_secret(), time.time()
-        await subscriptions.create(sid, doc, secret, enabled=data.enabled, now=now)
-        sub = await _subscription(subscriptions, sid)
-        shown = subscription_out(sub, now)
-        created = SubscriptionCreated(**msgspec.structs.asdict(shown), secret=secret)
-        return Response(created, status_code=201)
+        return Response(await create_subscription(subscriptions, webhook_guard, data), status_code=201)
 
     @get("/", summary="Subscriptions, newest first", responses=errors(400, 401, 422))
     async def list_subscriptions(
@@ -353,38 +439,7 @@ class SubscriptionController(Controller):
         webhook_guard: GuardDep,
     ) -> SubscriptionOut:
         data = decode_strictly(await request.body(), SubscriptionPatch)
-        slug = data.loyalty_club_slug if isinstance(data.loyalty_club_slug, str) else None
-        import_id = data.import_id if isinstance(data.import_id, str) else None
-        _no_newline(loyalty_club_slug=slug, import_id=import_id)
-        checked: str | None = None
-        if isinstance(data.url, str):
-            checked = await _checked_url(webhook_guard, data.url)
-        enabled = data.enabled if isinstance(data.enabled, bool) else None
-        for _ in range(PATCH_ATTEMPTS):
-            current = await _subscription(subscriptions, subscription_id)
-            doc = current.doc
-            changes: dict[str, Any] = {}
-            if checked is not None:
-                changes["url"] = checked
-            if not isinstance(data.event_types, UnsetType):
-                changes["event_types"] = _event_types(data.event_types)
-            if not isinstance(data.loyalty_club_slug, UnsetType):
-                changes["loyalty_club_slug"] = data.loyalty_club_slug
-            if not isinstance(data.import_id, UnsetType):
-                changes["import_id"] = data.import_id
-            try:
-                updated = await subscriptions.update(
-                    subscription_id,
-                    expected=doc,
-                    doc=msgspec.structs.replace(doc, **changes),
-                    enabled=enabled,
-                    now=time.time(),
-                )
-            except SubscriptionGone:
-                raise ApiError(404, "not_found", f"no subscription {subscription_id}") from None
-            if updated is not None:
-                return subscription_out(updated, time.time())
-        raise ApiError(409, "conflict", "the subscription kept changing meanwhile; try again")
+        return await update_subscription(subscriptions, webhook_guard, subscription_id, data)
 
     @delete(
         "/{subscription_id:str}",
@@ -403,15 +458,7 @@ class SubscriptionController(Controller):
         responses=errors(401, 404, 422, 503),
     )
     async def rotate(self, subscription_id: SubscriptionId, subscriptions: SubscriptionsDep) -> SecretRotated:
-        _box_or_503(subscriptions)
-        secret = new_secret()
-        try:
-            until = await subscriptions.rotate(subscription_id, secret, now=time.time())
-        except SubscriptionGone:
-            raise ApiError(404, "not_found", f"no subscription {subscription_id}") from None
-        return SecretRotated(
-            id=subscription_id, secret=secret, previous_secret_expires_at=iso_timestamp(until)
-        )
+        return await rotate_secret(subscriptions, subscription_id)
 
     @post(
         "/{subscription_id:str}/test",
@@ -426,9 +473,7 @@ class SubscriptionController(Controller):
         store: StoreDep,
         dispatch: DispatchDep,
     ) -> DeliveryOut:
-        sub = await _subscription(subscriptions, subscription_id)
-        delivery = await send_test_event(subscriptions, store, dispatch, sub, time.time())
-        return delivery_out(delivery)
+        return await test_subscription(subscriptions, store, dispatch, subscription_id)
 
     @get(
         "/{subscription_id:str}/deliveries",
@@ -468,17 +513,7 @@ class DeliveryController(Controller):
     async def redeliver(
         self, delivery_id: DeliveryId, subscriptions: SubscriptionsDep, store: StoreDep, dispatch: DispatchDep
     ) -> DeliveryOut:
-        original = await _delivery(subscriptions, delivery_id)
-        await _subscription(subscriptions, original.subscription_id)
-        try:
-            again = await redeliver(subscriptions, store, dispatch, original, time.time())
-        except EventExpired:
-            raise ApiError(
-                409,
-                "event_expired",
-                f"event {original.event_id} is no longer stored: it cannot be sent again",
-            ) from None
-        return delivery_out(again)
+        return await redeliver_delivery(subscriptions, store, dispatch, delivery_id)
 
 
 async def _delivery(store: SubscriptionStore, did: str) -> WebhookDelivery:

@@ -28,8 +28,10 @@ from bridge.api.schemas import (
     encode_cursor,
     watch_out,
 )
+from bridge.config import Settings
 from bridge.core.codec import decode_event
 from bridge.core.model import SlackTarget, WatchSpec, WatchState
+from bridge.store.redis_store import RedisStore
 
 FINGERPRINT_BYTES: Final = 16
 WATCH_ID_PREFIX: Final = "wch_"
@@ -93,11 +95,54 @@ def spec_from(data: WatchCreate, watch_id: str, now: float) -> WatchSpec:
     )
 
 
-async def _record(store: StoreDep, watch_id: str) -> WatchOut:
+async def _record(store: RedisStore, watch_id: str) -> WatchOut:
     record = await store.get_watch(watch_id)
     if record is None:
         raise ApiError(404, "not_found", f"no watch {watch_id}")
     return watch_out(record)
+
+
+# ------------------------------------------------------------------ what the routes do
+# (the console's pages do the same through these, so both answer alike)
+
+
+async def create_watch(store: RedisStore, settings: Settings, data: WatchCreate) -> tuple[WatchOut, bool]:
+    """Create the watch ``data`` asks for; ``(watch, False)`` when an identical active one exists.
+    Raises :class:`ApiError` (422) for what the schema alone cannot refuse."""
+    spec = spec_from(data, new_watch_id(), time.time())
+    created, watch_id = await store.create_watch(spec, fingerprint(data), settings.poll_min_interval_s)
+    return await _record(store, watch_id), created
+
+
+async def stop_watch(store: RedisStore, watch_id: str) -> WatchOut:
+    """Stop a watch (idempotent); 404 when there is no such watch."""
+    record = await store.get_watch(watch_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"no watch {watch_id}")
+    await store.stop_watch(record.spec, time.time())
+    return await _record(store, watch_id)
+
+
+async def timeline_items(
+    store: RedisStore, watch_id: str, offset: int, limit: int
+) -> tuple[list[TimelineItem], bool]:
+    """Up to ``limit`` timeline entries from ``offset``, oldest first, and whether more follow."""
+    bodies = await store.timeline(watch_id, offset, limit + 1)
+    items = []
+    for body in bodies[:limit]:
+        event = decode_event(body)
+        bulk_id = event.data.bulk_id if isinstance(event.data.bulk_id, int) else None
+        items.append(
+            TimelineItem(
+                event_id=event.id,
+                type=event.type,
+                sequence=event.data.sequence,
+                timestamp=event.timestamp,
+                bulk_id=bulk_id,
+                data=event.data,
+            )
+        )
+    return items, len(bodies) > limit
 
 
 class WatchController(Controller):
@@ -122,9 +167,8 @@ class WatchController(Controller):
     ) -> Response[WatchOut]:
         # Litestar converts leniently ("1" becomes 1); the contract is the schema, exactly.
         data = decode_strictly(await request.body(), WatchCreate)
-        spec = spec_from(data, new_watch_id(), time.time())
-        created, watch_id = await store.create_watch(spec, fingerprint(data), settings.poll_min_interval_s)
-        return Response(await _record(store, watch_id), status_code=201 if created else 200)
+        watch, created = await create_watch(store, settings, data)
+        return Response(watch, status_code=201 if created else 200)
 
     @get("/", summary="Watches, newest first, filtered by club and state", responses=errors(400, 401, 422))
     async def list_watches(
@@ -159,11 +203,7 @@ class WatchController(Controller):
         responses=errors(401, 404, 422),
     )
     async def stop(self, watch_id: WatchId, store: StoreDep) -> WatchOut:
-        record = await store.get_watch(watch_id)
-        if record is None:
-            raise ApiError(404, "not_found", f"no watch {watch_id}")
-        await store.stop_watch(record.spec, time.time())
-        return await _record(store, watch_id)
+        return await stop_watch(store, watch_id)
 
     @get(
         "/{watch_id:str}/events", summary="The watch's timeline, oldest first", responses=errors(*READ_ERRORS)
@@ -174,20 +214,6 @@ class WatchController(Controller):
         offset = offset_of(cursor)
         if await store.get_watch(watch_id) is None:
             raise ApiError(404, "not_found", f"no watch {watch_id}")
-        bodies = await store.timeline(watch_id, offset, limit + 1)
-        items = []
-        for body in bodies[:limit]:
-            event = decode_event(body)
-            bulk_id = event.data.bulk_id if isinstance(event.data.bulk_id, int) else None
-            items.append(
-                TimelineItem(
-                    event_id=event.id,
-                    type=event.type,
-                    sequence=event.data.sequence,
-                    timestamp=event.timestamp,
-                    bulk_id=bulk_id,
-                    data=event.data,
-                )
-            )
-        next_cursor = encode_cursor(offset + limit) if len(bodies) > limit else None
+        items, more = await timeline_items(store, watch_id, offset, limit)
+        next_cursor = encode_cursor(offset + limit) if more else None
         return Page(items=items, next_cursor=next_cursor)

@@ -3,6 +3,7 @@ sessions, cookies, CSRF, the pages' access rules and the form validation."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -11,8 +12,10 @@ import pytest
 from litestar.testing import TestClient
 from redis.asyncio import Redis
 
+from bridge.api.auth import Principal
 from bridge.app import create_app
 from bridge.config import load_settings
+from bridge.console.session import SessionStore
 from bridge.store import keys
 from tests.integration.conftest import SECRET_KEY
 
@@ -64,9 +67,6 @@ def test_sign_in_sets_a_strict_httponly_cookie_and_a_session_with_expiry(
     assert "httponly" in lowered and "samesite=strict" in lowered and "path=/ui" in lowered
     assert "secure" not in lowered  # plain http here; https sets it (next test)
     value = cookie.split(";")[0].split("=", 1)[1]
-    assert value not in str(client.app.state.redis)  # sanity: only a digest names the key
-
-    import asyncio
 
     async def ttl() -> list[int]:
         redis = Redis.from_url(redis_url)
@@ -183,3 +183,51 @@ def test_hostile_form_input_changes_nothing(client: TestClient[Any]) -> None:
     assert "data-watch-id" not in client.get("/ui/watches").text
     assert client.get("/ui/watches/wch_nope").status_code == 404
     assert client.get("/ui/watches?club=%00&state=zzz&q=" + "a" * 5000).status_code == 200
+
+
+def _session_for(redis_url: str, principal: Principal) -> str:
+    """A console session for ``principal``, as a sign-in with such a key would make it."""
+
+    async def start() -> str:
+        redis = Redis.from_url(redis_url)
+        try:
+            session_id, _ = await SessionStore(redis, lifetime_s=120).start(principal)
+            return session_id
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(start())
+
+
+def test_a_key_limited_to_one_club_sees_only_that_club(client: TestClient[Any], redis_url: str) -> None:
+    sign_in(client)
+    token = csrf_of(client.get("/ui/watches/new").text)
+    made = {}
+    for slug in ("infinity-mall", "outlet-park"):
+        response = client.post(
+            "/ui/watches",
+            data={"csrf_token": token, "loyalty_club_slug": slug, "import_id": IMPORT_ID},
+            follow_redirects=False,
+        )
+        made[slug] = response.headers["location"].rsplit("/", 1)[1]
+    club_key = Principal(key_id="club_test", role="editor", clubs=frozenset({"infinity-mall"}))
+    client.cookies.clear()
+    client.cookies.set("bridge_console", _session_for(redis_url, club_key), path="/ui")
+    listing = client.get("/ui/watches").text
+    assert made["infinity-mall"] in listing and made["outlet-park"] not in listing
+    assert made["outlet-park"] not in client.get("/ui/watches?club=outlet-park").text
+    assert client.get(f"/ui/watches/{made['outlet-park']}").status_code == 404
+    assert client.get(f"/ui/watches/{made['infinity-mall']}").status_code == 200
+    clubs = client.get("/ui/clubs").text
+    assert 'data-club="infinity-mall"' in clubs and 'data-club="outlet-park"' not in clubs
+    assert client.get("/ui/system").status_code == 403
+    # Nor may it change the other club's watch, even knowing its id.
+    token = csrf_of(listing)
+    stop = client.post(f"/ui/watches/{made['outlet-park']}/stop", data={"csrf_token": token})
+    assert stop.status_code == 404
+    create = client.post(
+        "/ui/watches",
+        data={"csrf_token": token, "loyalty_club_slug": "outlet-park", "import_id": "other-import"},
+        follow_redirects=False,
+    )
+    assert create.status_code == 403

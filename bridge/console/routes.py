@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 from urllib.parse import urlencode
 
 import msgspec
@@ -70,11 +71,13 @@ from bridge.console.session import (
 from bridge.delivery.model import Dispatch
 from bridge.slack.state import SlackState
 from bridge.store.changes import Change
-from bridge.store.redis_store import RedisStore
+from bridge.store.redis_store import RedisStore, WatchRecord
 from bridge.upstream.credentials import CredentialStore
 from bridge.webhooks.guard import UrlGuard
 from bridge.webhooks.model import DELIVERY_ID_PATTERN, SUBSCRIPTION_ID_PATTERN
 from bridge.webhooks.store import SubscriptionStore
+
+T = TypeVar("T")
 
 PACKAGE_DIR: Final = Path(__file__).parent
 STATIC_PATH: Final = "/ui/static"
@@ -83,6 +86,8 @@ PING_EVERY_S: Final = 15.0
 ended (the stream stops then)."""
 MAX_FORM_FIELD_CHARS: Final = 8192
 STATIC_MAX_AGE_S: Final = 3600
+SHARED_RESULTS_KEPT: Final = 256
+"""Per-note results (a watch read, a rendered row) kept for the streams still handling that note."""
 WATCH_STATES: Final = ("active", "completed", "stopped", "expired", "error")
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -118,6 +123,21 @@ class ConsoleState:
         self.sessions = SessionStore(redis, lifetime_s=settings.console_session_s)
         self.hub = ChangeHub(redis)
         self.slack = SlackState(redis, ttl_s=settings.retention_s)
+        self._shared: OrderedDict[tuple[int, str], tuple[Change, asyncio.Future[Any]]] = OrderedDict()
+
+    async def shared(self, change: Change, what: str, make: Callable[[], Awaitable[T]]) -> T:
+        """``make()`` once per note however many streams handle it: the hub hands the same note
+        object to every stream, so one watch read and one render serve them all. The note is
+        kept with its result, so its ``id`` is not reused while cached."""
+        key = (id(change), what)
+        found = self._shared.get(key)
+        if found is None or found[0] is not change:
+            future: asyncio.Future[Any] = asyncio.ensure_future(make())
+            self._shared[key] = found = (change, future)
+            while len(self._shared) > SHARED_RESULTS_KEPT:
+                self._shared.popitem(last=False)
+        result: T = await asyncio.shield(found[1])
+        return result
 
 
 class SignInRequired(HTTPException):
@@ -556,7 +576,7 @@ async def _watch_events(
         if wanted.watch is None:
             return []
         record = await _store(request).get_watch(wanted.watch)
-        if record is None:
+        if record is None or not principal.sees(record.spec.loyalty_club_slug):
             return []
         detail = await watch_detail(
             _store(request), _subscriptions(request), console_of(request).slack, record
@@ -572,7 +592,8 @@ async def _watch_events(
         return []
     if wanted.watch is not None and change.watch_id != wanted.watch:
         return []
-    record = await _store(request).get_watch(change.watch_id)
+    console = console_of(request)
+    record = await console.shared(change, "record", lambda: _store(request).get_watch(change.watch_id))
     if record is None:
         return []
     if wanted.watch is not None:
@@ -586,13 +607,17 @@ async def _watch_events(
                 event="timeline", data=fragment("_timeline.html", detail=detail, csrf=csrf)
             ),
         ]
-    row = fragment("_watch_row.html", row=watch_row(record))
+    row = await console.shared(change, "row", lambda: _render_row(record))
     if change.kind == "created":
         state_ok = not wanted.state or record.state == wanted.state
         if state_ok and (not wanted.q or record.spec.import_id == wanted.q):
             return [ServerSentEventMessage(event="new-watch", data=row)]
         return []
     return [ServerSentEventMessage(event=f"w-{change.watch_id}", data=row)]
+
+
+async def _render_row(record: WatchRecord) -> str:
+    return fragment("_watch_row.html", row=watch_row(record))
 
 
 @get("/stream", include_in_schema=False)

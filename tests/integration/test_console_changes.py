@@ -124,3 +124,23 @@ def test_anything_but_a_note_decodes_to_none(raw: bytes) -> None:
 def test_a_note_survives_the_channel(change: Change) -> None:
     assert decode_change(encode_change(change)) == change
     assert msgspec.json.decode(encode_change(change))["kind"] == change.kind
+
+
+async def test_one_note_is_read_and_rendered_once_for_every_stream(redis: Redis) -> None:
+    from bridge.config import load_settings
+    from bridge.console.routes import ConsoleState
+
+    console = ConsoleState(load_settings({}), redis)
+    calls = 0
+
+    async def read() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return "row"
+
+    note, other = Change(kind="watch", watch_id="w1"), Change(kind="watch", watch_id="w1")
+    results = await asyncio.gather(*(console.shared(note, "row", read) for _ in range(50)))
+    assert results == ["row"] * 50 and calls == 1
+    await console.shared(other, "row", read)  # an equal but later note is read again
+    assert calls == 2

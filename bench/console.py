@@ -3,7 +3,9 @@
 One API process, one worker, the MPC simulator and a real redis-server, all on loopback; a
 headless Chromium (the system's, through playwright) signed in to the console on the watches page.
 
-1. ``GET /v1/watches/{id}`` under load (:mod:`bench.load`) with no console page open: the baseline;
+1. ``GET /v1/watches/{id}`` under load (:mod:`bench.load`) with no console page open: the baseline
+   (measured again at the end, after the streams closed; the baseline is the mean of both, so
+   drift over the run shows and cancels);
 2. ``streams`` console sessions are signed in and each opens the live stream (what a browser tab
    on the watches page holds open); the same load again, in the same run;
 3. with those streams still open, ``flips`` bulks of a watched import are flipped one by one in
@@ -200,11 +202,14 @@ async def run(stack: Stack, *, flips: int = 50, streams: int = 50, seconds: floa
         for holder in holders:
             holder.cancel()
         await asyncio.gather(*holders, return_exceptions=True)
+    without_after = run_load(stack, "show", seconds, "--ids", str(ids))
+    baseline = (without["requests_per_s"] + without_after["requests_per_s"]) / 2
     return {
         "streams": streams,
         "simulator_flip_to_row": _ms(flip_times),
         "redis_note_to_row": _ms(note_times),
         "api_without_streams": without,
         "api_with_streams": with_streams,
-        "ratio_with_to_without": round(with_streams["requests_per_s"] / without["requests_per_s"], 3),
+        "api_without_streams_after": without_after,
+        "ratio_with_to_without": round(with_streams["requests_per_s"] / baseline, 3),
     }

@@ -87,6 +87,8 @@ ended (the stream stops then)."""
 MAX_FORM_FIELD_CHARS: Final = 8192
 STATIC_MAX_AGE_S: Final = 3600
 SHARED_RESULTS_KEPT: Final = 256
+EXCERPT_CHARS: Final = 500
+"""How much of a request body (the event sent) the attempt log shows."""
 """Per-note results (a watch read, a rendered row) kept for the streams still handling that note."""
 WATCH_STATES: Final = ("active", "completed", "stopped", "expired", "error")
 CSP: Final = (
@@ -471,6 +473,7 @@ async def subscription_page(request: Request[Any, Any, Any], sid: IdPath) -> Res
     sub = await _changeable_subscription(request, session.principal, sid)
     subscriptions = _subscriptions(request)
     found, _ = await subscriptions.list_deliveries(sid, 0, DELIVERIES_SHOWN)
+    bodies = await _store(request).get_events(sorted({d.event_id for d in found}))
     return _page(
         request,
         session,
@@ -478,6 +481,7 @@ async def subscription_page(request: Request[Any, Any, Any], sid: IdPath) -> Res
         sub=subscription_out(sub, time.time()),
         failures=await failure_counts(subscriptions, sid),
         deliveries=[delivery_out(d) for d in found],
+        requests={eid: body.decode(errors="replace")[:EXCERPT_CHARS] for eid, body in bodies.items()},
         secret=None,
     )
 

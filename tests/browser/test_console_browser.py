@@ -104,6 +104,11 @@ def test_redeliver_sends_the_event_again(page: Page, stack: Stack) -> None:
     expect(page).to_have_url(re.compile(f"/ui/watches/{watch_id}$"))
     kinds = [d["kind"] for d in stack.api("GET", f"/v1/subscriptions/{sub['id']}/deliveries")["items"]]
     assert "redelivery" in kinds
+    # The attempt log shows the deliveries with the body each one sends.
+    page.goto(f"/ui/subscriptions/{sub['id']}")
+    expect(page.locator("[data-delivery-id]")).to_have_count(len(kinds))
+    page.get_by_text("Request body sent").first.click()
+    expect(page.locator("pre").first).to_contain_text(import_id)
 
 
 def test_new_watch_form_shows_the_bad_import_id_next_to_the_field(page: Page) -> None:
@@ -128,9 +133,22 @@ def test_subscriptions_show_the_secret_once(page: Page) -> None:
     page.get_by_role("button", name="Create subscription").click()
     secret = page.locator("#secret-value")
     expect(secret).to_have_text(re.compile(r"^whsec_"))
+    first = secret.inner_text()
     page.goto("/ui/subscriptions")
     expect(page.locator("#secret-value")).to_have_count(0)
+    url = "http://127.0.0.1:9/created-in-the-console"
     expect(page.get_by_text("created-in-the-console")).to_be_visible()
+    row = page.locator("tr[data-subscription-id]", has_text="created-in-the-console")
+    page.get_by_role("button", name=f"Disable {url}").click()
+    expect(row).to_have_attribute("data-enabled", "false")
+    page.get_by_role("button", name=f"Enable {url}").click()
+    expect(row).to_have_attribute("data-enabled", "true")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name=f"Rotate the secret of {url}").click()
+    expect(page.locator("#secret-value")).to_have_text(re.compile(r"^whsec_"))
+    assert page.locator("#secret-value").inner_text() != first
+    page.get_by_role("button", name=f"Send a test event to {url}").click()
+    expect(page.locator("[data-delivery-id] .ev-type")).to_have_text("webhook.test")
 
 
 def test_keyboard_only(page: Page, stack: Stack) -> None:

@@ -7,7 +7,7 @@ Everything here reads through the same stores and view functions as the API (``w
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any, Final
 
 import msgspec
@@ -33,6 +33,10 @@ SUBSCRIPTIONS_SHOWN: Final = PAGE_MAX
 DELIVERIES_SHOWN: Final = 100
 SLACK_LINK: Final = "https://slack.com/archives/{channel}/p{ts}"
 """Slack resolves this to the message in whichever workspace the reader is signed in to."""
+POLL_RATE_WINDOW_S: Final = 300.0
+POLL_RATE_MIN_WINDOW_S: Final = 5.0
+"""Shorter than this, the rate would mostly show when the workers last added their counts."""
+POLL_RATE_SAMPLES: Final = 1000
 STATUS_ORDER: Final = ("finished", "failed", "working", "waiting_for_retry", "waiting", "unseen")
 
 
@@ -223,9 +227,30 @@ class SystemView(msgspec.Struct, kw_only=True):
     gauges: list[tuple[str, str, float]]
     counters: list[tuple[str, float]]
     listeners: int
+    poll_rate: float | None = None
+    """Polls a second over all workers, since an earlier look (``None``: no earlier look yet)."""
+    poll_rate_window_s: float = 0.0
 
 
-async def system_view(redis: Any, listeners: int) -> SystemView:
+class PollRate:
+    """The poll rate from the shared ``polls_total`` counters, which only hold totals: each look
+    keeps a sample, and the rate is taken against the oldest sample of the last
+    :data:`POLL_RATE_WINDOW_S` (the workers add their counts every few seconds)."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, float]] = deque(maxlen=POLL_RATE_SAMPLES)
+
+    def observe(self, now: float, total: float) -> tuple[float | None, float]:
+        while self._samples and now - self._samples[0][0] > POLL_RATE_WINDOW_S:
+            self._samples.popleft()
+        earlier = self._samples[0] if self._samples else None
+        self._samples.append((now, total))
+        if earlier is None or now - earlier[0] < POLL_RATE_MIN_WINDOW_S or total < earlier[1]:
+            return None, 0.0
+        return (total - earlier[1]) / (now - earlier[0]), now - earlier[0]
+
+
+async def system_view(redis: Any, listeners: int, rate: PollRate) -> SystemView:
     workers = []
     async for raw in redis.scan_iter(match=keys.WORKER_HEALTH_PREFIX + "*", count=500):
         workers.append(
@@ -238,9 +263,13 @@ async def system_view(redis: Any, listeners: int) -> SystemView:
         for name, value in shared.items()
         if name.startswith(("polls_total", "deliveries_total"))
     )
+    polls = sum(value for name, value in shared.items() if name.startswith("polls_total"))
+    per_s, window = rate.observe(time.time(), polls)
     return SystemView(
         workers=sorted(workers),
         gauges=[(name, text, value) for name, (text, value) in gauges.items()],
         counters=counters,
         listeners=listeners,
+        poll_rate=per_s,
+        poll_rate_window_s=window,
     )

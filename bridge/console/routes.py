@@ -48,6 +48,7 @@ from bridge.console.access import principal_for_key
 from bridge.console.hub import ChangeHub
 from bridge.console.pages import (
     DELIVERIES_SHOWN,
+    PollRate,
     club_views,
     failure_counts,
     subscription_list,
@@ -125,6 +126,7 @@ class ConsoleState:
         self.sessions = SessionStore(redis, lifetime_s=settings.console_session_s)
         self.hub = ChangeHub(redis)
         self.slack = SlackState(redis, ttl_s=settings.retention_s)
+        self.poll_rate = PollRate()
         self._shared: OrderedDict[tuple[int, str], tuple[Change, asyncio.Future[Any]]] = OrderedDict()
 
     async def shared(self, change: Change, what: str, make: Callable[[], Awaitable[T]]) -> T:
@@ -557,7 +559,8 @@ async def system_page(request: Request[Any, Any, Any]) -> Response[str]:
     session = await current_session(request)
     if session.principal.clubs is not None:
         raise Forbidden(detail="the system page is for keys that see every club")
-    view = await system_view(_state(request).redis, console_of(request).hub.listeners)
+    console = console_of(request)
+    view = await system_view(_state(request).redis, console.hub.listeners, console.poll_rate)
     return _page(request, session, "system.html", system=view)
 
 

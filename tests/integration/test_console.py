@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,8 @@ from bridge.app import create_app
 from bridge.config import load_settings
 from bridge.console.session import SessionStore
 from bridge.store import keys
+from bridge.webhooks.model import WebhookDelivery
+from bridge.webhooks.store import SubscriptionStore
 from tests.integration.conftest import SECRET_KEY
 
 KEY = "console-key-1"
@@ -31,6 +34,7 @@ def client(redis_url: str, redis: Redis) -> Iterator[TestClient[Any]]:
             "BRIDGE_API_KEYS": KEY,
             "BRIDGE_SECRET_KEY": SECRET_KEY,
             "BRIDGE_CONSOLE_SESSION_S": "120",
+            "BRIDGE_WEBHOOK_ALLOW_CIDRS": "127.0.0.0/8",
         }
     )
     with TestClient(create_app(settings), base_url="http://127.0.0.1") as test_client:
@@ -231,3 +235,59 @@ def test_a_key_limited_to_one_club_sees_only_that_club(client: TestClient[Any], 
         follow_redirects=False,
     )
     assert create.status_code == 403
+
+
+@pytest.mark.parametrize("cookie", ["", "x", "a" * 5000, "../../etc", "%C3%A9t%C3%A9", "%00"])
+def test_a_forged_or_garbage_session_cookie_opens_nothing(client: TestClient[Any], cookie: str) -> None:
+    client.cookies.set("bridge_console", cookie, path="/ui")
+    assert client.get("/ui/watches", follow_redirects=False).status_code == 303
+    assert client.get("/ui/stream", follow_redirects=False).status_code == 303
+
+
+def test_redeliver_failed_sends_again_every_failed_delivery_since(
+    client: TestClient[Any], redis_url: str
+) -> None:
+    sub = client.post(
+        "/v1/subscriptions",
+        json={"url": "http://127.0.0.1:9/never-there"},
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    sid = sub.json()["id"]
+
+    async def seed() -> None:
+        redis = Redis.from_url(redis_url)
+        try:
+            store = SubscriptionStore(redis, box=None, retention_s=3600)
+            for n, (state, age_s) in enumerate((("failed", 60), ("failed", 7200), ("delivered", 60))):
+                eid = f"evt_{n}"
+                await redis.set(keys.event(eid), b'{"type": "bulk.started"}')
+                await store.save_delivery(
+                    WebhookDelivery(
+                        id=f"dlv_{n:024d}",
+                        subscription_id=sid,
+                        event_id=eid,
+                        event_type="bulk.started",
+                        kind="event",
+                        created_at=time.time() - age_s,
+                        state=state,  # type: ignore[arg-type]
+                    )
+                )
+        finally:
+            await redis.aclose()
+
+    asyncio.run(seed())
+    sign_in(client)
+    page = client.get(f"/ui/subscriptions/{sid}")
+    assert page.text.count("data-delivery-id") == 3
+    since = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 3600))
+    response = client.post(
+        f"/ui/subscriptions/{sid}/redeliver-failed",
+        data={"csrf_token": csrf_of(page.text), "since": since},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    items = client.get(
+        f"/v1/subscriptions/{sid}/deliveries", headers={"Authorization": f"Bearer {KEY}"}
+    ).json()["items"]
+    again = [d for d in items if d["kind"] == "redelivery"]
+    assert [d["redelivery_of"] for d in again] == [f"dlv_{0:024d}"]  # only the recent failed one

@@ -32,17 +32,25 @@ class ChangeHub:
 
     def __init__(self, redis: Any) -> None:
         self._redis = redis
-        self._queues: set[asyncio.Queue[Change]] = set()
+        self._queues: set[asyncio.Queue[Change | None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
 
     @property
     def listeners(self) -> int:
         return len(self._queues)
 
-    async def subscribe(self) -> asyncio.Queue[Change]:
-        """A queue of the notes published from now on (it waits until the hub listens)."""
-        queue: asyncio.Queue[Change] = asyncio.Queue(maxsize=QUEUE_SIZE)
+    async def subscribe(self) -> asyncio.Queue[Change | None]:
+        """A queue of the notes published from now on (it waits until the hub listens). ``None``
+        in it means the process is stopping: the stream ends, and the browser reconnects (to
+        another API process, or to this one once it is back)."""
+        queue: asyncio.Queue[Change | None] = asyncio.Queue(maxsize=QUEUE_SIZE + 1)
+        if self._stopping:
+            queue.put_nowait(None)
+            return queue
+        self._loop = asyncio.get_running_loop()
         self._queues.add(queue)
         if self._task is None or self._task.done():
             self._ready.clear()
@@ -50,15 +58,27 @@ class ChangeHub:
         await self._ready.wait()
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[Change]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[Change | None]) -> None:
         self._queues.discard(queue)
 
-    def _deliver(self, change: Change) -> None:
+    def _deliver(self, change: Change | None) -> None:
         for queue in self._queues:
-            if queue.full():
+            while queue.qsize() >= QUEUE_SIZE:
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()
             queue.put_nowait(change)
+
+    def _end_streams(self) -> None:
+        self._stopping = True
+        self._deliver(None)
+
+    def end_streams_threadsafe(self) -> None:
+        """End every open stream (the process is shutting down): open streams would otherwise
+        hold the server's graceful drain to its deadline. Safe from a signal handler."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._end_streams)
+        else:
+            self._stopping = True
 
     async def _listen(self) -> None:
         failures = 0

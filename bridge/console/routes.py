@@ -648,6 +648,8 @@ async def stream(
             while True:
                 try:
                     change = await asyncio.wait_for(queue.get(), timeout=PING_EVERY_S)
+                    if change is None:
+                        return  # the process is stopping; the browser reconnects by itself
                 except TimeoutError:
                     if await console.sessions.get(session_id) is None:
                         yield ServerSentEventMessage(event="signed-out", data="")
@@ -663,6 +665,14 @@ async def stream(
 
 
 # ---------------------------------------------------------------------------- the router
+
+
+def end_console_streams(app: Any) -> None:
+    """End the console's open streams, so a stopping API drains at once (a signal handler may call
+    it: see ``bridge.server.serve``'s ``on_stop``)."""
+    console: ConsoleState | None = getattr(app.state, "console", None)
+    if console is not None:
+        console.hub.end_streams_threadsafe()
 
 
 def _signed_out(request: Request[Any, Any, Any], _: SignInRequired) -> Response[Any]:

@@ -21,8 +21,10 @@ from tests.integration.test_store import MIN_INTERVAL_S, plan_from, store_for
 WAIT_S = 5.0
 
 
-async def next_change(queue: asyncio.Queue[Change]) -> Change:
-    return await asyncio.wait_for(queue.get(), WAIT_S)
+async def next_change(queue: asyncio.Queue[Change | None]) -> Change:
+    change = await asyncio.wait_for(queue.get(), WAIT_S)
+    assert change is not None, "the hub ended the stream"
+    return change
 
 
 async def test_create_stop_and_commits_with_news_publish_a_note(redis: Redis) -> None:
@@ -124,6 +126,19 @@ def test_anything_but_a_note_decodes_to_none(raw: bytes) -> None:
 def test_a_note_survives_the_channel(change: Change) -> None:
     assert decode_change(encode_change(change)) == change
     assert msgspec.json.decode(encode_change(change))["kind"] == change.kind
+
+
+async def test_ending_the_streams_tells_every_stream_and_every_later_one(redis: Redis) -> None:
+    hub = ChangeHub(redis)
+    first, second = await hub.subscribe(), await hub.subscribe()
+    try:
+        await asyncio.to_thread(hub.end_streams_threadsafe)  # as from the signal handler
+        assert await asyncio.wait_for(first.get(), WAIT_S) is None
+        assert await asyncio.wait_for(second.get(), WAIT_S) is None
+        late = await hub.subscribe()
+        assert late.get_nowait() is None
+    finally:
+        await hub.aclose()
 
 
 async def test_one_note_is_read_and_rendered_once_for_every_stream(redis: Redis) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -121,11 +122,16 @@ async def _slack_url(slack: SlackState, watch: WatchOut) -> str | None:
 
 
 async def watch_detail(
-    store: RedisStore, subscriptions: SubscriptionStore, slack: SlackState, record: WatchRecord
+    store: RedisStore,
+    subscriptions: SubscriptionStore,
+    slack: SlackState,
+    record: WatchRecord,
+    principal: Principal,
 ) -> WatchDetail:
+    """The watch page: the deliveries shown are those to subscriptions the key sees."""
     row = watch_row(record)
     items, _ = await timeline_items(store, record.spec.id, 0, TIMELINE_SHOWN)
-    subs, _ = await subscriptions.page(0, SUBSCRIPTIONS_SHOWN)
+    subs, _ = await subscriptions.page(0, SUBSCRIPTIONS_SHOWN, visible=_seen_by(principal))
     wanted = [(item.event_id, sub.id) for item in items for sub in subs]
     found = await subscriptions.get_deliveries([event_delivery_id(eid, sid) for eid, sid in wanted])
     by_event: dict[str, list[DeliveryOut]] = {}
@@ -150,18 +156,15 @@ async def watch_detail(
     )
 
 
-def sub_club(sub: Subscription) -> str | None:
-    return sub.doc.loyalty_club_slug
+def _seen_by(principal: Principal) -> Callable[[Subscription], bool] | None:
+    """The subscriptions a key sees: those limited to clubs it all holds (every one: admin)."""
+    return None if principal.is_admin else (lambda sub: principal.sees_scope(sub.doc.clubs))
 
 
 async def subscription_list(subscriptions: SubscriptionStore, principal: Principal) -> list[SubscriptionOut]:
-    subs, _ = await subscriptions.page(0, SUBSCRIPTIONS_SHOWN)
+    subs, _ = await subscriptions.page(0, SUBSCRIPTIONS_SHOWN, visible=_seen_by(principal))
     now = time.time()
-    return [
-        subscription_out(s, now)
-        for s in subs
-        if (principal.sees(c) if (c := sub_club(s)) else principal.clubs is None)
-    ]
+    return [subscription_out(s, now) for s in subs]
 
 
 async def failure_counts(subscriptions: SubscriptionStore, sid: str) -> int:

@@ -28,7 +28,7 @@ from litestar.params import PathParameter, QueryParameter
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 from litestar.static_files import create_static_files_router
 
-from bridge.api.auth import KeyRing, Principal
+from bridge.api.auth import KeyRing, Principal, admin_key_id
 from bridge.api.errors import ApiError, decode_strictly
 from bridge.api.schemas import IMPORT_ID_PATTERN, SLUG_PATTERN, WatchCreate
 from bridge.api.subscriptions import (
@@ -41,10 +41,11 @@ from bridge.api.subscriptions import (
     subscription_out,
     test_subscription,
     update_subscription,
+    visible_subscription,
 )
 from bridge.api.watches import WATCH_ID_PATTERN, create_watch, stop_watch
 from bridge.config import Settings
-from bridge.console.access import principal_for_key
+from bridge.console.access import principal_for_key, principal_now
 from bridge.console.hub import ChangeHub
 from bridge.console.pages import (
     DELIVERIES_SHOWN,
@@ -71,6 +72,7 @@ from bridge.console.session import (
 )
 from bridge.delivery.model import Dispatch
 from bridge.slack.state import SlackState
+from bridge.store.apikeys import ApiKeyStore
 from bridge.store.changes import Change
 from bridge.store.redis_store import RedisStore, WatchRecord
 from bridge.upstream.credentials import CredentialStore
@@ -127,6 +129,8 @@ class ConsoleState:
         self.hub = ChangeHub(redis)
         self.slack = SlackState(redis, ttl_s=settings.retention_s)
         self.poll_rate = PollRate()
+        self.admin_ids = frozenset(admin_key_id(k.reveal().encode()) for k in settings.api_keys)
+        """Ids of the admin keys configured now: a session of another admin key has ended."""
         self._shared: OrderedDict[tuple[int, str], tuple[Change, asyncio.Future[Any]]] = OrderedDict()
 
     async def shared(self, change: Change, what: str, make: Callable[[], Awaitable[T]]) -> T:
@@ -191,11 +195,19 @@ def _cookie(request: Request[Any, Any, Any], key: str, value: str, max_age: int)
 
 
 async def current_session(request: Request[Any, Any, Any]) -> Session:
-    """The signed-in session, or a redirect to the sign-in page."""
-    session = await console_of(request).sessions.get(request.cookies.get(SESSION_COOKIE))
+    """The signed-in session, with what its key may do now; or a redirect to the sign-in page
+    (no session, or its key was revoked: then the session ends too)."""
+    console = console_of(request)
+    session_id = request.cookies.get(SESSION_COOKIE)
+    session = await console.sessions.get(session_id)
     if session is None:
         raise SignInRequired()
-    return session
+    api_keys: ApiKeyStore | None = getattr(_state(request), "api_keys", None)
+    principal = await principal_now(session.principal, admin_ids=console.admin_ids, api_keys=api_keys)
+    if principal is None:
+        await console.sessions.end(session_id)
+        raise SignInRequired()
+    return msgspec.structs.replace(session, principal=principal)
 
 
 async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
@@ -235,12 +247,6 @@ def _watch_record_visible(principal: Principal, club: str) -> None:
         raise ApiError(404, "not_found", "no such watch")
 
 
-def _may_change(principal: Principal, club: str | None) -> None:
-    allowed = principal.may_change(club) if club else (principal.clubs is None and principal.role != "viewer")
-    if not allowed:
-        raise Forbidden(detail="this key may not change that")
-
-
 def _back(form: Mapping[str, str], default: str) -> str:
     """Where a form returns to: a console path only (never another site)."""
     target = form.get("back", "")
@@ -262,13 +268,20 @@ def _dispatch(request: Request[Any, Any, Any]) -> Dispatch:
     return dispatch
 
 
-def _field_errors(exc: ApiError) -> dict[str, str]:
+WATCH_FIELDS: Final = frozenset({"loyalty_club_slug", "import_id", "bulk_ids", "slack"})
+SUBSCRIPTION_FIELDS: Final = frozenset({"url", "event_types", "loyalty_club_slug", "import_id"})
+
+
+def _field_errors(exc: ApiError, fields: frozenset[str]) -> dict[str, str]:
+    """The API's error, by form field (what is about no field of the form: under ``form``)."""
     errors: dict[str, str] = {}
     details = exc.details if isinstance(exc.details, list) else []
     for detail in details:
         if isinstance(detail, dict):
             key = str(detail.get("key") or "form").split(".")[0].split("[")[0]
-            errors.setdefault(key, str(detail.get("message", exc.detail)))
+            key = "slack_channel" if key == "slack" else key if key in fields else "form"
+            message = str(detail.get("message", exc.detail))
+            errors.setdefault(key, str(exc.detail) if key == "form" else message)
     if not errors:
         errors["form"] = str(exc.detail)
     return errors
@@ -373,10 +386,12 @@ async def create_watch_form(request: Request[Any, Any, Any]) -> Response[Any]:
     settings: Settings = _state(request).settings
     try:
         data = decode_strictly(_watch_body(form), WatchCreate)
-        _may_change(session.principal, data.loyalty_club_slug)
-        watch, _ = await create_watch(_store(request), settings, data)
+        watch, _ = await create_watch(_store(request), settings, session.principal, data)
     except ApiError as exc:
-        return _page(request, session, "new_watch.html", 422, values=form, errors=_field_errors(exc))
+        status = exc.status_code
+        return _page(
+            request, session, "new_watch.html", status, values=form, errors=_field_errors(exc, WATCH_FIELDS)
+        )
     return Redirect(f"/ui/watches/{watch.id}", status_code=303, headers=SECURITY_HEADERS)
 
 
@@ -394,16 +409,17 @@ async def _visible_watch(request: Request[Any, Any, Any], principal: Principal, 
 async def watch_page(request: Request[Any, Any, Any], watch_id: IdPath) -> Response[str]:
     session = await current_session(request)
     record = await _visible_watch(request, session.principal, watch_id)
-    detail = await watch_detail(_store(request), _subscriptions(request), console_of(request).slack, record)
+    detail = await watch_detail(
+        _store(request), _subscriptions(request), console_of(request).slack, record, session.principal
+    )
     return _page(request, session, "watch.html", detail=detail, stream=f"/ui/stream?watch={watch_id}")
 
 
 @post("/watches/{watch_id:str}/stop", include_in_schema=False, status_code=303)
 async def stop_watch_form(request: Request[Any, Any, Any], watch_id: IdPath) -> Redirect:
     session, _ = await checked_session(request)
-    record = await _visible_watch(request, session.principal, watch_id)
-    _may_change(session.principal, record.spec.loyalty_club_slug)
-    await stop_watch(_store(request), watch_id)
+    await _visible_watch(request, session.principal, watch_id)
+    await stop_watch(_store(request), session.principal, watch_id)
     return Redirect(f"/ui/watches/{watch_id}", status_code=303, headers=SECURITY_HEADERS)
 
 
@@ -413,13 +429,11 @@ async def redeliver_form(request: Request[Any, Any, Any], delivery_id: IdPath) -
     if not re.fullmatch(DELIVERY_ID_PATTERN.strip("^$"), delivery_id):
         raise ApiError(404, "not_found", "no such delivery")
     subscriptions = _subscriptions(request)
-    delivery = await subscriptions.get_delivery(delivery_id)
-    sub = await subscriptions.get(delivery.subscription_id) if delivery else None
-    if delivery is None or sub is None:
-        raise ApiError(404, "not_found", "no such delivery")
-    _may_change(session.principal, sub.doc.loyalty_club_slug)
-    await redeliver_delivery(subscriptions, _store(request), _dispatch(request), delivery_id)
-    return Redirect(_back(form, f"/ui/subscriptions/{sub.id}"), status_code=303, headers=SECURITY_HEADERS)
+    again = await redeliver_delivery(
+        subscriptions, _store(request), _dispatch(request), session.principal, delivery_id
+    )
+    back = _back(form, f"/ui/subscriptions/{again.subscription_id}")
+    return Redirect(back, status_code=303, headers=SECURITY_HEADERS)
 
 
 # ---------------------------------------------------------------------------- subscriptions
@@ -451,28 +465,26 @@ async def create_subscription_form(request: Request[Any, Any, Any]) -> Response[
     guard: UrlGuard = _state(request).webhook_guard
     try:
         data = decode_strictly(msgspec.json.encode(body), SubscriptionCreate)
-        _may_change(session.principal, data.loyalty_club_slug)
-        created = await create_subscription(_subscriptions(request), guard, data)
+        created = await create_subscription(_subscriptions(request), guard, session.principal, data)
     except ApiError as exc:
-        return await _subscriptions_page(request, session, 422, values=form, errors=_field_errors(exc))
+        status = exc.status_code
+        return await _subscriptions_page(
+            request, session, status, values=form, errors=_field_errors(exc, SUBSCRIPTION_FIELDS)
+        )
     # The secret is in this answer only: shown once, never stored in the page's URL or cache.
     return await _subscriptions_page(request, session, secret={"id": created.id, "value": created.secret})
 
 
-async def _changeable_subscription(request: Request[Any, Any, Any], principal: Principal, sid: str) -> Any:
+async def _visible_subscription(request: Request[Any, Any, Any], principal: Principal, sid: str) -> Any:
     if not re.fullmatch(SUBSCRIPTION_ID_PATTERN.strip("^$"), sid):
         raise ApiError(404, "not_found", "no such subscription")
-    sub = await _subscriptions(request).get(sid)
-    club = sub.doc.loyalty_club_slug if sub else None
-    if sub is None or not (principal.sees(club) if club else principal.clubs is None):
-        raise ApiError(404, "not_found", "no such subscription")
-    return sub
+    return await visible_subscription(_subscriptions(request), sid, principal)
 
 
 @get("/subscriptions/{sid:str}", include_in_schema=False)
 async def subscription_page(request: Request[Any, Any, Any], sid: IdPath) -> Response[str]:
     session = await current_session(request)
-    sub = await _changeable_subscription(request, session.principal, sid)
+    sub = await _visible_subscription(request, session.principal, sid)
     subscriptions = _subscriptions(request)
     found, _ = await subscriptions.list_deliveries(sid, 0, DELIVERIES_SHOWN)
     bodies = await _store(request).get_events(sorted({d.event_id for d in found}))
@@ -491,45 +503,45 @@ async def subscription_page(request: Request[Any, Any, Any], sid: IdPath) -> Res
 @post("/subscriptions/{sid:str}/rotate", include_in_schema=False, status_code=200)
 async def rotate_form(request: Request[Any, Any, Any], sid: IdPath) -> Response[str]:
     session, _ = await checked_session(request)
-    sub = await _changeable_subscription(request, session.principal, sid)
-    _may_change(session.principal, sub.doc.loyalty_club_slug)
-    rotated = await rotate_secret(_subscriptions(request), sid)
+    await _visible_subscription(request, session.principal, sid)
+    rotated = await rotate_secret(_subscriptions(request), session.principal, sid)
     return await _subscriptions_page(request, session, secret={"id": sid, "value": rotated.secret})
 
 
 @post("/subscriptions/{sid:str}/test", include_in_schema=False, status_code=303)
 async def test_form(request: Request[Any, Any, Any], sid: IdPath) -> Redirect:
     session, _ = await checked_session(request)
-    sub = await _changeable_subscription(request, session.principal, sid)
-    _may_change(session.principal, sub.doc.loyalty_club_slug)
-    await test_subscription(_subscriptions(request), _store(request), _dispatch(request), sid)
+    await _visible_subscription(request, session.principal, sid)
+    await test_subscription(
+        _subscriptions(request), _store(request), _dispatch(request), session.principal, sid
+    )
     return Redirect(f"/ui/subscriptions/{sid}", status_code=303, headers=SECURITY_HEADERS)
 
 
 @post("/subscriptions/{sid:str}/enabled", include_in_schema=False, status_code=303)
 async def enable_form(request: Request[Any, Any, Any], sid: IdPath) -> Redirect:
     session, form = await checked_session(request)
-    sub = await _changeable_subscription(request, session.principal, sid)
-    _may_change(session.principal, sub.doc.loyalty_club_slug)
+    await _visible_subscription(request, session.principal, sid)
     guard: UrlGuard = _state(request).webhook_guard
-    await update_subscription(
-        _subscriptions(request), guard, sid, SubscriptionPatch(enabled=form.get("enabled") == "true")
-    )
+    change = SubscriptionPatch(enabled=form.get("enabled") == "true")
+    await update_subscription(_subscriptions(request), guard, session.principal, sid, change)
     return Redirect(_back(form, "/ui/subscriptions"), status_code=303, headers=SECURITY_HEADERS)
 
 
 @post("/subscriptions/{sid:str}/redeliver-failed", include_in_schema=False, status_code=303)
 async def redeliver_failed_form(request: Request[Any, Any, Any], sid: IdPath) -> Redirect:
     session, form = await checked_session(request)
-    sub = await _changeable_subscription(request, session.principal, sid)
-    _may_change(session.principal, sub.doc.loyalty_club_slug)
+    await _visible_subscription(request, session.principal, sid)
+    session.principal.check_write()
     since = _since(form.get("since", ""))
     subscriptions = _subscriptions(request)
     found, _ = await subscriptions.list_deliveries(sid, 0, DELIVERIES_SHOWN)
     for delivery in found:
         if delivery.state == "failed" and delivery.created_at >= since:
             try:
-                await redeliver_delivery(subscriptions, _store(request), _dispatch(request), delivery.id)
+                await redeliver_delivery(
+                    subscriptions, _store(request), _dispatch(request), session.principal, delivery.id
+                )
             except ApiError:
                 continue  # its event expired: nothing to send again
     return Redirect(f"/ui/subscriptions/{sid}", status_code=303, headers=SECURITY_HEADERS)
@@ -586,7 +598,7 @@ async def _watch_events(
         if record is None or not principal.sees(record.spec.loyalty_club_slug):
             return []
         detail = await watch_detail(
-            _store(request), _subscriptions(request), console_of(request).slack, record
+            _store(request), _subscriptions(request), console_of(request).slack, record, principal
         )
         if not any(e.item.event_id == change.event_id for e in detail.events):
             return []
@@ -605,7 +617,7 @@ async def _watch_events(
         return []
     if wanted.watch is not None:
         detail = await watch_detail(
-            _store(request), _subscriptions(request), console_of(request).slack, record
+            _store(request), _subscriptions(request), console_of(request).slack, record, principal
         )
         return [
             ServerSentEventMessage(event="summary", data=fragment("_summary.html", detail=detail)),
@@ -636,12 +648,12 @@ async def stream(
     q: OptionalQuery = None,
 ) -> ServerSentEvent:
     state = state_filter
-    session_id = request.cookies.get(SESSION_COOKIE)
     session = await current_session(request)
     wanted = StreamFilter(watch=watch, club=club, state=state if state in WATCH_STATES else None, q=q)
     console = console_of(request)
 
     async def events() -> AsyncIterator[ServerSentEventMessage]:
+        nonlocal session
         queue = await console.hub.subscribe()
         try:
             yield ServerSentEventMessage(comment="live")
@@ -651,7 +663,9 @@ async def stream(
                     if change is None:
                         return  # the process is stopping; the browser reconnects by itself
                 except TimeoutError:
-                    if await console.sessions.get(session_id) is None:
+                    try:  # the session may have ended, or its key been revoked or narrowed
+                        session = await current_session(request)
+                    except SignInRequired:
                         yield ServerSentEventMessage(event="signed-out", data="")
                         return
                     yield ServerSentEventMessage(comment="ping")

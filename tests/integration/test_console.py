@@ -13,10 +13,8 @@ import pytest
 from litestar.testing import TestClient
 from redis.asyncio import Redis
 
-from bridge.api.auth import Principal
 from bridge.app import create_app
 from bridge.config import load_settings
-from bridge.console.session import SessionStore
 from bridge.store import keys
 from bridge.webhooks.model import WebhookDelivery
 from bridge.webhooks.store import SubscriptionStore
@@ -189,21 +187,19 @@ def test_hostile_form_input_changes_nothing(client: TestClient[Any]) -> None:
     assert client.get("/ui/watches?club=%00&state=zzz&q=" + "a" * 5000).status_code == 200
 
 
-def _session_for(redis_url: str, principal: Principal) -> str:
-    """A console session for ``principal``, as a sign-in with such a key would make it."""
-
-    async def start() -> str:
-        redis = Redis.from_url(redis_url)
-        try:
-            session_id, _ = await SessionStore(redis, lifetime_s=120).start(principal)
-            return session_id
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(start())
+def _club_key(client: TestClient[Any], role: str = "editor") -> tuple[str, str]:
+    """A managed key limited to infinity-mall: (its id, the key)."""
+    made = client.post(
+        "/v1/api-keys",
+        json={"name": "console test", "clubs": ["infinity-mall"], "role": role},
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    assert made.status_code == 201, made.text
+    body = made.json()
+    return body["id"], body["key"]
 
 
-def test_a_key_limited_to_one_club_sees_only_that_club(client: TestClient[Any], redis_url: str) -> None:
+def test_a_key_limited_to_one_club_sees_only_that_club(client: TestClient[Any]) -> None:
     sign_in(client)
     token = csrf_of(client.get("/ui/watches/new").text)
     made = {}
@@ -214,9 +210,9 @@ def test_a_key_limited_to_one_club_sees_only_that_club(client: TestClient[Any], 
             follow_redirects=False,
         )
         made[slug] = response.headers["location"].rsplit("/", 1)[1]
-    club_key = Principal(key_id="club_test", role="editor", clubs=frozenset({"infinity-mall"}))
+    _, club_key = _club_key(client)
     client.cookies.clear()
-    client.cookies.set("bridge_console", _session_for(redis_url, club_key), path="/ui")
+    assert sign_in(client, club_key).status_code == 303
     listing = client.get("/ui/watches").text
     assert made["infinity-mall"] in listing and made["outlet-park"] not in listing
     assert made["outlet-park"] not in client.get("/ui/watches?club=outlet-park").text
@@ -234,7 +230,43 @@ def test_a_key_limited_to_one_club_sees_only_that_club(client: TestClient[Any], 
         data={"csrf_token": token, "loyalty_club_slug": "outlet-park", "import_id": "other-import"},
         follow_redirects=False,
     )
+    assert create.status_code == 403 and "does not hold club outlet-park" in create.text
+
+
+def test_a_viewer_key_changes_nothing(client: TestClient[Any]) -> None:
+    _, viewer = _club_key(client, role="viewer")
+    assert sign_in(client, viewer).status_code == 303
+    token = csrf_of(client.get("/ui/watches/new").text)
+    create = client.post(
+        "/ui/watches",
+        data={"csrf_token": token, "loyalty_club_slug": "infinity-mall", "import_id": IMPORT_ID},
+        follow_redirects=False,
+    )
     assert create.status_code == 403
+    assert "data-watch-id" not in client.get("/ui/watches").text
+
+
+def test_revoking_a_key_ends_its_console_sessions(client: TestClient[Any]) -> None:
+    key_id, club_key = _club_key(client)
+    assert sign_in(client, club_key).status_code == 303
+    assert client.get("/ui/watches", follow_redirects=False).status_code == 200
+    revoked = client.delete(f"/v1/api-keys/{key_id}", headers={"Authorization": f"Bearer {KEY}"})
+    assert revoked.status_code in (200, 204)
+    assert client.get("/ui/watches", follow_redirects=False).status_code == 303
+    assert client.get("/ui/stream", follow_redirects=False).status_code == 303
+
+
+def test_an_admin_key_taken_out_of_the_settings_ends_its_sessions(
+    client: TestClient[Any], redis_url: str
+) -> None:
+    sign_in(client)
+    cookie = client.cookies.get("bridge_console") or ""
+    settings = load_settings(
+        {"BRIDGE_REDIS_URL": redis_url, "BRIDGE_API_KEYS": "another-key", "BRIDGE_SECRET_KEY": SECRET_KEY}
+    )
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as restarted:
+        restarted.cookies.set("bridge_console", cookie, path="/ui")
+        assert restarted.get("/ui/watches", follow_redirects=False).status_code == 303
 
 
 @pytest.mark.parametrize("cookie", ["", "x", "a" * 5000, "../../etc", "%C3%A9t%C3%A9", "%00"])

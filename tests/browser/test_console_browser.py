@@ -210,3 +210,21 @@ def test_pages_fit_360_and_1920_wide(page: Page, stack: Stack, tmp_path: Path) -
     page.context.clear_cookies()
     page.goto("/ui/sign-in")
     screenshot(page, "sign-in-1920", tmp_path)
+
+
+def test_a_club_key_cannot_see_another_club(page: Page, stack: Stack) -> None:
+    made = stack.api("POST", "/v1/api-keys", {"name": "browser test", "clubs": [SLUG], "role": "editor"})
+    theirs = watch(stack, new_import(stack, slug=OTHER), slug=OTHER)
+    sign_in(page, made["key"])
+    expect(page.get_by_role("heading", name="Watches")).to_be_visible()
+    expect(page.locator(f'tr[data-watch-id="{theirs}"]')).to_have_count(0)
+    # Live: a new watch of its own club appears, one of the other club does not.
+    page.evaluate("window.__notReloaded = true")
+    other_new = watch(stack, new_import(stack, slug=OTHER), slug=OTHER)
+    own_new = watch(stack, new_import(stack))
+    expect(page.locator(f'tr[data-watch-id="{own_new}"]')).to_be_visible()
+    expect(page.locator(f'tr[data-watch-id="{other_new}"]')).to_have_count(0)
+    assert page.evaluate("window.__notReloaded") is True
+    expect(page.get_by_role("link", name="System")).to_have_count(0)
+    response = page.goto(f"/ui/watches/{theirs}")
+    assert response is not None and response.status == 404

@@ -14,13 +14,8 @@ the API restarts with the new list.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TypeVar
-
 from bridge.api.auth import ADMIN_KEY_ID_PREFIX, KeyRing, Principal
 from bridge.store.apikeys import ApiKeyStore
-
-T = TypeVar("T")
 
 
 async def principal_for_key(keyring: KeyRing, presented: str) -> Principal | None:
@@ -40,9 +35,3 @@ async def principal_now(
     if record is None:
         return None
     return Principal(key_id=record.id, role=record.role, clubs=frozenset(record.clubs))
-
-
-def visible(principal: Principal, items: Iterable[tuple[str | None, T]]) -> list[T]:
-    """Items (paired with their club; ``None``: not tied to one club) this principal may see.
-    Items tied to no club are for keys that see every club only."""
-    return [item for club, item in items if (principal.sees(club) if club else principal.clubs is None)]

@@ -27,6 +27,8 @@ from bridge.upstream.credentials import CredentialStore
 from bridge.webhooks.model import Subscription, event_delivery_id
 from bridge.webhooks.store import SubscriptionStore
 
+SCAN_COUNT: Final = 500
+"""Keys asked per SCAN round trip (finding the clubs and the workers)."""
 WATCHES_SHOWN: Final = 200
 """Rows on the watches page (newest first)."""
 TIMELINE_SHOWN: Final = 500
@@ -194,7 +196,7 @@ async def club_views(
 ) -> list[ClubView]:
     configured = await credentials.configured()
     slugs = set(configured)
-    async for raw in redis.scan_iter(match=keys.WATCHES_BY_CLUB_PREFIX + "*", count=500):
+    async for raw in redis.scan_iter(match=keys.WATCHES_BY_CLUB_PREFIX + "*", count=SCAN_COUNT):
         slugs.add((raw.decode() if isinstance(raw, bytes) else raw).removeprefix(keys.WATCHES_BY_CLUB_PREFIX))
     views = []
     for slug in sorted(s for s in slugs if principal.sees(s)):
@@ -255,7 +257,7 @@ class PollRate:
 
 async def system_view(redis: Any, listeners: int, rate: PollRate) -> SystemView:
     workers = []
-    async for raw in redis.scan_iter(match=keys.WORKER_HEALTH_PREFIX + "*", count=500):
+    async for raw in redis.scan_iter(match=keys.WORKER_HEALTH_PREFIX + "*", count=SCAN_COUNT):
         workers.append(
             (raw.decode() if isinstance(raw, bytes) else raw).removeprefix(keys.WORKER_HEALTH_PREFIX)
         )

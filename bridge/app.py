@@ -30,6 +30,7 @@ from bridge.api.subscriptions import DEPENDENCIES as WEBHOOK_DEPENDENCIES
 from bridge.api.subscriptions import DeliveryController, SubscriptionController
 from bridge.api.watches import WatchController
 from bridge.config import Settings, load_settings
+from bridge.console.routes import ConsoleState, console_router, static_router
 from bridge.crypto import SecretBox
 from bridge.logs import configure_logging, get_logger
 from bridge.redis_url import connect, outage_wait_s
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         for name, value in wiring.api_state(settings, redis).items():
             setattr(app.state, name, value)
         app.state.keyring.use_store(app.state.api_keys)
+        console = ConsoleState(settings, redis)
+        app.state.console = console
         layout = asyncio.get_running_loop().create_task(_layout(settings, redis))
         try:
             await asyncio.wait([layout], timeout=LAYOUT_WAIT_AT_START_S)
@@ -95,6 +98,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             layout.cancel()
             await asyncio.gather(layout, return_exceptions=True)
+            await console.hub.aclose()
             await redis.aclose(close_connection_pool=True)
 
     v1 = Router(
@@ -114,10 +118,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
         prefix="bridge",
         group_path=True,
         exclude_unhandled_paths=True,
-        exclude=["/metrics"],
+        exclude=["/metrics", "/ui/stream"],
     )
     app = Litestar(
-        route_handlers=[HealthController, MetricsController, SlackEventsController, v1, assets_router()],
+        route_handlers=[
+            HealthController,
+            MetricsController,
+            SlackEventsController,
+            v1,
+            assets_router(),
+            console_router(),
+            static_router(),
+        ],
         middleware=[prometheus.middleware, AllowHeaderMiddleware()],
         lifespan=[lifespan],
         state=State(

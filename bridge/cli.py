@@ -103,13 +103,22 @@ def main() -> None:
 def api(host: str, port: int) -> None:
     """Run the HTTP API (configuration from BRIDGE_* variables)."""
     from bridge.app import create_app
+    from bridge.console.routes import end_console_streams
     from bridge.logs import configure_logging
     from bridge.server import serve
 
     settings = load_settings()
     app = create_app(settings)
     configure_logging(settings.log_level, settings.log_format)
-    sys.exit(serve(app, host=host, port=port, drain_s=settings.api_drain_s))
+    sys.exit(
+        serve(
+            app,
+            host=host,
+            port=port,
+            drain_s=settings.api_drain_s,
+            on_stop=lambda: end_console_streams(app),
+        )
+    )
 
 
 @main.command()

@@ -69,6 +69,9 @@ WEBHOOK_DISABLE_AFTER_S: Final = 5 * 86_400.0
 """A subscription failing continuously this long (5 days) with no success is disabled."""
 
 
+CONSOLE_SESSION_S: Final = 8 * 3600.0
+"""A working day: a console left open overnight asks for the key again."""
+CONSOLE_SESSION_MAX_S: Final = 7 * 86_400.0
 FERNET_KEY_HINT: Final = (
     "url-safe base64 of 32 bytes (a Fernet key); generate one with: "
     "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
@@ -275,6 +278,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retention_s: Annotated[
         float, _doc("How long an ended watch, its timeline and its events are kept.", ge=60)
     ] = 30 * 86_400.0
+    console_session_s: Annotated[
+        float,
+        _doc(
+            "How long a console sign-in (`/ui`) lasts; sign-out ends it sooner.",
+            ge=60,
+            le=CONSOLE_SESSION_MAX_S,
+        ),
+    ] = CONSOLE_SESSION_S
     migrate_on_start: Annotated[
         bool,
         _doc(

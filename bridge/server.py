@@ -7,10 +7,11 @@ drained cleanly died of SIGTERM all the same (143 under tini). Here the drain is
 signal: the process exits 0 when every request finished, and 3 (``drain cut short``, logged with
 what was cancelled) when the deadline cut some short.
 
-:class:`DrainingServer` overrides two parts of uvicorn's ``Server`` (``capture_signals`` and the
-internal ``_wait_tasks_to_complete``), written against :data:`UVICORN_VERSION` (a test fails when
-another uvicorn is installed); ``tests/integration/test_shutdown.py`` checks both exit codes with a
-real process.
+:class:`DrainingServer` overrides three parts of uvicorn's ``Server`` (``capture_signals``,
+``handle_exit``, to end never-ending responses such as the console's live streams before the
+drain, and the internal ``_wait_tasks_to_complete``), written against :data:`UVICORN_VERSION`
+(a test fails when another uvicorn is installed); ``tests/integration/test_shutdown.py`` checks
+both exit codes with a real process.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import contextlib
 import math
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Final
 
 import uvicorn
@@ -47,9 +49,18 @@ class Left:
 class DrainingServer(uvicorn.Server):
     """``uvicorn.Server`` that remembers whether its drain finished, and does not die of the signal."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.left: Left | None = None
+        self._on_stop = on_stop
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Before the drain starts: responses that never end by themselves (the console's live
+        # streams) are told to end, so they do not hold the drain to its deadline.
+        super().handle_exit(sig, frame)
+        if self._on_stop is not None:
+            on_stop, self._on_stop = self._on_stop, None
+            on_stop()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -75,8 +86,11 @@ class DrainingServer(uvicorn.Server):
             raise
 
 
-def serve(app: Any, *, host: str, port: int, drain_s: float) -> int:
-    """Run ``app`` until SIGTERM/SIGINT; returns the process's exit code (see :mod:`bridge.exits`)."""
+def serve(
+    app: Any, *, host: str, port: int, drain_s: float, on_stop: Callable[[], None] | None = None
+) -> int:
+    """Run ``app`` until SIGTERM/SIGINT; returns the process's exit code (see :mod:`bridge.exits`).
+    ``on_stop`` runs once when the signal comes, before the drain (from the signal handler)."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -86,7 +100,7 @@ def serve(app: Any, *, host: str, port: int, drain_s: float) -> int:
         http="httptools",  # the C parser: h11, the pure-Python default, was ~20 % of the API's CPU
         timeout_graceful_shutdown=math.ceil(drain_s),
     )
-    server = DrainingServer(config)
+    server = DrainingServer(config, on_stop)
     try:
         server.run()
     except SystemExit as exc:

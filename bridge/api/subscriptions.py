@@ -32,6 +32,8 @@ from bridge.api.schemas import (
     encode_cursor,
 )
 from bridge.core.diff import iso_timestamp
+from bridge.delivery.model import Dispatch
+from bridge.store.redis_store import RedisStore
 from bridge.webhooks.actions import EventExpired, redeliver, send_test_event
 from bridge.webhooks.guard import MAX_URL_CHARS, Refused, UrlGuard
 from bridge.webhooks.model import (
@@ -312,7 +314,7 @@ def _box_or_503(store: SubscriptionStore) -> None:
         raise ApiError(503, "not_configured", f"{exc}: set it on the API and the workers") from None
 
 
-async def _subscription(store: SubscriptionStore, sid: str, principal: Principal) -> Subscription:
+async def visible_subscription(store: SubscriptionStore, sid: str, principal: Principal) -> Subscription:
     """The subscription, if the key sees it: one limited to clubs it all holds (404 otherwise)."""
     sub = await store.get(sid)
     missing = f"no subscription {sid}"
@@ -320,6 +322,138 @@ async def _subscription(store: SubscriptionStore, sid: str, principal: Principal
         raise ApiError(404, "not_found", missing)
     principal.check_read_scope(sub.doc.clubs, missing)
     return sub
+
+
+# ------------------------------------------------------------------ what the routes do
+# (the console's pages do the same through these, so both answer and check alike)
+
+
+async def create_subscription(
+    subscriptions: SubscriptionStore, guard: UrlGuard, principal: Principal, data: SubscriptionCreate
+) -> SubscriptionCreated:
+    """Create a subscription; the answer carries its secret (the only time it is shown)."""
+    _box_or_503(subscriptions)
+    _no_newline(loyalty_club_slug=data.loyalty_club_slug, import_id=data.import_id, clubs=data.clubs)
+    clubs = _scope(principal, data.clubs, data.loyalty_club_slug)
+    doc = SubscriptionDoc(
+        url=await _checked_url(guard, data.url),
+        event_types=_event_types(data.event_types),
+        loyalty_club_slug=data.loyalty_club_slug,
+        import_id=data.import_id,
+        clubs=clubs,
+        created_by=principal.key_id,
+    )
+    sid, secret, now = new_subscription_id(), new_secret(), time.time()
+    await subscriptions.create(sid, doc, secret, enabled=data.enabled, now=now)
+    audit(principal, "subscription.create", subscription_id=sid, clubs=list(clubs) if clubs else None)
+    sub = await visible_subscription(subscriptions, sid, principal)
+    shown = subscription_out(sub, now)
+    return SubscriptionCreated(**msgspec.structs.asdict(shown), secret=secret)
+
+
+async def update_subscription(
+    subscriptions: SubscriptionStore,
+    guard: UrlGuard,
+    principal: Principal,
+    subscription_id: str,
+    data: SubscriptionPatch,
+) -> SubscriptionOut:
+    """Apply the fields ``data`` gives, merged again when another change raced it."""
+    slug = data.loyalty_club_slug if isinstance(data.loyalty_club_slug, str) else None
+    import_id = data.import_id if isinstance(data.import_id, str) else None
+    clubs = data.clubs if isinstance(data.clubs, list) else None
+    _no_newline(loyalty_club_slug=slug, import_id=import_id, clubs=clubs)
+    await visible_subscription(subscriptions, subscription_id, principal)  # 404 before any 403
+    principal.check_write()
+    if slug is not None:
+        principal.check_club(slug)
+    scope = principal.scope_for(clubs) if not isinstance(data.clubs, UnsetType) else None
+    checked: str | None = None
+    if isinstance(data.url, str):
+        checked = await _checked_url(guard, data.url)
+    enabled = data.enabled if isinstance(data.enabled, bool) else None
+    for _ in range(PATCH_ATTEMPTS):
+        current = await visible_subscription(subscriptions, subscription_id, principal)
+        doc = current.doc
+        changes: dict[str, Any] = {}
+        if checked is not None:
+            changes["url"] = checked
+        if not isinstance(data.event_types, UnsetType):
+            changes["event_types"] = _event_types(data.event_types)
+        if not isinstance(data.loyalty_club_slug, UnsetType):
+            changes["loyalty_club_slug"] = data.loyalty_club_slug
+        if not isinstance(data.import_id, UnsetType):
+            changes["import_id"] = data.import_id
+        if not isinstance(data.clubs, UnsetType):
+            changes["clubs"] = scope
+        try:
+            updated = await subscriptions.update(
+                subscription_id,
+                expected=doc,
+                doc=msgspec.structs.replace(doc, **changes),
+                enabled=enabled,
+                now=time.time(),
+            )
+        except SubscriptionGone:
+            raise ApiError(404, "not_found", f"no subscription {subscription_id}") from None
+        if updated is not None:
+            audit(principal, "subscription.update", subscription_id=subscription_id, fields=sorted(changes))
+            return subscription_out(updated, time.time())
+    raise ApiError(409, "conflict", "the subscription kept changing meanwhile; try again")
+
+
+async def rotate_secret(
+    subscriptions: SubscriptionStore, principal: Principal, subscription_id: str
+) -> SecretRotated:
+    """A new secret (shown in this answer only); the old one keeps signing alongside a while."""
+    await visible_subscription(subscriptions, subscription_id, principal)
+    principal.check_write()
+    _box_or_503(subscriptions)
+    secret = new_secret()
+    try:
+        until = await subscriptions.rotate(subscription_id, secret, now=time.time())
+    except SubscriptionGone:
+        raise ApiError(404, "not_found", f"no subscription {subscription_id}") from None
+    audit(principal, "subscription.rotate_secret", subscription_id=subscription_id)
+    return SecretRotated(id=subscription_id, secret=secret, previous_secret_expires_at=iso_timestamp(until))
+
+
+async def test_subscription(
+    subscriptions: SubscriptionStore,
+    store: RedisStore,
+    dispatch: Dispatch,
+    principal: Principal,
+    subscription_id: str,
+) -> DeliveryOut:
+    """Send a ``webhook.test`` event now (also to a disabled subscription)."""
+    sub = await visible_subscription(subscriptions, subscription_id, principal)
+    principal.check_write()
+    delivery = await send_test_event(subscriptions, store, dispatch, sub, time.time())
+    audit(principal, "subscription.test", subscription_id=subscription_id, delivery_id=delivery.id)
+    return delivery_out(delivery)
+
+
+async def redeliver_delivery(
+    subscriptions: SubscriptionStore,
+    store: RedisStore,
+    dispatch: Dispatch,
+    principal: Principal,
+    delivery_id: str,
+) -> DeliveryOut:
+    """Send a delivery's event again as a new delivery; 409 once the event has expired."""
+    original = await visible_delivery(subscriptions, delivery_id, principal)
+    await visible_subscription(subscriptions, original.subscription_id, principal)
+    principal.check_write()
+    try:
+        again = await redeliver(subscriptions, store, dispatch, original, time.time())
+    except EventExpired:
+        raise ApiError(
+            409,
+            "event_expired",
+            f"event {original.event_id} is no longer stored: it cannot be sent again",
+        ) from None
+    audit(principal, "delivery.redeliver", delivery_id=delivery_id, redelivery_id=again.id)
+    return delivery_out(again)
 
 
 # ------------------------------------------------------------------ routes
@@ -348,24 +482,9 @@ class SubscriptionController(Controller):
         principal: PrincipalDep,
     ) -> Response[SubscriptionCreated]:
         data = decode_strictly(await request.body(), SubscriptionCreate)
-        _box_or_503(subscriptions)
-        _no_newline(loyalty_club_slug=data.loyalty_club_slug, import_id=data.import_id, clubs=data.clubs)
-        clubs = _scope(principal, data.clubs, data.loyalty_club_slug)
-        doc = SubscriptionDoc(
-            url=await _checked_url(webhook_guard, data.url),
-            event_types=_event_types(data.event_types),
-            loyalty_club_slug=data.loyalty_club_slug,
-            import_id=data.import_id,
-            clubs=clubs,
-            created_by=principal.key_id,
+        return Response(
+            await create_subscription(subscriptions, webhook_guard, principal, data), status_code=201
         )
-        sid, secret, now = new_subscription_id(), new_secret(), time.time()
-        await subscriptions.create(sid, doc, secret, enabled=data.enabled, now=now)
-        audit(principal, "subscription.create", subscription_id=sid, clubs=list(clubs) if clubs else None)
-        sub = await _subscription(subscriptions, sid, principal)
-        shown = subscription_out(sub, now)
-        created = SubscriptionCreated(**msgspec.structs.asdict(shown), secret=secret)
-        return Response(created, status_code=201)
 
     @get(
         "/",
@@ -397,7 +516,9 @@ class SubscriptionController(Controller):
     async def show(
         self, subscription_id: SubscriptionId, subscriptions: SubscriptionsDep, principal: PrincipalDep
     ) -> SubscriptionOut:
-        return subscription_out(await _subscription(subscriptions, subscription_id, principal), time.time())
+        return subscription_out(
+            await visible_subscription(subscriptions, subscription_id, principal), time.time()
+        )
 
     @patch(
         "/{subscription_id:str}",
@@ -415,49 +536,7 @@ class SubscriptionController(Controller):
         principal: PrincipalDep,
     ) -> SubscriptionOut:
         data = decode_strictly(await request.body(), SubscriptionPatch)
-        slug = data.loyalty_club_slug if isinstance(data.loyalty_club_slug, str) else None
-        import_id = data.import_id if isinstance(data.import_id, str) else None
-        clubs = data.clubs if isinstance(data.clubs, list) else None
-        _no_newline(loyalty_club_slug=slug, import_id=import_id, clubs=clubs)
-        await _subscription(subscriptions, subscription_id, principal)  # 404 before any 403
-        principal.check_write()
-        if slug is not None:
-            principal.check_club(slug)
-        scope = principal.scope_for(clubs) if not isinstance(data.clubs, UnsetType) else None
-        checked: str | None = None
-        if isinstance(data.url, str):
-            checked = await _checked_url(webhook_guard, data.url)
-        enabled = data.enabled if isinstance(data.enabled, bool) else None
-        for _ in range(PATCH_ATTEMPTS):
-            current = await _subscription(subscriptions, subscription_id, principal)
-            doc = current.doc
-            changes: dict[str, Any] = {}
-            if checked is not None:
-                changes["url"] = checked
-            if not isinstance(data.event_types, UnsetType):
-                changes["event_types"] = _event_types(data.event_types)
-            if not isinstance(data.loyalty_club_slug, UnsetType):
-                changes["loyalty_club_slug"] = data.loyalty_club_slug
-            if not isinstance(data.import_id, UnsetType):
-                changes["import_id"] = data.import_id
-            if not isinstance(data.clubs, UnsetType):
-                changes["clubs"] = scope
-            try:
-                updated = await subscriptions.update(
-                    subscription_id,
-                    expected=doc,
-                    doc=msgspec.structs.replace(doc, **changes),
-                    enabled=enabled,
-                    now=time.time(),
-                )
-            except SubscriptionGone:
-                raise ApiError(404, "not_found", f"no subscription {subscription_id}") from None
-            if updated is not None:
-                audit(
-                    principal, "subscription.update", subscription_id=subscription_id, fields=sorted(changes)
-                )
-                return subscription_out(updated, time.time())
-        raise ApiError(409, "conflict", "the subscription kept changing meanwhile; try again")
+        return await update_subscription(subscriptions, webhook_guard, principal, subscription_id, data)
 
     @delete(
         "/{subscription_id:str}",
@@ -469,7 +548,7 @@ class SubscriptionController(Controller):
     async def remove(
         self, subscription_id: SubscriptionId, subscriptions: SubscriptionsDep, principal: PrincipalDep
     ) -> None:
-        await _subscription(subscriptions, subscription_id, principal)
+        await visible_subscription(subscriptions, subscription_id, principal)
         principal.check_write()
         if not await subscriptions.delete(subscription_id):
             raise ApiError(404, "not_found", f"no subscription {subscription_id}")
@@ -485,18 +564,7 @@ class SubscriptionController(Controller):
     async def rotate(
         self, subscription_id: SubscriptionId, subscriptions: SubscriptionsDep, principal: PrincipalDep
     ) -> SecretRotated:
-        await _subscription(subscriptions, subscription_id, principal)
-        principal.check_write()
-        _box_or_503(subscriptions)
-        secret = new_secret()
-        try:
-            until = await subscriptions.rotate(subscription_id, secret, now=time.time())
-        except SubscriptionGone:
-            raise ApiError(404, "not_found", f"no subscription {subscription_id}") from None
-        audit(principal, "subscription.rotate_secret", subscription_id=subscription_id)
-        return SecretRotated(
-            id=subscription_id, secret=secret, previous_secret_expires_at=iso_timestamp(until)
-        )
+        return await rotate_secret(subscriptions, principal, subscription_id)
 
     @post(
         "/{subscription_id:str}/test",
@@ -513,11 +581,7 @@ class SubscriptionController(Controller):
         dispatch: DispatchDep,
         principal: PrincipalDep,
     ) -> DeliveryOut:
-        sub = await _subscription(subscriptions, subscription_id, principal)
-        principal.check_write()
-        delivery = await send_test_event(subscriptions, store, dispatch, sub, time.time())
-        audit(principal, "subscription.test", subscription_id=subscription_id, delivery_id=delivery.id)
-        return delivery_out(delivery)
+        return await test_subscription(subscriptions, store, dispatch, principal, subscription_id)
 
     @get(
         "/{subscription_id:str}/deliveries",
@@ -534,7 +598,7 @@ class SubscriptionController(Controller):
         limit: Limit = PAGE_DEFAULT,
     ) -> Page[DeliveryOut]:
         offset = offset_of(cursor)
-        await _subscription(subscriptions, subscription_id, principal)
+        await visible_subscription(subscriptions, subscription_id, principal)
         found, next_offset = await subscriptions.list_deliveries(subscription_id, offset, limit)
         return Page(
             items=[delivery_out(d) for d in found],
@@ -555,7 +619,7 @@ class DeliveryController(Controller):
     async def show(
         self, delivery_id: DeliveryId, subscriptions: SubscriptionsDep, principal: PrincipalDep
     ) -> DeliveryOut:
-        return delivery_out(await _delivery(subscriptions, delivery_id, principal))
+        return delivery_out(await visible_delivery(subscriptions, delivery_id, principal))
 
     @post(
         "/{delivery_id:str}/redeliver",
@@ -572,22 +636,10 @@ class DeliveryController(Controller):
         dispatch: DispatchDep,
         principal: PrincipalDep,
     ) -> DeliveryOut:
-        original = await _delivery(subscriptions, delivery_id, principal)
-        await _subscription(subscriptions, original.subscription_id, principal)
-        principal.check_write()
-        try:
-            again = await redeliver(subscriptions, store, dispatch, original, time.time())
-        except EventExpired:
-            raise ApiError(
-                409,
-                "event_expired",
-                f"event {original.event_id} is no longer stored: it cannot be sent again",
-            ) from None
-        audit(principal, "delivery.redeliver", delivery_id=delivery_id, redelivery_id=again.id)
-        return delivery_out(again)
+        return await redeliver_delivery(subscriptions, store, dispatch, principal, delivery_id)
 
 
-async def _delivery(store: SubscriptionStore, did: str, principal: Principal) -> WebhookDelivery:
+async def visible_delivery(store: SubscriptionStore, did: str, principal: Principal) -> WebhookDelivery:
     """The delivery, if the key sees its subscription (a club key: 404 once that is gone)."""
     found = await store.get_delivery(did)
     missing = f"no delivery {did}"

@@ -29,8 +29,10 @@ from bridge.api.schemas import (
     encode_cursor,
     watch_out,
 )
+from bridge.config import Settings
 from bridge.core.codec import decode_event
 from bridge.core.model import SlackTarget, WatchSpec, WatchState
+from bridge.store.redis_store import RedisStore
 
 FINGERPRINT_BYTES: Final = 16
 WATCH_ID_PREFIX: Final = "wch_"
@@ -95,14 +97,14 @@ def spec_from(data: WatchCreate, watch_id: str, now: float, created_by: str | No
     )
 
 
-async def _record(store: StoreDep, watch_id: str) -> WatchOut:
+async def _record(store: RedisStore, watch_id: str) -> WatchOut:
     record = await store.get_watch(watch_id)
     if record is None:
         raise ApiError(404, "not_found", f"no watch {watch_id}")
     return watch_out(record)
 
 
-async def _visible(store: StoreDep, principal: Principal, watch_id: str) -> WatchSpec:
+async def _visible(store: RedisStore, principal: Principal, watch_id: str) -> WatchSpec:
     """The watch's spec; 404 when it does not exist or belongs to a club the key does not hold."""
     record = await store.get_watch(watch_id)
     missing = f"no watch {watch_id}"
@@ -110,6 +112,55 @@ async def _visible(store: StoreDep, principal: Principal, watch_id: str) -> Watc
         raise ApiError(404, "not_found", missing)
     principal.check_read(record.spec.loyalty_club_slug, missing)
     return record.spec
+
+
+# ------------------------------------------------------------------ what the routes do
+# (the console's pages do the same through these, so both answer alike)
+
+
+async def create_watch(
+    store: RedisStore, settings: Settings, principal: Principal, data: WatchCreate
+) -> tuple[WatchOut, bool]:
+    """Create the watch ``data`` asks for; ``(watch, False)`` when an identical active one exists.
+    Raises :class:`ApiError`: 422 for what the schema alone cannot refuse, 403 for a club the key
+    does not hold (or a viewer key)."""
+    spec = spec_from(data, new_watch_id(), time.time(), created_by=principal.key_id)
+    principal.check_club(spec.loyalty_club_slug)
+    created, watch_id = await store.create_watch(spec, fingerprint(data), settings.poll_min_interval_s)
+    if created:
+        audit(principal, "watch.create", watch_id=watch_id, club=spec.loyalty_club_slug)
+    return await _record(store, watch_id), created
+
+
+async def stop_watch(store: RedisStore, principal: Principal, watch_id: str) -> WatchOut:
+    """Stop a watch (idempotent); 404 when there is no such watch or it is another club's."""
+    spec = await _visible(store, principal, watch_id)
+    principal.check_club(spec.loyalty_club_slug)
+    if await store.stop_watch(spec, time.time()):
+        audit(principal, "watch.stop", watch_id=watch_id, club=spec.loyalty_club_slug)
+    return await _record(store, watch_id)
+
+
+async def timeline_items(
+    store: RedisStore, watch_id: str, offset: int, limit: int
+) -> tuple[list[TimelineItem], bool]:
+    """Up to ``limit`` timeline entries from ``offset``, oldest first, and whether more follow."""
+    bodies = await store.timeline(watch_id, offset, limit + 1)
+    items = []
+    for body in bodies[:limit]:
+        event = decode_event(body)
+        bulk_id = event.data.bulk_id if isinstance(event.data.bulk_id, int) else None
+        items.append(
+            TimelineItem(
+                event_id=event.id,
+                type=event.type,
+                sequence=event.data.sequence,
+                timestamp=event.timestamp,
+                bulk_id=bulk_id,
+                data=event.data,
+            )
+        )
+    return items, len(bodies) > limit
 
 
 class WatchController(Controller):
@@ -136,12 +187,8 @@ class WatchController(Controller):
     ) -> Response[WatchOut]:
         # Litestar converts leniently ("1" becomes 1); the contract is the schema, exactly.
         data = decode_strictly(await request.body(), WatchCreate)
-        spec = spec_from(data, new_watch_id(), time.time(), created_by=principal.key_id)
-        principal.check_club(spec.loyalty_club_slug)
-        created, watch_id = await store.create_watch(spec, fingerprint(data), settings.poll_min_interval_s)
-        if created:
-            audit(principal, "watch.create", watch_id=watch_id, club=spec.loyalty_club_slug)
-        return Response(await _record(store, watch_id), status_code=201 if created else 200)
+        watch, created = await create_watch(store, settings, principal, data)
+        return Response(watch, status_code=201 if created else 200)
 
     @get(
         "/",
@@ -187,11 +234,7 @@ class WatchController(Controller):
         responses=errors(401, 403, 404, 422),
     )
     async def stop(self, watch_id: WatchId, store: StoreDep, principal: PrincipalDep) -> WatchOut:
-        spec = await _visible(store, principal, watch_id)
-        principal.check_club(spec.loyalty_club_slug)
-        if await store.stop_watch(spec, time.time()):
-            audit(principal, "watch.stop", watch_id=watch_id, club=spec.loyalty_club_slug)
-        return await _record(store, watch_id)
+        return await stop_watch(store, principal, watch_id)
 
     @get(
         "/{watch_id:str}/events",
@@ -209,20 +252,6 @@ class WatchController(Controller):
     ) -> Page[TimelineItem]:
         offset = offset_of(cursor)
         await _visible(store, principal, watch_id)
-        bodies = await store.timeline(watch_id, offset, limit + 1)
-        items = []
-        for body in bodies[:limit]:
-            event = decode_event(body)
-            bulk_id = event.data.bulk_id if isinstance(event.data.bulk_id, int) else None
-            items.append(
-                TimelineItem(
-                    event_id=event.id,
-                    type=event.type,
-                    sequence=event.data.sequence,
-                    timestamp=event.timestamp,
-                    bulk_id=bulk_id,
-                    data=event.data,
-                )
-            )
-        next_cursor = encode_cursor(offset + limit) if len(bodies) > limit else None
+        items, more = await timeline_items(store, watch_id, offset, limit)
+        next_cursor = encode_cursor(offset + limit) if more else None
         return Page(items=items, next_cursor=next_cursor)

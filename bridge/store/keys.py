@@ -50,11 +50,20 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
                                            role, created_at, created_by, digest); never the key
     bridge:api-keys:digests          hash  keyed hash (HMAC-SHA256) of a managed key -> its id
     bridge:api-keys:pepper           string the HMAC key of those digests, sealed with BRIDGE_SECRET_KEY
+    bridge:console:session:{digest}  string a console sign-in (its key's principal and CSRF token,
+                                           msgpack), under the SHA-256 of the cookie's value;
+                                           expires by itself (BRIDGE_CONSOLE_SESSION_S)
     bridge:layout                    string the layout version of all of the above (see layout.py)
     bridge:layout:migrating          string held while ``bridge migrate`` upgrades the data
     bridge:queue                     zset  arq's job queue (arq owns arq:job:*, arq:in-progress:*)
     bridge:queue:health-check:{host} string a worker's last health record (arq writes it every 30 s;
                                            it expires 1 s after the next one was due)
+
+Pub/sub channel (nothing stored)::
+
+    bridge:changes                   a watch, its bulks or a delivery changed: the store publishes
+                                     a short note (:mod:`bridge.store.changes`) the console's
+                                     live pages follow
 """
 
 from __future__ import annotations
@@ -101,6 +110,9 @@ ATTACHMENT_PREFIX: Final = PREFIX + "attachment:"
 API_KEYS: Final = PREFIX + "api-keys"
 API_KEY_DIGESTS: Final = API_KEYS + ":digests"
 API_KEY_PEPPER: Final = API_KEYS + ":pepper"
+CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"
+CHANGES: Final = PREFIX + "changes"
+"""The pub/sub channel of change notes (not a key: nothing is stored under it)."""
 LAYOUT: Final = PREFIX + "layout"
 MIGRATION_LOCK: Final = LAYOUT + ":migrating"
 
@@ -237,6 +249,10 @@ def outbox_entry(eid: str, destination: str) -> str:
 def split_outbox_entry(entry: str) -> tuple[str, str]:
     eid, _, destination = entry.partition(OUTBOX_SEPARATOR)
     return eid, destination
+
+
+def console_session(digest: str) -> str:
+    return CONSOLE_SESSION_PREFIX + digest
 
 
 def worker_health(host: str) -> str:

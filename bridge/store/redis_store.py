@@ -20,6 +20,7 @@ from bridge.core.codec import encode_event
 from bridge.core.model import Event, WatchSnapshot, WatchSpec, WatchState
 from bridge.core.schedule import PollState
 from bridge.store import keys, scripts
+from bridge.store.changes import Change, club_of_tracker, publish
 
 DEFAULT_LEASE_S: Final = 60.0
 """How long a claimed import stays with its worker; after that it is due again (the worker died).
@@ -128,6 +129,23 @@ def _ms_to_s(value: Any) -> float:
     return float(_text(value)) / 1000.0
 
 
+def _changes_of(plans: Sequence[CommitPlan], results: Sequence[CommitResult]) -> list[Change]:
+    """A note per watch that got a new event or ended in a committed poll (a poll that changed
+    nothing but the time it was seen stays quiet: most polls are such)."""
+    changed: dict[str, str] = {}
+    for plan, result in zip(plans, results, strict=True):
+        if not result.committed:
+            continue
+        club = club_of_tracker(plan.tid)
+        inserted = set(result.inserted)
+        for new in plan.events:
+            if new.event.id in inserted:
+                changed[new.watch_id] = club
+        for wid in plan.ended:
+            changed[wid] = club
+    return [Change(kind="watch", watch_id=wid, club=club) for wid, club in changed.items()]
+
+
 class RedisStore:
     """All reads and writes of the bridge's state (the API and the workers share it)."""
 
@@ -228,13 +246,15 @@ class RedisStore:
             # server without it (a Sentinel failover, a restart): Redis ran nothing, so run it again,
             # which loads the script there first.
             replies = await self._commit_pipeline(plans)
-        return [
+        results = [
             CommitResult(
                 committed=reply[0] == 1,
                 inserted=tuple(_text(e) for e in (reply[1] if len(reply) > 1 else ())),
             )
             for reply in replies
         ]
+        await publish(self.redis, _changes_of(plans, results))
+        return results
 
     async def _commit_pipeline(self, plans: Sequence[CommitPlan]) -> list[Any]:
         commit_keys = [keys.SCHEDULE, keys.INFLIGHT, keys.OUTBOX, keys.WATCH_FINGERPRINTS]
@@ -276,6 +296,8 @@ class RedisStore:
                 spec.loyalty_club_slug,
             ],
         )
+        if created == 1:
+            await publish(self.redis, [Change(kind="created", watch_id=spec.id, club=spec.loyalty_club_slug)])
         return created == 1, _text(wid)
 
     async def stop_watch(self, spec: WatchSpec, now: float) -> bool:
@@ -284,6 +306,8 @@ class RedisStore:
             keys=[keys.SCHEDULE, keys.INFLIGHT, keys.WATCH_FINGERPRINTS],
             args=[spec.id, now_ms(now), self.retention_ms, spec.tracker_id],
         )
+        if stopped == 1:
+            await publish(self.redis, [Change(kind="watch", watch_id=spec.id, club=spec.loyalty_club_slug)])
         return bool(stopped == 1)
 
     async def poll_soon(self, spec: WatchSpec, now: float, min_interval_s: float) -> tuple[str, float]:
@@ -376,6 +400,13 @@ class RedisStore:
     async def get_event(self, eid: str) -> bytes | None:
         body: bytes | None = await self.redis.get(keys.event(eid))
         return body
+
+    async def get_events(self, eids: list[str]) -> dict[str, bytes]:
+        """The stored bodies of these events, in one round trip (expired ones are left out)."""
+        if not eids:
+            return {}
+        bodies = await self.redis.mget([keys.event(eid) for eid in eids])
+        return {eid: body for eid, body in zip(eids, bodies, strict=True) if body is not None}
 
     async def outbox_older_than(self, before: float, limit: int) -> list[tuple[str, str]]:
         entries = await self.redis.zrangebyscore(keys.OUTBOX, "-inf", now_ms(before), start=0, num=limit)

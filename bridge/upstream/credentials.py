@@ -58,6 +58,14 @@ class CredentialStore:
         """Whether the club has its own stored credentials (nothing is decrypted)."""
         return bool(await self._redis.hexists(keys.CREDENTIALS, slug))
 
+    async def configured(self) -> dict[str, float]:
+        """Clubs with a stored token -> when it was stored (never the token: nothing is opened)."""
+        raw = await self._redis.hgetall(keys.CREDENTIALS)
+        return {
+            (slug.decode() if isinstance(slug, bytes) else str(slug)): _decoder.decode(value).updated_at
+            for slug, value in raw.items()
+        }
+
     async def get(self, slug: str) -> ClubCredentials | None:
         raw = await self._redis.hget(keys.CREDENTIALS, slug)
         if raw is None:

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from bridge.core.model import Event
 from bridge.crypto import SecretBox
 from bridge.store import keys, scripts
+from bridge.store.changes import Change, publish
 from bridge.store.redis_store import RedisStore, now_ms, resolved
 from bridge.webhooks.model import (
     DisabledReason,
@@ -235,6 +236,13 @@ class SubscriptionStore:
         raw = await self.redis.get(keys.webhook_delivery(did))
         return _delivery_decoder.decode(raw) if raw is not None else None
 
+    async def get_deliveries(self, dids: list[str]) -> list[WebhookDelivery | None]:
+        """Several deliveries in one round trip, in the order asked (``None``: no such delivery)."""
+        if not dids:
+            return []
+        bodies = await self.redis.mget([keys.webhook_delivery(did) for did in dids])
+        return [_delivery_decoder.decode(body) if body is not None else None for body in bodies]
+
     async def save_delivery(self, delivery: WebhookDelivery) -> None:
         index = keys.subscription_deliveries(delivery.subscription_id)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -243,6 +251,7 @@ class SubscriptionStore:
             pipe.zremrangebyrank(index, 0, -(DELIVERIES_KEPT + 1))
             pipe.pexpire(index, self._retention_ms)
             await pipe.execute()
+        await publish(self.redis, [_delivery_change(delivery)])
 
     async def list_deliveries(
         self, sid: str, offset: int, limit: int
@@ -276,10 +285,16 @@ class SubscriptionStore:
             created_at=delivery.created_at,
             kept=DELIVERIES_KEPT,
         )
+        if written:
+            await publish(self.redis, [_delivery_change(delivery)])
         return target if written else None
 
     async def event_stored(self, eid: str) -> bool:
         return bool(await self.redis.exists(keys.event(eid)))
+
+
+def _delivery_change(delivery: WebhookDelivery) -> Change:
+    return Change(kind="delivery", subscription_id=delivery.subscription_id, event_id=delivery.event_id)
 
 
 def _subscription(sid: str, fields: dict[bytes, bytes]) -> Subscription:

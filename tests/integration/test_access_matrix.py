@@ -66,6 +66,17 @@ MATRIX: Final[dict[tuple[str, str], tuple[Case, ...]]] = {
         Case(f"/v1/clubs/{CLUB_A}/credentials", (204, 204, 403, 403), {"token": "t0k3n"}, "club A"),
     ),
     # ------------------------------------------------------------------ subscriptions
+    ("GET", "/v1/clubs/{slug:str}/slack-channels"): (
+        Case(f"/v1/clubs/{CLUB_A}/slack-channels", (200, 403, 403, 403), what="admin only"),
+    ),
+    ("PUT", "/v1/clubs/{slug:str}/slack-channels"): (
+        Case(
+            f"/v1/clubs/{CLUB_A}/slack-channels",
+            (200, 403, 403, 403),
+            {"channel_ids": ["C0123ABCDEF"]},
+            "admin only",
+        ),
+    ),
     ("POST", "/v1/subscriptions"): (
         Case("/v1/subscriptions", (201, 201, 403, 403), {"url": HOOK, "clubs": [CLUB_A]}, "for club A"),
         Case("/v1/subscriptions", (201, 201, 403, 201), {"url": HOOK}, "for the key's own clubs"),

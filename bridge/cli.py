@@ -189,6 +189,45 @@ def migrate(check: bool) -> None:
         exit_with_config_error(str(exc), "migrate")
 
 
+@main.group()
+def secrets() -> None:
+    """Secrets stored in Redis (club MPC tokens, webhook secrets)."""
+
+
+@secrets.command("reseal")
+def secrets_reseal() -> None:
+    """Seal every stored secret again with the newest key of BRIDGE_SECRET_KEY (the first listed).
+
+    Rotate a key by listing the new one first, running this, then dropping the old one. Exit 1
+    when some value could be opened by none of the listed keys (left as it is, named in the log).
+    """
+    import asyncio
+
+    from bridge.crypto import SecretBox
+    from bridge.logs import configure_logging
+    from bridge.redis_url import connect
+    from bridge.reseal import reseal_all
+
+    settings = load_settings()
+    box = SecretBox(settings.require_secret_key())
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> int:
+        redis = connect(settings.redis_url)
+        try:
+            tallies = await reseal_all(redis, box)
+        finally:
+            await redis.aclose()
+        for name, tally in tallies.items():
+            click.echo(
+                f"{name}: {tally.resealed} resealed, {tally.current} already current, "
+                f"{tally.unreadable} unreadable, {tally.changed} changed meanwhile"
+            )
+        return 1 if any(tally.unreadable for tally in tallies.values()) else 0
+
+    sys.exit(asyncio.run(run()))
+
+
 @main.command("config-reference")
 @click.option(
     "--format",

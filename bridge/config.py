@@ -120,9 +120,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         tuple[Secret, ...], _doc("Bearer keys accepted on `/v1` routes, comma-separated. The API needs one.")
     ] = ()
     secret_key: Annotated[
-        Secret | None,
-        _doc("Fernet key (url-safe base64 of 32 bytes) encrypting MPC tokens and webhook secrets at rest."),
-    ] = None
+        tuple[Secret, ...],
+        _doc(
+            "Fernet key (url-safe base64 of 32 bytes) encrypting MPC tokens and webhook secrets at rest. "
+            "Several keys, comma-separated, newest first, while rotating: the first seals, every one "
+            "opens; `bridge secrets reseal` then seals everything with the first."
+        ),
+    ] = ()
     mpc_base_url: Annotated[str, _doc("Base URL of the MPC API, without the `/v3` part.")] = (
         DEFAULT_MPC_BASE_URL
     )
@@ -284,8 +288,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 # The URL is a secret (it lets anyone post): named, never shown.
                 raise ConfigError(f"{env_name('slack_webhook_url')}: expected an http/https URL")
-        if self.secret_key is not None:
-            _check_fernet_key(self.secret_key)
+        for key in self.secret_key:
+            _check_fernet_key(key)
         _check_webhook_schedule(self.webhook_retry_schedule_s)
         if self.delivery_timeout_s <= self.webhook_timeout_s:
             raise ConfigError(
@@ -320,8 +324,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """The Slack API base URL with the trailing slash slack_sdk's ``base_url`` needs."""
         return self.slack_api_url if self.slack_api_url.endswith("/") else self.slack_api_url + "/"
 
-    def require_secret_key(self) -> Secret:
-        if self.secret_key is None:
+    def require_secret_key(self) -> tuple[Secret, ...]:
+        """The keys, newest first (at least one)."""
+        if not self.secret_key:
             raise ConfigError(f"{env_name('secret_key')}: required, {FERNET_KEY_HINT}")
         return self.secret_key
 

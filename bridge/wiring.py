@@ -58,7 +58,7 @@ def store(settings: Settings, redis: Any) -> RedisStore:
 
 def subscription_store(settings: Settings, redis: Any) -> SubscriptionStore:
     """The store; it can seal and open secrets only when ``BRIDGE_SECRET_KEY`` is set."""
-    box = SecretBox(settings.secret_key) if settings.secret_key is not None else None
+    box = SecretBox(settings.secret_key) if settings.secret_key else None
     return SubscriptionStore(redis, box=box, retention_s=settings.retention_s)
 
 

@@ -18,7 +18,7 @@ from bridge.metrics import WorkerMetrics
 from bridge.store.redis_store import ClaimedTracker, RedisStore
 from bridge.upstream.mpc import MpcResponse, UpstreamClient
 
-UNAUTHORIZED_FIRST: Final = ("unauthorized", "rate_limited")
+UNAUTHORIZED_FIRST: Final = ("unauthorized", "credentials_unreadable", "rate_limited")
 """Failures that speak for the whole import even when other bulks answered."""
 PAUSING_FAILURES: Final = frozenset({"rate_limited", "server_error"})
 """Answers (429, 503) whose ``Retry-After`` pauses every request for the club, not only this import."""

@@ -17,7 +17,8 @@ import msgspec
 from redis.asyncio import Redis
 
 from bridge.core.model import Event
-from bridge.crypto import SecretBox
+from bridge.crypto import SecretBox, SecretUnreadable
+from bridge.logs import get_logger
 from bridge.store import keys, scripts
 from bridge.store.redis_store import RedisStore, now_ms, resolved
 from bridge.webhooks.model import (
@@ -32,6 +33,8 @@ PREVIOUS_SECRET_S: Final = 24 * 3600.0
 """After a rotation the old secret keeps signing alongside the new one for 24 h."""
 DELIVERIES_KEPT: Final = 1000
 """Delivery logs kept per subscription (the oldest go first); each is also bounded in time."""
+
+log = get_logger("bridge.webhooks")
 
 _json: Final = msgspec.json.Encoder()
 _doc_decoder: Final = msgspec.json.Decoder(SubscriptionDoc)
@@ -173,8 +176,20 @@ class SubscriptionStore:
         if current is None:
             return None
         box = self.box
+        opened = box.open(current)  # unreadable: raises, and nothing is sent unsigned
         still_valid = previous is not None and until is not None and now_ms(now) < int(_text(until))
-        return Signing(current=box.open(current), previous=box.open(previous) if still_valid else None)
+        older = None
+        if still_valid:
+            try:
+                older = box.open(previous)
+            except SecretUnreadable:
+                # Only an extra signature for receivers still on the old secret: sign without it.
+                log.warning(
+                    "previous webhook secret cannot be decrypted with BRIDGE_SECRET_KEY: signing with "
+                    "the current one only",
+                    subscription_id=sid,
+                )
+        return Signing(current=opened, previous=older)
 
     async def version(self) -> int:
         raw = await self.redis.get(keys.SUBSCRIPTIONS_VERSION)

@@ -42,6 +42,18 @@ WORKER_HEALTH_INTERVAL_S: Final = 30
 once a worker has been stuck that long."""
 MPC_RETRY_AFTER_MAX_S: Final = 600.0
 """The longest ``Retry-After`` from MPC honoured as given: a longer one pauses the club this long."""
+MPC_CLUB_RATE: Final = 5.0
+"""Requests per second one club's budget refills by, shared by every worker. MPC does not publish
+its own per-customer bucket (the 429s it sends name one of 600); the bridge keeps to a small part
+of it so the club's other integrations keep theirs."""
+MPC_CLUB_BURST: Final = 10
+"""Requests one club may send at once after a quiet while."""
+MPC_REQUESTS_PER_POLL: Final = 4
+"""Requests one poll has in flight at most (a watch on 1,000 bulks never fires 1,000 at once)."""
+WATCH_MAX_BULK_IDS: Final = 100
+"""Bulks one watch may name; a whole-import watch (no ``bulk_ids``) follows any number."""
+WATCH_BULK_IDS_CEILING: Final = 1000
+"""The most ``BRIDGE_WATCH_MAX_BULK_IDS`` may allow (and what the API schema states)."""
 SLACK_POST_INTERVAL_S: Final = 1.0
 """Slack asks for "no more than one message per channel per second" (bursts tolerated)."""
 
@@ -175,6 +187,29 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retry_after_max_s: Annotated[
         float, _doc("Longest `Retry-After` from MPC that is honoured as given; longer ones are capped.", ge=1)
     ] = MPC_RETRY_AFTER_MAX_S
+    mpc_club_rate: Annotated[
+        float,
+        _doc(
+            "Requests per second to MPC one club's budget allows, shared by every worker (a token "
+            "bucket in Redis). A poll finding it empty sends nothing and waits for the next token.",
+            gt=0,
+            le=100_000,
+        ),
+    ] = MPC_CLUB_RATE
+    mpc_club_burst: Annotated[
+        int, _doc("Requests to MPC one club may send at once after a quiet while.", ge=1, le=100_000)
+    ] = MPC_CLUB_BURST
+    mpc_requests_per_poll: Annotated[
+        int, _doc("Requests one poll has in flight to MPC at most.", ge=1, le=1000)
+    ] = MPC_REQUESTS_PER_POLL
+    watch_max_bulk_ids: Annotated[
+        int,
+        _doc(
+            "Bulks one watch may name in `bulk_ids` (a whole-import watch follows any number).",
+            ge=1,
+            le=WATCH_BULK_IDS_CEILING,
+        ),
+    ] = WATCH_MAX_BULK_IDS
     slack_bot_token: Annotated[
         Secret | None, _doc("Slack bot token (`xoxb-...`): import cards and threads.")
     ] = None

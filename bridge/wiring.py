@@ -33,6 +33,7 @@ from bridge.slack.attachments import UnmaskedErrors
 from bridge.slack.notifier import SLACK_TIMEOUT_S, SlackBotNotifier, SlackWebhookNotifier
 from bridge.slack.state import SlackState
 from bridge.store.redis_store import RedisStore
+from bridge.upstream.budget import ClubBudget
 from bridge.upstream.credentials import CachedCredentials, CredentialStore
 from bridge.upstream.mpc import MAX_BODY_BYTES, ClubCredentials, MpcClient, UpstreamClient
 from bridge.webhooks.guard import AddressPolicy, UrlGuard
@@ -227,7 +228,14 @@ def poller(
     metrics = metrics or WorkerMetrics()
     return Poller(
         store=store,
-        observer=Observer(upstream=mpc, store=store, intervals=intervals(settings), metrics=metrics),
+        observer=Observer(
+            upstream=mpc,
+            store=store,
+            intervals=intervals(settings),
+            metrics=metrics,
+            budget=ClubBudget(redis, rate=settings.mpc_club_rate, burst=settings.mpc_club_burst),
+            requests_per_poll=settings.mpc_requests_per_poll,
+        ),
         planner=Planner(
             resolver=resolver(settings, redis),
             intervals=intervals(settings),

@@ -6,6 +6,7 @@ from typing import Annotated, Final, Generic, TypeVar
 
 from msgspec import Meta, Struct
 
+from bridge.config import WATCH_BULK_IDS_CEILING
 from bridge.core.diff import bulk_outcome, import_totals, iso_timestamp
 from bridge.core.model import (
     DAY_S,
@@ -24,7 +25,8 @@ from bridge.store.redis_store import WatchRecord
 SLUG_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{0,63}$"
 IMPORT_ID_PATTERN: Final = r"^[A-Za-z0-9-]{1,64}$"
 SLACK_CHANNEL_PATTERN: Final = r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CDG][A-Z0-9]{6,20})$"
-MAX_BULK_IDS: Final = 1000
+MAX_BULK_IDS: Final = WATCH_BULK_IDS_CEILING
+"""The schema's bound; the configured one (``BRIDGE_WATCH_MAX_BULK_IDS``) is checked on creation."""
 MAX_BULK_ID: Final = 2**53 - 1
 """Largest bulk id accepted (exact in every JSON parser)."""
 WATCH_OPTION_MIN_S: Final = 60

@@ -70,7 +70,15 @@ def _check_full_match(data: WatchCreate) -> None:
             )
 
 
-def spec_from(data: WatchCreate, watch_id: str, now: float) -> WatchSpec:
+def spec_from(data: WatchCreate, watch_id: str, now: float, *, max_bulk_ids: int) -> WatchSpec:
+    if data.bulk_ids is not None and len(data.bulk_ids) > max_bulk_ids:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"bulk_ids names {len(data.bulk_ids)} bulks; at most {max_bulk_ids} (or omit it to watch the "
+            "whole import)",
+            [{"key": "bulk_ids", "message": f"more than {max_bulk_ids} bulk ids"}],
+        )
     if data.bulk_ids is not None and len(set(data.bulk_ids)) != len(data.bulk_ids):
         raise ApiError(
             422,
@@ -122,7 +130,7 @@ class WatchController(Controller):
     ) -> Response[WatchOut]:
         # Litestar converts leniently ("1" becomes 1); the contract is the schema, exactly.
         data = decode_strictly(await request.body(), WatchCreate)
-        spec = spec_from(data, new_watch_id(), time.time())
+        spec = spec_from(data, new_watch_id(), time.time(), max_bulk_ids=settings.watch_max_bulk_ids)
         created, watch_id = await store.create_watch(spec, fingerprint(data), settings.poll_min_interval_s)
         return Response(await _record(store, watch_id), status_code=201 if created else 200)
 

@@ -22,6 +22,8 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
                                            it (Slack: the UNMASKED errors summary, only with
                                            BRIDGE_SLACK_SHOW_PII); short TTL, deleted once sent
     bridge:club-pause:{slug}         string until when MPC asked not to be called (ms)
+    bridge:club-budget:{slug}        hash  the club's MPC request budget (token bucket): tokens, at
+                                           (ms); expires once it would be full again
     bridge:credentials               hash  slug -> the club's MPC token (sealed) and product name
     bridge:metrics                   hash  Prometheus sample -> total over all workers
     bridge:orphans-checked           string set while a sweeper's check for lost imports is recent
@@ -74,6 +76,7 @@ TIMELINE_PREFIX: Final = PREFIX + "timeline:"
 EVENT_PREFIX: Final = PREFIX + "event:"
 DELIVERED_PREFIX: Final = PREFIX + "delivered:"
 CLUB_PAUSE_PREFIX: Final = PREFIX + "club-pause:"
+CLUB_BUDGET_PREFIX: Final = PREFIX + "club-budget:"
 SUBSCRIPTION_PREFIX: Final = PREFIX + "subscription:"
 SUBSCRIPTION_DELIVERIES_SUFFIX: Final = ":deliveries"
 WEBHOOK_DELIVERY_PREFIX: Final = PREFIX + "webhook-delivery:"
@@ -120,6 +123,10 @@ S_FAILING_SINCE: Final = "failing_since"
 S_LAST_SUCCESS: Final = "last_success"
 S_LAST_FAILURE: Final = "last_failure"
 
+# Fields of a club budget hash (``bridge:club-budget:{slug}``).
+B_TOKENS: Final = "tokens"
+B_AT: Final = "at"
+
 # Fields of a Slack card hash (``bridge:slack:card:{wid}:{channel}``).
 C_CHANNEL: Final = "channel"
 C_TS: Final = "ts"
@@ -160,6 +167,10 @@ def delivered(eid: str, destination: str) -> str:
 
 def club_pause(slug: str) -> str:
     return CLUB_PAUSE_PREFIX + slug
+
+
+def club_budget(slug: str) -> str:
+    return CLUB_BUDGET_PREFIX + slug
 
 
 def subscription(sid: str) -> str:

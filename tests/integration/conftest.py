@@ -33,6 +33,10 @@ FAST_ENV: Final = {
     "BRIDGE_UPSTREAM_CONNECT_TIMEOUT_S": "0.5",
     "BRIDGE_POLL_LEASE_S": "2.5",
     "BRIDGE_UPSTREAM_FAILING_AFTER": "3",
+    # Polls here come 100 times faster than MPC allows: the clubs' request budget would hold most
+    # of them back. tests/integration/test_upstream_budget.py runs with the real defaults.
+    "BRIDGE_MPC_CLUB_RATE": "100000",
+    "BRIDGE_MPC_CLUB_BURST": "100000",
 }
 _event_decoder: Final = msgspec.json.Decoder(Event)
 

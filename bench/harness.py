@@ -27,7 +27,7 @@ from bridge_tools.processes import Process, free_port, redis_answers, wait_until
 from bridge_tools.redis_binary import redis_server_binary
 
 SECRET_KEY: Final = Fernet.generate_key().decode()
-API_KEY: Final = "bench-" + secrets.token_urlsafe(16)
+API_KEY: Final = "bench-" + secrets.token_urlsafe(32)
 MPC_TOKEN: Final = "mpc-" + secrets.token_urlsafe(16)
 """Fresh secrets for every run."""
 REDIS_TUNING: Final = ("--hash-max-listpack-value", "1024")

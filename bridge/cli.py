@@ -12,6 +12,7 @@ import click
 
 from bridge import __version__
 from bridge.config import ConfigError, load_settings
+from bridge.core.patterns import IMPORT_ID, SLUG, WATCH_ID, matches
 from bridge.exits import EXIT_CONFIG, PROGRAM, exit_with_config_error, one_line
 from bridge.follow import DEFAULT_API_URL, ApiProblem, BridgeClient, bulk_line, follow
 
@@ -283,6 +284,17 @@ def _show_watch(watch: dict[str, Any], as_json: bool) -> None:
         click.echo(f"  {bulk_line(bulk)}")
 
 
+def _shaped(pattern: str, what: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback refusing a value that is not the whole of ``pattern`` (as the API would)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if isinstance(value, str) and not matches(pattern, value):
+            raise click.BadParameter(f"{value!r} is not {what}")
+        return value
+
+    return check
+
+
 @main.group()
 def watch() -> None:
     """Create, list, show, stop and follow watches through the API."""
@@ -292,8 +304,10 @@ def watch() -> None:
 @api_url_option
 @api_key_option
 @json_option
-@click.option("--club", required=True, help="MPC loyalty club slug.")
-@click.option("--import-id", required=True, help="MPC import id.")
+@click.option("--club", required=True, help="MPC loyalty club slug.", callback=_shaped(SLUG, "a club slug"))
+@click.option(
+    "--import-id", required=True, help="MPC import id.", callback=_shaped(IMPORT_ID, "an import id")
+)
 @click.option("--bulk", "bulks", multiple=True, type=int, help="A bulk id (repeat); none: the whole import.")
 @click.option("--slack-channel", help="Slack channel id or #name for the import card.")
 @click.option("--notify-progress", is_flag=True, help="Also announce count changes (bulk.progress).")
@@ -324,7 +338,7 @@ def watch_create(
 @api_url_option
 @api_key_option
 @json_option
-@click.option("--club", help="Only this club's watches.")
+@click.option("--club", help="Only this club's watches.", callback=_shaped(SLUG, "a club slug"))
 @click.option("--state", type=click.Choice(["active", "completed", "stopped", "expired", "error"]))
 def watch_list(api_url: str, api_key: str | None, as_json: bool, club: str | None, state: str | None) -> None:
     """Watches, newest first."""
@@ -345,7 +359,7 @@ def watch_list(api_url: str, api_key: str | None, as_json: bool, club: str | Non
 @api_url_option
 @api_key_option
 @json_option
-@click.argument("watch_id")
+@click.argument("watch_id", callback=_shaped(WATCH_ID, "a watch id (wch_...)"))
 def watch_show(api_url: str, api_key: str | None, as_json: bool, watch_id: str) -> None:
     """A watch and every bulk's state."""
     _show_watch(_run(api_url, api_key, lambda c: c.call("GET", f"/v1/watches/{watch_id}")), as_json)
@@ -355,7 +369,7 @@ def watch_show(api_url: str, api_key: str | None, as_json: bool, watch_id: str) 
 @api_url_option
 @api_key_option
 @json_option
-@click.argument("watch_id")
+@click.argument("watch_id", callback=_shaped(WATCH_ID, "a watch id (wch_...)"))
 def watch_stop(api_url: str, api_key: str | None, as_json: bool, watch_id: str) -> None:
     """Stop a watch."""
     _show_watch(_run(api_url, api_key, lambda c: c.call("DELETE", f"/v1/watches/{watch_id}")), as_json)
@@ -364,7 +378,7 @@ def watch_stop(api_url: str, api_key: str | None, as_json: bool, watch_id: str) 
 @watch.command("follow")
 @api_url_option
 @api_key_option
-@click.argument("watch_id")
+@click.argument("watch_id", callback=_shaped(WATCH_ID, "a watch id (wch_...)"))
 def watch_follow(api_url: str, api_key: str | None, watch_id: str) -> None:
     """A live view of the import (a bar per bulk, events as they arrive) until it completes."""
     from rich.console import Console

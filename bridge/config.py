@@ -54,6 +54,12 @@ WATCH_MAX_BULK_IDS: Final = 100
 """Bulks one watch may name; a whole-import watch (no ``bulk_ids``) follows any number."""
 WATCH_BULK_IDS_CEILING: Final = 1000
 """The most ``BRIDGE_WATCH_MAX_BULK_IDS`` may allow (and what the API schema states)."""
+MAX_WATCHES_PER_CLUB: Final = 1000
+"""Active watches one club may have at once (an ended watch no longer counts)."""
+MAX_SUBSCRIPTIONS_PER_CLUB: Final = 100
+"""Webhook subscriptions filtered to one club; those without a club filter count as one more group."""
+WEBHOOK_TEST_INTERVAL_S: Final = 10.0
+"""Least time between two ``webhook.test`` events sent to one subscription."""
 SLACK_POST_INTERVAL_S: Final = 1.0
 """Slack asks for "no more than one message per channel per second" (bursts tolerated)."""
 
@@ -74,6 +80,10 @@ DELIVERY_TIMEOUT_S: Final = 60.0
 WEBHOOK_DISABLE_AFTER_S: Final = 5 * 86_400.0
 """A subscription failing continuously this long (5 days) with no success is disabled."""
 
+
+API_KEY_MIN_CHARS: Final = 32
+"""An API key shorter than this is refused at start: a bearer key is the whole of the API's
+protection, so it must not be guessable (``openssl rand -hex 24`` gives 48 characters)."""
 
 FERNET_KEY_HINT: Final = (
     "url-safe base64 of 32 bytes (a Fernet key); generate one with: "
@@ -210,6 +220,33 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             le=WATCH_BULK_IDS_CEILING,
         ),
     ] = WATCH_MAX_BULK_IDS
+    max_watches_per_club: Annotated[
+        int,
+        _doc(
+            "Active watches one club may have at once; one more is refused (409 `limit_reached`) "
+            "until one ends.",
+            ge=1,
+            le=10_000_000,
+        ),
+    ] = MAX_WATCHES_PER_CLUB
+    max_subscriptions_per_club: Annotated[
+        int,
+        _doc(
+            "Webhook subscriptions filtered to one club (those without a club filter count as one "
+            "more group); one more is refused (409 `limit_reached`).",
+            ge=1,
+            le=100_000,
+        ),
+    ] = MAX_SUBSCRIPTIONS_PER_CLUB
+    webhook_test_interval_s: Annotated[
+        float,
+        _doc(
+            "Least time between two `webhook.test` events to one subscription (sooner: 429 with "
+            "`Retry-After`).",
+            ge=0.1,
+            le=3600,
+        ),
+    ] = WEBHOOK_TEST_INTERVAL_S
     slack_bot_token: Annotated[
         Secret | None, _doc("Slack bot token (`xoxb-...`): import cards and threads.")
     ] = None
@@ -325,6 +362,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 raise ConfigError(f"{env_name('slack_webhook_url')}: expected an http/https URL")
         for key in self.secret_key:
             _check_fernet_key(key)
+        short = [n for n, key in enumerate(self.api_keys, 1) if len(key.reveal()) < API_KEY_MIN_CHARS]
+        if short:
+            # Which one, by position: never the key itself.
+            raise ConfigError(
+                f"{env_name('api_keys')}: every key needs at least {API_KEY_MIN_CHARS} characters "
+                f"(key {short[0]} of {len(self.api_keys)} is shorter; "
+                "generate one with: openssl rand -hex 24)"
+            )
         _check_webhook_schedule(self.webhook_retry_schedule_s)
         if self.delivery_timeout_s <= self.webhook_timeout_s:
             raise ConfigError(

@@ -13,11 +13,12 @@ from msgspec import Meta, Struct
 from bridge.api.docs import WRITE_ERRORS, errors
 from bridge.api.errors import decode_strictly
 from bridge.api.schemas import SLUG_PATTERN
+from bridge.core import patterns
 from bridge.upstream.credentials import CredentialStore
 
 MAX_TOKEN_CHARS: Final = 4096
 MAX_PRODUCT_NAME_CHARS: Final = 128
-PRINTABLE_PATTERN: Final = r"^[\x21-\x7e]+$"
+PRINTABLE_PATTERN: Final = patterns.HEADER_TOKEN
 """Tokens travel in an HTTP header: visible ASCII only, no spaces or control characters."""
 
 ClubSlug = Annotated[str, Parameter(pattern=SLUG_PATTERN, description="MPC loyalty club slug")]
@@ -39,7 +40,7 @@ class CredentialsIn(Struct, kw_only=True, forbid_unknown_fields=True):
             Meta(
                 min_length=1,
                 max_length=MAX_PRODUCT_NAME_CHARS,
-                pattern=r"^[\x20-\x7e]+$",
+                pattern=patterns.HEADER_TEXT,
                 description="X-Product-Name for this club (default: BRIDGE_MPC_PRODUCT_NAME)",
             ),
         ]

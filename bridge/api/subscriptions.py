@@ -6,7 +6,7 @@ The ``whsec_`` secret is in the answer to a creation or a rotation and nowhere e
 
 from __future__ import annotations
 
-import re
+import math
 import secrets
 import time
 from typing import Annotated, Any, Final, TypeAlias
@@ -19,7 +19,7 @@ from litestar.params import JSONBody, Parameter
 from litestar.response import Response
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from bridge.api.deps import DispatchDep, StoreDep
+from bridge.api.deps import DispatchDep, SettingsDep, StoreDep
 from bridge.api.docs import READ_ERRORS, WRITE_ERRORS, errors
 from bridge.api.errors import ApiError, decode_strictly
 from bridge.api.params import Cursor, Limit, offset_of
@@ -30,7 +30,9 @@ from bridge.api.schemas import (
     Page,
     encode_cursor,
 )
+from bridge.core import patterns
 from bridge.core.diff import iso_timestamp
+from bridge.store.redis_store import LimitReached
 from bridge.webhooks.actions import EventExpired, redeliver, send_test_event
 from bridge.webhooks.guard import MAX_URL_CHARS, Refused, UrlGuard
 from bridge.webhooks.model import (
@@ -52,7 +54,7 @@ from bridge.webhooks.store import SecretsMissing, SubscriptionGone, Subscription
 MAX_EVENT_TYPES: Final = 50
 PATCH_ATTEMPTS: Final = 5
 """A PATCH that lost a race with another change to the same subscription is merged again."""
-EVENT_TYPE_SHAPE: Final = r"^(\*|[a-z_]{1,32}\.(\*|[a-z_]{1,32}))$"
+EVENT_TYPE_SHAPE: Final = patterns.EVENT_TYPE_SHAPE
 
 EventTypePattern = Annotated[
     str,
@@ -256,13 +258,6 @@ def _event_types(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(sorted(set(values)))
 
 
-def _no_newline(**values: str | None) -> None:
-    # The patterns end in `$`, which also matches before a final newline.
-    for key, value in values.items():
-        if value is not None and re.search(r"[\r\n]", value):
-            raise _invalid(key, "contains a newline")
-
-
 async def _checked_url(guard: UrlGuard, url: str) -> str:
     try:
         await guard.check(url)
@@ -297,7 +292,7 @@ class SubscriptionController(Controller):
     @post(
         "/",
         summary="Subscribe a URL to events; the answer carries the secret (only time shown)",
-        responses=errors(*WRITE_ERRORS, 503),
+        responses=errors(*WRITE_ERRORS, 409, 503),
     )
     async def create(
         self,
@@ -305,10 +300,10 @@ class SubscriptionController(Controller):
         data: JSONBody[SubscriptionCreate],
         subscriptions: SubscriptionsDep,
         webhook_guard: GuardDep,
+        settings: SettingsDep,
     ) -> Response[SubscriptionCreated]:
         data = decode_strictly(await request.body(), SubscriptionCreate)
         _box_or_503(subscriptions)
-        _no_newline(loyalty_club_slug=data.loyalty_club_slug, import_id=data.import_id)
         doc = SubscriptionDoc(
             url=await _checked_url(webhook_guard, data.url),
             event_types=_event_types(data.event_types),
@@ -316,7 +311,17 @@ class SubscriptionController(Controller):
             import_id=data.import_id,
         )
         sid, secret, now = new_subscription_id(), new_secret(), time.time()
-        await subscriptions.create(sid, doc, secret, enabled=data.enabled, now=now)
+        try:
+            most = settings.max_subscriptions_per_club
+            await subscriptions.create(sid, doc, secret, enabled=data.enabled, now=now, max_per_club=most)
+        except LimitReached as reached:
+            club = doc.loyalty_club_slug
+            group = f"club {club}" if club else "the group without a club filter"
+            raise ApiError(
+                409,
+                "limit_reached",
+                f"{group} has {reached.limit} subscriptions, the most allowed: delete one first",
+            ) from None
         sub = await _subscription(subscriptions, sid)
         shown = subscription_out(sub, now)
         created = SubscriptionCreated(**msgspec.structs.asdict(shown), secret=secret)
@@ -353,9 +358,6 @@ class SubscriptionController(Controller):
         webhook_guard: GuardDep,
     ) -> SubscriptionOut:
         data = decode_strictly(await request.body(), SubscriptionPatch)
-        slug = data.loyalty_club_slug if isinstance(data.loyalty_club_slug, str) else None
-        import_id = data.import_id if isinstance(data.import_id, str) else None
-        _no_newline(loyalty_club_slug=slug, import_id=import_id)
         checked: str | None = None
         if isinstance(data.url, str):
             checked = await _checked_url(webhook_guard, data.url)
@@ -415,9 +417,9 @@ class SubscriptionController(Controller):
 
     @post(
         "/{subscription_id:str}/test",
-        summary="Send a webhook.test event now (also to a disabled subscription)",
+        summary="Send a webhook.test event now (also to a disabled subscription); one per 10 s",
         status_code=202,
-        responses=errors(401, 404, 422),
+        responses=errors(401, 404, 422, 429),
     )
     async def test(
         self,
@@ -425,8 +427,18 @@ class SubscriptionController(Controller):
         subscriptions: SubscriptionsDep,
         store: StoreDep,
         dispatch: DispatchDep,
+        settings: SettingsDep,
     ) -> DeliveryOut:
         sub = await _subscription(subscriptions, subscription_id)
+        wait = await subscriptions.take_test_slot(subscription_id, settings.webhook_test_interval_s)
+        if wait > 0:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"a webhook.test was sent to this subscription less than "
+                f"{settings.webhook_test_interval_s:g} s ago: try again in {math.ceil(wait)} s",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
         delivery = await send_test_event(subscriptions, store, dispatch, sub, time.time())
         return delivery_out(delivery)
 

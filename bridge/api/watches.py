@@ -28,13 +28,15 @@ from bridge.api.schemas import (
     encode_cursor,
     watch_out,
 )
+from bridge.core import patterns
 from bridge.core.codec import decode_event
 from bridge.core.model import SlackTarget, WatchSpec, WatchState
+from bridge.store.redis_store import LimitReached
 
 FINGERPRINT_BYTES: Final = 16
 WATCH_ID_PREFIX: Final = "wch_"
 WATCH_ID_BYTES: Final = 12
-WATCH_ID_PATTERN: Final = r"^wch_[0-9a-f]{24}$"
+WATCH_ID_PATTERN: Final = patterns.WATCH_ID
 
 
 WatchId = Annotated[str, Parameter(description="watch id", pattern=WATCH_ID_PATTERN)]
@@ -58,18 +60,6 @@ def fingerprint(data: WatchCreate) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def _check_full_match(data: WatchCreate) -> None:
-    # The patterns are anchored with `$`, which also matches before a final newline.
-    for field, value in (("loyalty_club_slug", data.loyalty_club_slug), ("import_id", data.import_id)):
-        if "\n" in value:
-            raise ApiError(
-                422,
-                "validation_error",
-                f"{field} must not contain a newline",
-                [{"key": field, "message": "contains a newline"}],
-            )
-
-
 def spec_from(data: WatchCreate, watch_id: str, now: float, *, max_bulk_ids: int) -> WatchSpec:
     if data.bulk_ids is not None and len(data.bulk_ids) > max_bulk_ids:
         raise ApiError(
@@ -86,7 +76,6 @@ def spec_from(data: WatchCreate, watch_id: str, now: float, *, max_bulk_ids: int
             "bulk_ids must not repeat an id",
             [{"key": "bulk_ids", "message": "duplicate bulk id"}],
         )
-    _check_full_match(data)
     return WatchSpec(
         id=watch_id,
         loyalty_club_slug=data.loyalty_club_slug,
@@ -118,7 +107,7 @@ class WatchController(Controller):
         status_code=201,
         responses={
             200: ResponseSpec(WatchOut, description="An identical active watch exists: here it is."),
-            **errors(*WRITE_ERRORS),
+            **errors(*WRITE_ERRORS, 409),
         },
     )
     async def create(
@@ -131,7 +120,18 @@ class WatchController(Controller):
         # Litestar converts leniently ("1" becomes 1); the contract is the schema, exactly.
         data = decode_strictly(await request.body(), WatchCreate)
         spec = spec_from(data, new_watch_id(), time.time(), max_bulk_ids=settings.watch_max_bulk_ids)
-        created, watch_id = await store.create_watch(spec, fingerprint(data), settings.poll_min_interval_s)
+        try:
+            most = settings.max_watches_per_club
+            created, watch_id = await store.create_watch(
+                spec, fingerprint(data), settings.poll_min_interval_s, max_per_club=most
+            )
+        except LimitReached as reached:
+            raise ApiError(
+                409,
+                "limit_reached",
+                f"club {spec.loyalty_club_slug} has {reached.limit} active watches, the most allowed: "
+                "stop one or wait for one to end",
+            ) from None
         return Response(await _record(store, watch_id), status_code=201 if created else 200)
 
     @get("/", summary="Watches, newest first, filtered by club and state", responses=errors(400, 401, 422))

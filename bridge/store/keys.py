@@ -34,6 +34,8 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
                                            failing_since, last_success, last_failure (ms)
     bridge:subscription:{sid}:deliveries  zset  delivery id -> created (ms), the attempt logs
     bridge:webhook-delivery:{did}    string one webhook delivery and its attempts (JSON)
+    bridge:webhook-test:{sid}        string set while a webhook.test to the subscription is recent (PX)
+    bridge:indexes-trimmed           string set while a sweeper's trim of the watch indexes is recent
     bridge:slack:card:{wid}:{chan}   hash  the import card of a watch in a channel: channel (the id
                                            Slack answered), ts, rev (snapshot revision shown),
                                            digest (content shown), want (refreshes asked for)
@@ -64,6 +66,7 @@ QUEUE: Final = PREFIX + "queue"
 CREDENTIALS: Final = PREFIX + "credentials"
 METRICS: Final = PREFIX + "metrics"
 ORPHANS_CHECKED: Final = PREFIX + "orphans-checked"
+INDEXES_TRIMMED: Final = PREFIX + "indexes-trimmed"
 SUBSCRIPTIONS: Final = PREFIX + "subscriptions"
 SUBSCRIPTIONS_VERSION: Final = SUBSCRIPTIONS + ":version"
 WORKER_HEALTH_PREFIX: Final = QUEUE + ":health-check:"
@@ -80,6 +83,7 @@ CLUB_BUDGET_PREFIX: Final = PREFIX + "club-budget:"
 SUBSCRIPTION_PREFIX: Final = PREFIX + "subscription:"
 SUBSCRIPTION_DELIVERIES_SUFFIX: Final = ":deliveries"
 WEBHOOK_DELIVERY_PREFIX: Final = PREFIX + "webhook-delivery:"
+WEBHOOK_TEST_PREFIX: Final = PREFIX + "webhook-test:"
 SLACK_PREFIX: Final = PREFIX + "slack:"
 SLACK_CARD_PREFIX: Final = SLACK_PREFIX + "card:"
 SLACK_CARD_LOCK_PREFIX: Final = SLACK_PREFIX + "card-lock:"
@@ -183,6 +187,10 @@ def subscription_deliveries(sid: str) -> str:
 
 def webhook_delivery(did: str) -> str:
     return WEBHOOK_DELIVERY_PREFIX + did
+
+
+def webhook_test_gate(sid: str) -> str:
+    return WEBHOOK_TEST_PREFIX + sid
 
 
 def slack_card(wid: str, channel: str) -> str:

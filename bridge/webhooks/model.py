@@ -11,14 +11,15 @@ from typing import Final, Literal, TypeAlias
 
 import msgspec
 
+from bridge.core import patterns
 from bridge.core.model import EVENT_TYPES, Event
 from bridge.delivery.model import SUBSCRIPTION_PREFIX
 
 SUBSCRIPTION_ID_PREFIX: Final = "sub_"
 DELIVERY_ID_PREFIX: Final = "dlv_"
 ID_HEX_CHARS: Final = 24
-SUBSCRIPTION_ID_PATTERN: Final = r"^sub_[0-9a-f]{24}$"
-DELIVERY_ID_PATTERN: Final = r"^dlv_[0-9a-f]{24}$"
+SUBSCRIPTION_ID_PATTERN: Final = patterns.SUBSCRIPTION_ID
+DELIVERY_ID_PATTERN: Final = patterns.DELIVERY_ID
 DESTINATION_DELIVERY_SEPARATOR: Final = "/"
 """``sub:<subscription id>/<delivery id>``: a test event or a redelivery, a delivery of its own."""
 WILDCARD: Final = "*"

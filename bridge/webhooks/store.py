@@ -20,7 +20,7 @@ from bridge.core.model import Event
 from bridge.crypto import SecretBox, SecretUnreadable
 from bridge.logs import get_logger
 from bridge.store import keys, scripts
-from bridge.store.redis_store import RedisStore, now_ms, resolved
+from bridge.store.redis_store import LimitReached, RedisStore, now_ms, resolved
 from bridge.webhooks.model import (
     DisabledReason,
     Subscription,
@@ -31,6 +31,9 @@ from bridge.webhooks.model import (
 
 PREVIOUS_SECRET_S: Final = 24 * 3600.0
 """After a rotation the old secret keeps signing alongside the new one for 24 h."""
+TEST_EVENT_TTL_S: Final = 24 * 3600.0
+"""A ``webhook.test`` event and its delivery log are kept one day, not the usual retention: tests
+are asked for by hand and matter only while someone looks (their retries stop with the event)."""
 DELIVERIES_KEPT: Final = 1000
 """Delivery logs kept per subscription (the oldest go first); each is also bounded in time."""
 
@@ -69,6 +72,7 @@ class SubscriptionStore:
         self.redis = redis
         self._box = box
         self._retention_ms = now_ms(retention_s)
+        self._create = scripts.register(redis, "subscription_create")
         self._update = scripts.register(redis, "subscription_update")
         self._failure = scripts.register(redis, "subscription_failure")
         self._disable = scripts.register(redis, "subscription_disable")
@@ -82,25 +86,27 @@ class SubscriptionStore:
 
     # ------------------------------------------------------------------ subscriptions
 
-    async def create(self, sid: str, doc: SubscriptionDoc, secret: str, *, enabled: bool, now: float) -> None:
-        sealed = self.box.seal(secret)
-        key = keys.subscription(sid)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                key,
-                mapping={
-                    keys.S_DOC: _json.encode(doc),
-                    keys.S_ENABLED: "1" if enabled else "0",
-                    keys.S_CREATED: now_ms(now),
-                    keys.S_UPDATED: now_ms(now),
-                    keys.S_SECRET: sealed,
-                },
-            )
-            if not enabled:
-                pipe.hset(key, keys.S_REASON, "api")
-            pipe.zadd(keys.SUBSCRIPTIONS, {sid: now_ms(now)})
-            pipe.incr(keys.SUBSCRIPTIONS_VERSION)
-            await pipe.execute()
+    async def create(
+        self, sid: str, doc: SubscriptionDoc, secret: str, *, enabled: bool, now: float, max_per_club: int = 0
+    ) -> None:
+        """Store a new subscription. Raises :class:`~bridge.store.redis_store.LimitReached` when its
+        club (or the group without a club filter) already has ``max_per_club`` (0: no limit),
+        counted in the same atomic step."""
+        stored = await self._create(
+            keys=[keys.subscription(sid), keys.SUBSCRIPTIONS, keys.SUBSCRIPTIONS_VERSION],
+            args=[
+                sid,
+                _json.encode(doc),
+                "1" if enabled else "0",
+                now_ms(now),
+                self.box.seal(secret),
+                "" if enabled else "api",
+                doc.loyalty_club_slug or "",
+                max_per_club,
+            ],
+        )
+        if not stored:
+            raise LimitReached(max_per_club)
 
     async def get(self, sid: str) -> Subscription | None:
         fields = await resolved(self.redis.hgetall(keys.subscription(sid)))
@@ -276,8 +282,17 @@ class SubscriptionStore:
             index_member=delivery.id,
             created_at=delivery.created_at,
             kept=DELIVERIES_KEPT,
+            ttl_s=TEST_EVENT_TTL_S if delivery.kind == "test" else None,
         )
         return target if written else None
+
+    async def take_test_slot(self, sid: str, interval_s: float) -> float:
+        """0 when a test event may be sent to ``sid`` now (the slot is taken for ``interval_s``),
+        else the seconds until it may: a short-lived key per subscription, shared by every API."""
+        if await self.redis.set(keys.webhook_test_gate(sid), b"1", nx=True, px=now_ms(interval_s)):
+            return 0.0
+        left_ms = await self.redis.pttl(keys.webhook_test_gate(sid))
+        return max(int(left_ms), 1) / 1000.0
 
     async def event_stored(self, eid: str) -> bool:
         return bool(await self.redis.exists(keys.event(eid)))

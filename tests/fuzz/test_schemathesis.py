@@ -23,7 +23,7 @@ MIN_CASES: Final = 1000
 MAX_EXAMPLES: Final = 100
 """Per operation and phase; with 9 operations this generates well over MIN_CASES."""
 SEED: Final = 20261127
-KEY: Final = "fuzz-key"
+KEY: Final = "fuzz-key-0123456789abcdefghijklmnopq"
 CONFIG: Final = Path(__file__).parent / "schemathesis.toml"
 """Checks switched off, each with its reason."""
 

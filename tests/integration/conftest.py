@@ -22,7 +22,7 @@ from bridge.worker.arq_compat import ArqQueue
 from mpc_simulator import RunningSimulator, SimulatorControl, start
 
 MPC_TOKEN: Final = "mpc-test-token"
-API_KEY: Final = "test-api-key"
+API_KEY: Final = "test-api-key-0123456789abcdefghijkl"
 SLUG: Final = "infinity-mall"
 SECRET_KEY: Final = "q0Yh0a5lYk7oQ1xJc6a1rP9sJpJ2c8U4pW1s5bW0dX8="
 FAST_ENV: Final = {

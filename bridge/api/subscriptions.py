@@ -258,6 +258,12 @@ def _event_types(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(sorted(set(values)))
 
 
+def _limit_reached(club: str | None, most: int) -> ApiError:
+    group = f"club {club}" if club else "the group without a club filter"
+    message = f"{group} has {most} subscriptions, the most allowed: delete one first"
+    return ApiError(409, "limit_reached", message)
+
+
 async def _checked_url(guard: UrlGuard, url: str) -> str:
     try:
         await guard.check(url)
@@ -315,13 +321,7 @@ class SubscriptionController(Controller):
             most = settings.max_subscriptions_per_club
             await subscriptions.create(sid, doc, secret, enabled=data.enabled, now=now, max_per_club=most)
         except LimitReached as reached:
-            club = doc.loyalty_club_slug
-            group = f"club {club}" if club else "the group without a club filter"
-            raise ApiError(
-                409,
-                "limit_reached",
-                f"{group} has {reached.limit} subscriptions, the most allowed: delete one first",
-            ) from None
+            raise _limit_reached(doc.loyalty_club_slug, reached.limit) from None
         sub = await _subscription(subscriptions, sid)
         shown = subscription_out(sub, now)
         created = SubscriptionCreated(**msgspec.structs.asdict(shown), secret=secret)
@@ -356,6 +356,7 @@ class SubscriptionController(Controller):
         data: JSONBody[SubscriptionPatch],
         subscriptions: SubscriptionsDep,
         webhook_guard: GuardDep,
+        settings: SettingsDep,
     ) -> SubscriptionOut:
         data = decode_strictly(await request.body(), SubscriptionPatch)
         checked: str | None = None
@@ -374,6 +375,10 @@ class SubscriptionController(Controller):
                 changes["loyalty_club_slug"] = data.loyalty_club_slug
             if not isinstance(data.import_id, UnsetType):
                 changes["import_id"] = data.import_id
+            moved_to = changes.get("loyalty_club_slug", doc.loyalty_club_slug)
+            most = settings.max_subscriptions_per_club
+            if moved_to != doc.loyalty_club_slug and await subscriptions.count_in_group(moved_to) >= most:
+                raise _limit_reached(moved_to, most)
             try:
                 updated = await subscriptions.update(
                     subscription_id,

@@ -108,6 +108,19 @@ class SubscriptionStore:
         if not stored:
             raise LimitReached(max_per_club)
 
+    async def count_in_group(self, club: str | None) -> int:
+        """Subscriptions filtered to ``club`` (``None``: those without a club filter), enabled or
+        not. Reads every subscription's filters: for the rare change of a subscription's club."""
+        ids = await self.redis.zrange(keys.SUBSCRIPTIONS, 0, -1)
+        if not ids:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid in ids:
+                pipe.hget(keys.subscription(_text(sid)), keys.S_DOC)
+            docs = await pipe.execute()
+        clubs = [_doc_decoder.decode(doc).loyalty_club_slug for doc in docs if doc is not None]
+        return clubs.count(club)
+
     async def get(self, sid: str) -> Subscription | None:
         fields = await resolved(self.redis.hgetall(keys.subscription(sid)))
         return _subscription(sid, fields) if fields else None

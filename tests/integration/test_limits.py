@@ -113,6 +113,12 @@ def test_subscriptions_per_club_are_capped_with_limit_reached(redis_url: str, re
         for _ in range(2):  # without a club filter: a group of its own, with the same cap
             assert subscribe(client).status_code == 201
         assert error_code(subscribe(client)) == "limit_reached"
+        # Moving a subscription into a full club is refused too.
+        mover = subscribe(client, loyalty_club_slug="third-club").json()["id"]
+        moved = client.patch(f"/v1/subscriptions/{mover}", json={"loyalty_club_slug": SLUG}, headers=SUB_AUTH)
+        assert moved.status_code == 409 and error_code(moved) == "limit_reached"
+        shown = client.get(f"/v1/subscriptions/{mover}", headers=SUB_AUTH).json()
+        assert shown["loyalty_club_slug"] == "third-club"
 
 
 # ---------------------------------------------------------------------------- webhook.test

@@ -16,6 +16,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from redis.exceptions import RedisError
 
 from bridge import wiring
+from bridge.api.apikeys import ApiKeyController
 from bridge.api.auth import SECURITY_SCHEME, KeyRing, provide_principal, require_api_key
 from bridge.api.clubs import ClubController
 from bridge.api.deps import provide_dispatch, provide_redis, provide_settings, provide_store
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         redis = _redis(settings)
         for name, value in wiring.api_state(settings, redis).items():
             setattr(app.state, name, value)
+        app.state.keyring.use_store(app.state.api_keys)
         layout = asyncio.get_running_loop().create_task(_layout(settings, redis))
         try:
             await asyncio.wait([layout], timeout=LAYOUT_WAIT_AT_START_S)
@@ -96,7 +98,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     v1 = Router(
         path="/v1",
-        route_handlers=[WatchController, ClubController, SubscriptionController, DeliveryController],
+        route_handlers=[
+            WatchController,
+            ClubController,
+            SubscriptionController,
+            DeliveryController,
+            ApiKeyController,
+        ],
         guards=[require_api_key],
         security=[{SECURITY_SCHEME: []}],
     )

@@ -28,7 +28,8 @@ log = get_logger("bridge.reseal")
 
 @dataclass(frozen=True)
 class Resealer:
-    """One kind of sealed value: the (hash, field) places holding one, and how to reseal a value."""
+    """One kind of sealed value: the places holding one ((hash, field), or (string key, ``""``)),
+    and how to reseal a value."""
 
     name: str
     places: Callable[[Any], AsyncIterator[tuple[str, str]]]
@@ -72,6 +73,10 @@ def _credentials_current(box: SecretBox, raw: bytes) -> bool:
         return False
 
 
+async def _pepper_place(redis: Any) -> AsyncIterator[tuple[str, str]]:
+    yield keys.API_KEY_PEPPER, ""
+
+
 RESEALERS: Final = (
     Resealer(
         name="club MPC tokens",
@@ -88,6 +93,12 @@ RESEALERS: Final = (
     Resealer(
         name="previous webhook secrets",
         places=_subscription_places(keys.S_PREVIOUS),
+        reseal=SecretBox.reseal,
+        current=SecretBox.is_current,
+    ),
+    Resealer(
+        name="API key pepper",
+        places=_pepper_place,
         reseal=SecretBox.reseal,
         current=SecretBox.is_current,
     ),
@@ -114,7 +125,7 @@ async def reseal_all(redis: Any, box: SecretBox) -> dict[str, Tally]:
     for resealer in RESEALERS:
         tally = tallies.setdefault(resealer.name, Tally())
         async for key, field in resealer.places(redis):
-            raw = await redis.hget(key, field)
+            raw = await (redis.hget(key, field) if field else redis.get(key))
             if raw is None:
                 continue
             if resealer.current(box, raw):

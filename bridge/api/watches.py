@@ -14,8 +14,9 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, Parameter, QueryParameter
 from litestar.response import Response
 
+from bridge.api.auth import Principal, PrincipalDep, audit
 from bridge.api.deps import SettingsDep, StoreDep
-from bridge.api.docs import READ_ERRORS, WRITE_ERRORS, errors
+from bridge.api.docs import CREATE_ERRORS, READ_ERRORS, errors, scoped
 from bridge.api.errors import ApiError, decode_strictly
 from bridge.api.params import Cursor, Limit, offset_of
 from bridge.api.schemas import (
@@ -60,7 +61,9 @@ def fingerprint(data: WatchCreate) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def spec_from(data: WatchCreate, watch_id: str, now: float, *, max_bulk_ids: int) -> WatchSpec:
+def spec_from(
+    data: WatchCreate, watch_id: str, now: float, *, max_bulk_ids: int, created_by: str | None = None
+) -> WatchSpec:
     if data.bulk_ids is not None and len(data.bulk_ids) > max_bulk_ids:
         raise ApiError(
             422,
@@ -87,6 +90,7 @@ def spec_from(data: WatchCreate, watch_id: str, now: float, *, max_bulk_ids: int
         notify_progress=data.notify_progress,
         stall_after_s=float(data.stall_after_s),
         missing_after_s=float(data.missing_after_s),
+        created_by=created_by,
     )
 
 
@@ -97,6 +101,16 @@ async def _record(store: StoreDep, watch_id: str) -> WatchOut:
     return watch_out(record)
 
 
+async def _visible(store: StoreDep, principal: Principal, watch_id: str) -> WatchSpec:
+    """The watch's spec; 404 when it does not exist or belongs to a club the key does not hold."""
+    record = await store.get_watch(watch_id)
+    missing = f"no watch {watch_id}"
+    if record is None:
+        raise ApiError(404, "not_found", missing)
+    principal.check_read(record.spec.loyalty_club_slug, missing)
+    return record.spec
+
+
 class WatchController(Controller):
     path = "/watches"
     tags = ["watches"]
@@ -104,10 +118,11 @@ class WatchController(Controller):
     @post(
         "/",
         summary="Watch an import (201), or get the identical active watch (200)",
+        description=scoped("editor", "for a club the key holds (another club: 403 `forbidden_club`)"),
         status_code=201,
         responses={
             200: ResponseSpec(WatchOut, description="An identical active watch exists: here it is."),
-            **errors(*WRITE_ERRORS, 409),
+            **errors(*CREATE_ERRORS, 409),
         },
     )
     async def create(
@@ -116,10 +131,18 @@ class WatchController(Controller):
         data: JSONBody[WatchCreate],
         store: StoreDep,
         settings: SettingsDep,
+        principal: PrincipalDep,
     ) -> Response[WatchOut]:
         # Litestar converts leniently ("1" becomes 1); the contract is the schema, exactly.
         data = decode_strictly(await request.body(), WatchCreate)
-        spec = spec_from(data, new_watch_id(), time.time(), max_bulk_ids=settings.watch_max_bulk_ids)
+        spec = spec_from(
+            data,
+            new_watch_id(),
+            time.time(),
+            max_bulk_ids=settings.watch_max_bulk_ids,
+            created_by=principal.key_id,
+        )
+        principal.check_club(spec.loyalty_club_slug)
         try:
             most = settings.max_watches_per_club
             created, watch_id = await store.create_watch(
@@ -132,20 +155,30 @@ class WatchController(Controller):
                 f"club {spec.loyalty_club_slug} has {reached.limit} active watches, the most allowed: "
                 "stop one or wait for one to end",
             ) from None
+        if created:
+            audit(principal, "watch.create", watch_id=watch_id, club=spec.loyalty_club_slug)
         return Response(await _record(store, watch_id), status_code=201 if created else 200)
 
-    @get("/", summary="Watches, newest first, filtered by club and state", responses=errors(400, 401, 422))
+    @get(
+        "/",
+        summary="Watches, newest first, filtered by club and state",
+        description=scoped("viewer", "only the watches of the clubs the key holds"),
+        responses=errors(400, 401, 422),
+    )
     async def list_watches(
         self,
         store: StoreDep,
+        principal: PrincipalDep,
         loyalty_club_slug: ClubFilter = None,
         state_filter: StateFilter = None,
         cursor: Cursor = None,
         limit: Limit = PAGE_DEFAULT,
     ) -> Page[WatchOut]:
         offset = offset_of(cursor)
+        if loyalty_club_slug is not None and not principal.sees(loyalty_club_slug):
+            return Page(items=[], next_cursor=None)
         records, next_offset = await store.list_watches(
-            slug=loyalty_club_slug, state=state_filter, offset=offset, limit=limit
+            slug=loyalty_club_slug, state=state_filter, offset=offset, limit=limit, clubs=principal.clubs
         )
         return Page(
             items=[watch_out(r) for r in records],
@@ -155,33 +188,43 @@ class WatchController(Controller):
     @get(
         "/{watch_id:str}",
         summary="A watch with every bulk's snapshot and the import totals",
+        description=scoped("viewer", "of a club the key holds (another club's watch: 404)"),
         responses=errors(401, 404, 422),
     )
-    async def show(self, watch_id: WatchId, store: StoreDep) -> WatchOut:
+    async def show(self, watch_id: WatchId, store: StoreDep, principal: PrincipalDep) -> WatchOut:
+        await _visible(store, principal, watch_id)
         return await _record(store, watch_id)
 
     @delete(
         "/{watch_id:str}",
         summary="Stop a watch (idempotent)",
+        description=scoped("editor", "of a club the key holds (another club's watch: 404)"),
         status_code=200,
-        responses=errors(401, 404, 422),
+        responses=errors(401, 403, 404, 422),
     )
-    async def stop(self, watch_id: WatchId, store: StoreDep) -> WatchOut:
-        record = await store.get_watch(watch_id)
-        if record is None:
-            raise ApiError(404, "not_found", f"no watch {watch_id}")
-        await store.stop_watch(record.spec, time.time())
+    async def stop(self, watch_id: WatchId, store: StoreDep, principal: PrincipalDep) -> WatchOut:
+        spec = await _visible(store, principal, watch_id)
+        principal.check_club(spec.loyalty_club_slug)
+        if await store.stop_watch(spec, time.time()):
+            audit(principal, "watch.stop", watch_id=watch_id, club=spec.loyalty_club_slug)
         return await _record(store, watch_id)
 
     @get(
-        "/{watch_id:str}/events", summary="The watch's timeline, oldest first", responses=errors(*READ_ERRORS)
+        "/{watch_id:str}/events",
+        summary="The watch's timeline, oldest first",
+        description=scoped("viewer", "of a club the key holds (another club's watch: 404)"),
+        responses=errors(*READ_ERRORS),
     )
     async def events(
-        self, watch_id: WatchId, store: StoreDep, cursor: Cursor = None, limit: Limit = PAGE_DEFAULT
+        self,
+        watch_id: WatchId,
+        store: StoreDep,
+        principal: PrincipalDep,
+        cursor: Cursor = None,
+        limit: Limit = PAGE_DEFAULT,
     ) -> Page[TimelineItem]:
         offset = offset_of(cursor)
-        if await store.get_watch(watch_id) is None:
-            raise ApiError(404, "not_found", f"no watch {watch_id}")
+        await _visible(store, principal, watch_id)
         bodies = await store.timeline(watch_id, offset, limit + 1)
         items = []
         for body in bodies[:limit]:

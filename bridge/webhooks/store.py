@@ -11,6 +11,7 @@ that was deleted meanwhile.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -26,6 +27,7 @@ from bridge.webhooks.model import (
     Subscription,
     SubscriptionDoc,
     WebhookDelivery,
+    cap_groups,
     destination,
 )
 
@@ -35,6 +37,8 @@ TEST_EVENT_TTL_S: Final = 24 * 3600.0
 """A ``webhook.test`` event and its delivery log are kept one day, not the usual retention: tests
 are asked for by hand and matter only while someone looks (their retries stop with the event)."""
 DELIVERIES_KEPT: Final = 1000
+PAGE_SCAN_BATCH: Final = 100
+"""Subscriptions read at a time while a page is filled (a club key skips those it does not see)."""
 """Delivery logs kept per subscription (the oldest go first); each is also bounded in time."""
 
 log = get_logger("bridge.webhooks")
@@ -89,10 +93,10 @@ class SubscriptionStore:
     async def create(
         self, sid: str, doc: SubscriptionDoc, secret: str, *, enabled: bool, now: float, max_per_club: int = 0
     ) -> None:
-        """Store a new subscription. Raises :class:`~bridge.store.redis_store.LimitReached` when its
-        club (or the group without a club filter) already has ``max_per_club`` (0: no limit),
-        counted in the same atomic step."""
-        stored = await self._create(
+        """Store a new subscription. Raises :class:`~bridge.store.redis_store.LimitReached` (limit,
+        group) when one of its clubs (:func:`~bridge.webhooks.model.cap_groups`) already has
+        ``max_per_club`` (0: no limit), counted in the same atomic step."""
+        stored, group = await self._create(
             keys=[keys.subscription(sid), keys.SUBSCRIPTIONS, keys.SUBSCRIPTIONS_VERSION],
             args=[
                 sid,
@@ -101,16 +105,16 @@ class SubscriptionStore:
                 now_ms(now),
                 self.box.seal(secret),
                 "" if enabled else "api",
-                doc.loyalty_club_slug or "",
                 max_per_club,
+                *cap_groups(doc),
             ],
         )
         if not stored:
-            raise LimitReached(max_per_club)
+            raise LimitReached(max_per_club, _text(group))
 
-    async def count_in_group(self, club: str | None) -> int:
-        """Subscriptions filtered to ``club`` (``None``: those without a club filter), enabled or
-        not. Reads every subscription's filters: for the rare change of a subscription's club."""
+    async def count_in_group(self, group: str) -> int:
+        """Subscriptions counting for ``group`` under the per-club limit (enabled or not). Reads
+        every subscription's filters: for the rare change of a subscription's clubs."""
         ids = await self.redis.zrange(keys.SUBSCRIPTIONS, 0, -1)
         if not ids:
             return 0
@@ -118,22 +122,32 @@ class SubscriptionStore:
             for sid in ids:
                 pipe.hget(keys.subscription(_text(sid)), keys.S_DOC)
             docs = await pipe.execute()
-        clubs = [_doc_decoder.decode(doc).loyalty_club_slug for doc in docs if doc is not None]
-        return clubs.count(club)
+        return sum(1 for doc in docs if doc is not None and group in cap_groups(_doc_decoder.decode(doc)))
 
     async def get(self, sid: str) -> Subscription | None:
         fields = await resolved(self.redis.hgetall(keys.subscription(sid)))
         return _subscription(sid, fields) if fields else None
 
-    async def page(self, offset: int, limit: int) -> tuple[list[Subscription], int | None]:
-        """Newest first; the offset to continue from, or ``None`` at the end."""
-        ids = await self.redis.zrevrange(keys.SUBSCRIPTIONS, offset, offset + limit)
-        found = []
-        for raw in ids[:limit]:
-            sub = await self.get(_text(raw))
-            if sub is not None:
-                found.append(sub)
-        return found, offset + limit if len(ids) > limit else None
+    async def page(
+        self, offset: int, limit: int, *, visible: Callable[[Subscription], bool] | None = None
+    ) -> tuple[list[Subscription], int | None]:
+        """Newest first, only those ``visible`` accepts (all by default); the offset to continue
+        from, or ``None`` at the end."""
+        found: list[Subscription] = []
+        position = offset
+        while len(found) < limit:
+            ids = await self.redis.zrevrange(keys.SUBSCRIPTIONS, position, position + PAGE_SCAN_BATCH - 1)
+            if not ids:
+                return found, None
+            for raw in ids:
+                position += 1
+                sub = await self.get(_text(raw))
+                if sub is not None and (visible is None or visible(sub)):
+                    found.append(sub)
+                    if len(found) == limit:
+                        break
+        more = await self.redis.zcard(keys.SUBSCRIPTIONS) > position
+        return found, position if more else None
 
     async def update(
         self, sid: str, *, expected: SubscriptionDoc, doc: SubscriptionDoc, enabled: bool | None, now: float

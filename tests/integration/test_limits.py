@@ -198,6 +198,8 @@ async def test_a_club_slug_ending_in_a_newline_is_refused_on_every_route(
         (patterns.EVENT_TYPE_SHAPE, "bulk.*"),
         (patterns.HEADER_TOKEN, "t0ken"),
         (patterns.HEADER_TEXT, "club crm"),
+        (patterns.API_KEY_ID, "key_" + "0" * 24),
+        (patterns.DISPLAY_NAME, "CRM sync"),
     ],
 )
 def test_every_identifier_pattern_matches_the_whole_value_only(pattern: str, good: str) -> None:

@@ -19,6 +19,7 @@ from bridge.core.model import WatchSpec
 from bridge.crypto import SecretBox, SecretUnreadable
 from bridge.reseal import RESEALERS, reseal_all
 from bridge.store import keys, scripts
+from bridge.store.apikeys import ApiKeyStore
 from bridge.store.redis_store import resolved
 from bridge.upstream.credentials import CredentialStore
 from bridge.webhooks.model import SubscriptionDoc
@@ -144,6 +145,7 @@ async def test_an_unreadable_current_webhook_secret_signs_nothing(redis: Redis) 
 
 async def seed_old_secrets(redis: Redis) -> str:
     await CredentialStore(redis, box(OLD_KEY)).put(SLUG, "club-token", "crm", 1.0)
+    await ApiKeyStore(redis, box(OLD_KEY)).pepper(create=True)
     return await subscribed(redis, box(OLD_KEY))
 
 
@@ -152,18 +154,22 @@ async def test_reseal_seals_every_kind_with_the_newest_key(redis: Redis) -> None
     await CredentialStore(redis, box(LOST_KEY)).put("lost-club", "lost-token", None, 1.0)
     tallies = await reseal_all(redis, box(NEW_KEY, OLD_KEY))
     assert set(tallies) == {resealer.name for resealer in RESEALERS}
-    assert [(t.resealed, t.unreadable) for t in tallies.values()] == [(1, 1), (1, 0), (1, 0)]
+    assert [(t.resealed, t.unreadable) for t in tallies.values()] == [(1, 1), (1, 0), (1, 0), (1, 0)]
     newest_only = box(NEW_KEY)
     credentials = await CredentialStore(redis, newest_only).get(SLUG)
     assert credentials is not None and (credentials.token, credentials.product_name) == ("club-token", "crm")
     signing = await SubscriptionStore(redis, box=newest_only, retention_s=3600).signing(sid, time.time())
     assert signing is not None and (signing.current, signing.previous) == ("whsec-two", "whsec-one")
+    assert await ApiKeyStore(redis, newest_only).pepper(create=False) is not None
     again = await reseal_all(redis, box(NEW_KEY, OLD_KEY))
-    assert [(t.resealed, t.current) for t in again.values()] == [(0, 1), (0, 1), (0, 1)]
+    assert [(t.resealed, t.current) for t in again.values()] == [(0, 1)] * 4
 
 
 async def test_a_reseal_never_overwrites_a_value_changed_meanwhile(redis: Redis) -> None:
     replace = scripts.register(redis, "reseal_field")
+    await redis.set("bridge:test-string", "set-meanwhile")
+    assert await replace(keys=["bridge:test-string"], args=["", "what-was-read", "resealed"]) == 0
+    assert await redis.get("bridge:test-string") == b"set-meanwhile"
     await resolved(redis.hset("bridge:test-hash", "f", "set-meanwhile"))
     assert await replace(keys=["bridge:test-hash"], args=["f", "what-was-read", "resealed"]) == 0
     assert await redis.hmget("bridge:test-hash", ["f"]) == [b"set-meanwhile"]  # type: ignore[misc]

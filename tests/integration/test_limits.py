@@ -22,6 +22,7 @@ from bridge.core import patterns
 from bridge.core.model import WatchSpec
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore, resolved
+from bridge.webhooks.model import ALL_CLUBS_GROUP, SubscriptionDoc, cap_groups
 from bridge.webhooks.store import TEST_EVENT_TTL_S
 from tests.integration.conftest import SECRET_KEY
 from tests.integration.test_api import AUTH as SUB_AUTH
@@ -254,3 +255,20 @@ def watch_spec(wid: str) -> WatchSpec:
     return WatchSpec(
         id=wid, loyalty_club_slug=SLUG, import_id="imp-" + wid[-1], created_at=now, expires_at=now + 60
     )
+
+
+def test_a_subscription_counts_for_its_club_filter_else_its_clubs_else_every_club() -> None:
+    url = "https://hooks.example.com/x"
+    assert cap_groups(SubscriptionDoc(url=url, loyalty_club_slug="a", clubs=("a", "b"))) == ("a",)
+    assert cap_groups(SubscriptionDoc(url=url, clubs=("a", "b"))) == ("a", "b")
+    assert cap_groups(SubscriptionDoc(url=url)) == (ALL_CLUBS_GROUP,)
+
+
+def test_the_limit_counts_the_clubs_a_subscription_is_limited_to(redis_url: str, redis: Any) -> None:
+    with make_client(redis_url, BRIDGE_MAX_SUBSCRIPTIONS_PER_CLUB="2") as client:
+        assert subscribe(client, loyalty_club_slug=SLUG).status_code == 201
+        assert subscribe(client, clubs=[SLUG, "other-club"]).status_code == 201
+        refused = subscribe(client, clubs=[SLUG])
+        assert refused.status_code == 409 and SLUG in refused.json()["error"]["message"]
+        assert subscribe(client, clubs=["other-club"]).status_code == 201  # other-club: 2 of 2 now
+        assert error_code(subscribe(client, loyalty_club_slug="other-club")) == "limit_reached"

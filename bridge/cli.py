@@ -12,6 +12,7 @@ import click
 
 from bridge import __version__
 from bridge.config import ConfigError, load_settings
+from bridge.core.patterns import IMPORT_ID, SLUG, WATCH_ID, matches
 from bridge.exits import EXIT_CONFIG, PROGRAM, exit_with_config_error, one_line
 from bridge.follow import DEFAULT_API_URL, ApiProblem, BridgeClient, bulk_line, follow
 
@@ -215,6 +216,45 @@ def migrate(check: bool) -> None:
         exit_with_config_error(str(exc), "migrate")
 
 
+@main.group()
+def secrets() -> None:
+    """Secrets stored in Redis (club MPC tokens, webhook secrets)."""
+
+
+@secrets.command("reseal")
+def secrets_reseal() -> None:
+    """Seal every stored secret again with the newest key of BRIDGE_SECRET_KEY (the first listed).
+
+    Rotate a key by listing the new one first, running this, then dropping the old one. Exit 1
+    when some value could be opened by none of the listed keys (left as it is, named in the log).
+    """
+    import asyncio
+
+    from bridge.crypto import SecretBox
+    from bridge.logs import configure_logging
+    from bridge.redis_url import connect
+    from bridge.reseal import reseal_all
+
+    settings = load_settings()
+    box = SecretBox(settings.require_secret_key())
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> int:
+        redis = connect(settings.redis_url)
+        try:
+            tallies = await reseal_all(redis, box)
+        finally:
+            await redis.aclose()
+        for name, tally in tallies.items():
+            click.echo(
+                f"{name}: {tally.resealed} resealed, {tally.current} already current, "
+                f"{tally.unreadable} unreadable, {tally.changed} changed meanwhile"
+            )
+        return 1 if any(tally.unreadable for tally in tallies.values()) else 0
+
+    sys.exit(asyncio.run(run()))
+
+
 @main.command("config-reference")
 @click.option(
     "--format",
@@ -272,6 +312,17 @@ def _show_watch(watch: dict[str, Any], as_json: bool) -> None:
         click.echo(f"  {bulk_line(bulk)}")
 
 
+def _shaped(pattern: str, what: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback refusing a value that is not the whole of ``pattern`` (as the API would)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if isinstance(value, str) and not matches(pattern, value):
+            raise click.BadParameter(f"{value!r} is not {what}")
+        return value
+
+    return check
+
+
 @main.group()
 def watch() -> None:
     """Create, list, show, stop and follow watches through the API."""
@@ -281,8 +332,10 @@ def watch() -> None:
 @api_url_option
 @api_key_option
 @json_option
-@click.option("--club", required=True, help="MPC loyalty club slug.")
-@click.option("--import-id", required=True, help="MPC import id.")
+@click.option("--club", required=True, help="MPC loyalty club slug.", callback=_shaped(SLUG, "a club slug"))
+@click.option(
+    "--import-id", required=True, help="MPC import id.", callback=_shaped(IMPORT_ID, "an import id")
+)
 @click.option("--bulk", "bulks", multiple=True, type=int, help="A bulk id (repeat); none: the whole import.")
 @click.option("--slack-channel", help="Slack channel id or #name for the import card.")
 @click.option("--notify-progress", is_flag=True, help="Also announce count changes (bulk.progress).")
@@ -313,7 +366,7 @@ def watch_create(
 @api_url_option
 @api_key_option
 @json_option
-@click.option("--club", help="Only this club's watches.")
+@click.option("--club", help="Only this club's watches.", callback=_shaped(SLUG, "a club slug"))
 @click.option("--state", type=click.Choice(["active", "completed", "stopped", "expired", "error"]))
 def watch_list(api_url: str, api_key: str | None, as_json: bool, club: str | None, state: str | None) -> None:
     """Watches, newest first."""
@@ -334,7 +387,7 @@ def watch_list(api_url: str, api_key: str | None, as_json: bool, club: str | Non
 @api_url_option
 @api_key_option
 @json_option
-@click.argument("watch_id")
+@click.argument("watch_id", callback=_shaped(WATCH_ID, "a watch id (wch_...)"))
 def watch_show(api_url: str, api_key: str | None, as_json: bool, watch_id: str) -> None:
     """A watch and every bulk's state."""
     _show_watch(_run(api_url, api_key, lambda c: c.call("GET", f"/v1/watches/{watch_id}")), as_json)
@@ -344,7 +397,7 @@ def watch_show(api_url: str, api_key: str | None, as_json: bool, watch_id: str) 
 @api_url_option
 @api_key_option
 @json_option
-@click.argument("watch_id")
+@click.argument("watch_id", callback=_shaped(WATCH_ID, "a watch id (wch_...)"))
 def watch_stop(api_url: str, api_key: str | None, as_json: bool, watch_id: str) -> None:
     """Stop a watch."""
     _show_watch(_run(api_url, api_key, lambda c: c.call("DELETE", f"/v1/watches/{watch_id}")), as_json)
@@ -385,7 +438,7 @@ def clubs_slack_channels(
 @watch.command("follow")
 @api_url_option
 @api_key_option
-@click.argument("watch_id")
+@click.argument("watch_id", callback=_shaped(WATCH_ID, "a watch id (wch_...)"))
 def watch_follow(api_url: str, api_key: str | None, watch_id: str) -> None:
     """A live view of the import (a bar per bulk, events as they arrive) until it completes."""
     from rich.console import Console

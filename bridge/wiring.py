@@ -36,6 +36,7 @@ from bridge.slack.notifier import SLACK_TIMEOUT_S, SlackBotNotifier, SlackWebhoo
 from bridge.slack.state import SlackState
 from bridge.store.apikeys import ApiKeyStore
 from bridge.store.redis_store import RedisStore
+from bridge.upstream.budget import ClubBudget
 from bridge.upstream.credentials import CachedCredentials, CredentialStore
 from bridge.upstream.mpc import MAX_BODY_BYTES, ClubCredentials, MpcClient, UpstreamClient
 from bridge.webhooks.guard import AddressPolicy, UrlGuard
@@ -61,7 +62,7 @@ def store(settings: Settings, redis: Any) -> RedisStore:
 
 def subscription_store(settings: Settings, redis: Any) -> SubscriptionStore:
     """The store; it can seal and open secrets only when ``BRIDGE_SECRET_KEY`` is set."""
-    box = SecretBox(settings.secret_key) if settings.secret_key is not None else None
+    box = SecretBox(settings.secret_key) if settings.secret_key else None
     return SubscriptionStore(redis, box=box, retention_s=settings.retention_s)
 
 
@@ -235,7 +236,14 @@ def poller(
     metrics = metrics or WorkerMetrics()
     return Poller(
         store=store,
-        observer=Observer(upstream=mpc, store=store, intervals=intervals(settings), metrics=metrics),
+        observer=Observer(
+            upstream=mpc,
+            store=store,
+            intervals=intervals(settings),
+            metrics=metrics,
+            budget=ClubBudget(redis, rate=settings.mpc_club_rate, burst=settings.mpc_club_burst),
+            requests_per_poll=settings.mpc_requests_per_poll,
+        ),
         planner=Planner(
             resolver=resolver(settings, redis),
             intervals=intervals(settings),

@@ -133,7 +133,7 @@ class Demo:
         self.term = term
         self.time_scale = time_scale
         self.procs: list[Process] = []
-        self.api_key = "demo_" + secrets.token_urlsafe(16)
+        self.api_key = "demo_" + secrets.token_urlsafe(32)
         self.mpc_token = "mpc_demo_" + secrets.token_urlsafe(16)
         self.webhooks = DemoWebhooks(self.procs, workdir, term.line)
         self.started = time.monotonic()

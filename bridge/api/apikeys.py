@@ -22,13 +22,14 @@ from bridge.api.docs import WRITE_ERRORS, errors, scoped
 from bridge.api.errors import ApiError, decode_strictly
 from bridge.api.params import Cursor, Limit, offset_of
 from bridge.api.schemas import PAGE_DEFAULT, SLUG_PATTERN, Page, encode_cursor
+from bridge.core import patterns
 from bridge.core.diff import iso_timestamp
 from bridge.store.apikeys import KEY_ID_PATTERN, ApiKeyRecord, ApiKeyStore, ManagedRole
 
 MAX_KEY_CLUBS: Final = 100
 """Clubs one managed key may hold."""
 MAX_NAME_CHARS: Final = 100
-NAME_PATTERN: Final = r"^[^\x00-\x1f\x7f]+$"
+NAME_PATTERN: Final = patterns.DISPLAY_NAME
 """A name is shown in lists and logs: no control characters (newlines included)."""
 
 KeyId = Annotated[str, Parameter(description="API key id", pattern=KEY_ID_PATTERN)]

@@ -14,12 +14,13 @@ from bridge.api.auth import PrincipalDep, audit, require_admin
 from bridge.api.docs import CREATE_ERRORS, WRITE_ERRORS, errors, scoped
 from bridge.api.errors import decode_strictly
 from bridge.api.schemas import SLUG_PATTERN
+from bridge.core import patterns
 from bridge.slack.access import CHANNEL_ID_PATTERN, MAX_CHANNELS_PER_CLUB, SlackAccess
 from bridge.upstream.credentials import CredentialStore
 
 MAX_TOKEN_CHARS: Final = 4096
 MAX_PRODUCT_NAME_CHARS: Final = 128
-PRINTABLE_PATTERN: Final = r"^[\x21-\x7e]+$"
+PRINTABLE_PATTERN: Final = patterns.HEADER_TOKEN
 """Tokens travel in an HTTP header: visible ASCII only, no spaces or control characters."""
 
 ClubSlug = Annotated[str, Parameter(pattern=SLUG_PATTERN, description="MPC loyalty club slug")]
@@ -41,7 +42,7 @@ class CredentialsIn(Struct, kw_only=True, forbid_unknown_fields=True):
             Meta(
                 min_length=1,
                 max_length=MAX_PRODUCT_NAME_CHARS,
-                pattern=r"^[\x20-\x7e]+$",
+                pattern=patterns.HEADER_TEXT,
                 description="X-Product-Name for this club (default: BRIDGE_MPC_PRODUCT_NAME)",
             ),
         ]

@@ -40,6 +40,7 @@ ERROR_EXAMPLES: Final = {
     413: ("request_entity_too_large", "request body too large"),
     415: ("unsupported_media_type", "unsupported media type: send application/json"),
     422: ("validation_error", "the request is not valid"),
+    429: ("rate_limited", "a webhook.test was sent to this subscription less than 10 s ago"),
     503: ("service_unavailable", "a dependency is not available"),
 }
 ERROR_DESCRIPTIONS: Final = {
@@ -50,10 +51,11 @@ ERROR_DESCRIPTIONS: Final = {
         "or `forbidden_club` (a club the key does not hold)."
     ),
     404: "No such resource.",
-    409: "The resource changed meanwhile.",
+    409: "The resource changed meanwhile, or a per-club limit is reached (`limit_reached`).",
     413: "The body is larger than 64 kB.",
     415: "The body is not application/json.",
     422: "The body or a parameter breaks a validation rule; `details` names the field.",
+    429: "Asked again too soon; `Retry-After` says when it may be asked.",
     503: "A dependency (Redis) is not available.",
 }
 

@@ -53,7 +53,7 @@ from bridge.slack.commands import (
 )
 from bridge.slack.followup import SLACK_FOLLOWUP_FUNCTION, FollowUp, job_id
 from bridge.slack.state import SlackState
-from bridge.store.redis_store import RedisStore
+from bridge.store.redis_store import LimitReached, RedisStore
 from bridge.upstream.credentials import CredentialStore
 
 EVENTS_PATH: Final = "/slack/events"
@@ -183,10 +183,27 @@ class SlackApp:
             bulk_ids=list(parsed.bulk_ids) if parsed.bulk_ids is not None else None,
             slack=SlackTargetIn(channel=cmd.channel_id),
         )
-        spec = spec_from(data, new_watch_id(), time.time(), created_by=SLACK_CREATOR_PREFIX + cmd.user_id)
-        created, watch_id = await self._store.create_watch(
-            spec, fingerprint(data), self._settings.poll_min_interval_s
-        )
+        try:
+            spec = spec_from(
+                data,
+                new_watch_id(),
+                time.time(),
+                max_bulk_ids=self._settings.watch_max_bulk_ids,
+                created_by=SLACK_CREATOR_PREFIX + cmd.user_id,
+            )
+            created, watch_id = await self._store.create_watch(
+                spec,
+                fingerprint(data),
+                self._settings.poll_min_interval_s,
+                max_per_club=self._settings.max_watches_per_club,
+            )
+        except ApiError as refused:  # what the API would answer with a 422
+            return f"Not watched: {refused.detail}"
+        except LimitReached as reached:
+            return (
+                f"Not watched: `{parsed.club}` already has {reached.limit} active watches, the most "
+                "allowed. Stop one first."
+            )
         log.info(
             "slack command: watch",
             watch_id=watch_id,

@@ -6,7 +6,7 @@ The ``whsec_`` secret is in the answer to a creation or a rotation and nowhere e
 
 from __future__ import annotations
 
-import re
+import math
 import secrets
 import time
 from typing import Annotated, Any, Final, TypeAlias
@@ -20,7 +20,7 @@ from litestar.response import Response
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from bridge.api.auth import Principal, PrincipalDep, audit
-from bridge.api.deps import DispatchDep, StoreDep
+from bridge.api.deps import DispatchDep, SettingsDep, StoreDep
 from bridge.api.docs import CREATE_ERRORS, READ_ERRORS, WRITE_ERRORS, errors, scoped
 from bridge.api.errors import ApiError, decode_strictly
 from bridge.api.params import Cursor, Limit, offset_of
@@ -31,9 +31,11 @@ from bridge.api.schemas import (
     Page,
     encode_cursor,
 )
+from bridge.config import Settings
+from bridge.core import patterns
 from bridge.core.diff import iso_timestamp
 from bridge.delivery.model import Dispatch
-from bridge.store.redis_store import RedisStore
+from bridge.store.redis_store import LimitReached, RedisStore
 from bridge.webhooks.actions import EventExpired, redeliver, send_test_event
 from bridge.webhooks.guard import MAX_URL_CHARS, Refused, UrlGuard
 from bridge.webhooks.model import (
@@ -47,6 +49,7 @@ from bridge.webhooks.model import (
     Subscription,
     SubscriptionDoc,
     WebhookDelivery,
+    cap_groups,
     valid_event_type_pattern,
 )
 from bridge.webhooks.signing import new_secret
@@ -57,7 +60,7 @@ MAX_CLUBS: Final = 100
 """Clubs one subscription (or one managed key) may name."""
 PATCH_ATTEMPTS: Final = 5
 """A PATCH that lost a race with another change to the same subscription is merged again."""
-EVENT_TYPE_SHAPE: Final = r"^(\*|[a-z_]{1,32}\.(\*|[a-z_]{1,32}))$"
+EVENT_TYPE_SHAPE: Final = patterns.EVENT_TYPE_SHAPE
 
 EventTypePattern = Annotated[
     str,
@@ -282,12 +285,10 @@ def _event_types(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(sorted(set(values)))
 
 
-def _no_newline(**values: str | list[str] | None) -> None:
-    # The patterns end in `$`, which also matches before a final newline.
-    for key, value in values.items():
-        for item in [value] if isinstance(value, str) else value or []:
-            if re.search(r"[\r\n]", item):
-                raise _invalid(key, "contains a newline")
+def _limit_reached(group: str, most: int) -> ApiError:
+    named = f"club {group}" if group else "the group of subscriptions to every club"
+    message = f"{named} has {most} subscriptions, the most allowed: delete one first"
+    return ApiError(409, "limit_reached", message)
 
 
 def _scope(principal: Principal, clubs: list[str] | None, slug: str | None) -> tuple[str, ...] | None:
@@ -329,11 +330,14 @@ async def visible_subscription(store: SubscriptionStore, sid: str, principal: Pr
 
 
 async def create_subscription(
-    subscriptions: SubscriptionStore, guard: UrlGuard, principal: Principal, data: SubscriptionCreate
+    subscriptions: SubscriptionStore,
+    guard: UrlGuard,
+    principal: Principal,
+    settings: Settings,
+    data: SubscriptionCreate,
 ) -> SubscriptionCreated:
     """Create a subscription; the answer carries its secret (the only time it is shown)."""
     _box_or_503(subscriptions)
-    _no_newline(loyalty_club_slug=data.loyalty_club_slug, import_id=data.import_id, clubs=data.clubs)
     clubs = _scope(principal, data.clubs, data.loyalty_club_slug)
     doc = SubscriptionDoc(
         url=await _checked_url(guard, data.url),
@@ -344,7 +348,11 @@ async def create_subscription(
         created_by=principal.key_id,
     )
     sid, secret, now = new_subscription_id(), new_secret(), time.time()
-    await subscriptions.create(sid, doc, secret, enabled=data.enabled, now=now)
+    try:
+        most = settings.max_subscriptions_per_club
+        await subscriptions.create(sid, doc, secret, enabled=data.enabled, now=now, max_per_club=most)
+    except LimitReached as reached:
+        raise _limit_reached(str(reached.args[1]), reached.limit) from None  # (limit, club)
     audit(principal, "subscription.create", subscription_id=sid, clubs=list(clubs) if clubs else None)
     sub = await visible_subscription(subscriptions, sid, principal)
     shown = subscription_out(sub, now)
@@ -355,14 +363,13 @@ async def update_subscription(
     subscriptions: SubscriptionStore,
     guard: UrlGuard,
     principal: Principal,
+    settings: Settings,
     subscription_id: str,
     data: SubscriptionPatch,
 ) -> SubscriptionOut:
     """Apply the fields ``data`` gives, merged again when another change raced it."""
     slug = data.loyalty_club_slug if isinstance(data.loyalty_club_slug, str) else None
-    import_id = data.import_id if isinstance(data.import_id, str) else None
     clubs = data.clubs if isinstance(data.clubs, list) else None
-    _no_newline(loyalty_club_slug=slug, import_id=import_id, clubs=clubs)
     await visible_subscription(subscriptions, subscription_id, principal)  # 404 before any 403
     principal.check_write()
     if slug is not None:
@@ -386,6 +393,10 @@ async def update_subscription(
             changes["import_id"] = data.import_id
         if not isinstance(data.clubs, UnsetType):
             changes["clubs"] = scope
+        most = settings.max_subscriptions_per_club
+        for group in set(cap_groups(msgspec.structs.replace(doc, **changes))) - set(cap_groups(doc)):
+            if await subscriptions.count_in_group(group) >= most:
+                raise _limit_reached(group, most)
         try:
             updated = await subscriptions.update(
                 subscription_id,
@@ -423,11 +434,22 @@ async def test_subscription(
     store: RedisStore,
     dispatch: Dispatch,
     principal: Principal,
+    settings: Settings,
     subscription_id: str,
 ) -> DeliveryOut:
-    """Send a ``webhook.test`` event now (also to a disabled subscription)."""
+    """Send a ``webhook.test`` event now (also to a disabled subscription), at most one per
+    subscription per ``settings.webhook_test_interval_s`` (else 429 with ``Retry-After``)."""
     sub = await visible_subscription(subscriptions, subscription_id, principal)
     principal.check_write()
+    wait = await subscriptions.take_test_slot(subscription_id, settings.webhook_test_interval_s)
+    if wait > 0:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"a webhook.test was sent to this subscription less than "
+            f"{settings.webhook_test_interval_s:g} s ago: try again in {math.ceil(wait)} s",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
     delivery = await send_test_event(subscriptions, store, dispatch, sub, time.time())
     audit(principal, "subscription.test", subscription_id=subscription_id, delivery_id=delivery.id)
     return delivery_out(delivery)
@@ -471,7 +493,7 @@ class SubscriptionController(Controller):
             "for clubs the key holds: a club key's subscription receives only its clubs' events "
             "(`clubs` narrows them; another club: 403 `forbidden_club`)",
         ),
-        responses=errors(*CREATE_ERRORS, 503),
+        responses=errors(*CREATE_ERRORS, 409, 503),
     )
     async def create(
         self,
@@ -480,10 +502,12 @@ class SubscriptionController(Controller):
         subscriptions: SubscriptionsDep,
         webhook_guard: GuardDep,
         principal: PrincipalDep,
+        settings: SettingsDep,
     ) -> Response[SubscriptionCreated]:
         data = decode_strictly(await request.body(), SubscriptionCreate)
         return Response(
-            await create_subscription(subscriptions, webhook_guard, principal, data), status_code=201
+            await create_subscription(subscriptions, webhook_guard, principal, settings, data),
+            status_code=201,
         )
 
     @get(
@@ -534,9 +558,12 @@ class SubscriptionController(Controller):
         subscriptions: SubscriptionsDep,
         webhook_guard: GuardDep,
         principal: PrincipalDep,
+        settings: SettingsDep,
     ) -> SubscriptionOut:
         data = decode_strictly(await request.body(), SubscriptionPatch)
-        return await update_subscription(subscriptions, webhook_guard, principal, subscription_id, data)
+        return await update_subscription(
+            subscriptions, webhook_guard, principal, settings, subscription_id, data
+        )
 
     @delete(
         "/{subscription_id:str}",
@@ -568,10 +595,10 @@ class SubscriptionController(Controller):
 
     @post(
         "/{subscription_id:str}/test",
-        summary="Send a webhook.test event now (also to a disabled subscription)",
+        summary="Send a webhook.test event now (also to a disabled subscription); one per 10 s",
         description=scoped("editor", "of a subscription it sees (any other: 404)"),
         status_code=202,
-        responses=errors(401, 403, 404, 422),
+        responses=errors(401, 403, 404, 422, 429),
     )
     async def test(
         self,
@@ -580,8 +607,9 @@ class SubscriptionController(Controller):
         store: StoreDep,
         dispatch: DispatchDep,
         principal: PrincipalDep,
+        settings: SettingsDep,
     ) -> DeliveryOut:
-        return await test_subscription(subscriptions, store, dispatch, principal, subscription_id)
+        return await test_subscription(subscriptions, store, dispatch, principal, settings, subscription_id)
 
     @get(
         "/{subscription_id:str}/deliveries",

@@ -30,14 +30,15 @@ from bridge.api.schemas import (
     watch_out,
 )
 from bridge.config import Settings
+from bridge.core import patterns
 from bridge.core.codec import decode_event
 from bridge.core.model import SlackTarget, WatchSpec, WatchState
-from bridge.store.redis_store import RedisStore
+from bridge.store.redis_store import LimitReached, RedisStore
 
 FINGERPRINT_BYTES: Final = 16
 WATCH_ID_PREFIX: Final = "wch_"
 WATCH_ID_BYTES: Final = 12
-WATCH_ID_PATTERN: Final = r"^wch_[0-9a-f]{24}$"
+WATCH_ID_PATTERN: Final = patterns.WATCH_ID
 
 
 WatchId = Annotated[str, Parameter(description="watch id", pattern=WATCH_ID_PATTERN)]
@@ -61,19 +62,17 @@ def fingerprint(data: WatchCreate) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def _check_full_match(data: WatchCreate) -> None:
-    # The patterns are anchored with `$`, which also matches before a final newline.
-    for field, value in (("loyalty_club_slug", data.loyalty_club_slug), ("import_id", data.import_id)):
-        if "\n" in value:
-            raise ApiError(
-                422,
-                "validation_error",
-                f"{field} must not contain a newline",
-                [{"key": field, "message": "contains a newline"}],
-            )
-
-
-def spec_from(data: WatchCreate, watch_id: str, now: float, created_by: str | None = None) -> WatchSpec:
+def spec_from(
+    data: WatchCreate, watch_id: str, now: float, *, max_bulk_ids: int, created_by: str | None = None
+) -> WatchSpec:
+    if data.bulk_ids is not None and len(data.bulk_ids) > max_bulk_ids:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"bulk_ids names {len(data.bulk_ids)} bulks; at most {max_bulk_ids} (or omit it to watch the "
+            "whole import)",
+            [{"key": "bulk_ids", "message": f"more than {max_bulk_ids} bulk ids"}],
+        )
     if data.bulk_ids is not None and len(set(data.bulk_ids)) != len(data.bulk_ids):
         raise ApiError(
             422,
@@ -81,7 +80,6 @@ def spec_from(data: WatchCreate, watch_id: str, now: float, created_by: str | No
             "bulk_ids must not repeat an id",
             [{"key": "bulk_ids", "message": "duplicate bulk id"}],
         )
-    _check_full_match(data)
     return WatchSpec(
         id=watch_id,
         loyalty_club_slug=data.loyalty_club_slug,
@@ -124,9 +122,26 @@ async def create_watch(
     """Create the watch ``data`` asks for; ``(watch, False)`` when an identical active one exists.
     Raises :class:`ApiError`: 422 for what the schema alone cannot refuse, 403 for a club the key
     does not hold (or a viewer key)."""
-    spec = spec_from(data, new_watch_id(), time.time(), created_by=principal.key_id)
+    spec = spec_from(
+        data,
+        new_watch_id(),
+        time.time(),
+        max_bulk_ids=settings.watch_max_bulk_ids,
+        created_by=principal.key_id,
+    )
     principal.check_club(spec.loyalty_club_slug)
-    created, watch_id = await store.create_watch(spec, fingerprint(data), settings.poll_min_interval_s)
+    try:
+        most = settings.max_watches_per_club
+        created, watch_id = await store.create_watch(
+            spec, fingerprint(data), settings.poll_min_interval_s, max_per_club=most
+        )
+    except LimitReached as reached:
+        raise ApiError(
+            409,
+            "limit_reached",
+            f"club {spec.loyalty_club_slug} has {reached.limit} active watches, the most allowed: "
+            "stop one or wait for one to end",
+        ) from None
     if created:
         audit(principal, "watch.create", watch_id=watch_id, club=spec.loyalty_club_slug)
     return await _record(store, watch_id), created
@@ -174,7 +189,7 @@ class WatchController(Controller):
         status_code=201,
         responses={
             200: ResponseSpec(WatchOut, description="An identical active watch exists: here it is."),
-            **errors(*CREATE_ERRORS),
+            **errors(*CREATE_ERRORS, 409),
         },
     )
     async def create(

@@ -465,7 +465,8 @@ async def create_subscription_form(request: Request[Any, Any, Any]) -> Response[
     guard: UrlGuard = _state(request).webhook_guard
     try:
         data = decode_strictly(msgspec.json.encode(body), SubscriptionCreate)
-        created = await create_subscription(_subscriptions(request), guard, session.principal, data)
+        settings: Settings = _state(request).settings
+        created = await create_subscription(_subscriptions(request), guard, session.principal, settings, data)
     except ApiError as exc:
         status = exc.status_code
         return await _subscriptions_page(
@@ -513,7 +514,12 @@ async def test_form(request: Request[Any, Any, Any], sid: IdPath) -> Redirect:
     session, _ = await checked_session(request)
     await _visible_subscription(request, session.principal, sid)
     await test_subscription(
-        _subscriptions(request), _store(request), _dispatch(request), session.principal, sid
+        _subscriptions(request),
+        _store(request),
+        _dispatch(request),
+        session.principal,
+        _state(request).settings,
+        sid,
     )
     return Redirect(f"/ui/subscriptions/{sid}", status_code=303, headers=SECURITY_HEADERS)
 
@@ -524,7 +530,9 @@ async def enable_form(request: Request[Any, Any, Any], sid: IdPath) -> Redirect:
     await _visible_subscription(request, session.principal, sid)
     guard: UrlGuard = _state(request).webhook_guard
     change = SubscriptionPatch(enabled=form.get("enabled") == "true")
-    await update_subscription(_subscriptions(request), guard, session.principal, sid, change)
+    await update_subscription(
+        _subscriptions(request), guard, session.principal, _state(request).settings, sid, change
+    )
     return Redirect(_back(form, "/ui/subscriptions"), status_code=303, headers=SECURITY_HEADERS)
 
 

@@ -12,7 +12,9 @@ Rules (the event table in docs/design.md):
 - ``members_errors`` going empty (MPC deletes personal data after 24 h) is not a change;
 - a failed poll changes nothing but the failure count; ``watch.upstream_failing`` after
   ``failing_after`` of them in a row, ``watch.upstream_recovered`` at the next success;
-  401/403 end the watch in ``error`` at once;
+  401/403 end the watch in ``error`` at once; a club token the bridge cannot decrypt announces
+  ``watch.upstream_failing`` at once but keeps the watch (it recovers once the token is readable);
+  a poll the club's request budget held back (``throttled``) or MPC rate-limited counts nothing;
 - ``import.completed`` once, when every bulk of the watch is terminal (or gone); a watch that
   ended produces nothing more.
 """
@@ -412,9 +414,16 @@ def _completion_fields(snap: WatchSnapshot) -> dict[str, Any]:
     }
 
 
+NOT_FAILURES: Final = frozenset({"rate_limited", "throttled"})
+"""Polls held back on purpose: they count no failure and announce nothing."""
+FAILING_AT_ONCE: Final = frozenset({"credentials_unreadable"})
+"""Failures no retry will cure by itself: announced at the first one, without waiting for the
+threshold (the watch stays active, so it recovers once someone fixes the cause)."""
+
+
 def _on_failure(snap: WatchSnapshot, failure: Failure, rules: Rules, out: _Emitter) -> None:
-    if failure.kind == "rate_limited":
-        return  # MPC asked us to slow down: not a failure of the import
+    if failure.kind in NOT_FAILURES:
+        return  # asked to slow down (by MPC or the club's budget): not a failure of the import
     snap.failures += 1
     reason = f"{failure.kind}: {failure.detail}" if failure.detail else failure.kind
     if failure.kind == "unauthorized":
@@ -422,7 +431,7 @@ def _on_failure(snap: WatchSnapshot, failure: Failure, rules: Rules, out: _Emitt
         out.emit("watch.upstream_failing", snap.seq, None, reason=reason, failures=snap.failures)
         snap.failing = True
         snap.state = "error"
-    elif snap.failures >= rules.failing_after and not snap.failing:
+    elif (failure.kind in FAILING_AT_ONCE or snap.failures >= rules.failing_after) and not snap.failing:
         snap.seq += 1
         out.emit("watch.upstream_failing", snap.seq, None, reason=reason, failures=snap.failures)
         snap.failing = True

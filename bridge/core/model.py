@@ -198,7 +198,12 @@ FailureKind: TypeAlias = Literal[
     "connection",
     "malformed",
     "rejected",
+    "credentials_unreadable",
+    "throttled",
 ]
+"""Why a request to MPC got no answer. ``credentials_unreadable``: the club's stored token cannot be
+decrypted with the configured keys (nothing was sent). ``throttled``: the club's own request
+budget in the bridge is spent for now (nothing was sent; not a failure of MPC or of the import)."""
 
 
 class Failure(Struct, kw_only=True, frozen=True):

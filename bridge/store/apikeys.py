@@ -18,6 +18,7 @@ from typing import Any, Final, Literal, Protocol
 
 import msgspec
 
+from bridge.core import patterns
 from bridge.store import keys
 
 KEY_PREFIX: Final = "bk_"
@@ -27,7 +28,7 @@ KEY_MAX_CHARS: Final = 128
 """Longer bearer tokens are no managed key: refused without hashing or asking Redis."""
 KEY_ID_PREFIX: Final = "key_"
 KEY_ID_HEX: Final = 24
-KEY_ID_PATTERN: Final = r"^key_[0-9a-f]{24}$"
+KEY_ID_PATTERN: Final = patterns.API_KEY_ID
 PEPPER_BYTES: Final = 32
 
 ManagedRole = Literal["editor", "viewer"]

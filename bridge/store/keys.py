@@ -22,6 +22,8 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
                                            it (Slack: the UNMASKED errors summary, only with
                                            BRIDGE_SLACK_SHOW_PII); short TTL, deleted once sent
     bridge:club-pause:{slug}         string until when MPC asked not to be called (ms)
+    bridge:club-budget:{slug}        hash  the club's MPC request budget (token bucket): tokens, at
+                                           (ms); expires once it would be full again
     bridge:credentials               hash  slug -> the club's MPC token (sealed) and product name
     bridge:metrics                   hash  Prometheus sample -> total over all workers
     bridge:orphans-checked           string set while a sweeper's check for lost imports is recent
@@ -32,6 +34,8 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
                                            failing_since, last_success, last_failure (ms)
     bridge:subscription:{sid}:deliveries  zset  delivery id -> created (ms), the attempt logs
     bridge:webhook-delivery:{did}    string one webhook delivery and its attempts (JSON)
+    bridge:webhook-test:{sid}        string set while a webhook.test to the subscription is recent (PX)
+    bridge:indexes-trimmed           string set while a sweeper's trim of the watch indexes is recent
     bridge:slack:card:{wid}:{chan}   hash  the import card of a watch in a channel: channel (the id
                                            Slack answered), ts, rev (snapshot revision shown),
                                            digest (content shown), want (refreshes asked for)
@@ -81,6 +85,7 @@ QUEUE: Final = PREFIX + "queue"
 CREDENTIALS: Final = PREFIX + "credentials"
 METRICS: Final = PREFIX + "metrics"
 ORPHANS_CHECKED: Final = PREFIX + "orphans-checked"
+INDEXES_TRIMMED: Final = PREFIX + "indexes-trimmed"
 SUBSCRIPTIONS: Final = PREFIX + "subscriptions"
 SUBSCRIPTIONS_VERSION: Final = SUBSCRIPTIONS + ":version"
 WORKER_HEALTH_PREFIX: Final = QUEUE + ":health-check:"
@@ -94,9 +99,11 @@ TIMELINE_PREFIX: Final = PREFIX + "timeline:"
 EVENT_PREFIX: Final = PREFIX + "event:"
 DELIVERED_PREFIX: Final = PREFIX + "delivered:"
 CLUB_PAUSE_PREFIX: Final = PREFIX + "club-pause:"
+CLUB_BUDGET_PREFIX: Final = PREFIX + "club-budget:"
 SUBSCRIPTION_PREFIX: Final = PREFIX + "subscription:"
 SUBSCRIPTION_DELIVERIES_SUFFIX: Final = ":deliveries"
 WEBHOOK_DELIVERY_PREFIX: Final = PREFIX + "webhook-delivery:"
+WEBHOOK_TEST_PREFIX: Final = PREFIX + "webhook-test:"
 SLACK_PREFIX: Final = PREFIX + "slack:"
 SLACK_CARD_PREFIX: Final = SLACK_PREFIX + "card:"
 SLACK_CARD_LOCK_PREFIX: Final = SLACK_PREFIX + "card-lock:"
@@ -148,6 +155,10 @@ S_FAILING_SINCE: Final = "failing_since"
 S_LAST_SUCCESS: Final = "last_success"
 S_LAST_FAILURE: Final = "last_failure"
 
+# Fields of a club budget hash (``bridge:club-budget:{slug}``).
+B_TOKENS: Final = "tokens"
+B_AT: Final = "at"
+
 # Fields of a Slack card hash (``bridge:slack:card:{wid}:{channel}``).
 C_CHANNEL: Final = "channel"
 C_TS: Final = "ts"
@@ -190,6 +201,10 @@ def club_pause(slug: str) -> str:
     return CLUB_PAUSE_PREFIX + slug
 
 
+def club_budget(slug: str) -> str:
+    return CLUB_BUDGET_PREFIX + slug
+
+
 def subscription(sid: str) -> str:
     return SUBSCRIPTION_PREFIX + sid
 
@@ -200,6 +215,10 @@ def subscription_deliveries(sid: str) -> str:
 
 def webhook_delivery(did: str) -> str:
     return WEBHOOK_DELIVERY_PREFIX + did
+
+
+def webhook_test_gate(sid: str) -> str:
+    return WEBHOOK_TEST_PREFIX + sid
 
 
 def slack_card(wid: str, channel: str) -> str:

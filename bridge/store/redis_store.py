@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Awaitable, Collection, Iterable, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, get_args
 
 import msgspec
 from redis.asyncio import Redis
@@ -28,6 +28,11 @@ Longer than one poll can take: two requests in sequence, each bounded by the ups
 ORPHAN_SCAN_BATCH: Final = 500
 ORPHAN_CHECK_EVERY_S: Final = 300.0
 """How often (at most, over all workers) the sweeper looks for imports missing from the schedule."""
+TRIM_EVERY_S: Final = 600.0
+"""How often (at most, over all workers) the sweeper trims the watch indexes of ended watches
+whose retention ran out."""
+TRIM_BATCH: Final = 500
+"""Index entries checked per step while trimming."""
 LIST_SCAN_BATCH: Final = 100
 """Index entries read per round trip while listing watches."""
 EVENT_TTL_EXTRA_S: Final = 60 * 86_400.0
@@ -38,6 +43,16 @@ and no more: Slack's attachment is an unmasked errors summary, personal data. Th
 it once sent; MPC itself drops ``members_errors`` after 24 h."""
 
 T = TypeVar("T")
+
+
+class LimitReached(Exception):
+    """A per-club limit is reached (arguments: the limit, and the club it was reached for):
+    nothing was written."""
+
+    @property
+    def limit(self) -> int:
+        return int(self.args[0])
+
 
 _snapshot_encoder: Final = msgspec.msgpack.Encoder()
 _snapshot_decoder: Final = msgspec.msgpack.Decoder(WatchSnapshot)
@@ -167,6 +182,8 @@ class RedisStore:
         self._poll_soon = scripts.register(redis, "poll_soon")
         self._release = scripts.register(redis, "release")
         self._explicit = scripts.register(redis, "record_explicit")
+        self._mark = scripts.register(redis, "mark_delivered")
+        self._trim = scripts.register(redis, "trim_index")
 
     # ------------------------------------------------------------------ polling
 
@@ -280,10 +297,11 @@ class RedisStore:
     # ------------------------------------------------------------------ watches
 
     async def create_watch(
-        self, spec: WatchSpec, fingerprint: str, min_interval_s: float
+        self, spec: WatchSpec, fingerprint: str, min_interval_s: float, *, max_per_club: int = 0
     ) -> tuple[bool, str]:
         """Store a new watch and schedule its import; ``(False, existing id)`` when an identical
-        active watch exists."""
+        active watch exists. Raises :class:`LimitReached` when the club already has
+        ``max_per_club`` active watches (0: no limit); counted in the same atomic step."""
         created, wid = await self._create(
             keys=[keys.SCHEDULE, keys.INFLIGHT, keys.WATCHES, keys.WATCH_FINGERPRINTS],
             args=[
@@ -294,8 +312,11 @@ class RedisStore:
                 now_ms(spec.created_at),
                 now_ms(min_interval_s),
                 spec.loyalty_club_slug,
+                max_per_club,
             ],
         )
+        if created == -1:
+            raise LimitReached(max_per_club)
         if created == 1:
             await publish(self.redis, [Change(kind="created", watch_id=spec.id, club=spec.loyalty_club_slug)])
         return created == 1, _text(wid)
@@ -416,11 +437,12 @@ class RedisStore:
         return int(await self.redis.zcard(keys.OUTBOX))
 
     async def mark_delivered(self, eid: str, destination: str) -> None:
-        """Record that ``destination`` has the event and take it off the outbox, together."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.delivered(eid, destination), b"1", px=self.event_ttl_ms)
-            pipe.zrem(keys.OUTBOX, keys.outbox_entry(eid, destination))
-            await pipe.execute()
+        """Record that ``destination`` has the event and take it off the outbox, together (the
+        mark lives as long as the event)."""
+        await self._mark(
+            keys=[keys.delivered(eid, destination), keys.event(eid), keys.OUTBOX],
+            args=[keys.outbox_entry(eid, destination), self.event_ttl_ms],
+        )
 
     async def was_delivered(self, eid: str, destination: str) -> bool:
         return bool(await self.redis.exists(keys.delivered(eid, destination)))
@@ -451,18 +473,20 @@ class RedisStore:
         index_member: str,
         created_at: float,
         kept: int,
+        ttl_s: float | None = None,
     ) -> bool:
         """A delivery someone asked for, in one atomic step: ``new_event`` (stored when given),
         the delivery's ``log`` and its ``index_member`` in ``index_key`` (the newest ``kept``),
         and the outbox entry of ``(event_id, destination)``. False when the event is not stored
-        (it expired): then nothing was written."""
+        (it expired): then nothing was written. ``ttl_s``: how long the new event and the log are
+        kept, when shorter than usual (a test event)."""
         written = await self._explicit(
             keys=[keys.event(event_id), log_key, index_key, keys.OUTBOX],
             args=[
                 encode_event(new_event) if new_event is not None else b"",
-                self.event_ttl_ms,
+                self.event_ttl_ms if ttl_s is None else now_ms(ttl_s),
                 log,
-                self.retention_ms,
+                self.retention_ms if ttl_s is None else now_ms(ttl_s),
                 now_ms(created_at),
                 index_member,
                 kept,
@@ -484,6 +508,35 @@ class RedisStore:
         return bool(
             await self.redis.set(keys.ORPHANS_CHECKED, b"1", nx=True, px=now_ms(ORPHAN_CHECK_EVERY_S))
         )
+
+    async def trim_due(self) -> bool:
+        """Whether this sweeper should trim the indexes (at most every :data:`TRIM_EVERY_S`)."""
+        return bool(await self.redis.set(keys.INDEXES_TRIMMED, b"1", nx=True, px=now_ms(TRIM_EVERY_S)))
+
+    async def trim_indexes(self, batch: int = TRIM_BATCH) -> int:
+        """Drop the entries of watches whose retention ran out from every watch index (all, per
+        state, per club) and the fingerprints of watches no longer active. Listing does it too,
+        lazily, but only for what it reads; this keeps indexes nobody lists from growing."""
+        indexes = [keys.WATCHES, *(keys.watches_by_state(state) for state in get_args(WatchState))]
+        async for key in self.redis.scan_iter(match=keys.WATCHES_BY_CLUB_PREFIX + "*", count=batch):
+            indexes.append(_text(key))
+        dropped = 0
+        for index in indexes:
+            cursor = 0
+            while True:
+                cursor, entries = await self.redis.zscan(index, cursor=cursor, count=batch)
+                if entries:
+                    dropped += await self._trim(keys=[index], args=["zset", *(wid for wid, _ in entries)])
+                if cursor == 0:
+                    break
+        cursor = 0
+        while True:
+            cursor, found = await self.redis.hscan(keys.WATCH_FINGERPRINTS, cursor=cursor, count=batch)
+            if found:
+                pairs = [part for fp, wid in found.items() for part in (fp, wid)]
+                dropped += await self._trim(keys=[keys.WATCH_FINGERPRINTS], args=["hash", *pairs])
+            if cursor == 0:
+                return int(dropped)
 
     async def reschedule_orphans(self, now: float, batch: int = ORPHAN_SCAN_BATCH) -> int:
         """Imports with an active watch that are neither scheduled nor leased (lost in a Redis

@@ -2,7 +2,8 @@
 
 - ``deliver``: one event to one destination (safe to run twice).
 - ``sweep`` (every 10 s, one worker at a time): re-creates delivery jobs that went missing from
-  the outbox, and now and then reschedules imports that got lost.
+  the outbox, now and then reschedules imports that got lost, and every 10 minutes drops the index
+  entries of watches whose retention ran out.
 
 The parts are built by :mod:`bridge.wiring` (``ctx["build_runtime"]``), so this module knows
 what a worker does, not how its clients are made.
@@ -215,3 +216,7 @@ async def sweep(ctx: dict[str, Any]) -> None:
         rescheduled = await runtime.store.reschedule_orphans(now)
     if created or rescheduled:
         log.warning("sweeper repaired", jobs_recreated=created, imports_rescheduled=rescheduled)
+    if await runtime.store.trim_due():
+        trimmed = await runtime.store.trim_indexes()
+        if trimmed:
+            log.info("sweeper trimmed the watch indexes", entries_dropped=trimmed)

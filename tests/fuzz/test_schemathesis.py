@@ -24,7 +24,7 @@ MIN_CASES: Final = 1000
 MAX_EXAMPLES: Final = 100
 """Per operation and phase; with 17 operations this generates well over MIN_CASES."""
 SEED: Final = 20261127
-KEY: Final = "fuzz-key"
+KEY: Final = "fuzz-key-0123456789abcdefghijklmnopq"
 CLUB_KEY_CLUB: Final = "infinity-mall"
 CONFIG: Final = Path(__file__).parent / "schemathesis.toml"
 """Checks switched off, each with its reason."""

@@ -25,7 +25,7 @@ from tests.integration.conftest import FAST_ENV, MPC_TOKEN, eventually
 from tests.integration.webhooks_helpers import FERNET_KEY, LOOPBACK_NET
 
 pytestmark = pytest.mark.slow
-ADMIN_KEY: Final = "club-delivery-admin"
+ADMIN_KEY: Final = "club-delivery-admin-0123456789abcdef"
 ADMIN: Final = {"Authorization": f"Bearer {ADMIN_KEY}"}
 CLUB_A: Final = "club-a"
 CLUB_B: Final = "club-b"

@@ -21,7 +21,7 @@ from bridge_tools.processes import Process, free_port, wait_until
 from tests.integration.conftest import SECRET_KEY
 
 pytestmark = pytest.mark.slow
-ADMIN_KEY: Final = "revocation-admin-key"
+ADMIN_KEY: Final = "revocation-admin-key-0123456789abcd"
 ADMIN: Final = {"Authorization": f"Bearer {ADMIN_KEY}"}
 ROUNDS: Final = 5
 REVOKED_WITHIN_S: Final = 1.0

@@ -35,10 +35,20 @@ FINGERPRINT_BYTES: Final = 16
 WATCH_ID_PREFIX: Final = "wch_"
 WATCH_ID_BYTES: Final = 12
 WATCH_ID_PATTERN: Final = r"^wch_[0-9a-f]{24}$"
+MAX_POSITION: Final = 10**9 - 1
+"""Largest ``after`` accepted: as far as a cursor goes (nine digits)."""
 
 
 WatchId = Annotated[str, Parameter(description="watch id", pattern=WATCH_ID_PATTERN)]
 ClubFilter = Annotated[str | None, Parameter(pattern=SLUG_PATTERN, description="only this club's watches")]
+After = Annotated[
+    int | None,
+    Parameter(
+        ge=0,
+        le=MAX_POSITION,
+        description="only events after this position (a receiver catching up from the last one it applied)",
+    ),
+]
 StateFilter = Annotated[
     WatchState | None, QueryParameter(name="state", description="only watches in this state")
 ]
@@ -166,17 +176,33 @@ class WatchController(Controller):
         return await _record(store, watch_id)
 
     @get(
-        "/{watch_id:str}/events", summary="The watch's timeline, oldest first", responses=errors(*READ_ERRORS)
+        "/{watch_id:str}/events",
+        summary="The watch's timeline in position order, oldest first; `after` resumes after a position",
+        responses=errors(*READ_ERRORS),
     )
     async def events(
-        self, watch_id: WatchId, store: StoreDep, cursor: Cursor = None, limit: Limit = PAGE_DEFAULT
+        self,
+        watch_id: WatchId,
+        store: StoreDep,
+        cursor: Cursor = None,
+        limit: Limit = PAGE_DEFAULT,
+        after: After = None,
     ) -> Page[TimelineItem]:
-        offset = offset_of(cursor)
+        # The timeline lists every event of the watch once, in position order: the event at
+        # position N is its N-th entry, so "after N" is the offset N.
+        if after is not None and cursor is not None:
+            raise ApiError(
+                400,
+                "invalid_parameters",
+                "give either cursor or after, not both",
+                [{"key": "after", "message": "not with cursor"}],
+            )
+        offset = after if after is not None else offset_of(cursor)
         if await store.get_watch(watch_id) is None:
             raise ApiError(404, "not_found", f"no watch {watch_id}")
         bodies = await store.timeline(watch_id, offset, limit + 1)
         items = []
-        for body in bodies[:limit]:
+        for index, body in enumerate(bodies[:limit]):
             event = decode_event(body)
             bulk_id = event.data.bulk_id if isinstance(event.data.bulk_id, int) else None
             items.append(
@@ -184,6 +210,7 @@ class WatchController(Controller):
                     event_id=event.id,
                     type=event.type,
                     sequence=event.data.sequence,
+                    position=offset + index + 1,
                     timestamp=event.timestamp,
                     bulk_id=bulk_id,
                     data=event.data,

@@ -22,6 +22,9 @@ from bridge_tools.processes import redis_server
 from bridge_tools.redis_binary import RedisServerUnavailable, redis_server_found
 from bridge_tools.webhook_receiver import WebhookReceiver
 
+pytest_plugins = ["tests.integration.stack"]
+"""A running API and worker (``stack``) for the tests of the published contract."""
+
 CHECKED_IN_SESSION: Counter[str] = Counter()
 """Payloads validated against their published schema in this run, per event type."""
 

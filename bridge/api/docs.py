@@ -385,9 +385,9 @@ def domain_component_names(app: Litestar) -> None:
     if len(set(names.values())) != len(names):
         raise RuntimeError(f"two OpenAPI components would share a name: {sorted(names.values())}")
     document.components.schemas = {names[name]: schema for name, schema in schemas.items()}
-    for schema in document.components.schemas.values():
-        if isinstance(schema, Schema) and schema.title in names:
-            schema.title = names[schema.title]
+    for name, schema in document.components.schemas.items():
+        if isinstance(schema, Schema) and schema.title is not None:
+            schema.title = name  # generators name classes after titles (Litestar's: "Page[WatchOut]")
     refs = {
         COMPONENT_REF.format(name=old): COMPONENT_REF.format(name=new)
         for old, new in names.items()

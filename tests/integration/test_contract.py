@@ -135,6 +135,8 @@ def test_component_names_read_like_the_domain(document: dict[str, Any]) -> None:
     names = set(document["components"]["schemas"])
     assert {"Watch", "WatchPage", "TimelinePage", "Subscription", "Delivery", "BulkFinished"} <= names
     assert all(name.isidentifier() and "_" not in name for name in names), sorted(names)
+    titles = {name: schema.get("title", name) for name, schema in document["components"]["schemas"].items()}
+    assert all(title == name for name, title in titles.items()), titles
 
 
 async def test_the_timeline_gives_positions_and_resumes_after_one(

@@ -6,6 +6,7 @@ does, and publish every payload's schema, generated from the types that encode i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -22,11 +23,15 @@ from bridge.app import create_app
 from bridge.config import load_settings
 from bridge.core.catalog import EVENT_CATALOG
 from bridge.core.model import EVENT_TYPES, SlackTarget, WatchSpec
+from bridge.store import keys
+from bridge.webhooks.actions import make_test_event
+from bridge.webhooks.model import destination
 from bridge.webhooks.signing import HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP
 from bridge_tools.payload_contract import PayloadContract
 from bridge_tools.webhook_receiver import WebhookReceiver
 from mpc_simulator import SimulatorControl
-from tests.integration.conftest import SECRET_KEY, SLUG, Pipeline
+from tests.integration.conftest import SECRET_KEY, SLUG, Pipeline, outbox
+from tests.integration.webhooks_helpers import Webhooks
 
 KEY = "contract-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -194,3 +199,72 @@ async def test_every_in_process_receiver_reports_what_it_gets_to_the_payload_con
     assert payload_contract.checked == {"bulk.finished": 1}
     assert payload_contract.violations == ["event type 'bulk.exploded' is sent but not published"]
     payload_contract.violations.clear()  # seen: this test passes; any other would fail here
+
+
+async def test_every_event_type_reaches_a_receiver_and_validates_against_its_published_schema(
+    pipeline_factory: Any, control: SimulatorControl, redis: Redis, payload_contract: PayloadContract
+) -> None:
+    pipeline: Pipeline = pipeline_factory(BRIDGE_UPSTREAM_FAILING_AFTER="3")
+    webhooks = Webhooks(redis)
+    async with WebhookReceiver() as receiver:
+        sid, _ = await webhooks.subscribe(receiver.url())
+        now = time.time()
+        # A named bulk: failing, recovered, started, stalled, expired.
+        await control.put_import(SLUG, "imp-named", [{"id": 5}])
+        named = await pipeline.create(
+            WatchSpec(
+                id="wch_0000000000000000000000a1",
+                loyalty_club_slug=SLUG,
+                import_id="imp-named",
+                created_at=now,
+                expires_at=now + 3.0,
+                bulk_ids=(5,),
+                stall_after_s=0.2,
+            )
+        )
+        await pipeline.poll_due()
+        await control.add_fault("503", count=3, retry_after=0)
+        for _ in range(4):
+            await pipeline.poll_due()
+        await control.patch_bulk(SLUG, "imp-named", 5, status="working")
+        await pipeline.poll_due()
+        await asyncio.sleep(0.3)
+        await pipeline.poll_due()
+        # A whole import with progress: every bulk event and the completion.
+        await control.put_import(SLUG, "imp-whole", [{"id": 1}, {"id": 2}, {"id": 3}])
+        whole = await pipeline.create(
+            WatchSpec(
+                id="wch_0000000000000000000000a2",
+                loyalty_club_slug=SLUG,
+                import_id="imp-whole",
+                created_at=now,
+                expires_at=now + 3600,
+                notify_progress=True,
+            )
+        )
+        await pipeline.poll_due()
+        for bulk_id, change in (
+            (1, {"status": "working"}),
+            (1, {"members_created_number": 4}),
+            (1, {"status": "finished", "members_created_number": 10}),
+            (2, {"status": "waiting_for_retry", "retries": 1}),
+            (2, {"status": "failed", "retries": 5}),
+        ):
+            await control.patch_bulk(SLUG, "imp-whole", bulk_id, **change)
+            await pipeline.poll_due()
+        await control.delete_bulk(SLUG, "imp-whole", 3)
+        await pipeline.poll_due()
+        await asyncio.sleep(max(0.0, named.expires_at - time.time()))
+        await pipeline.poll_due()
+        assert (await pipeline.types(whole.id))[-1] == "import.completed"
+        assert (await pipeline.types(named.id))[-1] == "watch.expired"
+        for entry in await outbox(redis):
+            event_id, dest = keys.split_outbox_entry(entry.decode())
+            if dest == destination(sid):
+                await webhooks.run(event_id, dest)
+        subscription = await webhooks.store.get(sid)
+        assert subscription is not None
+        await webhooks.deliver(make_test_event(subscription, time.time()), sid)
+    await webhooks.close()
+    assert set(payload_contract.checked) == set(EVENT_CATALOG), payload_contract.checked
+    assert payload_contract.violations == []

@@ -32,7 +32,7 @@ Slug = Annotated[str, Meta(description="MPC loyalty club slug", examples=["infin
 ImportId = Annotated[
     str, Meta(description="MPC import id", examples=["89405ae3-2dd5-46cb-a13b-840bc588199b"])
 ]
-Sequence = Annotated[
+SequenceNumber = Annotated[
     int,
     Meta(
         ge=0,
@@ -79,7 +79,7 @@ class _Header(Struct, kw_only=True, omit_defaults=True):
     watch_id: str
     loyalty_club_slug: Slug
     import_id: ImportId
-    sequence: Sequence
+    sequence: SequenceNumber
 
 
 class _WatchHeader(_Header, kw_only=True, omit_defaults=True):

@@ -42,11 +42,15 @@ MAX_POSITION: Final = 10**9 - 1
 WatchId = Annotated[str, Parameter(description="watch id", pattern=WATCH_ID_PATTERN)]
 ClubFilter = Annotated[str | None, Parameter(pattern=SLUG_PATTERN, description="only this club's watches")]
 After = Annotated[
-    int | None,
+    int,
     Parameter(
-        ge=0,
+        # gt=-1, not ge=0: Litestar leaves a bound of 0 out of the OpenAPI document.
+        gt=-1,
         le=MAX_POSITION,
-        description="only events after this position (a receiver catching up from the last one it applied)",
+        description=(
+            "only events after this position: a receiver catching up from the last one it applied "
+            "(with a cursor too, the later of the two)"
+        ),
     ),
 ]
 StateFilter = Annotated[
@@ -186,18 +190,12 @@ class WatchController(Controller):
         store: StoreDep,
         cursor: Cursor = None,
         limit: Limit = PAGE_DEFAULT,
-        after: After = None,
+        after: After = 0,
     ) -> Page[TimelineItem]:
         # The timeline lists every event of the watch once, in position order: the event at
-        # position N is its N-th entry, so "after N" is the offset N.
-        if after is not None and cursor is not None:
-            raise ApiError(
-                400,
-                "invalid_parameters",
-                "give either cursor or after, not both",
-                [{"key": "after", "message": "not with cursor"}],
-            )
-        offset = after if after is not None else offset_of(cursor)
+        # position N is its N-th entry, so "after N" is the offset N, which is also what a cursor
+        # holds.
+        offset = max(after, offset_of(cursor))
         if await store.get_watch(watch_id) is None:
             raise ApiError(404, "not_found", f"no watch {watch_id}")
         bodies = await store.timeline(watch_id, offset, limit + 1)

@@ -28,6 +28,8 @@ CONFIG: Final = Path(__file__).parent / "schemathesis.toml"
 """Checks switched off, each with its reason."""
 
 pytestmark = pytest.mark.slow
+RUN_TIMEOUT_S: Final = 600
+"""About 2 minutes on an idle 2-core machine for the 11 operations; a loaded one gets room."""
 
 
 def _ready(url: str) -> bool:
@@ -37,6 +39,7 @@ def _ready(url: str) -> bool:
         return False
 
 
+@pytest.mark.timeout(RUN_TIMEOUT_S)
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(
     redis_url: str, redis: Any, tmp_path: Path
 ) -> None:

@@ -22,6 +22,7 @@ from bridge.core.model import (
     WatchSnapshot,
     WatchSpec,
 )
+from bridge_tools.payload_contract import violation
 from tests.builders import T0, bulk, watch
 
 BULK_IDS = (11, 12, 13)
@@ -214,8 +215,8 @@ def test_positions_number_a_watchs_events_one_by_one_and_resume_from_the_snapsho
     assert [e.data.position for e in events] == list(range(1, len(events) + 1))
     last = snapshots[-1]
     assert events_so_far(last or WatchSnapshot()) == len(events)
-    for event in events:  # every event encodes through its published payload type
-        encode_event(event)
+    for event in events:  # every event encodes, and validates against its published schema
+        assert violation(encode_event(event)) is None
 
 
 @settings(max_examples=200, deadline=None)

@@ -16,6 +16,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from redis.exceptions import RedisError
 
 from bridge import wiring
+from bridge.api.apikeys import ApiKeyController
 from bridge.api.auth import SECURITY_SCHEME, KeyRing, provide_principal, require_api_key
 from bridge.api.clubs import ClubController
 from bridge.api.deps import provide_dispatch, provide_redis, provide_settings, provide_store
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         redis = _redis(settings)
         for name, value in wiring.api_state(settings, redis).items():
             setattr(app.state, name, value)
+        app.state.keyring.use_store(app.state.api_keys)
         layout = asyncio.get_running_loop().create_task(_layout(settings, redis))
         try:
             await asyncio.wait([layout], timeout=LAYOUT_WAIT_AT_START_S)
@@ -103,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SubscriptionController,
             DeliveryController,
             EventTypeController,
+            ApiKeyController,
         ],
         guards=[require_api_key],
         security=[{SECURITY_SCHEME: []}],

@@ -216,7 +216,9 @@ api_url_option = click.option(
     help="The bridge API (env BRIDGE_API_URL).",
 )
 api_key_option = click.option(
-    "--api-key", envvar="BRIDGE_API_KEY", help="A key of BRIDGE_API_KEYS (env BRIDGE_API_KEY)."
+    "--api-key",
+    envvar="BRIDGE_API_KEY",
+    help="An admin key of BRIDGE_API_KEYS or a managed key bk_... (env BRIDGE_API_KEY).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 
@@ -332,3 +334,66 @@ def watch_follow(api_url: str, api_key: str | None, watch_id: str) -> None:
 
     state = _run(api_url, api_key, lambda c: follow(c, watch_id, Console()))
     sys.exit(0 if state == "completed" else 1)
+
+
+# ---------------------------------------------------------------------------- keys (an API client)
+
+
+def _key_line(key: dict[str, Any]) -> str:
+    return f"{key['id']}  {key['role']:<6}  {','.join(key['clubs'])}  {key['name']}  (by {key['created_by']})"
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke managed API keys (limited to clubs) through the API, with an admin key."""
+
+
+@keys.command("create")
+@api_url_option
+@api_key_option
+@json_option
+@click.option("--name", required=True, help="Who or what uses the key.")
+@click.option("--club", "clubs", multiple=True, required=True, help="A club the key holds (repeat).")
+@click.option(
+    "--role",
+    type=click.Choice(["editor", "viewer"]),
+    default="viewer",
+    show_default=True,
+    help="editor: read and write its clubs' resources; viewer: read only.",
+)
+def keys_create(
+    api_url: str, api_key: str | None, as_json: bool, name: str, clubs: tuple[str, ...], role: str
+) -> None:
+    """Create a key; it is printed once and cannot be shown again."""
+    body = {"name": name, "clubs": list(clubs), "role": role}
+    created = _run(api_url, api_key, lambda c: c.call("POST", "/v1/api-keys", json=body))
+    if as_json:
+        click.echo(json.dumps(created, indent=2))
+        return
+    click.echo(_key_line(created))
+    click.echo(f"key: {created['key']}")
+    click.echo("Store it now: it is not shown again.", err=True)
+
+
+@keys.command("list")
+@api_url_option
+@api_key_option
+@json_option
+def keys_list(api_url: str, api_key: str | None, as_json: bool) -> None:
+    """Managed keys, newest first (never the keys themselves)."""
+    items = _run(api_url, api_key, lambda c: list(c.pages("/v1/api-keys")))
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for item in items:
+        click.echo(_key_line(item))
+
+
+@keys.command("revoke")
+@api_url_option
+@api_key_option
+@click.argument("key_id")
+def keys_revoke(api_url: str, api_key: str | None, key_id: str) -> None:
+    """Revoke a key: every API process refuses it within a second."""
+    _run(api_url, api_key, lambda c: c.call("DELETE", f"/v1/api-keys/{key_id}"))
+    click.echo(f"{key_id} revoked")

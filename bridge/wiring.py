@@ -32,6 +32,7 @@ from bridge.polling import Observer, Planner, Poller
 from bridge.slack.attachments import UnmaskedErrors
 from bridge.slack.notifier import SLACK_TIMEOUT_S, SlackBotNotifier, SlackWebhookNotifier
 from bridge.slack.state import SlackState
+from bridge.store.apikeys import ApiKeyStore
 from bridge.store.redis_store import RedisStore
 from bridge.upstream.credentials import CachedCredentials, CredentialStore
 from bridge.upstream.mpc import MAX_BODY_BYTES, ClubCredentials, MpcClient, UpstreamClient
@@ -60,6 +61,11 @@ def subscription_store(settings: Settings, redis: Any) -> SubscriptionStore:
     """The store; it can seal and open secrets only when ``BRIDGE_SECRET_KEY`` is set."""
     box = SecretBox(settings.secret_key) if settings.secret_key is not None else None
     return SubscriptionStore(redis, box=box, retention_s=settings.retention_s)
+
+
+def api_key_store(settings: Settings, redis: Any) -> ApiKeyStore:
+    """Managed API keys; their digests' pepper is sealed with ``BRIDGE_SECRET_KEY``."""
+    return ApiKeyStore(redis, SecretBox(settings.require_secret_key()))
 
 
 def credential_store(settings: Settings, redis: Any) -> CredentialStore:
@@ -276,6 +282,7 @@ def api_state(settings: Settings, redis: Any) -> dict[str, Any]:
         "redis": redis,
         "store": store(settings, redis),
         "credentials": credential_store(settings, redis),
+        "api_keys": api_key_store(settings, redis),
         "subscriptions": subscription_store(settings, redis),
         "dispatch": ArqQueue(redis).dispatch,
     }

@@ -10,7 +10,8 @@ from litestar.datastructures import State
 from litestar.params import JSONBody, Parameter
 from msgspec import Meta, Struct
 
-from bridge.api.docs import WRITE_ERRORS, errors
+from bridge.api.auth import PrincipalDep, audit
+from bridge.api.docs import CREATE_ERRORS, errors, scoped
 from bridge.api.errors import decode_strictly
 from bridge.api.schemas import SLUG_PATTERN
 from bridge.upstream.credentials import CredentialStore
@@ -55,11 +56,18 @@ class ClubController(Controller):
         "/{slug:str}/credentials",
         status_code=204,
         summary="Store a club's MPC token (encrypted at rest, never returned)",
-        responses=errors(*WRITE_ERRORS),
+        description=scoped("editor", "for a club the key holds (another club: 403 `forbidden_club`)"),
+        responses=errors(*CREATE_ERRORS),
     )
     async def put_credentials(
-        self, slug: ClubSlug, request: Request[Any, Any, State], data: JSONBody[CredentialsIn]
+        self,
+        slug: ClubSlug,
+        request: Request[Any, Any, State],
+        data: JSONBody[CredentialsIn],
+        principal: PrincipalDep,
     ) -> None:
         body = decode_strictly(await request.body(), CredentialsIn)
+        principal.check_club(slug)
         credentials: CredentialStore = request.app.state.credentials
-        await credentials.put(slug, body.token, body.product_name, time.time())
+        await credentials.put(slug, body.token, body.product_name, time.time(), created_by=principal.key_id)
+        audit(principal, "credentials.put", club=slug)

@@ -55,6 +55,7 @@ ERROR_EXAMPLES: Final = {
         "the request body is not valid JSON: JSON is malformed: invalid character (byte 0)",
     ),
     401: ("unauthorized", "missing or invalid API key"),
+    403: ("forbidden_club", "this key does not hold club infinity-mall"),
     404: ("not_found", "no watch wch_0123456789abcdef01234567"),
     409: ("conflict", "the resource changed meanwhile"),
     413: ("request_entity_too_large", "request body too large"),
@@ -64,7 +65,11 @@ ERROR_EXAMPLES: Final = {
 }
 ERROR_DESCRIPTIONS: Final = {
     400: "The body or a parameter cannot be read (not JSON, nested too deeply, bad cursor).",
-    401: "No API key, or not one of BRIDGE_API_KEYS.",
+    401: "No API key, or not a valid one (an admin key of BRIDGE_API_KEYS, or a managed key not revoked).",
+    403: (
+        "The key may not do this: `forbidden` (a viewer key writing, a club key on an admin route) "
+        "or `forbidden_club` (a club the key does not hold)."
+    ),
     404: "No such resource.",
     409: "The resource changed meanwhile.",
     413: "The body is larger than 64 kB.",
@@ -106,6 +111,11 @@ LINKS: Final = (
         ("POST", "/v1/deliveries/{delivery_id}/redeliver", ("202",)),
         "delivery_id",
         (("GET", "/v1/deliveries/{delivery_id}"),),
+    ),
+    (
+        ("POST", "/v1/api-keys", ("201",)),
+        "key_id",
+        (("GET", "/v1/api-keys/{key_id}"), ("DELETE", "/v1/api-keys/{key_id}")),
     ),
 )
 """OpenAPI links: the ``id`` a creating answer carries names the resource of these operations
@@ -165,7 +175,20 @@ def errors(*statuses: int) -> dict[int, ResponseSpec]:
 
 
 READ_ERRORS: Final = (400, 401, 404, 422)
-WRITE_ERRORS: Final = (400, 401, 413, 415, 422)
+WRITE_ERRORS: Final = (400, 401, 403, 413, 415, 422)
+CREATE_ERRORS: Final = WRITE_ERRORS
+"""A creation may also be refused for the club (403 ``forbidden_club``)."""
+
+SCOPE_WORDS: Final = {
+    "admin": "**Scope:** admin keys only (`BRIDGE_API_KEYS`); a managed key gets 403 `forbidden`.",
+    "editor": "**Scope:** admin keys, and managed `editor` keys {what}; a `viewer` key gets 403 `forbidden`.",
+    "viewer": "**Scope:** admin keys, and managed keys of either role {what}.",
+}
+
+
+def scoped(role: str, what: str = "") -> str:
+    """An operation's description: which keys may call it and what a club key sees of it."""
+    return SCOPE_WORDS[role].format(what=what)
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -174,8 +197,12 @@ def openapi_config() -> OpenAPIConfig:
         version=__version__,
         description=(
             "Watches Placewise MPC member imports and announces every bulk status change to Slack and "
-            "signed webhooks. Every `/v1` route needs `Authorization: Bearer <key>` (a key from "
-            'BRIDGE_API_KEYS); every error is `{"error": {"code", "message", "details"}}`.'
+            "signed webhooks. Every `/v1` route needs `Authorization: Bearer <key>`: an admin key "
+            "(BRIDGE_API_KEYS) sees and changes everything; a managed key (`bk_...`, from "
+            "`POST /v1/api-keys`) holds some clubs as an `editor` or a `viewer`. A club key sees only "
+            "its clubs' watches, subscriptions and deliveries (another club's is a 404), creating for "
+            "a club it does not hold is a 403 `forbidden_club`, and a viewer's write is a 403 "
+            '`forbidden`. Every error is `{"error": {"code", "message", "details"}}`.'
         ),
         path=SCHEMA_PATH,
         # Invented examples need polyfactory and faker, which the image leaves out (see Dockerfile).
@@ -183,7 +210,13 @@ def openapi_config() -> OpenAPIConfig:
         components=Components(
             security_schemes={
                 SECURITY_SCHEME: SecurityScheme(
-                    type="http", scheme="bearer", description="A key from BRIDGE_API_KEYS"
+                    type="http",
+                    scheme="bearer",
+                    description=(
+                        "An admin key from BRIDGE_API_KEYS (every club, every route), or a managed key "
+                        "`bk_...` limited to its clubs: role `editor` (read and write) or `viewer` (read "
+                        "only). Each operation's description says which keys it accepts."
+                    ),
                 )
             }
         ),
@@ -194,6 +227,7 @@ def openapi_config() -> OpenAPIConfig:
                 name="webhooks",
                 description="Subscriptions, their deliveries, and the catalog of event types they carry.",
             ),
+            Tag(name="api-keys", description="Managed keys limited to clubs and a role (admin keys only)."),
             Tag(name="health", description="Liveness, readiness and metrics (no auth)."),
         ],
         render_plugins=[

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from litestar import Controller, get
 from msgspec import Meta, Struct
 
-from bridge.api.docs import errors
+from bridge.api.docs import errors, scoped
 from bridge.api.schemas import Page
 from bridge.core.catalog import EVENT_CATALOG
 
@@ -44,6 +44,7 @@ class EventTypeController(Controller):
     @get(
         "/",
         summary="Every event type webhooks carry: description, JSON Schema, example",
+        description=scoped("viewer", "(the catalog is the same for every key)"),
         responses=errors(401),
     )
     async def list_event_types(self) -> Page[EventTypeOut]:

@@ -121,6 +121,8 @@ class WatchOut(Struct, kw_only=True):
     bulks: list[BulkOut]
     totals: ImportTotals
     upstream: UpstreamOut
+    created_by: str | None
+    """Id of the API key that created the watch."""
 
 
 class TimelineItem(Struct, kw_only=True):
@@ -189,6 +191,7 @@ def watch_out(record: WatchRecord) -> WatchOut:
         bulks=bulks,
         totals=import_totals(snapshot),
         upstream=UpstreamOut(consecutive_failures=snapshot.failures, failing=snapshot.failing),
+        created_by=spec.created_by,
     )
 
 

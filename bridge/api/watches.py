@@ -14,8 +14,9 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, Parameter, QueryParameter
 from litestar.response import Response
 
+from bridge.api.auth import Principal, PrincipalDep, audit
 from bridge.api.deps import SettingsDep, StoreDep
-from bridge.api.docs import READ_ERRORS, WRITE_ERRORS, errors
+from bridge.api.docs import CREATE_ERRORS, READ_ERRORS, errors, scoped
 from bridge.api.errors import ApiError, decode_strictly
 from bridge.api.params import Cursor, Limit, offset_of
 from bridge.api.schemas import (
@@ -84,7 +85,7 @@ def _check_full_match(data: WatchCreate) -> None:
             )
 
 
-def spec_from(data: WatchCreate, watch_id: str, now: float) -> WatchSpec:
+def spec_from(data: WatchCreate, watch_id: str, now: float, created_by: str | None = None) -> WatchSpec:
     if data.bulk_ids is not None and len(set(data.bulk_ids)) != len(data.bulk_ids):
         raise ApiError(
             422,
@@ -104,6 +105,7 @@ def spec_from(data: WatchCreate, watch_id: str, now: float) -> WatchSpec:
         notify_progress=data.notify_progress,
         stall_after_s=float(data.stall_after_s),
         missing_after_s=float(data.missing_after_s),
+        created_by=created_by,
     )
 
 
@@ -114,6 +116,16 @@ async def _record(store: StoreDep, watch_id: str) -> WatchOut:
     return watch_out(record)
 
 
+async def _visible(store: StoreDep, principal: Principal, watch_id: str) -> WatchSpec:
+    """The watch's spec; 404 when it does not exist or belongs to a club the key does not hold."""
+    record = await store.get_watch(watch_id)
+    missing = f"no watch {watch_id}"
+    if record is None:
+        raise ApiError(404, "not_found", missing)
+    principal.check_read(record.spec.loyalty_club_slug, missing)
+    return record.spec
+
+
 class WatchController(Controller):
     path = "/watches"
     tags = ["watches"]
@@ -121,10 +133,11 @@ class WatchController(Controller):
     @post(
         "/",
         summary="Watch an import (201), or get the identical active watch (200)",
+        description=scoped("editor", "for a club the key holds (another club: 403 `forbidden_club`)"),
         status_code=201,
         responses={
             200: ResponseSpec(WatchOut, description="An identical active watch exists: here it is."),
-            **errors(*WRITE_ERRORS),
+            **errors(*CREATE_ERRORS),
         },
     )
     async def create(
@@ -133,25 +146,37 @@ class WatchController(Controller):
         data: JSONBody[WatchCreate],
         store: StoreDep,
         settings: SettingsDep,
+        principal: PrincipalDep,
     ) -> Response[WatchOut]:
         # Litestar converts leniently ("1" becomes 1); the contract is the schema, exactly.
         data = decode_strictly(await request.body(), WatchCreate)
-        spec = spec_from(data, new_watch_id(), time.time())
+        spec = spec_from(data, new_watch_id(), time.time(), created_by=principal.key_id)
+        principal.check_club(spec.loyalty_club_slug)
         created, watch_id = await store.create_watch(spec, fingerprint(data), settings.poll_min_interval_s)
+        if created:
+            audit(principal, "watch.create", watch_id=watch_id, club=spec.loyalty_club_slug)
         return Response(await _record(store, watch_id), status_code=201 if created else 200)
 
-    @get("/", summary="Watches, newest first, filtered by club and state", responses=errors(400, 401, 422))
+    @get(
+        "/",
+        summary="Watches, newest first, filtered by club and state",
+        description=scoped("viewer", "only the watches of the clubs the key holds"),
+        responses=errors(400, 401, 422),
+    )
     async def list_watches(
         self,
         store: StoreDep,
+        principal: PrincipalDep,
         loyalty_club_slug: ClubFilter = None,
         state_filter: StateFilter = None,
         cursor: Cursor = None,
         limit: Limit = PAGE_DEFAULT,
     ) -> Page[WatchOut]:
         offset = offset_of(cursor)
+        if loyalty_club_slug is not None and not principal.sees(loyalty_club_slug):
+            return Page(items=[], next_cursor=None)
         records, next_offset = await store.list_watches(
-            slug=loyalty_club_slug, state=state_filter, offset=offset, limit=limit
+            slug=loyalty_club_slug, state=state_filter, offset=offset, limit=limit, clubs=principal.clubs
         )
         return Page(
             items=[watch_out(r) for r in records],
@@ -161,33 +186,38 @@ class WatchController(Controller):
     @get(
         "/{watch_id:str}",
         summary="A watch with every bulk's snapshot and the import totals",
+        description=scoped("viewer", "of a club the key holds (another club's watch: 404)"),
         responses=errors(401, 404, 422),
     )
-    async def show(self, watch_id: WatchId, store: StoreDep) -> WatchOut:
+    async def show(self, watch_id: WatchId, store: StoreDep, principal: PrincipalDep) -> WatchOut:
+        await _visible(store, principal, watch_id)
         return await _record(store, watch_id)
 
     @delete(
         "/{watch_id:str}",
         summary="Stop a watch (idempotent)",
+        description=scoped("editor", "of a club the key holds (another club's watch: 404)"),
         status_code=200,
-        responses=errors(401, 404, 422),
+        responses=errors(401, 403, 404, 422),
     )
-    async def stop(self, watch_id: WatchId, store: StoreDep) -> WatchOut:
-        record = await store.get_watch(watch_id)
-        if record is None:
-            raise ApiError(404, "not_found", f"no watch {watch_id}")
-        await store.stop_watch(record.spec, time.time())
+    async def stop(self, watch_id: WatchId, store: StoreDep, principal: PrincipalDep) -> WatchOut:
+        spec = await _visible(store, principal, watch_id)
+        principal.check_club(spec.loyalty_club_slug)
+        if await store.stop_watch(spec, time.time()):
+            audit(principal, "watch.stop", watch_id=watch_id, club=spec.loyalty_club_slug)
         return await _record(store, watch_id)
 
     @get(
         "/{watch_id:str}/events",
         summary="The watch's timeline in position order, oldest first; `after` resumes after a position",
+        description=scoped("viewer", "of a club the key holds (another club's watch: 404)"),
         responses=errors(*READ_ERRORS),
     )
     async def events(
         self,
         watch_id: WatchId,
         store: StoreDep,
+        principal: PrincipalDep,
         cursor: Cursor = None,
         limit: Limit = PAGE_DEFAULT,
         after: After = 0,
@@ -196,8 +226,7 @@ class WatchController(Controller):
         # position N is its N-th entry, so "after N" is the offset N, which is also what a cursor
         # holds.
         offset = max(after, offset_of(cursor))
-        if await store.get_watch(watch_id) is None:
-            raise ApiError(404, "not_found", f"no watch {watch_id}")
+        await _visible(store, principal, watch_id)
         bodies = await store.timeline(watch_id, offset, limit + 1)
         items = []
         for index, body in enumerate(bodies[:limit]):

@@ -128,6 +128,8 @@ class WatchSpec(Struct, kw_only=True, array_like=True):
     notify_progress: bool = False
     stall_after_s: float = STALL_AFTER_DEFAULT_S
     missing_after_s: float = MISSING_AFTER_DEFAULT_S
+    created_by: str | None = None
+    """Id of the API key that created the watch (``None``: created before keys were recorded)."""
 
     @property
     def whole_import(self) -> bool:

@@ -40,6 +40,10 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
     bridge:slack:pace:{chan}         string when the next message may be posted there (ms)
     bridge:slack:slot:{ref}          string the posting time reserved for one message (ms)
     bridge:slack:hold:{chan}         string until when Slack said (429) to send nothing there (ms)
+    bridge:api-keys                  hash  managed API key id -> the key's record (JSON: name, clubs,
+                                           role, created_at, created_by, digest); never the key
+    bridge:api-keys:digests          hash  keyed hash (HMAC-SHA256) of a managed key -> its id
+    bridge:api-keys:pepper           string the HMAC key of those digests, sealed with BRIDGE_SECRET_KEY
     bridge:layout                    string the layout version of all of the above (see layout.py)
     bridge:layout:migrating          string held while ``bridge migrate`` upgrades the data
     bridge:queue                     zset  arq's job queue (arq owns arq:job:*, arq:in-progress:*)
@@ -85,6 +89,9 @@ SLACK_PACE_PREFIX: Final = SLACK_PREFIX + "pace:"
 SLACK_SLOT_PREFIX: Final = SLACK_PREFIX + "slot:"
 SLACK_HOLD_PREFIX: Final = SLACK_PREFIX + "hold:"
 ATTACHMENT_PREFIX: Final = PREFIX + "attachment:"
+API_KEYS: Final = PREFIX + "api-keys"
+API_KEY_DIGESTS: Final = API_KEYS + ":digests"
+API_KEY_PEPPER: Final = API_KEYS + ":pepper"
 LAYOUT: Final = PREFIX + "layout"
 MIGRATION_LOCK: Final = LAYOUT + ":migrating"
 

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from bridge.store import keys, scripts
 
-LAYOUT_VERSION: Final = 2
+LAYOUT_VERSION: Final = 3
 UNVERSIONED: Final = 1
 """The layout of every release before the version was stored."""
 LOCK_TTL_S: Final = 300.0
@@ -53,9 +53,21 @@ async def _slack_errors_become_attachments(redis: Any) -> int:
     return moved
 
 
+async def _keys_limited_to_clubs(redis: Any) -> int:
+    """3: managed API keys (``bridge:api-keys*``) and club-limited subscriptions and watches.
+    Nothing stored before needs rewriting: a subscription or watch without ``clubs`` or
+    ``created_by`` is an admin key's, every club's, as before. The version moves so that an older
+    bridge stops instead of running on this data: it would ignore a subscription's clubs and send
+    it every club's events, and accept no managed key."""
+    del redis
+    return 0
+
+
 STEPS: Final[dict[int, tuple[str, Step]]] = {
     2: ("Slack's unmasked errors summaries become the slack attachment of their event",
         _slack_errors_become_attachments),
+    3: ("managed API keys limited to clubs; subscriptions and watches record their clubs and creator",
+        _keys_limited_to_clubs),
 }  # fmt: skip
 """Version → (what it changes, the step that upgrades the version before to it)."""
 

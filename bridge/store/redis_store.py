@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Sequence
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -307,12 +307,21 @@ class RedisStore:
         )
 
     async def list_watches(
-        self, *, slug: str | None, state: str | None, offset: int, limit: int
+        self,
+        *,
+        slug: str | None,
+        state: str | None,
+        offset: int,
+        limit: int,
+        clubs: Collection[str] | None = None,
     ) -> tuple[list[WatchRecord], int | None]:
-        """Newest first, filtered; the offset to continue from, or ``None`` at the end.
+        """Newest first, filtered (``clubs``: only these clubs' watches); the offset to continue
+        from, or ``None`` at the end.
 
         Ended watches leave the indexes lazily: an id whose watch expired is skipped and dropped.
         """
+        if slug is None and clubs is not None and len(clubs) == 1:
+            slug = next(iter(clubs))  # one club: its own index, not a scan of every club's watches
         index = (
             keys.watches_by_club(slug) if slug else keys.watches_by_state(state) if state else keys.WATCHES
         )
@@ -331,6 +340,8 @@ class RedisStore:
                     position -= 1  # the index shrank under us
                     continue
                 if (slug and record.spec.loyalty_club_slug != slug) or (state and record.state != state):
+                    continue
+                if clubs is not None and record.spec.loyalty_club_slug not in clubs:
                     continue
                 found.append(record)
                 if len(found) == limit:

@@ -30,6 +30,8 @@ class StoredCredentials(msgspec.Struct, kw_only=True, frozen=True):
     sealed_token: bytes
     product_name: str | None
     updated_at: float
+    created_by: str | None = None
+    """Id of the API key that stored this token."""
 
 
 _encoder: Final = msgspec.msgpack.Encoder()
@@ -41,9 +43,14 @@ class CredentialStore:
         self._redis = redis
         self._box = box
 
-    async def put(self, slug: str, token: str, product_name: str | None, now: float) -> None:
+    async def put(
+        self, slug: str, token: str, product_name: str | None, now: float, *, created_by: str | None = None
+    ) -> None:
         record = StoredCredentials(
-            sealed_token=self._box.seal(token), product_name=product_name, updated_at=now
+            sealed_token=self._box.seal(token),
+            product_name=product_name,
+            updated_at=now,
+            created_by=created_by,
         )
         await self._redis.hset(keys.CREDENTIALS, slug, _encoder.encode(record))
 

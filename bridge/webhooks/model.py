@@ -42,6 +42,10 @@ class SubscriptionDoc(msgspec.Struct, kw_only=True, frozen=True):
     """Exact types or ``family.*`` wildcards; ``None``: every event type."""
     loyalty_club_slug: str | None = None
     import_id: str | None = None
+    clubs: tuple[str, ...] | None = None
+    """The clubs whose events it may receive (``None``: every club's; made with an admin key)."""
+    created_by: str | None = None
+    """Id of the API key that created it."""
 
 
 class Subscription(msgspec.Struct, kw_only=True, frozen=True):
@@ -142,6 +146,8 @@ def type_matches(patterns: tuple[str, ...] | None, event_type: str) -> bool:
 def matches(doc: SubscriptionDoc, event: Event) -> bool:
     """Whether an event goes to a subscription with these filters."""
     data = event.data
+    if doc.clubs is not None and data.loyalty_club_slug not in doc.clubs:
+        return False
     if doc.loyalty_club_slug is not None and data.loyalty_club_slug != doc.loyalty_club_slug:
         return False
     if doc.import_id is not None and data.import_id != doc.import_id:

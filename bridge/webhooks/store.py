@@ -11,6 +11,7 @@ that was deleted meanwhile.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -31,6 +32,8 @@ from bridge.webhooks.model import (
 PREVIOUS_SECRET_S: Final = 24 * 3600.0
 """After a rotation the old secret keeps signing alongside the new one for 24 h."""
 DELIVERIES_KEPT: Final = 1000
+PAGE_SCAN_BATCH: Final = 100
+"""Subscriptions read at a time while a page is filled (a club key skips those it does not see)."""
 """Delivery logs kept per subscription (the oldest go first); each is also bounded in time."""
 
 _json: Final = msgspec.json.Encoder()
@@ -103,15 +106,26 @@ class SubscriptionStore:
         fields = await resolved(self.redis.hgetall(keys.subscription(sid)))
         return _subscription(sid, fields) if fields else None
 
-    async def page(self, offset: int, limit: int) -> tuple[list[Subscription], int | None]:
-        """Newest first; the offset to continue from, or ``None`` at the end."""
-        ids = await self.redis.zrevrange(keys.SUBSCRIPTIONS, offset, offset + limit)
-        found = []
-        for raw in ids[:limit]:
-            sub = await self.get(_text(raw))
-            if sub is not None:
-                found.append(sub)
-        return found, offset + limit if len(ids) > limit else None
+    async def page(
+        self, offset: int, limit: int, *, visible: Callable[[Subscription], bool] | None = None
+    ) -> tuple[list[Subscription], int | None]:
+        """Newest first, only those ``visible`` accepts (all by default); the offset to continue
+        from, or ``None`` at the end."""
+        found: list[Subscription] = []
+        position = offset
+        while len(found) < limit:
+            ids = await self.redis.zrevrange(keys.SUBSCRIPTIONS, position, position + PAGE_SCAN_BATCH - 1)
+            if not ids:
+                return found, None
+            for raw in ids:
+                position += 1
+                sub = await self.get(_text(raw))
+                if sub is not None and (visible is None or visible(sub)):
+                    found.append(sub)
+                    if len(found) == limit:
+                        break
+        more = await self.redis.zcard(keys.SUBSCRIPTIONS) > position
+        return found, position if more else None
 
     async def update(
         self, sid: str, *, expected: SubscriptionDoc, doc: SubscriptionDoc, enabled: bool | None, now: float

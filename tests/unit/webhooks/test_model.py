@@ -149,3 +149,20 @@ def test_whatever_an_event_holds_the_body_sent_is_valid_json_under_20_kb(
         kept = len(decoded.data.errors_summary)
         omitted = decoded.data.errors_summary_omitted
         assert kept == len(groups) or (isinstance(omitted, int) and omitted >= len(groups))
+
+
+def test_a_subscription_limited_to_clubs_matches_only_their_events() -> None:
+    doc = SubscriptionDoc(url=URL, clubs=("club-a", "club-c"))
+    assert matches(doc, event(slug="club-a")) and matches(doc, event(slug="club-c"))
+    assert not matches(doc, event(slug="club-b"))
+    assert not matches(doc, event(slug="club-a-2"))  # a club, not a prefix
+    # The club filter narrows within the clubs; it never widens them.
+    narrowed = SubscriptionDoc(url=URL, clubs=("club-a",), loyalty_club_slug="club-b")
+    assert not matches(narrowed, event(slug="club-b")) and not matches(narrowed, event(slug="club-a"))
+    assert matches(SubscriptionDoc(url=URL), event(slug="club-b"))  # an admin's: every club
+
+
+@given(st.lists(st.from_regex(r"[a-z0-9][a-z0-9-]{0,8}", fullmatch=True), max_size=5), st.text(max_size=12))
+def test_an_event_of_a_club_outside_a_subscriptions_clubs_never_matches(clubs: list[str], slug: str) -> None:
+    doc = SubscriptionDoc(url=URL, clubs=tuple(clubs))
+    assert matches(doc, event(slug=slug)) == (slug in clubs)

@@ -20,8 +20,9 @@ from bridge.api.apikeys import ApiKeyController
 from bridge.api.auth import SECURITY_SCHEME, KeyRing, provide_principal, require_api_key
 from bridge.api.clubs import ClubController
 from bridge.api.deps import provide_dispatch, provide_redis, provide_settings, provide_store
-from bridge.api.docs import assets_router, declare_links, exact_request_schemas, openapi_config
+from bridge.api.docs import assets_router, finish_document, openapi_config
 from bridge.api.errors import handle_http_exception, handle_redis_error, handle_unexpected
+from bridge.api.event_types import EventTypeController
 from bridge.api.health import HealthController
 from bridge.api.metrics import MetricsController
 from bridge.api.request import AllowHeaderMiddleware, BridgeRequest
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ClubController,
             SubscriptionController,
             DeliveryController,
+            EventTypeController,
             ApiKeyController,
         ],
         guards=[require_api_key],
@@ -154,6 +156,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
         debug=False,
     )
-    exact_request_schemas(app)
-    declare_links(app)
+    finish_document(app)
     return app

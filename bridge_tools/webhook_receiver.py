@@ -28,7 +28,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import msgspec
 from aiohttp import web
@@ -98,6 +98,10 @@ class _Script(msgspec.Struct):
 
 
 class WebhookReceiver:
+    observers: ClassVar[list[Callable[[dict[str, str], bytes], None]]] = []
+    """Called with every request's headers and body, by every receiver in this process (the test
+    suite checks each delivered payload against its published schema this way)."""
+
     def __init__(
         self,
         *,
@@ -183,6 +187,8 @@ class WebhookReceiver:
         path = request.match_info["path"]
         body = await request.read()
         headers = {k.lower(): v for k, v in request.headers.items()}
+        for observe in self.observers:
+            observe(headers, body)
         verified, reason = self._verify(path, headers, body)
         queue = self._scripts.get(path)
         reply = queue.popleft() if queue else Reply()

@@ -132,6 +132,9 @@ class TimelineItem(Struct, kw_only=True):
     event_id: str
     type: str
     sequence: int
+    position: Annotated[
+        int, Meta(ge=1, description="The event's place in its watch's timeline: 1, 2, 3, ...")
+    ]
     timestamp: str
     bulk_id: int | None
     data: EventData

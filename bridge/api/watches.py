@@ -39,10 +39,24 @@ FINGERPRINT_BYTES: Final = 16
 WATCH_ID_PREFIX: Final = "wch_"
 WATCH_ID_BYTES: Final = 12
 WATCH_ID_PATTERN: Final = patterns.WATCH_ID
+MAX_POSITION: Final = 10**9 - 1
+"""Largest ``after`` accepted: as far as a cursor goes (nine digits)."""
 
 
 WatchId = Annotated[str, Parameter(description="watch id", pattern=WATCH_ID_PATTERN)]
 ClubFilter = Annotated[str | None, Parameter(pattern=SLUG_PATTERN, description="only this club's watches")]
+After = Annotated[
+    int,
+    Parameter(
+        # gt=-1, not ge=0: Litestar leaves a bound of 0 out of the OpenAPI document.
+        gt=-1,
+        le=MAX_POSITION,
+        description=(
+            "only events after this position: a receiver catching up from the last one it applied "
+            "(with a cursor too, the later of the two)"
+        ),
+    ),
+]
 StateFilter = Annotated[
     WatchState | None, QueryParameter(name="state", description="only watches in this state")
 ]
@@ -162,7 +176,7 @@ async def timeline_items(
     """Up to ``limit`` timeline entries from ``offset``, oldest first, and whether more follow."""
     bodies = await store.timeline(watch_id, offset, limit + 1)
     items = []
-    for body in bodies[:limit]:
+    for index, body in enumerate(bodies[:limit]):
         event = decode_event(body)
         bulk_id = event.data.bulk_id if isinstance(event.data.bulk_id, int) else None
         items.append(
@@ -170,6 +184,7 @@ async def timeline_items(
                 event_id=event.id,
                 type=event.type,
                 sequence=event.data.sequence,
+                position=offset + index + 1,
                 timestamp=event.timestamp,
                 bulk_id=bulk_id,
                 data=event.data,
@@ -253,7 +268,7 @@ class WatchController(Controller):
 
     @get(
         "/{watch_id:str}/events",
-        summary="The watch's timeline, oldest first",
+        summary="The watch's timeline in position order, oldest first; `after` resumes after a position",
         description=scoped("viewer", "of a club the key holds (another club's watch: 404)"),
         responses=errors(*READ_ERRORS),
     )
@@ -264,8 +279,12 @@ class WatchController(Controller):
         principal: PrincipalDep,
         cursor: Cursor = None,
         limit: Limit = PAGE_DEFAULT,
+        after: After = 0,
     ) -> Page[TimelineItem]:
-        offset = offset_of(cursor)
+        # The timeline lists every event of the watch once, in position order: the event at
+        # position N is its N-th entry, so "after N" is the offset N, which is also what a cursor
+        # holds.
+        offset = max(after, offset_of(cursor))
         await _visible(store, principal, watch_id)
         items, more = await timeline_items(store, watch_id, offset, limit)
         next_cursor = encode_cursor(offset + limit) if more else None

@@ -80,6 +80,16 @@ def event_id(watch_id: str, bulk_id: int | None, sequence: int, event_type: str)
     return EVENT_ID_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:EVENT_ID_HEX_CHARS]
 
 
+def events_so_far(snap: WatchSnapshot) -> int:
+    """How many events the watch has had: the position of its last one.
+
+    Every event adds one to exactly one counter, the watch's ``seq`` or its bulk's, so their sum
+    counts the watch's events. Derived this way, positions need nothing stored beside the
+    snapshot, and a watch created before positions existed continues from its true count.
+    """
+    return snap.seq + sum(bulk.seq for bulk in snap.bulks.values())
+
+
 def iso_timestamp(epoch_s: float) -> str:
     """``2026-11-26T10:00:00.123Z``."""
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -106,9 +116,11 @@ def bulk_outcome(snap: BulkSnapshot) -> str:
 class _Emitter:
     """Builds the events of one diff, in order."""
 
-    def __init__(self, watch: WatchSpec, now: float) -> None:
+    def __init__(self, watch: WatchSpec, now: float, position: int) -> None:
         self.watch = watch
         self.now = now
+        self.position = position
+        """Position of the watch's last event so far: each event takes the next one."""
         self.timestamp = ""
         """Formatted at the first event: most polls have none."""
         self.events: list[Event] = []
@@ -120,9 +132,11 @@ class _Emitter:
             loyalty_club_slug=self.watch.loyalty_club_slug,
             import_id=self.watch.import_id,
             sequence=sequence,
+            position=self.position + 1,
             bulk_id=UNSET if bulk_id is None else bulk_id,
             **fields,
         )
+        self.position += 1
         self.timestamp = self.timestamp or iso_timestamp(self.now)
         self.events.append(Event(type=event_type, timestamp=self.timestamp, data=data))
 
@@ -450,7 +464,7 @@ def diff(
     )
     if snap.state != "active":
         return Diff(snap, [])
-    out = _Emitter(watch, now)
+    out = _Emitter(watch, now, events_so_far(snap))
     if observation.failure is not None:
         _on_failure(snap, observation.failure, rules, out)
     else:

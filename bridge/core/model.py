@@ -288,6 +288,8 @@ class EventData(Struct, kw_only=True, omit_defaults=True):
     loyalty_club_slug: str
     import_id: str
     sequence: int
+    position: int | UnsetType = UNSET
+    """The event's place among all events of its watch (1, 2, 3, ...); unset for a test event."""
     bulk_id: int | None | UnsetType = UNSET
     status: str | None | UnsetType = UNSET
     previous_status: str | None | UnsetType = UNSET

@@ -12,7 +12,8 @@ from typing import Final, Literal, TypeAlias
 import msgspec
 
 from bridge.core import patterns
-from bridge.core.model import EVENT_TYPES, Event
+from bridge.core.catalog import EVENT_TYPES
+from bridge.core.model import Event
 from bridge.delivery.model import SUBSCRIPTION_PREFIX
 
 SUBSCRIPTION_ID_PREFIX: Final = "sub_"

@@ -118,6 +118,8 @@ MATRIX: Final[dict[tuple[str, str], tuple[Case, ...]]] = {
     ("POST", "/v1/deliveries/{delivery_id:str}/redeliver"): (
         Case("/v1/deliveries/{delivery_a}/redeliver", (202, 202, 403, 404), what="to A's subscription"),
     ),
+    # ------------------------------------------------------------------ the event catalog (any key)
+    ("GET", "/v1/event-types"): (Case("/v1/event-types", (200, 200, 200, 200)),),
     # ------------------------------------------------------------------ api keys (admin only)
     ("POST", "/v1/api-keys"): (
         Case("/v1/api-keys", (201, 403, 403, 403), {"name": "n", "clubs": [CLUB_A], "role": "viewer"}),

@@ -17,6 +17,7 @@ from cryptography.x509.oid import NameOID
 from redis.asyncio import Redis
 
 from bridge.config import Secret
+from bridge.core.catalog import EVENT_CATALOG
 from bridge.core.codec import encode_event
 from bridge.core.model import Event, EventData
 from bridge.crypto import SecretBox
@@ -38,18 +39,18 @@ _counter = iter(range(1, 10**9))
 
 
 def make_event(event_type: str = "bulk.finished", **data: Any) -> Event:
+    """A complete event of ``event_type`` (the catalog's example) with a fresh id."""
     number = next(_counter)
-    fields: dict[str, Any] = {
-        "event_id": f"evt_{number:032x}",
-        "watch_id": "wch_00000000000000000000abcd",
-        "loyalty_club_slug": "infinity-mall",
-        "import_id": "imp-1",
-        "sequence": number,
-        "bulk_id": 11,
-        "status": "finished",
-        "previous_status": "working",
-        "outcome": "clean",
-    }
+    fields: dict[str, Any] = EVENT_CATALOG[event_type].example_json()["data"]
+    fields.update(
+        {
+            "event_id": f"evt_{number:032x}",
+            "watch_id": "wch_00000000000000000000abcd",
+            "import_id": "imp-1",
+            "sequence": number,
+            "position": number,
+        }
+    )
     fields.update(data)
     return Event(
         type=event_type,  # type: ignore[arg-type]

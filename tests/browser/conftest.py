@@ -25,7 +25,7 @@ from bridge_tools.processes import Process, free_port
 from tests.integration.conftest import FAST_ENV, MPC_TOKEN
 
 CHROMIUM: Final = os.environ.get("BRIDGE_TEST_CHROMIUM", "/usr/bin/chromium")
-API_KEY: Final = "console-browser-key"
+API_KEY: Final = "console-browser-key-0123456789abcdef"
 LOOPBACK: Final = "127.0.0.1"
 START_TIMEOUT_S: Final = 30.0
 SCREENSHOTS: Final = Path(__file__).resolve().parents[2] / "docs" / "console"

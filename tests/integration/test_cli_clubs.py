@@ -16,7 +16,7 @@ import pytest
 from bridge_tools.processes import Process, free_port, wait_until
 from tests.integration.conftest import SECRET_KEY
 
-KEY = "cli-clubs-key"
+KEY = "cli-clubs-key-0123456789abcdefghijklm"
 
 
 def _ready(url: str) -> bool:

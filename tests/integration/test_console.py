@@ -20,7 +20,7 @@ from bridge.webhooks.model import WebhookDelivery
 from bridge.webhooks.store import SubscriptionStore
 from tests.integration.conftest import SECRET_KEY
 
-KEY = "console-key-1"
+KEY = "console-key-1-0123456789abcdefghijklm"
 IMPORT_ID = "89405ae3-2dd5-46cb-a13b-840bc588199b"
 
 
@@ -262,7 +262,11 @@ def test_an_admin_key_taken_out_of_the_settings_ends_its_sessions(
     sign_in(client)
     cookie = client.cookies.get("bridge_console") or ""
     settings = load_settings(
-        {"BRIDGE_REDIS_URL": redis_url, "BRIDGE_API_KEYS": "another-key", "BRIDGE_SECRET_KEY": SECRET_KEY}
+        {
+            "BRIDGE_REDIS_URL": redis_url,
+            "BRIDGE_API_KEYS": "another-key-0123456789abcdefghijklmn",
+            "BRIDGE_SECRET_KEY": SECRET_KEY,
+        }
     )
     with TestClient(create_app(settings), base_url="http://127.0.0.1") as restarted:
         restarted.cookies.set("bridge_console", cookie, path="/ui")

@@ -33,7 +33,7 @@ from mpc_simulator import SimulatorControl
 from tests.integration.conftest import SECRET_KEY, SLUG, Pipeline, outbox
 from tests.integration.webhooks_helpers import Webhooks
 
-KEY = "contract-key"
+KEY = "contract-key-0123456789abcdefghijklmn"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 IMPORT = "imp-contract"
 HOOK = "http://127.0.0.1:9/hooks/crm"

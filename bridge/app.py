@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             layout.cancel()
             await asyncio.gather(layout, return_exceptions=True)
             await redis.aclose(close_connection_pool=True)
+            await app.state.webhook_guard.aclose()
 
     v1 = Router(
         path="/v1",

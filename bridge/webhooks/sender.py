@@ -21,7 +21,7 @@ import msgspec
 
 from bridge import __version__
 from bridge.http import build_pinned_client
-from bridge.webhooks.guard import PinnedResolver, Refused, Target, UrlGuard
+from bridge.webhooks.guard import REFUSAL_MESSAGE, PinnedResolver, Refused, Target, UrlGuard
 from bridge.webhooks.model import ErrorClass
 
 RESPONSE_BODY_MAX_BYTES: Final = 4096
@@ -41,6 +41,9 @@ class HttpOutcome(msgspec.Struct, kw_only=True, frozen=True):
     response_body: str = ""
     retry_after: str | None = None
     """The answer's ``Retry-After`` header, as sent."""
+    refusal: str | None = None
+    """Why the SSRF guard refused the destination: for the bridge's log only (the attempt log,
+    which API callers read, says :data:`REFUSAL_MESSAGE`)."""
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -58,12 +61,16 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
             pending.append(current.os_error)
 
 
+def refusal_of(exc: BaseException) -> Refused | None:
+    """The guard's refusal behind a failed request, if that is what it was."""
+    return next((cause for cause in _causes(exc) if isinstance(cause, Refused)), None)
+
+
 def classify(exc: BaseException) -> tuple[ErrorClass, str]:
     """The error class of a failed request, and a short description of it (no headers, no body)."""
+    if refusal_of(exc) is not None:
+        return "blocked", REFUSAL_MESSAGE
     causes = list(_causes(exc))
-    for cause in causes:
-        if isinstance(cause, Refused):
-            return "blocked", cause.reason
     if any(isinstance(c, aiohttp.ClientSSLError | ssl.SSLError) for c in causes):
         return "tls", _describe(exc)
     timeouts = (TimeoutError, aiohttp.ServerTimeoutError, httpx.ReadTimeout, httpx.WriteTimeout)
@@ -99,6 +106,7 @@ class WebhookSender:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.timeout_s = timeout_s
+        self._guard = guard
         timeout = httpx.Timeout(timeout_s)
         self._clients = {
             scheme: build_pinned_client(
@@ -130,7 +138,13 @@ class WebhookSender:
             error, detail = classify(exc)
             if error == "timeout":
                 detail = f"no answer within {self.timeout_s:g}s"
-            return HttpOutcome(duration_ms=elapsed_ms(), error=error, detail=detail)
+            refused = refusal_of(exc)
+            return HttpOutcome(
+                duration_ms=elapsed_ms(),
+                error=error,
+                detail=detail,
+                refusal=refused.reason if refused is not None else None,
+            )
         try:
             status = response.status_code
             answered_ms = elapsed_ms()
@@ -154,6 +168,7 @@ class WebhookSender:
     async def aclose(self) -> None:
         for client in self._clients.values():
             await client.aclose()
+        await self._guard.aclose()
 
 
 async def _read_prefix(response: httpx.Response, deadline: float) -> bytes:

@@ -24,6 +24,7 @@ from bridge.delivery.service import RetryLater
 from bridge.store import keys
 from bridge.store.redis_store import resolved
 from bridge.webhooks.actions import redeliver, send_test_event
+from bridge.webhooks.guard import REFUSAL_MESSAGE
 from bridge.webhooks.index import SubscriptionIndex
 from bridge.webhooks.model import destination, event_delivery_id
 from bridge.webhooks.sender import RESPONSE_BODY_MAX_BYTES
@@ -337,12 +338,16 @@ async def test_an_address_refused_at_send_time_is_a_blocked_attempt_and_nothing_
     sid, _ = await creating.subscribe(receiver.url(HOOK))
     sending = webhooks_factory(allow=())  # ... and no longer holds
     event = make_event()
-    assert isinstance(await sending.deliver(event, sid), RetryLater)
+    with structlog.testing.capture_logs() as logs:
+        assert isinstance(await sending.deliver(event, sid), RetryLater)
     assert receiver.requests() == []
     record = await sending.store.get_delivery(event_delivery_id(event.id, sid))
     assert record is not None
     [attempt] = record.attempts
-    assert attempt.error == "blocked" and "loopback" in attempt.detail and attempt.status_code is None
+    # The attempt log (API callers read it) says the one generic message; the worker's log says why.
+    assert (attempt.error, attempt.detail, attempt.status_code) == ("blocked", REFUSAL_MESSAGE, None)
+    [line] = [entry for entry in logs if entry["event"] == "webhook attempt failed, will retry"]
+    assert "loopback" in line["refused"]
 
 
 async def test_a_name_is_resolved_once_per_send_and_the_connection_goes_to_the_checked_address(

@@ -7,7 +7,9 @@ stand-in lets tests point it at a real server that answers what the test wants:
   family is an empty NOERROR answer, as real servers give);
 - any other name is NXDOMAIN;
 - ``black_hole=True``: every question is read and never answered (a server that is down, or
-  filtered), so a client waits for its own timeout.
+  filtered), so a client waits for its own timeout;
+- ``garbage=b"..."``: every question is answered with its id and then these bytes (a hostile or
+  broken server).
 
 ``with DnsServer({"hooks.test": ["127.0.0.1"]}) as dns``: ``dns.port``, ``dns.questions``
 (every name asked, in order). ``answers`` may be changed while it runs.
@@ -92,9 +94,16 @@ class DnsServer:
     """A DNS server on 127.0.0.1 and a free UDP port, answering from a thread of its own (so a test
     without an event loop, or one whose loop is busy, can use it alike); see the module's docstring."""
 
-    def __init__(self, answers: dict[str, list[str]] | None = None, *, black_hole: bool = False) -> None:
+    def __init__(
+        self,
+        answers: dict[str, list[str]] | None = None,
+        *,
+        black_hole: bool = False,
+        garbage: bytes | None = None,
+    ) -> None:
         self.answers = dict(answers or {})
         self.black_hole = black_hole
+        self.garbage = garbage
         self.questions: list[str] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind((LOOPBACK, 0))
@@ -115,7 +124,7 @@ class DnsServer:
             self.questions.append(question[0] if question else "")
             if self.black_hole:
                 continue
-            response = answer(data, self.answers)
+            response = answer(data, self.answers) if self.garbage is None else data[:2] + self.garbage
             if response is not None:
                 with contextlib.suppress(OSError):
                     self._sock.sendto(response, peer)

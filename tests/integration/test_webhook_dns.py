@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Final
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.delivery.model import SendResult
 from bridge.delivery.service import RetryLater
@@ -103,6 +105,61 @@ async def test_a_name_that_does_not_exist_is_refused_with_the_same_message(
         with pytest.raises(Refused) as refused:
             await webhooks.guard.check("https://nowhere.test/")
     assert "does not resolve" in refused.value.reason and str(refused.value) == REFUSAL_MESSAGE
+
+
+async def test_a_name_answered_with_any_non_public_address_among_public_ones_is_refused(
+    webhooks_through: Callable[..., Webhooks],
+) -> None:
+    answers = {
+        "mixed.test": ["93.184.216.34", "169.254.169.254"],
+        "zero.test": ["0.0.0.0"],
+        "mapped.test": ["93.184.216.34", "::ffff:7f00:1"],
+        "ula.test": ["fd00::1"],
+    }
+    with DnsServer(answers) as dns:
+        webhooks = webhooks_through(dns, allow=())
+        for name in answers:
+            with pytest.raises(Refused) as refused:
+                await webhooks.guard.check(f"https://{name}/")
+            assert "non-public" in refused.value.reason, name
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"",  # only the id
+        b"\x81\x80",  # a header cut short
+        b"\x81\x80\x00\x01\x00\x05\x00\x00\x00\x00",  # five answers announced, none there
+        b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + b"\xc0\x0c" * 2000,  # pointers looping
+        b"\xff" * 4000,
+    ],
+)
+async def test_a_server_answering_garbage_is_a_refusal_not_a_crash(
+    webhooks_through: Callable[..., Webhooks], garbage: bytes
+) -> None:
+    with DnsServer(garbage=garbage) as dns:
+        webhooks = webhooks_through(dns)
+        started = time.monotonic()
+        with pytest.raises(Refused) as refused:
+            await webhooks.guard.check("https://hooks.test/")
+    assert str(refused.value) == REFUSAL_MESSAGE
+    assert time.monotonic() - started < DNS_TIMEOUT_S + 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(host=st.text(min_size=1, max_size=300))
+def test_any_host_name_is_resolved_or_refused_never_raised_otherwise(host: str) -> None:
+    async def attempt() -> None:
+        lookup = AioDnsLookup(timeout_s=DNS_TIMEOUT_S, servers=["127.0.0.1"], port=dns.port)
+        try:
+            await lookup(host, 443)
+        except OSError:
+            pass
+        finally:
+            await lookup.aclose()
+
+    with DnsServer({"hooks.test": ["93.184.216.34"]}) as dns:
+        asyncio.run(attempt())
 
 
 async def test_a_black_holed_dns_server_fails_the_check_within_the_dns_timeout(

@@ -4,10 +4,9 @@ A subscription URL is checked when it is created or changed, and again at every 
 is resolved once (:mod:`bridge.webhooks.dns`: c-ares, its own timeout, never the thread pool the
 MPC and Slack clients use), every address must be public (or inside
 ``BRIDGE_WEBHOOK_ALLOW_CIDRS``), the port one of ``BRIDGE_WEBHOOK_ALLOW_PORTS`` (443 and 8443),
-and the connection goes to exactly the addresses checked: :class:`PinnedResolver` is the resolver
-of the sending connector, so no second lookup can be answered differently (DNS rebinding) while
-the request keeps the original ``Host`` header and TLS server name. IP literals never reach a
-resolver (aiohttp skips it for them), so they are checked up front, along with the old numeric
+and the connection goes to a checked address by number (:mod:`bridge.webhooks.sender`), so no
+second lookup can be answered differently (DNS rebinding), while the request keeps the original
+``Host`` header and TLS server name. IP literals are checked up front, along with the old numeric
 spellings of IPv4 addresses (``2130706433``, ``0x7f.1``, ``017700000001``) that resolvers accept.
 Plain ``http``, and any other port, are allowed only when every address is allow-listed.
 
@@ -20,13 +19,11 @@ closed port, or the API would map the internal network for them. The precise rea
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, Literal, TypeAlias
 
 import httpx
 import msgspec
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from bridge.config import WEBHOOK_ALLOW_PORTS
 
@@ -78,8 +75,8 @@ class Refused(OSError):
     ``reason`` says why, for the bridge's log only (no secret in it, and for a DNS name not the
     address it resolved to).
 
-    An ``OSError`` so that, raised inside the connector's resolver, aiohttp wraps it as a DNS
-    failure of that connection and the request fails before any socket is opened.
+    An ``OSError`` so that, raised inside the connector (when a new connection is checked), it
+    fails that request before any socket is opened.
     """
 
     def __init__(self, reason: str) -> None:
@@ -268,29 +265,3 @@ class UrlGuard:
                 f"port {port} is not allowed: only BRIDGE_WEBHOOK_ALLOW_PORTS, "
                 "or any port for addresses in BRIDGE_WEBHOOK_ALLOW_CIDRS"
             )
-
-
-class PinnedResolver(AbstractResolver):
-    """aiohttp resolver that resolves once, refuses if any address is refused, and returns only the
-    checked addresses: the connection goes where the check looked."""
-
-    def __init__(self, guard: UrlGuard, *, plain_http: bool) -> None:
-        self._guard = guard
-        self._plain_http = plain_http
-
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
-        addresses = await self._guard.resolve(host, port, plain_http=self._plain_http)
-        return [
-            ResolveResult(
-                hostname=host,
-                host=str(address),
-                port=port,
-                family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in addresses
-        ]
-
-    async def close(self) -> None:
-        return None

@@ -29,7 +29,7 @@ from bridge.webhooks.guard import AddressPolicy, Lookup, UrlGuard
 from bridge.webhooks.model import SubscriptionDoc, destination
 from bridge.webhooks.notifier import WebhookNotifier
 from bridge.webhooks.retry import RetryPolicy
-from bridge.webhooks.sender import WebhookSender
+from bridge.webhooks.sender import ADDRESS_RECHECK_S, WebhookSender
 from bridge.webhooks.signing import new_secret
 from bridge.webhooks.store import SubscriptionStore
 
@@ -73,13 +73,14 @@ class Webhooks:
         lookup: Lookup | None = None,
         ssl_context: ssl.SSLContext | None = None,
         draw: float = 0.5,
+        recheck_s: float = ADDRESS_RECHECK_S,
     ) -> None:
         self.redis = redis
         self.store = SubscriptionStore(redis, box=SecretBox(Secret(FERNET_KEY)), retention_s=3600)
         self.events = RedisStore(redis, retention_s=3600)
         self.guard = UrlGuard(AddressPolicy(allow), lookup or AioDnsLookup(timeout_s=timeout_s))
         self.sender = WebhookSender(
-            self.guard, timeout_s=timeout_s, max_connections=10, ssl_context=ssl_context
+            self.guard, timeout_s=timeout_s, max_connections=10, ssl_context=ssl_context, recheck_s=recheck_s
         )
         self.notifier = WebhookNotifier(
             self.store,

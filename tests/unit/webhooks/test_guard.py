@@ -16,7 +16,6 @@ from bridge.webhooks.dns import AioDnsLookup
 from bridge.webhooks.guard import (
     REFUSAL_MESSAGE,
     AddressPolicy,
-    PinnedResolver,
     Refused,
     Target,
     UrlGuard,
@@ -245,33 +244,29 @@ async def test_localhost_resolves_to_loopback_from_the_hosts_file_and_is_refused
         await DEFAULT.check("https://localhost:8443/hook")
 
 
-async def test_the_pinned_resolver_resolves_once_and_returns_only_the_checked_addresses() -> None:
+async def test_resolving_asks_once_and_returns_every_checked_address() -> None:
     asked: list[str] = []
     guard = table({"hooks.test": ["93.184.216.34", "2606:4700::1"]}, asked)
-    resolved = await PinnedResolver(guard, plain_http=False).resolve("hooks.test", 443)
+    resolved = await guard.resolve("hooks.test", 443, plain_http=False)
     assert asked == ["hooks.test"]
-    assert [(r["hostname"], r["host"], r["port"], r["family"]) for r in resolved] == [
-        ("hooks.test", "93.184.216.34", 443, socket.AF_INET),
-        ("hooks.test", "2606:4700::1", 443, socket.AF_INET6),
-    ]
+    assert [str(a) for a in resolved] == ["93.184.216.34", "2606:4700::1"]
 
 
-async def test_the_pinned_resolver_refuses_as_an_os_error_so_no_socket_opens() -> None:
+async def test_a_refusal_is_an_os_error_so_that_inside_the_connector_no_socket_opens() -> None:
     guard = table({"rebind.test": ["10.0.0.1"]})
     with pytest.raises(OSError, match="not accepted as a webhook destination") as refused:
-        await PinnedResolver(guard, plain_http=False).resolve("rebind.test", 443)
+        await guard.resolve("rebind.test", 443, plain_http=False)
     assert isinstance(refused.value, Refused) and "non-public" in refused.value.reason
 
 
-async def test_the_plain_http_resolver_accepts_allow_listed_addresses_only() -> None:
+async def test_plain_http_is_resolved_for_allow_listed_addresses_only() -> None:
     async def lookup(host: str, port: int) -> list[str]:
         return {"local.test": ["127.0.0.1"], "public.test": ["93.184.216.34"]}[host]
 
     guard = UrlGuard(AddressPolicy(["127.0.0.0/8"]), lookup)
-    plain = PinnedResolver(guard, plain_http=True)
-    assert [r["host"] for r in await plain.resolve("local.test", 80)] == ["127.0.0.1"]
+    assert [str(a) for a in await guard.resolve("local.test", 80, plain_http=True)] == ["127.0.0.1"]
     with refused_because("plain http"):
-        await plain.resolve("public.test", 80)
+        await guard.resolve("public.test", 80, plain_http=True)
 
 
 # ------------------------------------------------------------------ ports
@@ -319,8 +314,8 @@ async def test_a_name_on_another_port_passes_only_when_all_its_addresses_are_all
     assert [str(a) for a in await guard.check("https://inside.test:9000/")] == ["10.20.0.5"]
     with refused_because("port 9000 is not allowed"):
         await guard.check("https://public.test:9000/")
-    with refused_because("port 9000 is not allowed"):  # and so at send time, through the connector
-        await PinnedResolver(guard, plain_http=False).resolve("public.test", 9000)
+    with refused_because("port 9000 is not allowed"):  # and so at send time
+        await guard.resolve("public.test", 9000, plain_http=False)
 
 
 # ------------------------------------------------------------------ one answer for every refusal

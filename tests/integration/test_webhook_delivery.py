@@ -428,6 +428,18 @@ async def test_a_new_connection_on_a_cached_check_resolves_the_name_again(
     assert len(receiver.requests(HOOK)) == 2 and asked == ["hooks.test", "hooks.test"]
 
 
+async def test_a_kept_connection_closed_by_the_receiver_is_tried_once_more_on_a_new_one(
+    webhooks: Webhooks, receiver: WebhookReceiver
+) -> None:
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(), Reply(close=True)])
+    assert await webhooks.deliver(make_event(), sid) == SendResult.delivered()
+    event = make_event()
+    assert await webhooks.deliver(event, sid) == SendResult.delivered()
+    first, closed, again = receiver.requests(HOOK)
+    assert closed.peer == first.peer != again.peer and closed.webhook_id == again.webhook_id == event.id
+
+
 async def test_an_answer_longer_than_what_is_kept_closes_its_connection(
     webhooks: Webhooks, receiver: WebhookReceiver
 ) -> None:

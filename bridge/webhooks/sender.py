@@ -18,7 +18,11 @@ aiohttp is used directly (no httpx client on top): the sender's work per deliver
 a delivery's cost. Redirects are never followed; cookies are never kept; no proxy from the
 environment. The whole attempt (check, connect, send, the answer's status line and headers) must
 fit in the timeout; up to 4 kB of the answer's body are kept for the attempt log, read within what
-is left of it. A connection whose answer was not read to its end is closed, not pooled.
+is left of it. A connection whose answer was not read to its end is closed, not pooled. A POST is
+never sent twice within one attempt: a kept connection the receiver closed just as the request
+went out is a failed attempt, retried on the schedule like any other (every request a receiver
+sees is in the attempt log). Idle connections close before common servers close theirs, which
+keeps that rare.
 """
 
 from __future__ import annotations
@@ -152,7 +156,6 @@ class _Pin(msgspec.Struct, kw_only=True):
     address: IPAddress
     fresh: bool
     """The check ran for this request: a new connection needs no other."""
-    reused: bool = False
 
 
 class _NoLookups(AbstractResolver):
@@ -198,7 +201,6 @@ class WebhookSender:
         if self._session is None or self._session.closed:
             hooks = aiohttp.TraceConfig()
             hooks.on_connection_create_start.append(self._on_new_connection)
-            hooks.on_connection_reuseconn.append(self._on_reused_connection)
             connector = aiohttp.TCPConnector(
                 resolver=_NoLookups(),
                 use_dns_cache=False,
@@ -233,12 +235,6 @@ class WebhookSender:
         entry = self._checked.get(key)
         if entry is not None:
             entry.at = self._clock()
-
-    async def _on_reused_connection(
-        self, _session: aiohttp.ClientSession, context: SimpleNamespace, _params: object
-    ) -> None:
-        if isinstance(context.trace_request_ctx, _Pin):
-            context.trace_request_ctx.reused = True
 
     async def _pin(self, target: Target) -> _Pin:
         """The checked address this request goes to (checked now, or less than
@@ -340,26 +336,10 @@ class WebhookSender:
     ) -> aiohttp.ClientResponse:
         pin = await self._pin(target)
         address_url, host_header, name = self._request_url(url, pin.address)
-        session = self._current_session()
-        sent_headers = {**self._headers, **headers, "Host": host_header}
-        try:
-            return await session.post(
-                address_url,
-                data=body,
-                headers=sent_headers,
-                server_hostname=name,
-                allow_redirects=False,
-                trace_request_ctx=pin,
-            )
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            if not pin.reused:
-                raise
-        # A kept-alive connection the receiver closed as the request went out: once more, on a new one.
-        pin.reused = False
-        return await session.post(
+        return await self._current_session().post(
             address_url,
             data=body,
-            headers=sent_headers,
+            headers={**self._headers, **headers, "Host": host_header},
             server_hostname=name,
             allow_redirects=False,
             trace_request_ctx=pin,

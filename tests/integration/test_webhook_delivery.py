@@ -428,16 +428,19 @@ async def test_a_new_connection_on_a_cached_check_resolves_the_name_again(
     assert len(receiver.requests(HOOK)) == 2 and asked == ["hooks.test", "hooks.test"]
 
 
-async def test_a_kept_connection_closed_by_the_receiver_is_tried_once_more_on_a_new_one(
+async def test_a_kept_connection_the_receiver_closes_is_one_failed_attempt_never_a_second_post(
     webhooks: Webhooks, receiver: WebhookReceiver
 ) -> None:
     sid, _ = await webhooks.subscribe(receiver.url(HOOK))
     receiver.script(HOOK, [Reply(), Reply(close=True)])
     assert await webhooks.deliver(make_event(), sid) == SendResult.delivered()
     event = make_event()
-    assert await webhooks.deliver(event, sid) == SendResult.delivered()
+    assert isinstance(await webhooks.deliver(event, sid), RetryLater)
+    assert await webhooks.run(event.id, destination(sid)) == SendResult.delivered()
     first, closed, again = receiver.requests(HOOK)
     assert closed.peer == first.peer != again.peer and closed.webhook_id == again.webhook_id == event.id
+    record = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
+    assert record is not None and len(record.attempts) == 2  # one per request the receiver saw
 
 
 async def test_an_answer_longer_than_what_is_kept_closes_its_connection(

@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await asyncio.gather(layout, return_exceptions=True)
             await console.hub.aclose()
             await redis.aclose(close_connection_pool=True)
+            await app.state.webhook_guard.aclose()
 
     v1 = Router(
         path="/v1",

@@ -85,6 +85,13 @@ DELIVERY_TIMEOUT_S: Final = 60.0
 10 s: a job whose worker was killed runs again only then."""
 WEBHOOK_DISABLE_AFTER_S: Final = 5 * 86_400.0
 """A subscription failing continuously this long (5 days) with no success is disabled."""
+WEBHOOK_ALLOW_PORTS: Final = (443, 8443)
+"""The ports webhook URLs may name (HTTPS and its usual alternative): an SSRF through the bridge
+cannot reach a database or an admin port on a public host."""
+WEBHOOK_DNS_TIMEOUT_S: Final = 5.0
+"""Longest a webhook host name's lookup may take, at creation and at every send."""
+WEBHOOK_DNS_TIMEOUT_MAX_S: Final = 30.0
+DNS_PORT: Final = 53
 
 
 CONSOLE_SESSION_S: Final = 8 * 3600.0
@@ -296,6 +303,32 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         tuple[str, ...],
         _doc("Networks webhook URLs may resolve to although not public (comma-separated CIDRs)."),
     ] = ()
+    webhook_allow_ports: Annotated[
+        tuple[Annotated[int, msgspec.Meta(ge=1, le=65535)], ...],
+        _doc(
+            "Ports webhook URLs may use (comma-separated). Any port is accepted for hosts whose every "
+            "address is in `BRIDGE_WEBHOOK_ALLOW_CIDRS`."
+        ),
+    ] = WEBHOOK_ALLOW_PORTS
+    webhook_dns_servers: Annotated[
+        tuple[str, ...],
+        _doc(
+            "DNS servers (IP addresses, comma-separated) that resolve webhook host names; empty: those "
+            "of `/etc/resolv.conf`. Webhook lookups never use the system resolver's threads."
+        ),
+    ] = ()
+    webhook_dns_port: Annotated[
+        int, _doc("Port of `BRIDGE_WEBHOOK_DNS_SERVERS` (UDP and TCP).", ge=1, le=65535)
+    ] = DNS_PORT
+    webhook_dns_timeout_s: Annotated[
+        float,
+        _doc(
+            "Longest a webhook host name's DNS lookup may take; then the URL is refused (at creation) "
+            "or the attempt fails and is retried (at send).",
+            gt=0,
+            le=WEBHOOK_DNS_TIMEOUT_MAX_S,
+        ),
+    ] = WEBHOOK_DNS_TIMEOUT_S
     webhook_retry_schedule_s: Annotated[
         tuple[float, ...],
         _doc(
@@ -426,6 +459,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ConfigError(f"{env_name('webhook_allow_cidrs')}: {cidr!r} is not a network") from None
+        for server in self.webhook_dns_servers:
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                raise ConfigError(
+                    f"{env_name('webhook_dns_servers')}: {server!r} is not an IP address "
+                    f"(the port is {env_name('webhook_dns_port')})"
+                ) from None
 
     @property
     def mpc_base(self) -> str:

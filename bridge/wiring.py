@@ -39,6 +39,7 @@ from bridge.store.redis_store import RedisStore
 from bridge.upstream.budget import ClubBudget
 from bridge.upstream.credentials import CachedCredentials, CredentialStore
 from bridge.upstream.mpc import MAX_BODY_BYTES, ClubCredentials, MpcClient, UpstreamClient
+from bridge.webhooks.dns import AioDnsLookup
 from bridge.webhooks.guard import AddressPolicy, UrlGuard
 from bridge.webhooks.index import SubscriptionIndex
 from bridge.webhooks.notifier import WebhookNotifier
@@ -114,7 +115,12 @@ def intervals(settings: Settings) -> Intervals:
 
 
 def url_guard(settings: Settings) -> UrlGuard:
-    return UrlGuard(AddressPolicy(settings.webhook_allow_cidrs))
+    lookup = AioDnsLookup(
+        timeout_s=settings.webhook_dns_timeout_s,
+        servers=settings.webhook_dns_servers,
+        port=settings.webhook_dns_port,
+    )
+    return UrlGuard(AddressPolicy(settings.webhook_allow_cidrs, settings.webhook_allow_ports), lookup)
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:

@@ -68,6 +68,8 @@ class Received(msgspec.Struct, kw_only=True):
     reason: str
     status: int
     """What the receiver answered."""
+    peer: str = ""
+    """The sender's address and port: the same for requests that came on one kept-alive connection."""
 
     @property
     def text(self) -> str:
@@ -192,7 +194,9 @@ class WebhookReceiver:
         verified, reason = self._verify(path, headers, body)
         queue = self._scripts.get(path)
         reply = queue.popleft() if queue else Reply()
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
         record = Received(
+            peer=f"{peer[0]}:{peer[1]}" if peer else "",
             seq=len(self.received) + 1,
             path=path,
             at=time.time(),

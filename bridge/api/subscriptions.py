@@ -1,7 +1,8 @@
 """``/v1/subscriptions`` and ``/v1/deliveries``: webhook subscriptions and their attempt logs.
 
 The ``whsec_`` secret is in the answer to a creation or a rotation and nowhere else. Every URL
-(created or changed) passes the SSRF guard first: a refusal is a 422 naming the reason.
+(created or changed) passes the SSRF guard first: a refusal is a 422 with one message for every
+reason (which reason goes to the log), so the API cannot be used to map an internal network.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from bridge.config import Settings
 from bridge.core import patterns
 from bridge.core.diff import iso_timestamp
 from bridge.delivery.model import Dispatch
+from bridge.logs import get_logger
 from bridge.store.redis_store import LimitReached, RedisStore
 from bridge.webhooks.actions import EventExpired, redeliver, send_test_event
-from bridge.webhooks.guard import MAX_URL_CHARS, Refused, UrlGuard
+from bridge.webhooks.guard import MAX_URL_CHARS, REFUSAL_MESSAGE, Refused, UrlGuard
 from bridge.webhooks.model import (
     DELIVERY_ID_PATTERN,
     EVENT_TYPE_FAMILIES,
@@ -54,6 +56,8 @@ from bridge.webhooks.model import (
 )
 from bridge.webhooks.signing import new_secret
 from bridge.webhooks.store import SecretsMissing, SubscriptionGone, SubscriptionStore
+
+log = get_logger("bridge.api")
 
 MAX_EVENT_TYPES: Final = 50
 MAX_CLUBS: Final = 100
@@ -302,8 +306,9 @@ async def _checked_url(guard: UrlGuard, url: str) -> str:
     try:
         await guard.check(url)
     except Refused as refused:
+        log.info("webhook URL refused", reason=refused.reason)
         raise ApiError(
-            422, "url_refused", refused.reason, [{"key": "url", "message": refused.reason}]
+            422, "url_refused", REFUSAL_MESSAGE, [{"key": "url", "message": REFUSAL_MESSAGE}]
         ) from None
     return url
 

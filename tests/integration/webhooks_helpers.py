@@ -25,11 +25,12 @@ from bridge.delivery.model import DeliveryJob, SendResult
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore, now_ms
-from bridge.webhooks.guard import AddressPolicy, Lookup, UrlGuard, system_lookup
+from bridge.webhooks.dns import AioDnsLookup
+from bridge.webhooks.guard import AddressPolicy, Lookup, UrlGuard
 from bridge.webhooks.model import SubscriptionDoc, destination
 from bridge.webhooks.notifier import WebhookNotifier
 from bridge.webhooks.retry import RetryPolicy
-from bridge.webhooks.sender import WebhookSender
+from bridge.webhooks.sender import ADDRESS_RECHECK_S, WebhookSender
 from bridge.webhooks.signing import new_secret
 from bridge.webhooks.store import SubscriptionStore
 
@@ -70,16 +71,17 @@ class Webhooks:
         timeout_s: float = 3.0,
         disable_after_s: float = 3600.0,
         allow: tuple[str, ...] = (LOOPBACK_NET,),
-        lookup: Lookup = system_lookup,
+        lookup: Lookup | None = None,
         ssl_context: ssl.SSLContext | None = None,
         draw: float = 0.5,
+        recheck_s: float = ADDRESS_RECHECK_S,
     ) -> None:
         self.redis = redis
         self.store = SubscriptionStore(redis, box=SecretBox(Secret(FERNET_KEY)), retention_s=3600)
         self.events = RedisStore(redis, retention_s=3600)
-        self.guard = UrlGuard(AddressPolicy(allow), lookup)
+        self.guard = UrlGuard(AddressPolicy(allow), lookup or AioDnsLookup(timeout_s=timeout_s))
         self.sender = WebhookSender(
-            self.guard, timeout_s=timeout_s, max_connections=10, ssl_context=ssl_context
+            self.guard, timeout_s=timeout_s, max_connections=10, ssl_context=ssl_context, recheck_s=recheck_s
         )
         self.notifier = WebhookNotifier(
             self.store,

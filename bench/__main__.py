@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
-from bench import api, delivery, economy, latency, quiet, scale, throughput
+from bench import api, console, delivery, economy, latency, quiet, scale, throughput
 from bench.harness import stack
 from bench.plot import latency_png
 from bridge_tools.redis_binary import require_redis_server
@@ -77,6 +77,10 @@ def _quiet(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
     return lambda s: quiet.run(s, imports=40, bulks=5, seconds=30 if quick else 60)
 
 
+def _console(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    return lambda s: console.run(s, flips=50, streams=50, seconds=5 if quick else 15)
+
+
 SCENARIOS: Final = {
     "throughput": _throughput,
     "latency": _latency,
@@ -88,12 +92,44 @@ SCENARIOS: Final = {
     "delivery": _delivery,
     "idle": _idle,
     "quiet": _quiet,
+    "console": _console,
 }
 
 
 def table(rows: list[tuple[str, str, str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows)
+
+
+def _console_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    flip, note = result["simulator_flip_to_row"], result["redis_note_to_row"]
+    rows = [
+        (
+            "console",
+            f"simulator flip -> row changed in Chromium ({flip['count']} flips)",
+            f"p50 {flip['p50_ms']} ms, max {flip['max_ms']} ms",
+        ),
+        (
+            "console",
+            f"change note in Redis -> row changed ({note['count']} notes)",
+            f"p50 {note['p50_ms']} ms, max {note['max_ms']} ms",
+        ),
+    ]
+    for label, key in (
+        ("0 console streams", "api_without_streams"),
+        (f"{result['streams']} console streams", "api_with_streams"),
+        ("0 console streams again", "api_without_streams_after"),
+    ):
+        run = result[key]
+        rows.append(
+            (
+                "console",
+                f"GET /v1/watches/{{id}} with {label}",
+                f"{run['requests_per_s']} req/s, p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms",
+            )
+        )
+    rows.append(("console", "req/s with streams / mean without", f"{result['ratio_with_to_without']}x"))
+    return rows
 
 
 def summarize(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -203,6 +239,8 @@ def summarize(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
         return _quiet_rows(name, result)
     if name == "delivery":
         return _delivery_rows(result)
+    if name == "console":
+        return _console_rows(result)
     return [(name, key, str(value)) for key, value in result.items() if not isinstance(value, dict | list)]
 
 

@@ -17,8 +17,8 @@
    requests verifies with the ``standardwebhooks`` package and the subscription's secret.
 4. Baselines, with the worker stopped: the bare aiohttp POST loop (:mod:`bench.load`) sends the
    same event bodies (in turn) at the worker's job concurrency for ``baseline_s``, to the same
-   receiver — with keep-alive, and with a new connection per request, as the bridge's
-   sender does (it resolves and checks every connection's address: the SSRF guard).
+   receiver — with keep-alive, as the bridge's sender does (pooled per checked address: the SSRF
+   guard), and with a new connection per request.
 """
 
 from __future__ import annotations

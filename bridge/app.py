@@ -16,18 +16,22 @@ from litestar.plugins.prometheus import PrometheusConfig
 from redis.exceptions import RedisError
 
 from bridge import wiring
+from bridge.api.apikeys import ApiKeyController
 from bridge.api.auth import SECURITY_SCHEME, KeyRing, provide_principal, require_api_key
 from bridge.api.clubs import ClubController
 from bridge.api.deps import provide_dispatch, provide_redis, provide_settings, provide_store
-from bridge.api.docs import assets_router, declare_links, exact_request_schemas, openapi_config
+from bridge.api.docs import assets_router, finish_document, openapi_config
 from bridge.api.errors import handle_http_exception, handle_redis_error, handle_unexpected
+from bridge.api.event_types import EventTypeController
 from bridge.api.health import HealthController
 from bridge.api.metrics import MetricsController
 from bridge.api.request import AllowHeaderMiddleware, BridgeRequest
+from bridge.api.slack_app import SlackEventsController
 from bridge.api.subscriptions import DEPENDENCIES as WEBHOOK_DEPENDENCIES
 from bridge.api.subscriptions import DeliveryController, SubscriptionController
 from bridge.api.watches import WatchController
 from bridge.config import Settings, load_settings
+from bridge.console.routes import ConsoleState, console_router, static_router
 from bridge.crypto import SecretBox
 from bridge.logs import configure_logging, get_logger
 from bridge.redis_url import connect, outage_wait_s
@@ -83,6 +87,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         redis = _redis(settings)
         for name, value in wiring.api_state(settings, redis).items():
             setattr(app.state, name, value)
+        app.state.keyring.use_store(app.state.api_keys)
+        console = ConsoleState(settings, redis)
+        app.state.console = console
         layout = asyncio.get_running_loop().create_task(_layout(settings, redis))
         try:
             await asyncio.wait([layout], timeout=LAYOUT_WAIT_AT_START_S)
@@ -92,11 +99,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             layout.cancel()
             await asyncio.gather(layout, return_exceptions=True)
+            await console.hub.aclose()
             await redis.aclose(close_connection_pool=True)
+            await app.state.webhook_guard.aclose()
 
     v1 = Router(
         path="/v1",
-        route_handlers=[WatchController, ClubController, SubscriptionController, DeliveryController],
+        route_handlers=[
+            WatchController,
+            ClubController,
+            SubscriptionController,
+            DeliveryController,
+            EventTypeController,
+            ApiKeyController,
+        ],
         guards=[require_api_key],
         security=[{SECURITY_SCHEME: []}],
     )
@@ -105,10 +121,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
         prefix="bridge",
         group_path=True,
         exclude_unhandled_paths=True,
-        exclude=["/metrics"],
+        exclude=["/metrics", "/ui/stream"],
     )
     app = Litestar(
-        route_handlers=[HealthController, MetricsController, v1, assets_router()],
+        route_handlers=[
+            HealthController,
+            MetricsController,
+            SlackEventsController,
+            v1,
+            assets_router(),
+            console_router(),
+            static_router(),
+        ],
         middleware=[prometheus.middleware, AllowHeaderMiddleware()],
         lifespan=[lifespan],
         state=State(
@@ -133,6 +157,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
         debug=False,
     )
-    exact_request_schemas(app)
-    declare_links(app)
+    finish_document(app)
     return app

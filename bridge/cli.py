@@ -12,6 +12,7 @@ import click
 
 from bridge import __version__
 from bridge.config import ConfigError, load_settings
+from bridge.core.patterns import IMPORT_ID, SLUG, WATCH_ID, matches
 from bridge.exits import EXIT_CONFIG, PROGRAM, exit_with_config_error, one_line
 from bridge.follow import DEFAULT_API_URL, ApiProblem, BridgeClient, bulk_line, follow
 
@@ -103,13 +104,22 @@ def main() -> None:
 def api(host: str, port: int) -> None:
     """Run the HTTP API (configuration from BRIDGE_* variables)."""
     from bridge.app import create_app
+    from bridge.console.routes import end_console_streams
     from bridge.logs import configure_logging
     from bridge.server import serve
 
     settings = load_settings()
     app = create_app(settings)
     configure_logging(settings.log_level, settings.log_format)
-    sys.exit(serve(app, host=host, port=port, drain_s=settings.api_drain_s))
+    sys.exit(
+        serve(
+            app,
+            host=host,
+            port=port,
+            drain_s=settings.api_drain_s,
+            on_stop=lambda: end_console_streams(app),
+        )
+    )
 
 
 @main.command()
@@ -139,8 +149,25 @@ def worker(check: bool) -> None:
     sys.exit(run(options))
 
 
+@main.command("slack-socket")
+def slack_socket() -> None:
+    """Serve the Slack app's command and buttons over Socket Mode (BRIDGE_SLACK_APP_TOKEN), for
+    installations Slack cannot reach over HTTP."""
+    from bridge.slack_socket import main as run_socket
+    from bridge.store.layout import LayoutError
+
+    try:
+        run_socket(load_settings())
+    except LayoutError as exc:
+        exit_with_config_error(str(exc), "slack-socket")
+
+
 @main.command()
-@click.option("--role", type=click.Choice(["api", "worker", "simulator"]), help="Default: this container's.")
+@click.option(
+    "--role",
+    type=click.Choice(["api", "worker", "simulator", "slack-socket"]),
+    help="Default: this container's.",
+)
 @click.option("--port", type=int, help="Port of the API or simulator. Default: from the container's command.")
 def healthcheck(role: str | None, port: int | None) -> None:
     """Check the bridge process this container runs (the image's HEALTHCHECK): one line,
@@ -183,6 +210,45 @@ def migrate(check: bool) -> None:
         exit_with_config_error(str(exc), "migrate")
 
 
+@main.group()
+def secrets() -> None:
+    """Secrets stored in Redis (club MPC tokens, webhook secrets)."""
+
+
+@secrets.command("reseal")
+def secrets_reseal() -> None:
+    """Seal every stored secret again with the newest key of BRIDGE_SECRET_KEY (the first listed).
+
+    Rotate a key by listing the new one first, running this, then dropping the old one. Exit 1
+    when some value could be opened by none of the listed keys (left as it is, named in the log).
+    """
+    import asyncio
+
+    from bridge.crypto import SecretBox
+    from bridge.logs import configure_logging
+    from bridge.redis_url import connect
+    from bridge.reseal import reseal_all
+
+    settings = load_settings()
+    box = SecretBox(settings.require_secret_key())
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> int:
+        redis = connect(settings.redis_url)
+        try:
+            tallies = await reseal_all(redis, box)
+        finally:
+            await redis.aclose()
+        for name, tally in tallies.items():
+            click.echo(
+                f"{name}: {tally.resealed} resealed, {tally.current} already current, "
+                f"{tally.unreadable} unreadable, {tally.changed} changed meanwhile"
+            )
+        return 1 if any(tally.unreadable for tally in tallies.values()) else 0
+
+    sys.exit(asyncio.run(run()))
+
+
 @main.command("config-reference")
 @click.option(
     "--format",
@@ -210,7 +276,9 @@ api_url_option = click.option(
     help="The bridge API (env BRIDGE_API_URL).",
 )
 api_key_option = click.option(
-    "--api-key", envvar="BRIDGE_API_KEY", help="A key of BRIDGE_API_KEYS (env BRIDGE_API_KEY)."
+    "--api-key",
+    envvar="BRIDGE_API_KEY",
+    help="An admin key of BRIDGE_API_KEYS or a managed key bk_... (env BRIDGE_API_KEY).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 
@@ -238,6 +306,17 @@ def _show_watch(watch: dict[str, Any], as_json: bool) -> None:
         click.echo(f"  {bulk_line(bulk)}")
 
 
+def _shaped(pattern: str, what: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback refusing a value that is not the whole of ``pattern`` (as the API would)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if isinstance(value, str) and not matches(pattern, value):
+            raise click.BadParameter(f"{value!r} is not {what}")
+        return value
+
+    return check
+
+
 @main.group()
 def watch() -> None:
     """Create, list, show, stop and follow watches through the API."""
@@ -247,8 +326,10 @@ def watch() -> None:
 @api_url_option
 @api_key_option
 @json_option
-@click.option("--club", required=True, help="MPC loyalty club slug.")
-@click.option("--import-id", required=True, help="MPC import id.")
+@click.option("--club", required=True, help="MPC loyalty club slug.", callback=_shaped(SLUG, "a club slug"))
+@click.option(
+    "--import-id", required=True, help="MPC import id.", callback=_shaped(IMPORT_ID, "an import id")
+)
 @click.option("--bulk", "bulks", multiple=True, type=int, help="A bulk id (repeat); none: the whole import.")
 @click.option("--slack-channel", help="Slack channel id or #name for the import card.")
 @click.option("--notify-progress", is_flag=True, help="Also announce count changes (bulk.progress).")
@@ -279,7 +360,7 @@ def watch_create(
 @api_url_option
 @api_key_option
 @json_option
-@click.option("--club", help="Only this club's watches.")
+@click.option("--club", help="Only this club's watches.", callback=_shaped(SLUG, "a club slug"))
 @click.option("--state", type=click.Choice(["active", "completed", "stopped", "expired", "error"]))
 def watch_list(api_url: str, api_key: str | None, as_json: bool, club: str | None, state: str | None) -> None:
     """Watches, newest first."""
@@ -300,7 +381,7 @@ def watch_list(api_url: str, api_key: str | None, as_json: bool, club: str | Non
 @api_url_option
 @api_key_option
 @json_option
-@click.argument("watch_id")
+@click.argument("watch_id", callback=_shaped(WATCH_ID, "a watch id (wch_...)"))
 def watch_show(api_url: str, api_key: str | None, as_json: bool, watch_id: str) -> None:
     """A watch and every bulk's state."""
     _show_watch(_run(api_url, api_key, lambda c: c.call("GET", f"/v1/watches/{watch_id}")), as_json)
@@ -310,19 +391,114 @@ def watch_show(api_url: str, api_key: str | None, as_json: bool, watch_id: str) 
 @api_url_option
 @api_key_option
 @json_option
-@click.argument("watch_id")
+@click.argument("watch_id", callback=_shaped(WATCH_ID, "a watch id (wch_...)"))
 def watch_stop(api_url: str, api_key: str | None, as_json: bool, watch_id: str) -> None:
     """Stop a watch."""
     _show_watch(_run(api_url, api_key, lambda c: c.call("DELETE", f"/v1/watches/{watch_id}")), as_json)
 
 
+@main.group()
+def clubs() -> None:
+    """Club settings through the API (an admin key): the Slack channels that may watch a club."""
+
+
+@clubs.command("slack-channels")
+@api_url_option
+@api_key_option
+@json_option
+@click.argument("club")
+@click.argument("channel_ids", nargs=-1)
+@click.option("--clear", is_flag=True, help="No channel may watch the club from Slack any more.")
+def clubs_slack_channels(
+    api_url: str, api_key: str | None, as_json: bool, club: str, channel_ids: tuple[str, ...], clear: bool
+) -> None:
+    """Show, or set (CHANNEL_IDS, e.g. C0123456789), the Slack channels allowed to watch CLUB
+    with the slash command and the card's buttons."""
+    if clear and channel_ids:
+        raise click.UsageError("give channel ids or --clear, not both")
+    path = f"/v1/clubs/{club}/slack-channels"
+    if channel_ids or clear:
+        body = {"channel_ids": list(channel_ids)}
+        answer = _run(api_url, api_key, lambda c: c.call("PUT", path, json=body))
+    else:
+        answer = _run(api_url, api_key, lambda c: c.call("GET", path))
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    allowed = answer["channel_ids"]
+    click.echo(f"{club}: {', '.join(allowed)}" if allowed else f"{club}: no Slack channel may watch it")
+
+
 @watch.command("follow")
 @api_url_option
 @api_key_option
-@click.argument("watch_id")
+@click.argument("watch_id", callback=_shaped(WATCH_ID, "a watch id (wch_...)"))
 def watch_follow(api_url: str, api_key: str | None, watch_id: str) -> None:
     """A live view of the import (a bar per bulk, events as they arrive) until it completes."""
     from rich.console import Console
 
     state = _run(api_url, api_key, lambda c: follow(c, watch_id, Console()))
     sys.exit(0 if state == "completed" else 1)
+
+
+# ---------------------------------------------------------------------------- keys (an API client)
+
+
+def _key_line(key: dict[str, Any]) -> str:
+    return f"{key['id']}  {key['role']:<6}  {','.join(key['clubs'])}  {key['name']}  (by {key['created_by']})"
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke managed API keys (limited to clubs) through the API, with an admin key."""
+
+
+@keys.command("create")
+@api_url_option
+@api_key_option
+@json_option
+@click.option("--name", required=True, help="Who or what uses the key.")
+@click.option("--club", "clubs", multiple=True, required=True, help="A club the key holds (repeat).")
+@click.option(
+    "--role",
+    type=click.Choice(["editor", "viewer"]),
+    default="viewer",
+    show_default=True,
+    help="editor: read and write its clubs' resources; viewer: read only.",
+)
+def keys_create(
+    api_url: str, api_key: str | None, as_json: bool, name: str, clubs: tuple[str, ...], role: str
+) -> None:
+    """Create a key; it is printed once and cannot be shown again."""
+    body = {"name": name, "clubs": list(clubs), "role": role}
+    created = _run(api_url, api_key, lambda c: c.call("POST", "/v1/api-keys", json=body))
+    if as_json:
+        click.echo(json.dumps(created, indent=2))
+        return
+    click.echo(_key_line(created))
+    click.echo(f"key: {created['key']}")
+    click.echo("Store it now: it is not shown again.", err=True)
+
+
+@keys.command("list")
+@api_url_option
+@api_key_option
+@json_option
+def keys_list(api_url: str, api_key: str | None, as_json: bool) -> None:
+    """Managed keys, newest first (never the keys themselves)."""
+    items = _run(api_url, api_key, lambda c: list(c.pages("/v1/api-keys")))
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for item in items:
+        click.echo(_key_line(item))
+
+
+@keys.command("revoke")
+@api_url_option
+@api_key_option
+@click.argument("key_id")
+def keys_revoke(api_url: str, api_key: str | None, key_id: str) -> None:
+    """Revoke a key: every API process refuses it within a second."""
+    _run(api_url, api_key, lambda c: c.call("DELETE", f"/v1/api-keys/{key_id}"))
+    click.echo(f"{key_id} revoked")

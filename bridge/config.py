@@ -42,8 +42,32 @@ WORKER_HEALTH_INTERVAL_S: Final = 30
 once a worker has been stuck that long."""
 MPC_RETRY_AFTER_MAX_S: Final = 600.0
 """The longest ``Retry-After`` from MPC honoured as given: a longer one pauses the club this long."""
+MPC_CLUB_RATE: Final = 5.0
+"""Requests per second one club's budget refills by, shared by every worker. MPC does not publish
+its own per-customer bucket (the 429s it sends name one of 600); the bridge keeps to a small part
+of it so the club's other integrations keep theirs."""
+MPC_CLUB_BURST: Final = 10
+"""Requests one club may send at once after a quiet while."""
+MPC_REQUESTS_PER_POLL: Final = 4
+"""Requests one poll has in flight at most (a watch on 1,000 bulks never fires 1,000 at once)."""
+WATCH_MAX_BULK_IDS: Final = 100
+"""Bulks one watch may name; a whole-import watch (no ``bulk_ids``) follows any number."""
+WATCH_BULK_IDS_CEILING: Final = 1000
+"""The most ``BRIDGE_WATCH_MAX_BULK_IDS`` may allow (and what the API schema states)."""
+MAX_WATCHES_PER_CLUB: Final = 1000
+"""Active watches one club may have at once (an ended watch no longer counts)."""
+MAX_SUBSCRIPTIONS_PER_CLUB: Final = 100
+"""Webhook subscriptions filtered to one club; those without a club filter count as one more group."""
+WEBHOOK_TEST_INTERVAL_S: Final = 10.0
+"""Least time between two ``webhook.test`` events sent to one subscription."""
 SLACK_POST_INTERVAL_S: Final = 1.0
 """Slack asks for "no more than one message per channel per second" (bursts tolerated)."""
+SLACK_COMMAND: Final = "/mpc-watch"
+"""The slash command people type in Slack (it must match the command in the Slack app's settings)."""
+SLACK_COMMAND_PATTERN: Final = r"^/[a-z0-9_-]{1,31}$"
+"""Slack's own rule for command names: a slash, then up to 31 lower-case letters, digits, - or _."""
+SLACK_APP_TOKEN_PREFIX: Final = "xapp-"  # noqa: S105 - a prefix, not a token
+SLACK_USER_ID_PATTERN: Final = r"^[UW][A-Z0-9]{2,30}$"
 
 WEBHOOK_RETRY_SCHEDULE_S: Final = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 """The waits after a webhook's first attempt (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h)."""
@@ -61,7 +85,21 @@ DELIVERY_TIMEOUT_S: Final = 60.0
 10 s: a job whose worker was killed runs again only then."""
 WEBHOOK_DISABLE_AFTER_S: Final = 5 * 86_400.0
 """A subscription failing continuously this long (5 days) with no success is disabled."""
+WEBHOOK_ALLOW_PORTS: Final = (443, 8443)
+"""The ports webhook URLs may name (HTTPS and its usual alternative): an SSRF through the bridge
+cannot reach a database or an admin port on a public host."""
+WEBHOOK_DNS_TIMEOUT_S: Final = 5.0
+"""Longest a webhook host name's lookup may take, at creation and at every send."""
+WEBHOOK_DNS_TIMEOUT_MAX_S: Final = 30.0
+DNS_PORT: Final = 53
 
+
+CONSOLE_SESSION_S: Final = 8 * 3600.0
+"""A working day: a console left open overnight asks for the key again."""
+CONSOLE_SESSION_MAX_S: Final = 7 * 86_400.0
+API_KEY_MIN_CHARS: Final = 32
+"""An API key shorter than this is refused at start: a bearer key is the whole of the API's
+protection, so it must not be guessable (``openssl rand -hex 24`` gives 48 characters)."""
 
 FERNET_KEY_HINT: Final = (
     "url-safe base64 of 32 bytes (a Fernet key); generate one with: "
@@ -120,9 +158,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         tuple[Secret, ...], _doc("Bearer keys accepted on `/v1` routes, comma-separated. The API needs one.")
     ] = ()
     secret_key: Annotated[
-        Secret | None,
-        _doc("Fernet key (url-safe base64 of 32 bytes) encrypting MPC tokens and webhook secrets at rest."),
-    ] = None
+        tuple[Secret, ...],
+        _doc(
+            "Fernet key (url-safe base64 of 32 bytes) encrypting MPC tokens and webhook secrets at rest. "
+            "Several keys, comma-separated, newest first, while rotating: the first seals, every one "
+            "opens; `bridge secrets reseal` then seals everything with the first."
+        ),
+    ] = ()
     mpc_base_url: Annotated[str, _doc("Base URL of the MPC API, without the `/v3` part.")] = (
         DEFAULT_MPC_BASE_URL
     )
@@ -171,6 +213,56 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retry_after_max_s: Annotated[
         float, _doc("Longest `Retry-After` from MPC that is honoured as given; longer ones are capped.", ge=1)
     ] = MPC_RETRY_AFTER_MAX_S
+    mpc_club_rate: Annotated[
+        float,
+        _doc(
+            "Requests per second to MPC one club's budget allows, shared by every worker (a token "
+            "bucket in Redis). A poll finding it empty sends nothing and waits for the next token.",
+            gt=0,
+            le=100_000,
+        ),
+    ] = MPC_CLUB_RATE
+    mpc_club_burst: Annotated[
+        int, _doc("Requests to MPC one club may send at once after a quiet while.", ge=1, le=100_000)
+    ] = MPC_CLUB_BURST
+    mpc_requests_per_poll: Annotated[
+        int, _doc("Requests one poll has in flight to MPC at most.", ge=1, le=1000)
+    ] = MPC_REQUESTS_PER_POLL
+    watch_max_bulk_ids: Annotated[
+        int,
+        _doc(
+            "Bulks one watch may name in `bulk_ids` (a whole-import watch follows any number).",
+            ge=1,
+            le=WATCH_BULK_IDS_CEILING,
+        ),
+    ] = WATCH_MAX_BULK_IDS
+    max_watches_per_club: Annotated[
+        int,
+        _doc(
+            "Active watches one club may have at once; one more is refused (409 `limit_reached`) "
+            "until one ends.",
+            ge=1,
+            le=10_000_000,
+        ),
+    ] = MAX_WATCHES_PER_CLUB
+    max_subscriptions_per_club: Annotated[
+        int,
+        _doc(
+            "Webhook subscriptions filtered to one club (those without a club filter count as one "
+            "more group); one more is refused (409 `limit_reached`).",
+            ge=1,
+            le=100_000,
+        ),
+    ] = MAX_SUBSCRIPTIONS_PER_CLUB
+    webhook_test_interval_s: Annotated[
+        float,
+        _doc(
+            "Least time between two `webhook.test` events to one subscription (sooner: 429 with "
+            "`Retry-After`).",
+            ge=0.1,
+            le=3600,
+        ),
+    ] = WEBHOOK_TEST_INTERVAL_S
     slack_bot_token: Annotated[
         Secret | None, _doc("Slack bot token (`xoxb-...`): import cards and threads.")
     ] = None
@@ -185,10 +277,58 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float,
         _doc("Least time between two messages the bridge posts to one Slack channel.", ge=0, le=60),
     ] = SLACK_POST_INTERVAL_S
+    slack_signing_secret: Annotated[
+        Secret | None,
+        _doc(
+            "Signing secret of the Slack app: `POST /slack/events` (slash command, card buttons) "
+            "refuses every request it does not verify."
+        ),
+    ] = None
+    slack_app_token: Annotated[
+        Secret | None,
+        _doc("Slack app-level token (`xapp-...`, scope `connections:write`) for `bridge slack-socket`."),
+    ] = None
+    slack_command: Annotated[
+        str,
+        _doc("The slash command of the Slack app.", pattern=SLACK_COMMAND_PATTERN),
+    ] = SLACK_COMMAND
+    slack_allowed_users: Annotated[
+        tuple[Annotated[str, msgspec.Meta(pattern=SLACK_USER_ID_PATTERN)], ...],
+        _doc(
+            "Slack user ids allowed to use the command and the card's buttons (comma-separated); "
+            "empty: anyone in a channel allowed for the club."
+        ),
+    ] = ()
     webhook_allow_cidrs: Annotated[
         tuple[str, ...],
         _doc("Networks webhook URLs may resolve to although not public (comma-separated CIDRs)."),
     ] = ()
+    webhook_allow_ports: Annotated[
+        tuple[Annotated[int, msgspec.Meta(ge=1, le=65535)], ...],
+        _doc(
+            "Ports webhook URLs may use (comma-separated). Any port is accepted for hosts whose every "
+            "address is in `BRIDGE_WEBHOOK_ALLOW_CIDRS`."
+        ),
+    ] = WEBHOOK_ALLOW_PORTS
+    webhook_dns_servers: Annotated[
+        tuple[str, ...],
+        _doc(
+            "DNS servers (IP addresses, comma-separated) that resolve webhook host names; empty: those "
+            "of `/etc/resolv.conf`. Webhook lookups never use the system resolver's threads."
+        ),
+    ] = ()
+    webhook_dns_port: Annotated[
+        int, _doc("Port of `BRIDGE_WEBHOOK_DNS_SERVERS` (UDP and TCP).", ge=1, le=65535)
+    ] = DNS_PORT
+    webhook_dns_timeout_s: Annotated[
+        float,
+        _doc(
+            "Longest a webhook host name's DNS lookup may take; then the URL is refused (at creation) "
+            "or the attempt fails and is retried (at send).",
+            gt=0,
+            le=WEBHOOK_DNS_TIMEOUT_MAX_S,
+        ),
+    ] = WEBHOOK_DNS_TIMEOUT_S
     webhook_retry_schedule_s: Annotated[
         tuple[float, ...],
         _doc(
@@ -253,6 +393,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retention_s: Annotated[
         float, _doc("How long an ended watch, its timeline and its events are kept.", ge=60)
     ] = 30 * 86_400.0
+    console_session_s: Annotated[
+        float,
+        _doc(
+            "How long a console sign-in (`/ui`) lasts; sign-out ends it sooner.",
+            ge=60,
+            le=CONSOLE_SESSION_MAX_S,
+        ),
+    ] = CONSOLE_SESSION_S
     migrate_on_start: Annotated[
         bool,
         _doc(
@@ -290,8 +438,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 # The URL is a secret (it lets anyone post): named, never shown.
                 raise ConfigError(f"{env_name('slack_webhook_url')}: expected an http/https URL")
-        if self.secret_key is not None:
-            _check_fernet_key(self.secret_key)
+        if self.slack_app_token is not None and not self.slack_app_token.reveal().startswith(
+            SLACK_APP_TOKEN_PREFIX
+        ):
+            raise ConfigError(
+                f"{env_name('slack_app_token')}: expected an app-level token ({SLACK_APP_TOKEN_PREFIX}...)"
+            )
+        for key in self.secret_key:
+            _check_fernet_key(key)
+        short = [n for n, key in enumerate(self.api_keys, 1) if len(key.reveal()) < API_KEY_MIN_CHARS]
+        if short:
+            # Which one, by position: never the key itself.
+            raise ConfigError(
+                f"{env_name('api_keys')}: every key needs at least {API_KEY_MIN_CHARS} characters "
+                f"(key {short[0]} of {len(self.api_keys)} is shorter; "
+                "generate one with: openssl rand -hex 24)"
+            )
         _check_webhook_schedule(self.webhook_retry_schedule_s)
         if self.delivery_timeout_s <= self.webhook_timeout_s:
             raise ConfigError(
@@ -303,6 +465,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ConfigError(f"{env_name('webhook_allow_cidrs')}: {cidr!r} is not a network") from None
+        for server in self.webhook_dns_servers:
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                raise ConfigError(
+                    f"{env_name('webhook_dns_servers')}: {server!r} is not an IP address "
+                    f"(the port is {env_name('webhook_dns_port')})"
+                ) from None
 
     @property
     def mpc_base(self) -> str:
@@ -322,12 +492,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return None
 
     @property
+    def slack_interactive(self) -> bool:
+        """Whether Slack can talk back (a signing secret for ``/slack/events`` or an app token for
+        Socket Mode): only then do import cards carry buttons."""
+        return self.slack_signing_secret is not None or self.slack_app_token is not None
+
+    @property
     def slack_base(self) -> str:
         """The Slack API base URL with the trailing slash slack_sdk's ``base_url`` needs."""
         return self.slack_api_url if self.slack_api_url.endswith("/") else self.slack_api_url + "/"
 
-    def require_secret_key(self) -> Secret:
-        if self.secret_key is None:
+    def require_secret_key(self) -> tuple[Secret, ...]:
+        """The keys, newest first (at least one)."""
+        if not self.secret_key:
             raise ConfigError(f"{env_name('secret_key')}: required, {FERNET_KEY_HINT}")
         return self.secret_key
 

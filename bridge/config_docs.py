@@ -15,6 +15,12 @@ REQUIRED_IN_PRODUCTION: Final = ("api_keys", "secret_key", "mpc_token")
 """Variables a production deployment sets; the others have working defaults."""
 COMPOSE_VARIABLES: Final = (
     ("DEPLOY_IMAGE", "mpc-import-bridge:local", "Image compose builds and runs."),
+    (
+        "DEPLOY_REDIS_PASSWORD",
+        "",
+        "Password of compose's Redis (required; letters and digits, e.g. `openssl rand -hex 24`).",
+    ),
+    ("DEPLOY_REDIS_MAXMEMORY", "1gb", "Memory ceiling of compose's Redis (it refuses writes there)."),
     ("DEPLOY_API_PORT", "8080", "Host port of the API."),
     ("DEPLOY_SIMULATOR_PORT", "8081", "Host port of the MPC simulator (`--profile trial`)."),
 )

@@ -1,12 +1,19 @@
 """Secrets at rest: MPC tokens and webhook secrets are stored encrypted with ``BRIDGE_SECRET_KEY``.
 
-Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptography``): authenticated, versioned, and the key
+Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptography``): authenticated, versioned, and each key
 is the url-safe base64 of 32 random bytes that the configuration already validates.
+
+``BRIDGE_SECRET_KEY`` may list several keys, newest first (``MultiFernet``): new values are sealed
+with the first, and a value sealed with any listed key still opens. That is how a key rotates:
+put the new key in front, run ``bridge secrets reseal`` (every stored value is sealed again with
+the new key), then drop the old key from the list.
 """
 
 from __future__ import annotations
 
-from cryptography.fernet import Fernet, InvalidToken
+from collections.abc import Sequence
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from bridge.config import ConfigError, Secret, env_name
 
@@ -14,18 +21,35 @@ from bridge.config import ConfigError, Secret, env_name
 class SecretBox:
     """Encrypts and decrypts small secrets; never logs or repeats them."""
 
-    def __init__(self, key: Secret | None) -> None:
-        if key is None:
+    def __init__(self, keys: Secret | Sequence[Secret] | None) -> None:
+        listed = (keys,) if isinstance(keys, Secret) else tuple(keys or ())
+        if not listed:
             raise ConfigError(f"{env_name('secret_key')}: required to store secrets (a Fernet key)")
-        self._fernet = Fernet(key.reveal().encode())
+        self._fernet = MultiFernet([Fernet(key.reveal().encode()) for key in listed])
+        self._newest = Fernet(listed[0].reveal().encode())
 
     def seal(self, plaintext: str) -> bytes:
         return self._fernet.encrypt(plaintext.encode())
 
     def open(self, token: bytes) -> str:
-        """The plaintext; raises :class:`SecretUnreadable` if the key changed or the value was altered."""
+        """The plaintext; raises :class:`SecretUnreadable` if no listed key opens it or it was altered."""
         try:
             return self._fernet.decrypt(token).decode()
+        except (InvalidToken, UnicodeDecodeError):
+            raise SecretUnreadable("a stored secret cannot be decrypted with BRIDGE_SECRET_KEY") from None
+
+    def is_current(self, token: bytes) -> bool:
+        """Whether ``token`` is already sealed with the newest key (resealing it would change nothing)."""
+        try:
+            self._newest.decrypt(token)
+        except InvalidToken:
+            return False
+        return True
+
+    def reseal(self, token: bytes) -> bytes:
+        """``token`` sealed again with the newest key; raises :class:`SecretUnreadable` like :meth:`open`."""
+        try:
+            return self._fernet.rotate(token)
         except InvalidToken:
             raise SecretUnreadable("a stored secret cannot be decrypted with BRIDGE_SECRET_KEY") from None
 

@@ -39,9 +39,11 @@ from bridge.exits import EXIT_FAILURE, EXIT_OK, one_line
 from bridge.redis_url import connect, parse_redis_url
 from bridge.store import keys
 
-Role = Literal["api", "worker", "simulator"]
-ROLES: Final[tuple[Role, ...]] = ("api", "worker", "simulator")
-DEFAULT_PORTS: Final[dict[Role, int]] = {"api": 8080, "worker": 0, "simulator": 8081}
+Role = Literal["api", "worker", "simulator", "slack-socket"]
+ROLES: Final[tuple[Role, ...]] = ("api", "worker", "simulator", "slack-socket")
+DEFAULT_PORTS: Final[dict[Role, int]] = {"api": 8080, "worker": 0, "simulator": 8081, "slack-socket": 0}
+SLACK_SOCKET_STALE_AFTER_S: Final = 25
+"""``bridge slack-socket`` writes its record every 10 s; older than this, it has stopped."""
 """The ports the image's commands listen on unless told otherwise (``bridge api``'s default is 8080)."""
 HTTP_TIMEOUT_S: Final = 3.0
 CHECK_TIMEOUT_S: Final = 5.0
@@ -119,6 +121,8 @@ def check(role: Role, port: int = 0, settings: Settings | None = None) -> Verdic
             return http_verdict("api", port, "/livez")
         if role == "simulator":
             return http_verdict("simulator", port, "/_control/health")
+        if role == "slack-socket":
+            return slack_socket_verdict(settings or load_settings())
         return worker_verdict(settings or load_settings())
     except ConfigError:
         raise
@@ -151,13 +155,14 @@ def worker_verdict(settings: Settings, host: str | None = None, *, now: datetime
     return asyncio.run(_worker_verdict(settings, host or socket.gethostname(), now))
 
 
-async def _worker_verdict(settings: Settings, host: str, now: datetime | None) -> Verdict:
+async def _record(settings: Settings, key: str) -> bytes | Verdict:
+    """The health record at ``key``, or the verdict when Redis cannot say."""
     target = parse_redis_url(settings.redis_url)
     where = f"redis {target.redacted()}"
     client = connect(target)
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S):
-            record = await client.get(keys.worker_health(host))
+            record: bytes | None = await client.get(key)
     except TimeoutError:
         return Verdict(False, f"{where} did not answer within {CHECK_TIMEOUT_S:g} s")
     except (RedisError, OSError) as exc:
@@ -165,7 +170,34 @@ async def _worker_verdict(settings: Settings, host: str, now: datetime | None) -
     finally:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await client.aclose()
+                await client.aclose(close_connection_pool=True)
+    return b"" if record is None else record
+
+
+def slack_socket_verdict(
+    settings: Settings, host: str | None = None, *, now: datetime | None = None
+) -> Verdict:
+    """This host's ``bridge slack-socket`` recorded lately that it is connected to Slack."""
+    name = host or socket.gethostname()
+    record = asyncio.run(_record(settings, keys.slack_socket_health(name)))
+    if isinstance(record, Verdict):
+        return record
+    if not record:
+        return Verdict(False, f"no health record from slack-socket {name} (it writes one every 10 s)")
+    text = record.decode(errors="replace")
+    written = record_time(text, now or datetime.now())
+    if written is None or ((now or datetime.now()) - written).total_seconds() > SLACK_SOCKET_STALE_AFTER_S:
+        return Verdict(False, f"health record of slack-socket {name} is stale: {text[:80]}")
+    if not text.endswith(" connected"):
+        return Verdict(False, f"slack-socket {name} is not connected to Slack: {text[:80]}")
+    return Verdict(True, f"slack-socket {name}: {text}")
+
+
+async def _worker_verdict(settings: Settings, host: str, now: datetime | None) -> Verdict:
+    found = await _record(settings, keys.worker_health(host))
+    if isinstance(found, Verdict):
+        return found
+    record = found or None
     if record is None:
         return Verdict(
             False,

@@ -7,16 +7,17 @@ measured), so clients run on the ``httpx-aiohttp`` transport. Swapping back is o
 The MPC poller, the hot path (thousands of GETs a second), talks to the transport directly
 through :class:`Fetcher`: an ``httpx.Request`` in, an ``httpx.Response`` out, without the
 client's per-request work it does not need (cookie jar, auth flow, redirect loop, URL merging).
+
+Webhook deliveries are the one exception: :mod:`bridge.webhooks.sender` holds its own aiohttp
+session, since its connection pool is part of the SSRF guard (keyed by the checked address).
 """
 
 from __future__ import annotations
 
-import ssl
 from typing import Final, Literal
 
 import aiohttp
 import httpx
-from aiohttp.abc import AbstractResolver
 from httpx_aiohttp import AiohttpTransport
 
 URL_CACHE_SIZE: Final = 100_000
@@ -84,39 +85,6 @@ def transport_error_kind(exc: BaseException) -> Literal["timeout", "connection"]
     if isinstance(cause, aiohttp.ClientConnectionError) or not isinstance(exc, httpx.TimeoutException):
         return "connection"
     return "timeout"
-
-
-def build_pinned_client(
-    resolver: AbstractResolver,
-    *,
-    timeout: httpx.Timeout,
-    max_connections: int,
-    ssl_context: ssl.SSLContext | None = None,
-    headers: dict[str, str] | None = None,
-) -> httpx.AsyncClient:
-    """A client whose every connection resolves its host through ``resolver`` (webhooks: the SSRF
-    guard, which checks the addresses and returns only those).
-
-    - no DNS cache and no keep-alive, so every request resolves (and is checked) again;
-    - no proxy from the environment (``trust_env=False``): a proxy would connect elsewhere;
-    - redirects are never followed; ``Host`` and the TLS server name stay the URL's host name.
-    """
-    context = ssl_context or httpx.create_ssl_context()
-
-    def session() -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            resolver=resolver,
-            use_dns_cache=False,
-            force_close=True,
-            limit=max_connections,
-            ssl=context,
-        )
-        return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
-
-    transport = AiohttpTransport(client=session)
-    return httpx.AsyncClient(
-        transport=transport, timeout=timeout, headers=headers, follow_redirects=False, trust_env=False
-    )
 
 
 def build_session(*, timeout_s: float, connections: int = 100) -> aiohttp.ClientSession:

@@ -27,7 +27,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
-from bridge.core.model import EVENT_TYPES, FailureKind
+from bridge.core.catalog import EVENT_TYPES
+from bridge.core.model import FailureKind
 from bridge.logs import get_logger
 from bridge.store import keys
 

@@ -8,9 +8,11 @@ signal: the process exits 0 when every request finished, and 3 (``drain cut shor
 what was cancelled) when the deadline cut some short.
 
 :class:`DrainingServer` overrides parts of uvicorn's ``Server`` (``capture_signals``,
-``handle_exit``, ``main_loop`` and the internal ``_wait_tasks_to_complete``), written against
-:data:`UVICORN_VERSION` (a test fails when another uvicorn is installed);
-``tests/integration/test_shutdown.py`` checks both exit codes with a real process.
+``handle_exit``, to end never-ending responses such as the console's live streams before the
+drain, ``main_loop``, to tick once a second, and the internal ``_wait_tasks_to_complete``),
+written against :data:`UVICORN_VERSION`
+(a test fails when another uvicorn is installed); ``tests/integration/test_shutdown.py`` checks
+both exit codes with a real process.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import contextlib
 import math
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Final
 
 import uvicorn
@@ -54,9 +57,10 @@ class Left:
 class DrainingServer(uvicorn.Server):
     """``uvicorn.Server`` that remembers whether its drain finished, and does not die of the signal."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.left: Left | None = None
+        self._on_stop = on_stop
         self._exit_requested: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -72,11 +76,16 @@ class DrainingServer(uvicorn.Server):
                 await asyncio.wait_for(self._exit_requested.wait(), TICK_S)
             should_exit = await self.on_tick(counter)
 
-    def handle_exit(self, sig: int, frame: Any) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Before the drain starts: responses that never end by themselves (the console's live
+        # streams) are told to end, so they do not hold the drain to its deadline.
         super().handle_exit(sig, frame)
         if self._loop is not None and self._exit_requested is not None:
             # Called as a signal handler: call_soon_threadsafe is what may be used from one.
             self._loop.call_soon_threadsafe(self._exit_requested.set)
+        if self._on_stop is not None:
+            on_stop, self._on_stop = self._on_stop, None
+            on_stop()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -102,8 +111,11 @@ class DrainingServer(uvicorn.Server):
             raise
 
 
-def serve(app: Any, *, host: str, port: int, drain_s: float) -> int:
-    """Run ``app`` until SIGTERM/SIGINT; returns the process's exit code (see :mod:`bridge.exits`)."""
+def serve(
+    app: Any, *, host: str, port: int, drain_s: float, on_stop: Callable[[], None] | None = None
+) -> int:
+    """Run ``app`` until SIGTERM/SIGINT; returns the process's exit code (see :mod:`bridge.exits`).
+    ``on_stop`` runs once when the signal comes, before the drain (from the signal handler)."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -113,7 +125,7 @@ def serve(app: Any, *, host: str, port: int, drain_s: float) -> int:
         http="httptools",  # the C parser: h11, the pure-Python default, was ~20 % of the API's CPU
         timeout_graceful_shutdown=math.ceil(drain_s),
     )
-    server = DrainingServer(config)
+    server = DrainingServer(config, on_stop)
     try:
         server.run()
     except SystemExit as exc:

@@ -18,6 +18,7 @@ import httpx
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bridge.api.slack_app import SlackApp
 from bridge.config import Settings
 from bridge.core.diff import Rules
 from bridge.core.schedule import Intervals
@@ -29,12 +30,16 @@ from bridge.delivery.service import Deliveries
 from bridge.http import Fetcher, build_session, build_transport
 from bridge.metrics import WorkerMetrics
 from bridge.polling import Observer, Planner, Poller
+from bridge.slack.access import SlackAccess
 from bridge.slack.attachments import UnmaskedErrors
 from bridge.slack.notifier import SLACK_TIMEOUT_S, SlackBotNotifier, SlackWebhookNotifier
 from bridge.slack.state import SlackState
+from bridge.store.apikeys import ApiKeyStore
 from bridge.store.redis_store import RedisStore
+from bridge.upstream.budget import ClubBudget
 from bridge.upstream.credentials import CachedCredentials, CredentialStore
 from bridge.upstream.mpc import MAX_BODY_BYTES, ClubCredentials, MpcClient, UpstreamClient
+from bridge.webhooks.dns import AioDnsLookup
 from bridge.webhooks.guard import AddressPolicy, UrlGuard
 from bridge.webhooks.index import SubscriptionIndex
 from bridge.webhooks.notifier import WebhookNotifier
@@ -58,8 +63,13 @@ def store(settings: Settings, redis: Any) -> RedisStore:
 
 def subscription_store(settings: Settings, redis: Any) -> SubscriptionStore:
     """The store; it can seal and open secrets only when ``BRIDGE_SECRET_KEY`` is set."""
-    box = SecretBox(settings.secret_key) if settings.secret_key is not None else None
+    box = SecretBox(settings.secret_key) if settings.secret_key else None
     return SubscriptionStore(redis, box=box, retention_s=settings.retention_s)
+
+
+def api_key_store(settings: Settings, redis: Any) -> ApiKeyStore:
+    """Managed API keys; their digests' pepper is sealed with ``BRIDGE_SECRET_KEY``."""
+    return ApiKeyStore(redis, SecretBox(settings.require_secret_key()))
 
 
 def credential_store(settings: Settings, redis: Any) -> CredentialStore:
@@ -105,7 +115,12 @@ def intervals(settings: Settings) -> Intervals:
 
 
 def url_guard(settings: Settings) -> UrlGuard:
-    return UrlGuard(AddressPolicy(settings.webhook_allow_cidrs))
+    lookup = AioDnsLookup(
+        timeout_s=settings.webhook_dns_timeout_s,
+        servers=settings.webhook_dns_servers,
+        port=settings.webhook_dns_port,
+    )
+    return UrlGuard(AddressPolicy(settings.webhook_allow_cidrs, settings.webhook_allow_ports), lookup)
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -156,7 +171,7 @@ def slack_notifier(
             timeout=int(SLACK_TIMEOUT_S),
             retry_handlers=[],  # retries are deferred jobs, never sleeps in a worker slot
         )
-        return SlackBotNotifier(client=client, **common)
+        return SlackBotNotifier(client=client, interactive=settings.slack_interactive, **common)
     assert settings.slack_webhook_url is not None
     hook = AsyncWebhookClient(
         url=settings.slack_webhook_url.reveal(),
@@ -227,7 +242,14 @@ def poller(
     metrics = metrics or WorkerMetrics()
     return Poller(
         store=store,
-        observer=Observer(upstream=mpc, store=store, intervals=intervals(settings), metrics=metrics),
+        observer=Observer(
+            upstream=mpc,
+            store=store,
+            intervals=intervals(settings),
+            metrics=metrics,
+            budget=ClubBudget(redis, rate=settings.mpc_club_rate, burst=settings.mpc_club_burst),
+            requests_per_poll=settings.mpc_requests_per_poll,
+        ),
         planner=Planner(
             resolver=resolver(settings, redis),
             intervals=intervals(settings),
@@ -270,12 +292,32 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     return arq_options(settings, build_runtime)
 
 
+def slack_access(settings: Settings, redis: Any) -> SlackAccess:
+    return SlackAccess(redis, allowed_users=settings.slack_allowed_users)
+
+
+def slack_app(settings: Settings, redis: Any) -> SlackApp:
+    """The slash command and the card's buttons (``/slack/events`` and ``bridge slack-socket``)."""
+    events = store(settings, redis)
+    return SlackApp(
+        settings=settings,
+        store=events,
+        access=slack_access(settings, redis),
+        state=SlackState(redis, ttl_s=events.event_ttl_ms / 1000.0),
+        credentials=credential_store(settings, redis),
+        queue=redis,
+    )
+
+
 def api_state(settings: Settings, redis: Any) -> dict[str, Any]:
     """What the API's routes use, built in its lifespan (``app.state``)."""
     return {
         "redis": redis,
         "store": store(settings, redis),
         "credentials": credential_store(settings, redis),
+        "api_keys": api_key_store(settings, redis),
         "subscriptions": subscription_store(settings, redis),
         "dispatch": ArqQueue(redis).dispatch,
+        "slack_access": slack_access(settings, redis),
+        "slack_app": slack_app(settings, redis),
     }

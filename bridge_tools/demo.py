@@ -133,7 +133,7 @@ class Demo:
         self.term = term
         self.time_scale = time_scale
         self.procs: list[Process] = []
-        self.api_key = "demo_" + secrets.token_urlsafe(16)
+        self.api_key = "demo_" + secrets.token_urlsafe(32)
         self.mpc_token = "mpc_demo_" + secrets.token_urlsafe(16)
         self.webhooks = DemoWebhooks(self.procs, workdir, term.line)
         self.started = time.monotonic()
@@ -188,6 +188,7 @@ class Demo:
         with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {self.api_key}"}) as api:
             term.line("")
             self.webhooks.subscribe(api)
+            self._slack_app(api, api_url, env, slug, import_id)
             created = api.post(
                 "/v1/watches",
                 json={"loyalty_club_slug": slug, "import_id": import_id, "slack": {"channel": SLACK_CHANNEL}},
@@ -210,6 +211,22 @@ class Demo:
             self.webhooks.print_summary()
             term.line(self.slack.thread_summary())
         return 0 if completed else 1
+
+    def _slack_app(
+        self, api: httpx.Client, api_url: str, env: dict[str, str], slug: str, import_id: str
+    ) -> None:
+        """Open the club to the demo's channel and say how to drive the bridge from Slack."""
+        api.put(f"/v1/clubs/{slug}/slack-channels", json={"channel_ids": [SLACK_CHANNEL]}).raise_for_status()
+        term = self.term
+        term.line(f"In Slack, in channel {SLACK_CHANNEL}, a person would type: /mpc-watch {slug} {import_id}")
+        term.line(
+            term.paint(
+                "  (here, signed as Slack sends it: python -m bridge_tools.slack_command "
+                f"--api-url {api_url} --secret {env['BRIDGE_SLACK_SIGNING_SECRET']} "
+                f'--channel {SLACK_CHANNEL} "{slug} {import_id}"; the card\'s buttons come with it)',
+                "2",
+            )
+        )
 
     def _stamp(self) -> str:
         return self.term.paint(f"+{time.monotonic() - self.started:5.1f}s", "2")
@@ -241,6 +258,7 @@ class Demo:
                 "BRIDGE_SECRET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
                 "BRIDGE_MPC_BASE_URL": simulator_url,
                 "BRIDGE_MPC_TOKEN": self.mpc_token,
+                "BRIDGE_SLACK_SIGNING_SECRET": secrets.token_hex(16),
                 "BRIDGE_POLL_MIN_INTERVAL_S": str(DEMO_POLL_MIN_S),
                 "BRIDGE_POLL_MAX_INTERVAL_S": str(DEMO_POLL_MAX_S),
                 "BRIDGE_LOG_FORMAT": "json",

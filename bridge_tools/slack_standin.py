@@ -9,8 +9,15 @@ every payload with ``slack_sdk.models`` and Slack's documented limits.
 Web API (``POST /api/<method>``, JSON or form body, ``Authorization: Bearer <token>``)::
 
     auth.test  chat.postMessage  chat.update  chat.delete
+    apps.connections.open        (the app-level token) a Socket Mode URL on this stand-in
 
 Incoming webhook: ``POST /services/<anything>`` with a JSON body; answers ``ok``.
+
+Slack's other direction, as Slack does it: :func:`signed` signs a body with an app's signing
+secret, :func:`command_body` and :func:`click_body` build a slash command and a button click
+whose ``response_url`` points here (``POST /responses/<ref>``, kept in ``.responses``), and
+:meth:`SlackStandin.socket_request` sends either over Socket Mode (``GET /socket-mode``, a
+WebSocket) and waits for the app's acknowledgement.
 
 Control (no auth)::
 
@@ -30,6 +37,8 @@ In-process: ``running = await start(token="xoxb-test")`` then ``running.slack`` 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import itertools
 import json
 import logging
@@ -40,7 +49,7 @@ import sys
 import time
 from collections.abc import Mapping
 from typing import Any, Final, Self
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import click
 import msgspec
@@ -52,6 +61,8 @@ READY_PREFIX: Final = "READY slack-standin"
 TOKEN_PREFIX: Final = "TOKEN"  # noqa: S105 - the banner's label, not a token
 API_PATH: Final = "/api/"
 WEBHOOK_PATH: Final = "/services/"
+RESPONSES_PATH: Final = "/responses/"
+SOCKET_PATH: Final = "/socket-mode"
 LISTEN_BACKLOG: Final = 128
 
 # Slack's documented limits (docs.slack.dev/reference/block-kit/blocks, chat.postMessage), kept
@@ -224,8 +235,15 @@ class Call(msgspec.Struct, kw_only=True):
 class SlackStandin:
     """The stand-in's state and answers (the aiohttp app routes to these)."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, app_token: str | None = None) -> None:
         self.token = token
+        self.app_token = app_token
+        self.url = ""
+        """Where it listens, once started (Socket Mode URLs and ``response_url`` point here)."""
+        self.responses: list[dict[str, Any]] = []
+        """What apps posted to a ``response_url``, each with its ``ref``."""
+        self.sockets: list[web.WebSocketResponse] = []
+        self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, str], Message] = {}
         self.webhook_posts: list[dict[str, Any]] = []
@@ -289,6 +307,7 @@ class SlackStandin:
             self.channel_errors[cid] = error
 
     def reset(self) -> None:
+        self.responses.clear()
         self.calls.clear()
         self.messages.clear()
         self.webhook_posts.clear()
@@ -332,6 +351,11 @@ class SlackStandin:
         given = given or payload.get("token")
         if not given:
             return self._answer(call, {"ok": False, "error": "not_authed"})
+        if method == "apps.connections.open":
+            if self.app_token is None or not secrets.compare_digest(str(given), self.app_token):
+                return self._answer(call, {"ok": False, "error": "invalid_auth"})
+            ws = "ws" + self.url.removeprefix("http") + SOCKET_PATH
+            return self._answer(call, {"ok": True, "url": ws})
         if not secrets.compare_digest(str(given), self.token):
             return self._answer(call, {"ok": False, "error": "invalid_auth"})
         if fault is not None and fault.error:
@@ -431,6 +455,44 @@ class SlackStandin:
         message.deleted = True
         return {"ok": True, "channel": cid, "ts": message.ts}
 
+    # ------------------------------------------------------------------ Slack to the app
+
+    def response_url(self, ref: str | None = None) -> str:
+        return f"{self.url}{RESPONSES_PATH}{ref or secrets.token_hex(6)}"
+
+    async def socket_request(
+        self, kind: str, payload: dict[str, Any], timeout_s: float = 5.0
+    ) -> dict[str, Any]:
+        """Send ``payload`` as Slack's Socket Mode does (``kind``: ``slash_commands`` or
+        ``interactive``) to the connected app; its acknowledgement (``envelope_id``, ``payload``)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.sockets and time.monotonic() < deadline:  # noqa: ASYNC110 - a test helper polling
+            await asyncio.sleep(0.02)
+        if not self.sockets:
+            raise TimeoutError("no app connected over Socket Mode")
+        envelope_id = secrets.token_hex(8)
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._acks[envelope_id] = waiter
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "payload": payload,
+            "accepts_response_payload": kind == "slash_commands",
+            "retry_attempt": 0,
+            "retry_reason": "",
+        }
+        await self.sockets[-1].send_json(envelope)
+        try:
+            return await asyncio.wait_for(waiter, max(0.0, deadline - time.monotonic()))
+        finally:
+            self._acks.pop(envelope_id, None)
+
+    def _acked(self, message: Any) -> None:
+        envelope_id = message.get("envelope_id") if isinstance(message, dict) else None
+        waiter = self._acks.get(str(envelope_id))
+        if waiter is not None and not waiter.done():
+            waiter.set_result(message)
+
     async def webhook(self, path: str, payload: dict[str, Any]) -> web.Response:
         call = self._record("webhook", {**payload, "hook": path})
         fault = self._fault("webhook")
@@ -518,6 +580,24 @@ def create_app(standin: SlackStandin) -> web.Application:
         standin.set_channel_error(str(body["channel"]), body.get("error"))
         return web.json_response({"channel": body["channel"], "error": body.get("error")})
 
+    async def response(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        standin.responses.append({"ref": request.match_info["ref"], **body})
+        return web.Response(text="ok")
+
+    async def socket(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        standin.sockets.append(ws)
+        await ws.send_json({"type": "hello", "num_connections": len(standin.sockets)})
+        try:
+            async for message in ws:
+                if message.type == web.WSMsgType.TEXT:
+                    standin._acked(json.loads(message.data))
+        finally:
+            standin.sockets.remove(ws)
+        return ws
+
     async def reset(_: web.Request) -> web.StreamResponse:
         standin.reset()
         return web.Response(status=204)
@@ -530,6 +610,8 @@ def create_app(standin: SlackStandin) -> web.Application:
             web.post(API_PATH + "{method}", api),
             web.get(API_PATH + "{method}", api),
             web.post(WEBHOOK_PATH + "{path:.+}", hook),
+            web.post(RESPONSES_PATH + "{ref}", response),
+            web.get(SOCKET_PATH, socket),
             web.get("/_control/health", health),
             web.get("/_control/calls", calls),
             web.get("/_control/messages", messages),
@@ -557,6 +639,8 @@ class RunningStandin:
         return self.url + WEBHOOK_PATH + name
 
     async def stop(self) -> None:
+        for ws in list(self.slack.sockets):
+            await ws.close()
         await self._runner.cleanup()
 
     async def __aenter__(self) -> Self:
@@ -566,9 +650,11 @@ class RunningStandin:
         await self.stop()
 
 
-async def start(token: str, host: str = LOOPBACK, port: int = 0) -> RunningStandin:
+async def start(
+    token: str, host: str = LOOPBACK, port: int = 0, app_token: str | None = None
+) -> RunningStandin:
     """Start a stand-in in this event loop (``port=0``: a free port)."""
-    standin = SlackStandin(token)
+    standin = SlackStandin(token, app_token)
     runner = web.AppRunner(create_app(standin), access_log=None, handle_signals=False)
     await runner.setup()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -583,7 +669,73 @@ async def start(token: str, host: str = LOOPBACK, port: int = 0) -> RunningStand
         await runner.cleanup()
         raise
     bound_host, bound_port = sock.getsockname()[:2]
-    return RunningStandin(runner, standin, f"http://{bound_host}:{bound_port}")
+    standin.url = f"http://{bound_host}:{bound_port}"
+    return RunningStandin(runner, standin, standin.url)
+
+
+# ---------------------------------------------------------------------------- signing, as Slack
+
+
+def signed(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    """The headers Slack sends with ``body``: ``v0=`` HMAC-SHA256 of ``v0:{timestamp}:{body}``."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": f"v0={digest}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+def command_fields(
+    text: str, *, command: str = "/mpc-watch", channel: str = "C0SLACKTEST", user: str = "U0PERSON",
+    response_url: str = "",
+) -> dict[str, str]:  # fmt: skip
+    """A slash command's fields, as Slack sends them (form fields, or a Socket Mode payload)."""
+    return {
+        "token": "deprecated-verification-token",
+        "team_id": "T0STANDIN",
+        "team_domain": "standin",
+        "channel_id": channel,
+        "channel_name": "imports",
+        "user_id": user,
+        "user_name": "person",
+        "command": command,
+        "text": text,
+        "api_app_id": "A0BRIDGE",
+        "response_url": response_url,
+        "trigger_id": secrets.token_hex(8),
+    }
+
+
+def click_payload(
+    action_id: str, watch_id: str, *, channel: str = "C0SLACKTEST", user: str = "U0PERSON",
+    response_url: str = "", message_ts: str = "",
+) -> dict[str, Any]:  # fmt: skip
+    """A ``block_actions`` payload: one button of a message clicked."""
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": "person", "team_id": "T0STANDIN"},
+        "api_app_id": "A0BRIDGE",
+        "team": {"id": "T0STANDIN", "domain": "standin"},
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
+        "channel": {"id": channel, "name": "imports"},
+        "message": {"ts": message_ts},
+        "response_url": response_url,
+        "trigger_id": secrets.token_hex(8),
+        "actions": [
+            {"type": "button", "action_id": action_id, "block_id": "bridge_card_actions", "value": watch_id,
+             "action_ts": f"{time.time():.6f}"}
+        ],
+    }  # fmt: skip
+
+
+def command_body(text: str, **fields: Any) -> bytes:
+    return urlencode(command_fields(text, **fields)).encode()
+
+
+def click_body(action_id: str, watch_id: str, **fields: Any) -> bytes:
+    return urlencode({"payload": json.dumps(click_payload(action_id, watch_id, **fields))}).encode()
 
 
 # ---------------------------------------------------------------------------- as a process

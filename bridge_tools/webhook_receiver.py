@@ -28,7 +28,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import msgspec
 from aiohttp import web
@@ -68,6 +68,8 @@ class Received(msgspec.Struct, kw_only=True):
     reason: str
     status: int
     """What the receiver answered."""
+    peer: str = ""
+    """The sender's address and port: the same for requests that came on one kept-alive connection."""
 
     @property
     def text(self) -> str:
@@ -98,6 +100,10 @@ class _Script(msgspec.Struct):
 
 
 class WebhookReceiver:
+    observers: ClassVar[list[Callable[[dict[str, str], bytes], None]]] = []
+    """Called with every request's headers and body, by every receiver in this process (the test
+    suite checks each delivered payload against its published schema this way)."""
+
     def __init__(
         self,
         *,
@@ -183,10 +189,14 @@ class WebhookReceiver:
         path = request.match_info["path"]
         body = await request.read()
         headers = {k.lower(): v for k, v in request.headers.items()}
+        for observe in self.observers:
+            observe(headers, body)
         verified, reason = self._verify(path, headers, body)
         queue = self._scripts.get(path)
         reply = queue.popleft() if queue else Reply()
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
         record = Received(
+            peer=f"{peer[0]}:{peer[1]}" if peer else "",
             seq=len(self.received) + 1,
             path=path,
             at=time.time(),

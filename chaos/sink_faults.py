@@ -28,6 +28,7 @@ import redis
 
 from bridge.store import keys
 from bridge_tools import slack_standin
+from bridge_tools.payload_contract import PayloadContract
 from bridge_tools.slack_standin import RunningStandin
 from bridge_tools.webhook_receiver import Received, Reply, WebhookReceiver
 from chaos._faultstack import ApiClient, FaultStack, fault_stack, wait_for, write_log
@@ -155,9 +156,11 @@ def slack_hold_violations(standin: RunningStandin) -> tuple[int, list[str]]:
 async def run(ctx: RunContext, size: Size) -> Outcome:
     outcome = Outcome(NAME)
     received: list[Received] = []
+    contract = PayloadContract()
 
     def on_receive(item: Received) -> None:
         ctx.record_event(item.body)
+        contract.observe(item.headers, item.body)
         received.append(item)
 
     receiver = WebhookReceiver(on_receive=on_receive)
@@ -173,6 +176,8 @@ async def run(ctx: RunContext, size: Size) -> Outcome:
             ctx.record_event(json.dumps(call.payload).encode())
         await standin.stop()
         await receiver.stop()
+    failure = contract.failure()
+    outcome.check("every payload matches its published schema", failure is None, failure or "")
     return outcome
 
 

@@ -198,6 +198,10 @@ class ChaosStack:
                 "BRIDGE_UPSTREAM_TIMEOUT_S": str(UPSTREAM_TIMEOUT_S),
                 "BRIDGE_UPSTREAM_CONNECT_TIMEOUT_S": str(UPSTREAM_CONNECT_TIMEOUT_S),
                 "BRIDGE_POLL_LEASE_S": str(LEASE_S),
+                # Polls come far faster than MPC allows (a scaled clock): the clubs' request budget
+                # would hold most back. Its own tests: tests/integration/test_upstream_budget.py.
+                "BRIDGE_MPC_CLUB_RATE": "100000",
+                "BRIDGE_MPC_CLUB_BURST": "100000",
                 "BRIDGE_DELIVERY_TIMEOUT_S": str(DELIVERY_TIMEOUT_S),
                 "BRIDGE_WEBHOOK_TIMEOUT_S": str(WEBHOOK_TIMEOUT_S),
                 "BRIDGE_NOTIFY_LOG": "false",

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import msgspec
 
+from bridge_tools.payload_contract import PayloadContract
 from bridge_tools.webhook_receiver import Received, WebhookReceiver
 from chaos._faultstack import (
     ApiClient,
@@ -427,9 +428,11 @@ async def run(ctx: RunContext, size: Size) -> Outcome:
     auth_bulk = 5999
     auth = Watched(AUTH_CLUB, "imp-auth", False, {auth_bulk: (("working", {}),)})
     received: list[Received] = []
+    contract = PayloadContract()
 
     def on_receive(item: Received) -> None:
         ctx.record_event(item.body)
+        contract.observe(item.headers, item.body)
         received.append(item)
 
     receiver = WebhookReceiver(on_receive=on_receive)
@@ -439,6 +442,8 @@ async def run(ctx: RunContext, size: Size) -> Outcome:
             await scenario(ctx, size, running, receiver, imports, auth, received, outcome)
     finally:
         await receiver.stop()
+    failure = contract.failure()
+    outcome.check("every payload matches its published schema", failure is None, failure or "")
     return outcome
 
 

@@ -6,6 +6,8 @@ from typing import Annotated, Final, Generic, TypeVar
 
 from msgspec import Meta, Struct
 
+from bridge.config import WATCH_BULK_IDS_CEILING
+from bridge.core import patterns
 from bridge.core.diff import bulk_outcome, import_totals, iso_timestamp
 from bridge.core.model import (
     DAY_S,
@@ -21,10 +23,11 @@ from bridge.core.model import (
 )
 from bridge.store.redis_store import WatchRecord
 
-SLUG_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{0,63}$"
-IMPORT_ID_PATTERN: Final = r"^[A-Za-z0-9-]{1,64}$"
-SLACK_CHANNEL_PATTERN: Final = r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CDG][A-Z0-9]{6,20})$"
-MAX_BULK_IDS: Final = 1000
+SLUG_PATTERN: Final = patterns.SLUG
+IMPORT_ID_PATTERN: Final = patterns.IMPORT_ID
+SLACK_CHANNEL_PATTERN: Final = patterns.SLACK_CHANNEL
+MAX_BULK_IDS: Final = WATCH_BULK_IDS_CEILING
+"""The schema's bound; the configured one (``BRIDGE_WATCH_MAX_BULK_IDS``) is checked on creation."""
 MAX_BULK_ID: Final = 2**53 - 1
 """Largest bulk id accepted (exact in every JSON parser)."""
 WATCH_OPTION_MIN_S: Final = 60
@@ -121,12 +124,17 @@ class WatchOut(Struct, kw_only=True):
     bulks: list[BulkOut]
     totals: ImportTotals
     upstream: UpstreamOut
+    created_by: str | None
+    """Id of the API key that created the watch."""
 
 
 class TimelineItem(Struct, kw_only=True):
     event_id: str
     type: str
     sequence: int
+    position: Annotated[
+        int, Meta(ge=1, description="The event's place in its watch's timeline: 1, 2, 3, ...")
+    ]
     timestamp: str
     bulk_id: int | None
     data: EventData
@@ -186,10 +194,11 @@ def watch_out(record: WatchRecord) -> WatchOut:
         bulks=bulks,
         totals=import_totals(snapshot),
         upstream=UpstreamOut(consecutive_failures=snapshot.failures, failing=snapshot.failing),
+        created_by=spec.created_by,
     )
 
 
-CURSOR_PATTERN: Final = r"^[0-9]{1,9}$"
+CURSOR_PATTERN: Final = patterns.CURSOR
 """A cursor is the position to continue from: every cursor the pattern allows is a valid one."""
 
 

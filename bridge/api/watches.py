@@ -14,8 +14,9 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, Parameter, QueryParameter
 from litestar.response import Response
 
+from bridge.api.auth import Principal, PrincipalDep, audit
 from bridge.api.deps import SettingsDep, StoreDep
-from bridge.api.docs import READ_ERRORS, WRITE_ERRORS, errors
+from bridge.api.docs import CREATE_ERRORS, READ_ERRORS, errors, scoped
 from bridge.api.errors import ApiError, decode_strictly
 from bridge.api.params import Cursor, Limit, offset_of
 from bridge.api.schemas import (
@@ -28,17 +29,34 @@ from bridge.api.schemas import (
     encode_cursor,
     watch_out,
 )
+from bridge.config import Settings
+from bridge.core import patterns
 from bridge.core.codec import decode_event
 from bridge.core.model import SlackTarget, WatchSpec, WatchState
+from bridge.store.redis_store import LimitReached, RedisStore
 
 FINGERPRINT_BYTES: Final = 16
 WATCH_ID_PREFIX: Final = "wch_"
 WATCH_ID_BYTES: Final = 12
-WATCH_ID_PATTERN: Final = r"^wch_[0-9a-f]{24}$"
+WATCH_ID_PATTERN: Final = patterns.WATCH_ID
+MAX_POSITION: Final = 10**9 - 1
+"""Largest ``after`` accepted: as far as a cursor goes (nine digits)."""
 
 
 WatchId = Annotated[str, Parameter(description="watch id", pattern=WATCH_ID_PATTERN)]
 ClubFilter = Annotated[str | None, Parameter(pattern=SLUG_PATTERN, description="only this club's watches")]
+After = Annotated[
+    int,
+    Parameter(
+        # gt=-1, not ge=0: Litestar leaves a bound of 0 out of the OpenAPI document.
+        gt=-1,
+        le=MAX_POSITION,
+        description=(
+            "only events after this position: a receiver catching up from the last one it applied "
+            "(with a cursor too, the later of the two)"
+        ),
+    ),
+]
 StateFilter = Annotated[
     WatchState | None, QueryParameter(name="state", description="only watches in this state")
 ]
@@ -58,19 +76,17 @@ def fingerprint(data: WatchCreate) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def _check_full_match(data: WatchCreate) -> None:
-    # The patterns are anchored with `$`, which also matches before a final newline.
-    for field, value in (("loyalty_club_slug", data.loyalty_club_slug), ("import_id", data.import_id)):
-        if "\n" in value:
-            raise ApiError(
-                422,
-                "validation_error",
-                f"{field} must not contain a newline",
-                [{"key": field, "message": "contains a newline"}],
-            )
-
-
-def spec_from(data: WatchCreate, watch_id: str, now: float) -> WatchSpec:
+def spec_from(
+    data: WatchCreate, watch_id: str, now: float, *, max_bulk_ids: int, created_by: str | None = None
+) -> WatchSpec:
+    if data.bulk_ids is not None and len(data.bulk_ids) > max_bulk_ids:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"bulk_ids names {len(data.bulk_ids)} bulks; at most {max_bulk_ids} (or omit it to watch the "
+            "whole import)",
+            [{"key": "bulk_ids", "message": f"more than {max_bulk_ids} bulk ids"}],
+        )
     if data.bulk_ids is not None and len(set(data.bulk_ids)) != len(data.bulk_ids):
         raise ApiError(
             422,
@@ -78,7 +94,6 @@ def spec_from(data: WatchCreate, watch_id: str, now: float) -> WatchSpec:
             "bulk_ids must not repeat an id",
             [{"key": "bulk_ids", "message": "duplicate bulk id"}],
         )
-    _check_full_match(data)
     return WatchSpec(
         id=watch_id,
         loyalty_club_slug=data.loyalty_club_slug,
@@ -90,14 +105,92 @@ def spec_from(data: WatchCreate, watch_id: str, now: float) -> WatchSpec:
         notify_progress=data.notify_progress,
         stall_after_s=float(data.stall_after_s),
         missing_after_s=float(data.missing_after_s),
+        created_by=created_by,
     )
 
 
-async def _record(store: StoreDep, watch_id: str) -> WatchOut:
+async def _record(store: RedisStore, watch_id: str) -> WatchOut:
     record = await store.get_watch(watch_id)
     if record is None:
         raise ApiError(404, "not_found", f"no watch {watch_id}")
     return watch_out(record)
+
+
+async def _visible(store: RedisStore, principal: Principal, watch_id: str) -> WatchSpec:
+    """The watch's spec; 404 when it does not exist or belongs to a club the key does not hold."""
+    record = await store.get_watch(watch_id)
+    missing = f"no watch {watch_id}"
+    if record is None:
+        raise ApiError(404, "not_found", missing)
+    principal.check_read(record.spec.loyalty_club_slug, missing)
+    return record.spec
+
+
+# ------------------------------------------------------------------ what the routes do
+# (the console's pages do the same through these, so both answer alike)
+
+
+async def create_watch(
+    store: RedisStore, settings: Settings, principal: Principal, data: WatchCreate
+) -> tuple[WatchOut, bool]:
+    """Create the watch ``data`` asks for; ``(watch, False)`` when an identical active one exists.
+    Raises :class:`ApiError`: 422 for what the schema alone cannot refuse, 403 for a club the key
+    does not hold (or a viewer key)."""
+    spec = spec_from(
+        data,
+        new_watch_id(),
+        time.time(),
+        max_bulk_ids=settings.watch_max_bulk_ids,
+        created_by=principal.key_id,
+    )
+    principal.check_club(spec.loyalty_club_slug)
+    try:
+        most = settings.max_watches_per_club
+        created, watch_id = await store.create_watch(
+            spec, fingerprint(data), settings.poll_min_interval_s, max_per_club=most
+        )
+    except LimitReached as reached:
+        raise ApiError(
+            409,
+            "limit_reached",
+            f"club {spec.loyalty_club_slug} has {reached.limit} active watches, the most allowed: "
+            "stop one or wait for one to end",
+        ) from None
+    if created:
+        audit(principal, "watch.create", watch_id=watch_id, club=spec.loyalty_club_slug)
+    return await _record(store, watch_id), created
+
+
+async def stop_watch(store: RedisStore, principal: Principal, watch_id: str) -> WatchOut:
+    """Stop a watch (idempotent); 404 when there is no such watch or it is another club's."""
+    spec = await _visible(store, principal, watch_id)
+    principal.check_club(spec.loyalty_club_slug)
+    if await store.stop_watch(spec, time.time()):
+        audit(principal, "watch.stop", watch_id=watch_id, club=spec.loyalty_club_slug)
+    return await _record(store, watch_id)
+
+
+async def timeline_items(
+    store: RedisStore, watch_id: str, offset: int, limit: int
+) -> tuple[list[TimelineItem], bool]:
+    """Up to ``limit`` timeline entries from ``offset``, oldest first, and whether more follow."""
+    bodies = await store.timeline(watch_id, offset, limit + 1)
+    items = []
+    for index, body in enumerate(bodies[:limit]):
+        event = decode_event(body)
+        bulk_id = event.data.bulk_id if isinstance(event.data.bulk_id, int) else None
+        items.append(
+            TimelineItem(
+                event_id=event.id,
+                type=event.type,
+                sequence=event.data.sequence,
+                position=offset + index + 1,
+                timestamp=event.timestamp,
+                bulk_id=bulk_id,
+                data=event.data,
+            )
+        )
+    return items, len(bodies) > limit
 
 
 class WatchController(Controller):
@@ -107,10 +200,11 @@ class WatchController(Controller):
     @post(
         "/",
         summary="Watch an import (201), or get the identical active watch (200)",
+        description=scoped("editor", "for a club the key holds (another club: 403 `forbidden_club`)"),
         status_code=201,
         responses={
             200: ResponseSpec(WatchOut, description="An identical active watch exists: here it is."),
-            **errors(*WRITE_ERRORS),
+            **errors(*CREATE_ERRORS, 409),
         },
     )
     async def create(
@@ -119,25 +213,33 @@ class WatchController(Controller):
         data: JSONBody[WatchCreate],
         store: StoreDep,
         settings: SettingsDep,
+        principal: PrincipalDep,
     ) -> Response[WatchOut]:
         # Litestar converts leniently ("1" becomes 1); the contract is the schema, exactly.
         data = decode_strictly(await request.body(), WatchCreate)
-        spec = spec_from(data, new_watch_id(), time.time())
-        created, watch_id = await store.create_watch(spec, fingerprint(data), settings.poll_min_interval_s)
-        return Response(await _record(store, watch_id), status_code=201 if created else 200)
+        watch, created = await create_watch(store, settings, principal, data)
+        return Response(watch, status_code=201 if created else 200)
 
-    @get("/", summary="Watches, newest first, filtered by club and state", responses=errors(400, 401, 422))
+    @get(
+        "/",
+        summary="Watches, newest first, filtered by club and state",
+        description=scoped("viewer", "only the watches of the clubs the key holds"),
+        responses=errors(400, 401, 422),
+    )
     async def list_watches(
         self,
         store: StoreDep,
+        principal: PrincipalDep,
         loyalty_club_slug: ClubFilter = None,
         state_filter: StateFilter = None,
         cursor: Cursor = None,
         limit: Limit = PAGE_DEFAULT,
     ) -> Page[WatchOut]:
         offset = offset_of(cursor)
+        if loyalty_club_slug is not None and not principal.sees(loyalty_club_slug):
+            return Page(items=[], next_cursor=None)
         records, next_offset = await store.list_watches(
-            slug=loyalty_club_slug, state=state_filter, offset=offset, limit=limit
+            slug=loyalty_club_slug, state=state_filter, offset=offset, limit=limit, clubs=principal.clubs
         )
         return Page(
             items=[watch_out(r) for r in records],
@@ -147,47 +249,43 @@ class WatchController(Controller):
     @get(
         "/{watch_id:str}",
         summary="A watch with every bulk's snapshot and the import totals",
+        description=scoped("viewer", "of a club the key holds (another club's watch: 404)"),
         responses=errors(401, 404, 422),
     )
-    async def show(self, watch_id: WatchId, store: StoreDep) -> WatchOut:
+    async def show(self, watch_id: WatchId, store: StoreDep, principal: PrincipalDep) -> WatchOut:
+        await _visible(store, principal, watch_id)
         return await _record(store, watch_id)
 
     @delete(
         "/{watch_id:str}",
         summary="Stop a watch (idempotent)",
+        description=scoped("editor", "of a club the key holds (another club's watch: 404)"),
         status_code=200,
-        responses=errors(401, 404, 422),
+        responses=errors(401, 403, 404, 422),
     )
-    async def stop(self, watch_id: WatchId, store: StoreDep) -> WatchOut:
-        record = await store.get_watch(watch_id)
-        if record is None:
-            raise ApiError(404, "not_found", f"no watch {watch_id}")
-        await store.stop_watch(record.spec, time.time())
-        return await _record(store, watch_id)
+    async def stop(self, watch_id: WatchId, store: StoreDep, principal: PrincipalDep) -> WatchOut:
+        return await stop_watch(store, principal, watch_id)
 
     @get(
-        "/{watch_id:str}/events", summary="The watch's timeline, oldest first", responses=errors(*READ_ERRORS)
+        "/{watch_id:str}/events",
+        summary="The watch's timeline in position order, oldest first; `after` resumes after a position",
+        description=scoped("viewer", "of a club the key holds (another club's watch: 404)"),
+        responses=errors(*READ_ERRORS),
     )
     async def events(
-        self, watch_id: WatchId, store: StoreDep, cursor: Cursor = None, limit: Limit = PAGE_DEFAULT
+        self,
+        watch_id: WatchId,
+        store: StoreDep,
+        principal: PrincipalDep,
+        cursor: Cursor = None,
+        limit: Limit = PAGE_DEFAULT,
+        after: After = 0,
     ) -> Page[TimelineItem]:
-        offset = offset_of(cursor)
-        if await store.get_watch(watch_id) is None:
-            raise ApiError(404, "not_found", f"no watch {watch_id}")
-        bodies = await store.timeline(watch_id, offset, limit + 1)
-        items = []
-        for body in bodies[:limit]:
-            event = decode_event(body)
-            bulk_id = event.data.bulk_id if isinstance(event.data.bulk_id, int) else None
-            items.append(
-                TimelineItem(
-                    event_id=event.id,
-                    type=event.type,
-                    sequence=event.data.sequence,
-                    timestamp=event.timestamp,
-                    bulk_id=bulk_id,
-                    data=event.data,
-                )
-            )
-        next_cursor = encode_cursor(offset + limit) if len(bodies) > limit else None
+        # The timeline lists every event of the watch once, in position order: the event at
+        # position N is its N-th entry, so "after N" is the offset N, which is also what a cursor
+        # holds.
+        offset = max(after, offset_of(cursor))
+        await _visible(store, principal, watch_id)
+        items, more = await timeline_items(store, watch_id, offset, limit)
+        next_cursor = encode_cursor(offset + limit) if more else None
         return Page(items=items, next_cursor=next_cursor)

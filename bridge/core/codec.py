@@ -11,6 +11,7 @@ from typing import Any, Final
 import msgspec
 
 from bridge.core.model import Event
+from bridge.core.payloads import PAYLOAD_TYPES
 
 _event_encoder: Final = msgspec.json.Encoder()
 _event_decoder: Final = msgspec.json.Decoder(Event)
@@ -18,8 +19,14 @@ _job_encoder: Final = msgspec.msgpack.Encoder(enc_hook=repr)
 
 
 def encode_event(event: Event) -> bytes:
-    """The event's JSON: stored once, then sent byte for byte (it is what webhooks sign)."""
-    return _event_encoder.encode(event)
+    """The event's JSON: stored once, then sent byte for byte (it is what webhooks sign).
+
+    Written through the payload type of its event type, the one its published schema comes
+    from: an event lacking a field its type requires raises ``msgspec.ValidationError`` here
+    instead of reaching a receiver.
+    """
+    typed = msgspec.convert(msgspec.to_builtins(event), PAYLOAD_TYPES[event.type])
+    return _event_encoder.encode(typed)
 
 
 def decode_event(body: bytes) -> Event:

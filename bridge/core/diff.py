@@ -12,7 +12,9 @@ Rules (the event table in docs/design.md):
 - ``members_errors`` going empty (MPC deletes personal data after 24 h) is not a change;
 - a failed poll changes nothing but the failure count; ``watch.upstream_failing`` after
   ``failing_after`` of them in a row, ``watch.upstream_recovered`` at the next success;
-  401/403 end the watch in ``error`` at once;
+  401/403 end the watch in ``error`` at once; a club token the bridge cannot decrypt announces
+  ``watch.upstream_failing`` at once but keeps the watch (it recovers once the token is readable);
+  a poll the club's request budget held back (``throttled``) or MPC rate-limited counts nothing;
 - ``import.completed`` once, when every bulk of the watch is terminal (or gone); a watch that
   ended produces nothing more.
 """
@@ -78,6 +80,16 @@ def event_id(watch_id: str, bulk_id: int | None, sequence: int, event_type: str)
     return EVENT_ID_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:EVENT_ID_HEX_CHARS]
 
 
+def events_so_far(snap: WatchSnapshot) -> int:
+    """How many events the watch has had: the position of its last one.
+
+    Every event adds one to exactly one counter, the watch's ``seq`` or its bulk's, so their sum
+    counts the watch's events. Derived this way, positions need nothing stored beside the
+    snapshot, and a watch created before positions existed continues from its true count.
+    """
+    return snap.seq + sum(bulk.seq for bulk in snap.bulks.values())
+
+
 def iso_timestamp(epoch_s: float) -> str:
     """``2026-11-26T10:00:00.123Z``."""
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -104,9 +116,11 @@ def bulk_outcome(snap: BulkSnapshot) -> str:
 class _Emitter:
     """Builds the events of one diff, in order."""
 
-    def __init__(self, watch: WatchSpec, now: float) -> None:
+    def __init__(self, watch: WatchSpec, now: float, position: int) -> None:
         self.watch = watch
         self.now = now
+        self.position = position
+        """Position of the watch's last event so far: each event takes the next one."""
         self.timestamp = ""
         """Formatted at the first event: most polls have none."""
         self.events: list[Event] = []
@@ -118,9 +132,11 @@ class _Emitter:
             loyalty_club_slug=self.watch.loyalty_club_slug,
             import_id=self.watch.import_id,
             sequence=sequence,
+            position=self.position + 1,
             bulk_id=UNSET if bulk_id is None else bulk_id,
             **fields,
         )
+        self.position += 1
         self.timestamp = self.timestamp or iso_timestamp(self.now)
         self.events.append(Event(type=event_type, timestamp=self.timestamp, data=data))
 
@@ -412,9 +428,16 @@ def _completion_fields(snap: WatchSnapshot) -> dict[str, Any]:
     }
 
 
+NOT_FAILURES: Final = frozenset({"rate_limited", "throttled"})
+"""Polls held back on purpose: they count no failure and announce nothing."""
+FAILING_AT_ONCE: Final = frozenset({"credentials_unreadable"})
+"""Failures no retry will cure by itself: announced at the first one, without waiting for the
+threshold (the watch stays active, so it recovers once someone fixes the cause)."""
+
+
 def _on_failure(snap: WatchSnapshot, failure: Failure, rules: Rules, out: _Emitter) -> None:
-    if failure.kind == "rate_limited":
-        return  # MPC asked us to slow down: not a failure of the import
+    if failure.kind in NOT_FAILURES:
+        return  # asked to slow down (by MPC or the club's budget): not a failure of the import
     snap.failures += 1
     reason = f"{failure.kind}: {failure.detail}" if failure.detail else failure.kind
     if failure.kind == "unauthorized":
@@ -422,7 +445,7 @@ def _on_failure(snap: WatchSnapshot, failure: Failure, rules: Rules, out: _Emitt
         out.emit("watch.upstream_failing", snap.seq, None, reason=reason, failures=snap.failures)
         snap.failing = True
         snap.state = "error"
-    elif snap.failures >= rules.failing_after and not snap.failing:
+    elif (failure.kind in FAILING_AT_ONCE or snap.failures >= rules.failing_after) and not snap.failing:
         snap.seq += 1
         out.emit("watch.upstream_failing", snap.seq, None, reason=reason, failures=snap.failures)
         snap.failing = True
@@ -441,7 +464,7 @@ def diff(
     )
     if snap.state != "active":
         return Diff(snap, [])
-    out = _Emitter(watch, now)
+    out = _Emitter(watch, now, events_so_far(snap))
     if observation.failure is not None:
         _on_failure(snap, observation.failure, rules, out)
     else:

@@ -128,6 +128,8 @@ class WatchSpec(Struct, kw_only=True, array_like=True):
     notify_progress: bool = False
     stall_after_s: float = STALL_AFTER_DEFAULT_S
     missing_after_s: float = MISSING_AFTER_DEFAULT_S
+    created_by: str | None = None
+    """Id of the API key that created the watch (``None``: created before keys were recorded)."""
 
     @property
     def whole_import(self) -> bool:
@@ -196,7 +198,12 @@ FailureKind: TypeAlias = Literal[
     "connection",
     "malformed",
     "rejected",
+    "credentials_unreadable",
+    "throttled",
 ]
+"""Why a request to MPC got no answer. ``credentials_unreadable``: the club's stored token cannot be
+decrypted with the configured keys (nothing was sent). ``throttled``: the club's own request
+budget in the bridge is spent for now (nothing was sent; not a failure of MPC or of the import)."""
 
 
 class Failure(Struct, kw_only=True, frozen=True):
@@ -281,6 +288,8 @@ class EventData(Struct, kw_only=True, omit_defaults=True):
     loyalty_club_slug: str
     import_id: str
     sequence: int
+    position: int | UnsetType = UNSET
+    """The event's place among all events of its watch (1, 2, 3, ...); unset for a test event."""
     bulk_id: int | None | UnsetType = UNSET
     status: str | None | UnsetType = UNSET
     previous_status: str | None | UnsetType = UNSET

@@ -13,7 +13,7 @@ from typing import Final
 
 import msgspec
 
-from bridge.core.diff import LISTING_SUFFICES
+from bridge.core.diff import LISTING_SUFFICES, NOT_FAILURES
 from bridge.core.model import ACTIVE_STATUSES, Failure, WatchSnapshot, WatchSpec
 from bridge.core.retry import exponential
 
@@ -103,7 +103,8 @@ def next_delay(
     jitter: float,
 ) -> tuple[float, PollState]:
     """Seconds until the next poll, and the poll state to keep. ``jitter`` is drawn in [0, 1)."""
-    if failure is not None and failure.kind == "rate_limited":
+    if failure is not None and failure.kind in NOT_FAILURES:
+        # Rate-limited by MPC, or held back by the club's own budget: due again when asked.
         wait = failure.retry_after if failure.retry_after is not None else intervals.min_s * FAILURE_FACTOR
         delay = max(min(wait, intervals.retry_after_max_s), intervals.min_s)
         return delay, state  # Retry-After is exact: no jitter, no failure counted

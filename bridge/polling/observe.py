@@ -3,22 +3,33 @@
 A whole-import watch asks the import endpoint (one request shows every bulk's status) and fetches
 a bulk only around its changes; named bulks are fetched one by one (:func:`plan_requests`). A
 ``Retry-After`` pauses the whole club, here and for every worker, the moment it arrives.
+
+Every request first takes a token from the club's budget (:mod:`bridge.upstream.budget`; the takes
+of polls running together go to Redis in one round trip). A poll that gets none sends nothing and
+is ``throttled``: due again when the next token comes. Bulk fetches that got no token are left for
+the next poll, which starts at another bulk so none is left behind for good. At most
+``requests_per_poll`` requests of one poll are in flight at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from bridge.core.model import BulkGone, BulkListed, BulkObservation, BulkSeen, Observation
+from bridge.core.model import BulkGone, BulkListed, BulkObservation, BulkSeen, Failure, Observation
 from bridge.core.schedule import FAILURE_FACTOR, Intervals, bulks_to_fetch, plan_requests
 from bridge.metrics import WorkerMetrics
+from bridge.polling.batcher import Batcher
 from bridge.store.redis_store import ClaimedTracker, RedisStore
+from bridge.upstream.budget import ClubBudget, Grant
 from bridge.upstream.mpc import MpcResponse, UpstreamClient
 
-UNAUTHORIZED_FIRST: Final = ("unauthorized", "rate_limited")
+BUDGET_BATCH: Final = 500
+"""Budget takes sent to Redis in one round trip at most."""
+UNAUTHORIZED_FIRST: Final = ("unauthorized", "credentials_unreadable", "rate_limited")
 """Failures that speak for the whole import even when other bulks answered."""
 PAUSING_FAILURES: Final = frozenset({"rate_limited", "server_error"})
 """Answers (429, 503) whose ``Retry-After`` pauses every request for the club, not only this import."""
@@ -32,13 +43,19 @@ class Observer:
         store: RedisStore,
         intervals: Intervals,
         metrics: WorkerMetrics,
+        budget: ClubBudget | None = None,
+        requests_per_poll: int = 1000,
         clock: Callable[[], float] = time.time,
+        draw: Callable[[], float] = random.random,
     ) -> None:
         self._upstream = upstream
         self._store = store
         self._intervals = intervals
         self._metrics = metrics
+        self._budget = None if budget is None else Batcher(budget.take, BUDGET_BATCH)
+        self._requests_per_poll = requests_per_poll
         self._clock = clock
+        self._draw = draw
         self._paused: dict[str, float] = {}
         """Club → until when MPC asked (``Retry-After``) not to be called; this worker's own view,
         kept beside the shared one in Redis that the claim step reads."""
@@ -56,16 +73,23 @@ class Observer:
         (a request that could not be answered this time)."""
         plan = plan_requests(tracker.watches.values(), tracker.snapshots)
         if plan.use_import:
+            grant = await self._take(slug, 1)
+            if not grant.granted:
+                return _throttled(grant), False
             return await self._observe_import(slug, import_id, tracker)
-        answers = await self._fetch_bulks(slug, import_id, plan.bulks)
+        if not plan.bulks:
+            return Observation(bulks={}), False
+        grant = await self._take(slug, len(plan.bulks))
+        if not grant.granted:
+            return _throttled(grant), False
+        asked = self._share(plan.bulks, grant.granted)
+        answers = await self._fetch_bulks(slug, import_id, asked)
         failures = [a.failure for a in answers if a.failure is not None and a.failure.kind != "not_found"]
         decisive = [f for f in failures if f.kind in UNAUTHORIZED_FIRST]
         if decisive or (failures and len(failures) == len(answers)):
             return Observation(failure=(decisive or failures)[0]), False
-        observed = {
-            b: seen for b, a in zip(plan.bulks, answers, strict=True) if (seen := _bulk_observation(a))
-        }
-        return Observation(bulks=observed), bool(failures)
+        observed = {b: seen for b, a in zip(asked, answers, strict=True) if (seen := _bulk_observation(a))}
+        return Observation(bulks=observed), bool(failures) or len(asked) < len(plan.bulks)
 
     async def _observe_import(
         self, slug: str, import_id: str, tracker: ClaimedTracker
@@ -85,7 +109,14 @@ class Observer:
             for bulk_id in wanted:
                 bulks.pop(bulk_id, None)
             return Observation(bulks=bulks, listing=frozenset(listing)), True
-        for bulk_id, fetched in zip(wanted, await self._fetch_bulks(slug, import_id, wanted), strict=True):
+        asked = wanted
+        if wanted:
+            grant = await self._take(slug, len(wanted))
+            asked = self._share(wanted, grant.granted)
+            for bulk_id in set(wanted) - set(asked):
+                bulks.pop(bulk_id, None)  # no budget left for its details: they come next poll
+                retry_soon = True
+        for bulk_id, fetched in zip(asked, await self._fetch_bulks(slug, import_id, asked), strict=True):
             seen = _bulk_observation(fetched)
             if seen is None:
                 bulks.pop(bulk_id, None)  # unknown this time: asked again next poll
@@ -94,13 +125,33 @@ class Observer:
                 bulks[bulk_id] = seen
         return Observation(bulks=bulks, listing=frozenset(listing)), retry_soon
 
+    async def _take(self, slug: str, wanted: int) -> Grant:
+        if self._budget is None:
+            return Grant(wanted, 0.0)
+        return await self._budget.submit((slug, wanted))
+
+    def _share(self, bulk_ids: Iterable[int], granted: int) -> list[int]:
+        """The bulks that got a token: all of them, or ``granted`` from a random place on, so
+        that a budget shorter than the list still reaches every bulk over a few polls."""
+        ids = list(bulk_ids)
+        if granted >= len(ids):
+            return ids
+        start = int(self._draw() * len(ids))
+        return sorted((ids[start:] + ids[:start])[:granted])
+
     async def _fetch_bulks(
         self, slug: str, import_id: str, bulk_ids: Iterable[int]
     ) -> list[MpcResponse[Any]]:
         ids = list(bulk_ids)
         if len(ids) == 1:
             return [await self._get_bulk(slug, import_id, ids[0])]
-        return list(await asyncio.gather(*(self._get_bulk(slug, import_id, b) for b in ids)))
+        slots = asyncio.Semaphore(self._requests_per_poll)
+
+        async def one(bulk_id: int) -> MpcResponse[Any]:
+            async with slots:
+                return await self._get_bulk(slug, import_id, bulk_id)
+
+        return list(await asyncio.gather(*(one(b) for b in ids)))
 
     async def _get_bulk(self, slug: str, import_id: str, bulk_id: int) -> MpcResponse[Any]:
         answer = await self._upstream.get_bulk(slug, import_id, bulk_id)
@@ -123,6 +174,14 @@ class Observer:
             if until > self._paused.get(slug, 0.0):
                 self._paused[slug] = until
                 await self._store.pause_club(slug, until)
+
+
+def _throttled(grant: Grant) -> Observation:
+    return Observation(
+        failure=Failure(
+            kind="throttled", detail="the club's request budget is spent", retry_after=grant.next_token_s
+        )
+    )
 
 
 def _bulk_observation(answer: MpcResponse[Any]) -> BulkObservation | None:

@@ -38,7 +38,7 @@ from bridge.core.retry import exponential, jittered, parse_retry_after
 from bridge.delivery.model import SLACK, Delivery, SendResult
 from bridge.logs import get_logger
 from bridge.slack.attachments import read_unmasked
-from bridge.slack.render import SlackMessage, broadcast, bulk_lines, render_card, render_event
+from bridge.slack.render import CardControls, SlackMessage, broadcast, bulk_lines, render_card, render_event
 from bridge.slack.state import Card, SlackState
 from bridge.store.redis_store import RedisStore
 
@@ -230,9 +230,11 @@ class _Base:
 class SlackBotNotifier(_Base):
     """Bot-token mode: one import card per (watch, channel), every event a reply in its thread."""
 
-    def __init__(self, *, client: AsyncWebClient, **kwargs: Any) -> None:
+    def __init__(self, *, client: AsyncWebClient, interactive: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._client = client
+        self._interactive = interactive
+        """Cards carry buttons: the Slack app receives their clicks (``/slack/events`` or Socket Mode)."""
 
     @property
     def session(self) -> aiohttp.ClientSession | None:
@@ -260,7 +262,7 @@ class SlackBotNotifier(_Base):
             return SendResult(outcome="failed", detail=reason)
         channel = record.spec.slack.channel
         try:
-            card = await self._sync_card(record.spec.id, channel, delivery)
+            card = await self._sync_card(record.spec.id, channel, delivery.event.id)
             await self._reply(delivery, card, channel)
         except _Later as later:
             return SendResult(outcome="retry", retry_after_s=later.delay_s, detail=later.reason)
@@ -270,7 +272,7 @@ class SlackBotNotifier(_Base):
 
     # ------------------------------------------------------------------ the card
 
-    async def _sync_card(self, wid: str, channel: str, delivery: Delivery) -> Card:
+    async def _sync_card(self, wid: str, channel: str, cause: str) -> Card:
         """The card, refreshed to the latest snapshot by this worker or by the one holding it."""
         mine = await self._state.want_refresh(wid, channel)
         token = secrets.token_hex(8)
@@ -286,7 +288,7 @@ class SlackBotNotifier(_Base):
         try:
             for _ in range(MAX_RENDERS_PER_JOB):
                 seen = await self._state.wanted(wid, channel)
-                card = await self._publish(wid, channel, token, delivery)
+                card = await self._publish(wid, channel, token, cause)
                 if await self._state.unlock_if_done(wid, channel, token, seen, CARD_LOCK_TTL_S):
                     return card
             # Still asked for more: this job comes back, takes the card again and renders the latest.
@@ -296,12 +298,14 @@ class SlackBotNotifier(_Base):
             await asyncio.shield(self._state.unlock(wid, channel, token))
             raise
 
-    async def _publish(self, wid: str, channel: str, token: str, delivery: Delivery) -> Card:
-        """Post the card, or update it if the latest render differs from what Slack shows."""
+    async def _publish(self, wid: str, channel: str, token: str, cause: str) -> Card:
+        """Post the card, or update it if the latest render differs from what Slack shows
+        (``cause``: the event or action that asked, for the log)."""
         record = await self._store.get_watch(wid)
         if record is None:
             raise SlackProblem("permanent", "watch_gone", "the watch is no longer stored")
-        render = render_card(record.spec, record.snapshot, record.state)
+        controls = CardControls(muted=await self._state.muted(wid)) if self._interactive else None
+        render = render_card(record.spec, record.snapshot, record.state, controls)
         card = await self._state.card(wid, channel)
         if card is None:
             ref = f"card:{wid}:{channel}"
@@ -345,7 +349,7 @@ class SlackBotNotifier(_Base):
                 # A card Slack will not update must not keep every reply from being posted.
                 self._log.error(
                     "slack refused to update the card",
-                    event_id=delivery.event.id,
+                    cause=cause,
                     channel=channel,
                     error=problem.error,
                     hint=problem.detail,
@@ -362,6 +366,8 @@ class SlackBotNotifier(_Base):
         event = delivery.event
         if await self._state.reply(event.id) is not None:
             return  # posted by an earlier run of this job
+        if event.type == "bulk.progress" and await self._state.muted(event.data.watch_id):
+            return  # "Mute progress" on the card: the card still shows the counts
         unmasked = await self._errors(event)
         message = render_event(event, errors=unmasked)
         ref = f"reply:{event.id}"
@@ -383,6 +389,43 @@ class SlackBotNotifier(_Base):
         await self._state.release(ref)
         if unmasked is not None:
             await self._store.drop_attachment(event.id, SLACK)
+
+    # ------------------------------------------------------------------ actions from Slack
+
+    async def note(self, wid: str, channel: str, ref: str, text: str) -> SendResult:
+        """After someone acted on a watch from Slack: bring its card up to date (buttons and
+        state) if it was posted, and record ``text`` ("Stopped by @user") in its thread, once per
+        ``ref``. Without a card yet, the first event posts it, already up to date."""
+        try:
+            if await self._state.card(wid, channel) is None:
+                return SendResult(outcome="failed", detail="no card yet")
+            card = await self._sync_card(wid, channel, ref)
+            if await self._state.reply(ref) is not None:
+                return SendResult.delivered()
+            slot = f"note:{ref}"
+            await self._pace(channel, slot)
+            try:
+                response = await self._call(
+                    self._client.chat_postMessage, channel=card.channel, thread_ts=card.ts, text=text
+                )
+            except SlackProblem as problem:
+                await self._after_refusal(problem, channel, slot)
+                raise
+            await self._state.save_reply(ref, str(response["ts"]))
+            await self._state.release(slot)
+        except _Later as later:
+            return SendResult(outcome="retry", retry_after_s=later.delay_s, detail=later.reason)
+        except SlackProblem as problem:
+            if problem.kind == "rate_limited":
+                return SendResult(
+                    outcome="retry", retry_after_s=problem.retry_after_s, detail="slack answered 429"
+                )
+            if problem.kind == "transient":
+                return SendResult(
+                    outcome="retry", retry_after_s=backoff_s(1, self._jitter()), detail=problem.error
+                )
+            return SendResult(outcome="failed", detail=f"slack: {problem.error} ({problem.detail})")
+        return SendResult.delivered()
 
     async def _after_refusal(self, problem: SlackProblem, channel: str, ref: str) -> None:
         """A post that did not happen gives its slot back; a 429 holds the whole channel."""

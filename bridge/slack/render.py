@@ -38,6 +38,7 @@ from bridge.core.model import (
     WatchSpec,
     WatchState,
 )
+from bridge.slack.commands import card_actions
 from bridge.slack.format import (
     MAX_BLOCK_ID,
     MAX_BLOCKS,
@@ -308,8 +309,18 @@ def _totals_text(totals: ImportTotals) -> str:
     )
 
 
-def render_card(watch: WatchSpec, snapshot: WatchSnapshot | None, state: WatchState) -> CardRender:
-    """The import card of ``watch`` as its latest ``snapshot`` and ``state`` describe it."""
+class CardControls(msgspec.Struct, kw_only=True, frozen=True):
+    """The card carries buttons (the Slack app is set up to receive their clicks)."""
+
+    muted: bool = False
+    """The watch's progress replies are muted: the button offers to unmute."""
+
+
+def render_card(
+    watch: WatchSpec, snapshot: WatchSnapshot | None, state: WatchState, controls: CardControls | None = None
+) -> CardRender:
+    """The import card of ``watch`` as its latest ``snapshot`` and ``state`` describe it; with
+    ``controls``, an active watch's card ends with its buttons (Stop, Refresh now, Mute)."""
     snap = snapshot or WatchSnapshot()
     rev = card_rev(snap)
     bulks = _bulks(watch, snap)
@@ -335,7 +346,11 @@ def render_card(watch: WatchSpec, snapshot: WatchSnapshot | None, state: WatchSt
     if changed:
         footer.append(f"last change {_when(changed)}")
     footer.append("every event is in the thread 🧵")
+    if controls is not None and controls.muted:
+        footer.append("progress replies muted 🔕")
     blocks.append(_context(SEP.join(footer)))
+    if controls is not None and state == "active":
+        blocks.append(card_actions(watch.id, muted=controls.muted))
     plain_verdict = verdict.replace("*", "")
     message = _message(f"📦 {watch.loyalty_club_slug} import {watch.import_id}: {plain_verdict}", blocks)
     return CardRender(message=message, rev=rev, digest=message_digest(message))

@@ -136,6 +136,18 @@ class SlackState:
     async def save_reply(self, eid: str, ts: str) -> None:
         await self.redis.set(keys.slack_reply(eid), ts, px=self._ttl_ms)
 
+    # ------------------------------------------------------------------ progress mute
+
+    async def mute(self, wid: str, muted: bool) -> None:
+        """Stop (or resume) posting the watch's ``bulk.progress`` replies; the card still moves."""
+        if muted:
+            await self.redis.set(keys.slack_mute(wid), 1, px=self._ttl_ms)
+        else:
+            await self.redis.delete(keys.slack_mute(wid))
+
+    async def muted(self, wid: str) -> bool:
+        return bool(await self.redis.exists(keys.slack_mute(wid)))
+
     # ------------------------------------------------------------------ pacing
 
     async def reserve(self, channel: str, ref: str, interval_s: float) -> float:

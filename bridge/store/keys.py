@@ -22,6 +22,8 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
                                            it (Slack: the UNMASKED errors summary, only with
                                            BRIDGE_SLACK_SHOW_PII); short TTL, deleted once sent
     bridge:club-pause:{slug}         string until when MPC asked not to be called (ms)
+    bridge:club-budget:{slug}        hash  the club's MPC request budget (token bucket): tokens, at
+                                           (ms); expires once it would be full again
     bridge:credentials               hash  slug -> the club's MPC token (sealed) and product name
     bridge:metrics                   hash  Prometheus sample -> total over all workers
     bridge:orphans-checked           string set while a sweeper's check for lost imports is recent
@@ -32,6 +34,8 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
                                            failing_since, last_success, last_failure (ms)
     bridge:subscription:{sid}:deliveries  zset  delivery id -> created (ms), the attempt logs
     bridge:webhook-delivery:{did}    string one webhook delivery and its attempts (JSON)
+    bridge:webhook-test:{sid}        string set while a webhook.test to the subscription is recent (PX)
+    bridge:indexes-trimmed           string set while a sweeper's trim of the watch indexes is recent
     bridge:slack:card:{wid}:{chan}   hash  the import card of a watch in a channel: channel (the id
                                            Slack answered), ts, rev (snapshot revision shown),
                                            digest (content shown), want (refreshes asked for)
@@ -40,11 +44,30 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
     bridge:slack:pace:{chan}         string when the next message may be posted there (ms)
     bridge:slack:slot:{ref}          string the posting time reserved for one message (ms)
     bridge:slack:hold:{chan}         string until when Slack said (429) to send nothing there (ms)
+    bridge:slack:channels:{slug}     set   the Slack channel ids allowed to watch a club (set by an
+                                           admin; none: the club cannot be watched from Slack)
+    bridge:slack:mute:{wid}          string set while a watch's bulk.progress replies are muted
+                                           (the card's "Mute progress"); expires with the watch's events
+    bridge:slack-socket:health:{host} string the last health record of ``bridge slack-socket`` on a host
+                                           (written every 10 s, expires after 20 s)
+    bridge:api-keys                  hash  managed API key id -> the key's record (JSON: name, clubs,
+                                           role, created_at, created_by, digest); never the key
+    bridge:api-keys:digests          hash  keyed hash (HMAC-SHA256) of a managed key -> its id
+    bridge:api-keys:pepper           string the HMAC key of those digests, sealed with BRIDGE_SECRET_KEY
+    bridge:console:session:{digest}  string a console sign-in (its key's principal and CSRF token,
+                                           msgpack), under the SHA-256 of the cookie's value;
+                                           expires by itself (BRIDGE_CONSOLE_SESSION_S)
     bridge:layout                    string the layout version of all of the above (see layout.py)
     bridge:layout:migrating          string held while ``bridge migrate`` upgrades the data
     bridge:queue                     zset  arq's job queue (arq owns arq:job:*, arq:in-progress:*)
     bridge:queue:health-check:{host} string a worker's last health record (arq writes it every 30 s;
                                            it expires 1 s after the next one was due)
+
+Pub/sub channel (nothing stored)::
+
+    bridge:changes                   a watch, its bulks or a delivery changed: the store publishes
+                                     a short note (:mod:`bridge.store.changes`) the console's
+                                     live pages follow
 """
 
 from __future__ import annotations
@@ -62,9 +85,11 @@ QUEUE: Final = PREFIX + "queue"
 CREDENTIALS: Final = PREFIX + "credentials"
 METRICS: Final = PREFIX + "metrics"
 ORPHANS_CHECKED: Final = PREFIX + "orphans-checked"
+INDEXES_TRIMMED: Final = PREFIX + "indexes-trimmed"
 SUBSCRIPTIONS: Final = PREFIX + "subscriptions"
 SUBSCRIPTIONS_VERSION: Final = SUBSCRIPTIONS + ":version"
 WORKER_HEALTH_PREFIX: Final = QUEUE + ":health-check:"
+SLACK_SOCKET_HEALTH_PREFIX: Final = PREFIX + "slack-socket:health:"
 SCHEDULE_WAKE_CHANNEL: Final = SCHEDULE + ":wake"
 """A Pub/Sub channel, not a key: a new watch's import due at once is published on it, so the poll
 loops of idle workers claim it at once instead of looking at the schedule many times a second."""
@@ -80,9 +105,11 @@ TIMELINE_PREFIX: Final = PREFIX + "timeline:"
 EVENT_PREFIX: Final = PREFIX + "event:"
 DELIVERED_PREFIX: Final = PREFIX + "delivered:"
 CLUB_PAUSE_PREFIX: Final = PREFIX + "club-pause:"
+CLUB_BUDGET_PREFIX: Final = PREFIX + "club-budget:"
 SUBSCRIPTION_PREFIX: Final = PREFIX + "subscription:"
 SUBSCRIPTION_DELIVERIES_SUFFIX: Final = ":deliveries"
 WEBHOOK_DELIVERY_PREFIX: Final = PREFIX + "webhook-delivery:"
+WEBHOOK_TEST_PREFIX: Final = PREFIX + "webhook-test:"
 SLACK_PREFIX: Final = PREFIX + "slack:"
 SLACK_CARD_PREFIX: Final = SLACK_PREFIX + "card:"
 SLACK_CARD_LOCK_PREFIX: Final = SLACK_PREFIX + "card-lock:"
@@ -90,7 +117,15 @@ SLACK_REPLY_PREFIX: Final = SLACK_PREFIX + "reply:"
 SLACK_PACE_PREFIX: Final = SLACK_PREFIX + "pace:"
 SLACK_SLOT_PREFIX: Final = SLACK_PREFIX + "slot:"
 SLACK_HOLD_PREFIX: Final = SLACK_PREFIX + "hold:"
+SLACK_CHANNELS_PREFIX: Final = SLACK_PREFIX + "channels:"
+SLACK_MUTE_PREFIX: Final = SLACK_PREFIX + "mute:"
 ATTACHMENT_PREFIX: Final = PREFIX + "attachment:"
+API_KEYS: Final = PREFIX + "api-keys"
+API_KEY_DIGESTS: Final = API_KEYS + ":digests"
+API_KEY_PEPPER: Final = API_KEYS + ":pepper"
+CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"
+CHANGES: Final = PREFIX + "changes"
+"""The pub/sub channel of change notes (not a key: nothing is stored under it)."""
 LAYOUT: Final = PREFIX + "layout"
 MIGRATION_LOCK: Final = LAYOUT + ":migrating"
 
@@ -125,6 +160,10 @@ S_PREVIOUS_UNTIL: Final = "prev_until"
 S_FAILING_SINCE: Final = "failing_since"
 S_LAST_SUCCESS: Final = "last_success"
 S_LAST_FAILURE: Final = "last_failure"
+
+# Fields of a club budget hash (``bridge:club-budget:{slug}``).
+B_TOKENS: Final = "tokens"
+B_AT: Final = "at"
 
 # Fields of a Slack card hash (``bridge:slack:card:{wid}:{channel}``).
 C_CHANNEL: Final = "channel"
@@ -168,6 +207,10 @@ def club_pause(slug: str) -> str:
     return CLUB_PAUSE_PREFIX + slug
 
 
+def club_budget(slug: str) -> str:
+    return CLUB_BUDGET_PREFIX + slug
+
+
 def subscription(sid: str) -> str:
     return SUBSCRIPTION_PREFIX + sid
 
@@ -178,6 +221,10 @@ def subscription_deliveries(sid: str) -> str:
 
 def webhook_delivery(did: str) -> str:
     return WEBHOOK_DELIVERY_PREFIX + did
+
+
+def webhook_test_gate(sid: str) -> str:
+    return WEBHOOK_TEST_PREFIX + sid
 
 
 def slack_card(wid: str, channel: str) -> str:
@@ -204,6 +251,14 @@ def slack_hold(channel: str) -> str:
     return SLACK_HOLD_PREFIX + channel
 
 
+def slack_channels(slug: str) -> str:
+    return SLACK_CHANNELS_PREFIX + slug
+
+
+def slack_mute(wid: str) -> str:
+    return SLACK_MUTE_PREFIX + wid
+
+
 def attachment(eid: str, destination: str) -> str:
     return ATTACHMENT_PREFIX + outbox_entry(eid, destination)
 
@@ -221,5 +276,13 @@ def split_outbox_entry(entry: str) -> tuple[str, str]:
     return eid, destination
 
 
+def console_session(digest: str) -> str:
+    return CONSOLE_SESSION_PREFIX + digest
+
+
 def worker_health(host: str) -> str:
     return WORKER_HEALTH_PREFIX + host
+
+
+def slack_socket_health(host: str) -> str:
+    return SLACK_SOCKET_HEALTH_PREFIX + host

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from bridge.store import keys, scripts
 
-LAYOUT_VERSION: Final = 2
+LAYOUT_VERSION: Final = 4
 UNVERSIONED: Final = 1
 """The layout of every release before the version was stored."""
 LOCK_TTL_S: Final = 300.0
@@ -53,9 +53,32 @@ async def _slack_errors_become_attachments(redis: Any) -> int:
     return moved
 
 
+async def _keys_limited_to_clubs(redis: Any) -> int:
+    """3: managed API keys (``bridge:api-keys*``) and club-limited subscriptions and watches.
+    Nothing stored before needs rewriting: a subscription or watch without ``clubs`` or
+    ``created_by`` is an admin key's, every club's, as before. The version moves so that an older
+    bridge stops instead of running on this data: it would ignore a subscription's clubs and send
+    it every club's events, and accept no managed key."""
+    del redis
+    return 0
+
+
+async def _slack_channel_lists_start_empty(redis: Any) -> int:
+    """4: clubs get lists of the Slack channels allowed to watch them
+    (``bridge:slack:channels:{slug}``) and watches a progress mute (``bridge:slack:mute:{wid}``).
+    Both are new keys whose absence means what older data meant (no club can be watched from
+    Slack, nothing is muted), so nothing is rewritten."""
+    del redis
+    return 0
+
+
 STEPS: Final[dict[int, tuple[str, Step]]] = {
     2: ("Slack's unmasked errors summaries become the slack attachment of their event",
         _slack_errors_become_attachments),
+    3: ("managed API keys limited to clubs; subscriptions and watches record their clubs and creator",
+        _keys_limited_to_clubs),
+    4: ("Slack channel lists per club and progress mutes per watch (new keys, nothing to rewrite)",
+        _slack_channel_lists_start_empty),
 }  # fmt: skip
 """Version → (what it changes, the step that upgrades the version before to it)."""
 

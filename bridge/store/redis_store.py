@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Awaitable, Iterable, Sequence
-from typing import Any, Final, TypeVar
+from collections.abc import Awaitable, Collection, Iterable, Sequence
+from typing import Any, Final, TypeVar, get_args
 
 import msgspec
 from redis.asyncio import Redis
@@ -20,6 +20,7 @@ from bridge.core.codec import encode_event
 from bridge.core.model import Event, WatchSnapshot, WatchSpec, WatchState
 from bridge.core.schedule import PollState
 from bridge.store import keys, scripts
+from bridge.store.changes import Change, club_of_tracker, publish
 
 DEFAULT_LEASE_S: Final = 60.0
 """How long a claimed import stays with its worker; after that it is due again (the worker died).
@@ -27,6 +28,11 @@ Longer than one poll can take: two requests in sequence, each bounded by the ups
 ORPHAN_SCAN_BATCH: Final = 500
 ORPHAN_CHECK_EVERY_S: Final = 300.0
 """How often (at most, over all workers) the sweeper looks for imports missing from the schedule."""
+TRIM_EVERY_S: Final = 600.0
+"""How often (at most, over all workers) the sweeper trims the watch indexes of ended watches
+whose retention ran out."""
+TRIM_BATCH: Final = 500
+"""Index entries checked per step while trimming."""
 LIST_SCAN_BATCH: Final = 100
 """Index entries read per round trip while listing watches."""
 EVENT_TTL_EXTRA_S: Final = 60 * 86_400.0
@@ -37,6 +43,16 @@ and no more: Slack's attachment is an unmasked errors summary, personal data. Th
 it once sent; MPC itself drops ``members_errors`` after 24 h."""
 
 T = TypeVar("T")
+
+
+class LimitReached(Exception):
+    """A per-club limit is reached (arguments: the limit, and the club it was reached for):
+    nothing was written."""
+
+    @property
+    def limit(self) -> int:
+        return int(self.args[0])
+
 
 _snapshot_encoder: Final = msgspec.msgpack.Encoder()
 _snapshot_decoder: Final = msgspec.msgpack.Decoder(WatchSnapshot)
@@ -128,6 +144,23 @@ def _ms_to_s(value: Any) -> float:
     return float(_text(value)) / 1000.0
 
 
+def _changes_of(plans: Sequence[CommitPlan], results: Sequence[CommitResult]) -> list[Change]:
+    """A note per watch that got a new event or ended in a committed poll (a poll that changed
+    nothing but the time it was seen stays quiet: most polls are such)."""
+    changed: dict[str, str] = {}
+    for plan, result in zip(plans, results, strict=True):
+        if not result.committed:
+            continue
+        club = club_of_tracker(plan.tid)
+        inserted = set(result.inserted)
+        for new in plan.events:
+            if new.event.id in inserted:
+                changed[new.watch_id] = club
+        for wid in plan.ended:
+            changed[wid] = club
+    return [Change(kind="watch", watch_id=wid, club=club) for wid, club in changed.items()]
+
+
 class RedisStore:
     """All reads and writes of the bridge's state (the API and the workers share it)."""
 
@@ -146,8 +179,11 @@ class RedisStore:
         self._commit = scripts.register(redis, "commit")
         self._create = scripts.register(redis, "create_watch")
         self._stop = scripts.register(redis, "stop_watch")
+        self._poll_soon = scripts.register(redis, "poll_soon")
         self._release = scripts.register(redis, "release")
         self._explicit = scripts.register(redis, "record_explicit")
+        self._mark = scripts.register(redis, "mark_delivered")
+        self._trim = scripts.register(redis, "trim_index")
 
     # ------------------------------------------------------------------ polling
 
@@ -227,13 +263,15 @@ class RedisStore:
             # server without it (a Sentinel failover, a restart): Redis ran nothing, so run it again,
             # which loads the script there first.
             replies = await self._commit_pipeline(plans)
-        return [
+        results = [
             CommitResult(
                 committed=reply[0] == 1,
                 inserted=tuple(_text(e) for e in (reply[1] if len(reply) > 1 else ())),
             )
             for reply in replies
         ]
+        await publish(self.redis, _changes_of(plans, results))
+        return results
 
     async def _commit_pipeline(self, plans: Sequence[CommitPlan]) -> list[Any]:
         commit_keys = [keys.SCHEDULE, keys.INFLIGHT, keys.OUTBOX, keys.WATCH_FINGERPRINTS]
@@ -263,10 +301,11 @@ class RedisStore:
     # ------------------------------------------------------------------ watches
 
     async def create_watch(
-        self, spec: WatchSpec, fingerprint: str, min_interval_s: float
+        self, spec: WatchSpec, fingerprint: str, min_interval_s: float, *, max_per_club: int = 0
     ) -> tuple[bool, str]:
         """Store a new watch and schedule its import; ``(False, existing id)`` when an identical
-        active watch exists."""
+        active watch exists. Raises :class:`LimitReached` when the club already has
+        ``max_per_club`` active watches (0: no limit); counted in the same atomic step."""
         created, wid = await self._create(
             keys=[keys.SCHEDULE, keys.INFLIGHT, keys.WATCHES, keys.WATCH_FINGERPRINTS],
             args=[
@@ -277,8 +316,13 @@ class RedisStore:
                 now_ms(spec.created_at),
                 now_ms(min_interval_s),
                 spec.loyalty_club_slug,
+                max_per_club,
             ],
         )
+        if created == -1:
+            raise LimitReached(max_per_club)
+        if created == 1:
+            await publish(self.redis, [Change(kind="created", watch_id=spec.id, club=spec.loyalty_club_slug)])
         return created == 1, _text(wid)
 
     async def stop_watch(self, spec: WatchSpec, now: float) -> bool:
@@ -287,7 +331,18 @@ class RedisStore:
             keys=[keys.SCHEDULE, keys.INFLIGHT, keys.WATCH_FINGERPRINTS],
             args=[spec.id, now_ms(now), self.retention_ms, spec.tracker_id],
         )
+        if stopped == 1:
+            await publish(self.redis, [Change(kind="watch", watch_id=spec.id, club=spec.loyalty_club_slug)])
         return bool(stopped == 1)
+
+    async def poll_soon(self, spec: WatchSpec, now: float, min_interval_s: float) -> tuple[str, float]:
+        """Bring the watch's import forward in the schedule, to the earliest time the minimum
+        interval and the club's pause allow: ``(outcome, when)``, see ``lua/poll_soon.lua``."""
+        outcome, at = await self._poll_soon(
+            keys=[keys.SCHEDULE, keys.INFLIGHT],
+            args=[spec.tracker_id, now_ms(now), now_ms(min_interval_s), spec.loyalty_club_slug],
+        )
+        return _text(outcome), int(at) / 1000.0
 
     async def get_watch(self, wid: str) -> WatchRecord | None:
         fields = await resolved(self.redis.hgetall(keys.watch(wid)))
@@ -311,12 +366,21 @@ class RedisStore:
         )
 
     async def list_watches(
-        self, *, slug: str | None, state: str | None, offset: int, limit: int
+        self,
+        *,
+        slug: str | None,
+        state: str | None,
+        offset: int,
+        limit: int,
+        clubs: Collection[str] | None = None,
     ) -> tuple[list[WatchRecord], int | None]:
-        """Newest first, filtered; the offset to continue from, or ``None`` at the end.
+        """Newest first, filtered (``clubs``: only these clubs' watches); the offset to continue
+        from, or ``None`` at the end.
 
         Ended watches leave the indexes lazily: an id whose watch expired is skipped and dropped.
         """
+        if slug is None and clubs is not None and len(clubs) == 1:
+            slug = next(iter(clubs))  # one club: its own index, not a scan of every club's watches
         index = (
             keys.watches_by_club(slug) if slug else keys.watches_by_state(state) if state else keys.WATCHES
         )
@@ -335,6 +399,8 @@ class RedisStore:
                     position -= 1  # the index shrank under us
                     continue
                 if (slug and record.spec.loyalty_club_slug != slug) or (state and record.state != state):
+                    continue
+                if clubs is not None and record.spec.loyalty_club_slug not in clubs:
                     continue
                 found.append(record)
                 if len(found) == limit:
@@ -360,6 +426,13 @@ class RedisStore:
         body: bytes | None = await self.redis.get(keys.event(eid))
         return body
 
+    async def get_events(self, eids: list[str]) -> dict[str, bytes]:
+        """The stored bodies of these events, in one round trip (expired ones are left out)."""
+        if not eids:
+            return {}
+        bodies = await self.redis.mget([keys.event(eid) for eid in eids])
+        return {eid: body for eid, body in zip(eids, bodies, strict=True) if body is not None}
+
     async def outbox_older_than(self, before: float, limit: int) -> list[tuple[str, str]]:
         entries = await self.redis.zrangebyscore(keys.OUTBOX, "-inf", now_ms(before), start=0, num=limit)
         return [keys.split_outbox_entry(_text(entry)) for entry in entries]
@@ -368,11 +441,12 @@ class RedisStore:
         return int(await self.redis.zcard(keys.OUTBOX))
 
     async def mark_delivered(self, eid: str, destination: str) -> None:
-        """Record that ``destination`` has the event and take it off the outbox, together."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.delivered(eid, destination), b"1", px=self.event_ttl_ms)
-            pipe.zrem(keys.OUTBOX, keys.outbox_entry(eid, destination))
-            await pipe.execute()
+        """Record that ``destination`` has the event and take it off the outbox, together (the
+        mark lives as long as the event)."""
+        await self._mark(
+            keys=[keys.delivered(eid, destination), keys.event(eid), keys.OUTBOX],
+            args=[keys.outbox_entry(eid, destination), self.event_ttl_ms],
+        )
 
     async def was_delivered(self, eid: str, destination: str) -> bool:
         return bool(await self.redis.exists(keys.delivered(eid, destination)))
@@ -403,18 +477,20 @@ class RedisStore:
         index_member: str,
         created_at: float,
         kept: int,
+        ttl_s: float | None = None,
     ) -> bool:
         """A delivery someone asked for, in one atomic step: ``new_event`` (stored when given),
         the delivery's ``log`` and its ``index_member`` in ``index_key`` (the newest ``kept``),
         and the outbox entry of ``(event_id, destination)``. False when the event is not stored
-        (it expired): then nothing was written."""
+        (it expired): then nothing was written. ``ttl_s``: how long the new event and the log are
+        kept, when shorter than usual (a test event)."""
         written = await self._explicit(
             keys=[keys.event(event_id), log_key, index_key, keys.OUTBOX],
             args=[
                 encode_event(new_event) if new_event is not None else b"",
-                self.event_ttl_ms,
+                self.event_ttl_ms if ttl_s is None else now_ms(ttl_s),
                 log,
-                self.retention_ms,
+                self.retention_ms if ttl_s is None else now_ms(ttl_s),
                 now_ms(created_at),
                 index_member,
                 kept,
@@ -436,6 +512,35 @@ class RedisStore:
         return bool(
             await self.redis.set(keys.ORPHANS_CHECKED, b"1", nx=True, px=now_ms(ORPHAN_CHECK_EVERY_S))
         )
+
+    async def trim_due(self) -> bool:
+        """Whether this sweeper should trim the indexes (at most every :data:`TRIM_EVERY_S`)."""
+        return bool(await self.redis.set(keys.INDEXES_TRIMMED, b"1", nx=True, px=now_ms(TRIM_EVERY_S)))
+
+    async def trim_indexes(self, batch: int = TRIM_BATCH) -> int:
+        """Drop the entries of watches whose retention ran out from every watch index (all, per
+        state, per club) and the fingerprints of watches no longer active. Listing does it too,
+        lazily, but only for what it reads; this keeps indexes nobody lists from growing."""
+        indexes = [keys.WATCHES, *(keys.watches_by_state(state) for state in get_args(WatchState))]
+        async for key in self.redis.scan_iter(match=keys.WATCHES_BY_CLUB_PREFIX + "*", count=batch):
+            indexes.append(_text(key))
+        dropped = 0
+        for index in indexes:
+            cursor = 0
+            while True:
+                cursor, entries = await self.redis.zscan(index, cursor=cursor, count=batch)
+                if entries:
+                    dropped += await self._trim(keys=[index], args=["zset", *(wid for wid, _ in entries)])
+                if cursor == 0:
+                    break
+        cursor = 0
+        while True:
+            cursor, found = await self.redis.hscan(keys.WATCH_FINGERPRINTS, cursor=cursor, count=batch)
+            if found:
+                pairs = [part for fp, wid in found.items() for part in (fp, wid)]
+                dropped += await self._trim(keys=[keys.WATCH_FINGERPRINTS], args=["hash", *pairs])
+            if cursor == 0:
+                return int(dropped)
 
     async def reschedule_orphans(self, now: float, batch: int = ORPHAN_SCAN_BATCH) -> int:
         """Imports with an active watch that are neither scheduled nor leased (lost in a Redis

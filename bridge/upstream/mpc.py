@@ -57,8 +57,13 @@ class ClubCredentials(msgspec.Struct, frozen=True, kw_only=True):
         return f"ClubCredentials(token='***', product_name={self.product_name!r})"
 
 
+class CredentialsUnreadable(Exception):
+    """The club has stored credentials that cannot be decrypted (the message is the club slug)."""
+
+
 class CredentialSource(Protocol):
-    """Where a club's MPC credentials come from (configuration, or stored per club)."""
+    """Where a club's MPC credentials come from (configuration, or stored per club). Raises
+    :class:`CredentialsUnreadable` when the club's own cannot be read."""
 
     async def credentials_for(self, slug: str) -> ClubCredentials | None: ...
 
@@ -153,7 +158,15 @@ class MpcClient:
         return await self._get(slug, self.import_url(slug, import_id), self._import_decoder)
 
     async def _get(self, slug: str, url: str, decoder: msgspec.json.Decoder[T]) -> MpcResponse[T]:
-        credentials = await self._tokens.credentials_for(slug)
+        try:
+            credentials = await self._tokens.credentials_for(slug)
+        except CredentialsUnreadable:
+            return MpcResponse(
+                failure=Failure(
+                    kind="credentials_unreadable",
+                    detail="the club's stored MPC token cannot be decrypted with BRIDGE_SECRET_KEY",
+                )
+            )
         if credentials is None:
             return MpcResponse(failure=Failure(kind="unauthorized", detail="no MPC token for this club"))
         headers = {

@@ -2,6 +2,7 @@
 
 - :mod:`.signing` — Standard Webhooks v1 signatures (pure).
 - :mod:`.guard` — where webhooks may go (SSRF guard) and the resolver pinning connections.
+- :mod:`.dns` — webhook host names resolved by c-ares, with their own timeout and servers.
 - :mod:`.retry` — the retry schedule, ``Retry-After`` and auto-disable (pure).
 - :mod:`.model` — subscriptions, deliveries, attempts, filters (pure).
 - :mod:`.payload` — the body sent: the stored event, under 20 kB (pure).

@@ -1,34 +1,47 @@
-"""Where webhooks may go: only public addresses, unless allow-listed (SSRF guard).
+"""Where webhooks may go: only public addresses on the usual ports, unless allowed (SSRF guard).
 
 A subscription URL is checked when it is created or changed, and again at every send: its host
-is resolved once, every address must be public (or inside ``BRIDGE_WEBHOOK_ALLOW_CIDRS``), and
-the connection goes to exactly the addresses checked: :class:`PinnedResolver` is the resolver of
-the sending connector, so no second lookup can be answered differently (DNS rebinding) while
-the request keeps the original ``Host`` header and TLS server name. IP literals never reach a
-resolver (aiohttp skips it for them), so they are checked up front, along with the old numeric
+is resolved once (:mod:`bridge.webhooks.dns`: c-ares, its own timeout, never the thread pool the
+MPC and Slack clients use), every address must be public (or inside
+``BRIDGE_WEBHOOK_ALLOW_CIDRS``), the port one of ``BRIDGE_WEBHOOK_ALLOW_PORTS`` (443 and 8443),
+and the connection goes to a checked address by number (:mod:`bridge.webhooks.sender`), so no
+second lookup can be answered differently (DNS rebinding), while the request keeps the original
+``Host`` header and TLS server name. IP literals are checked up front, along with the old numeric
 spellings of IPv4 addresses (``2130706433``, ``0x7f.1``, ``017700000001``) that resolvers accept.
-Plain ``http`` is allowed only when every address is allow-listed.
+Plain ``http``, and any other port, are allowed only when every address is allow-listed.
+
+Every refusal says the same :data:`REFUSAL_MESSAGE` to whoever asked: a caller must not learn
+from the answer whether a name does not resolve, resolves to an internal address, or has a
+closed port, or the API would map the internal network for them. The precise reason travels in
+:attr:`Refused.reason`, for the bridge's own log.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, Literal, TypeAlias
 
 import httpx
 import msgspec
-from aiohttp.abc import AbstractResolver, ResolveResult
+
+from bridge.config import WEBHOOK_ALLOW_PORTS
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 Lookup: TypeAlias = Callable[[str, int], Awaitable[list[str]]]
-"""Resolves a host name to its addresses (the resolver seam: tests pass a table)."""
+"""Resolves a host name to its addresses, raising ``OSError`` when it cannot
+(:class:`bridge.webhooks.dns.AioDnsLookup`; unit tests pass a table)."""
 
 MAX_URL_CHARS: Final = 2048
 SCHEMES: Final = ("https", "http")
+REFUSAL_MESSAGE: Final = (
+    "this URL is not accepted as a webhook destination: it must be https, on port 443 or 8443 "
+    "(or another port the operator allows), to a host that resolves only to public addresses, "
+    "without credentials or a #fragment; plain http, other ports and non-public addresses are "
+    "accepted only for networks the operator allows"
+)
+"""The one answer to every refused URL, whatever the reason (see the module's docstring)."""
 _IPV4_MAX: Final = 2**32 - 1
 
 
@@ -58,14 +71,16 @@ and the IPv6 forms that carry an IPv4 address inside (a way to smuggle 127.0.0.1
 
 
 class Refused(OSError):
-    """A URL or an address a webhook may not go to; ``reason`` says why (no secret in it).
+    """A URL or an address a webhook may not go to. Its message is :data:`REFUSAL_MESSAGE`;
+    ``reason`` says why, for the bridge's log only (no secret in it, and for a DNS name not the
+    address it resolved to).
 
-    An ``OSError`` so that, raised inside the connector's resolver, aiohttp wraps it as a DNS
-    failure of that connection and the request fails before any socket is opened.
+    An ``OSError`` so that, raised inside the connector (when a new connection is checked), it
+    fails that request before any socket is opened.
     """
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+        super().__init__(REFUSAL_MESSAGE)
         self.reason = reason
 
 
@@ -151,10 +166,14 @@ def parse_target(url: str) -> Target:
 
 
 class AddressPolicy:
-    """Which addresses webhooks may reach: public ones, and those in the allow-list."""
+    """Which addresses webhooks may reach: public ones on the allowed ports, and anything in the
+    allow-listed networks."""
 
-    def __init__(self, allow_cidrs: Iterable[str] = ()) -> None:
+    def __init__(
+        self, allow_cidrs: Iterable[str] = (), allow_ports: Iterable[int] = WEBHOOK_ALLOW_PORTS
+    ) -> None:
         self.allowed: tuple[Network, ...] = tuple(ipaddress.ip_network(c, strict=False) for c in allow_cidrs)
+        self.ports = frozenset(allow_ports)
 
     def allow_listed(self, address: IPAddress) -> bool:
         return any(address.version == net.version and address in net for net in self.allowed)
@@ -174,16 +193,10 @@ class AddressPolicy:
 # ------------------------------------------------------------------ resolving
 
 
-async def system_lookup(host: str, port: int) -> list[str]:
-    """The addresses the system resolver gives for ``host`` (one ``getaddrinfo``)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
 class UrlGuard:
     """Checks webhook URLs and hosts against an :class:`AddressPolicy`."""
 
-    def __init__(self, policy: AddressPolicy, lookup: Lookup = system_lookup) -> None:
+    def __init__(self, policy: AddressPolicy, lookup: Lookup) -> None:
         self.policy = policy
         self._lookup = lookup
 
@@ -192,10 +205,14 @@ class UrlGuard:
         target = parse_target(url)
         literal = literal_address(target.host)
         if literal is not None:
-            self._check_addresses(target.host, [literal], plain_http=target.scheme == "http", literal=True)
+            self._check_addresses(
+                target.host, [literal], port=target.port, plain_http=target.scheme == "http", literal=True
+            )
             if literal.version == 4 and str(literal) != target.host:
                 # aiohttp refuses these spellings too: accept only what will be connected to.
                 raise Refused(f"write the address as {literal}, not {target.host}")
+        elif target.port not in self.policy.ports and not self.policy.allowed:
+            raise Refused(f"port {target.port} is not allowed (BRIDGE_WEBHOOK_ALLOW_PORTS)")
         return target
 
     async def check(self, url: str) -> list[IPAddress]:
@@ -207,12 +224,12 @@ class UrlGuard:
         """The host's addresses, each one checked; raises :class:`Refused` if any is refused."""
         literal = literal_address(host)
         if literal is not None:
-            self._check_addresses(host, [literal], plain_http=plain_http, literal=True)
+            self._check_addresses(host, [literal], port=port, plain_http=plain_http, literal=True)
             return [literal]
         try:
             found = await self._lookup(host, port)
         except (OSError, UnicodeError) as exc:
-            raise Refused(f"{host} does not resolve ({exc.__class__.__name__})") from None
+            raise Refused(f"{host} does not resolve ({exc})") from None
         addresses: list[IPAddress] = []
         for text in found:
             try:
@@ -221,11 +238,16 @@ class UrlGuard:
                 raise Refused(f"{host} resolves to something that is not an address") from None
         if not addresses:
             raise Refused(f"{host} does not resolve to any address")
-        self._check_addresses(host, addresses, plain_http=plain_http, literal=False)
+        self._check_addresses(host, addresses, port=port, plain_http=plain_http, literal=False)
         return addresses
 
+    async def aclose(self) -> None:
+        close: Callable[[], Awaitable[None]] | None = getattr(self._lookup, "aclose", None)
+        if close is not None:
+            await close()
+
     def _check_addresses(
-        self, host: str, addresses: list[IPAddress], *, plain_http: bool, literal: bool
+        self, host: str, addresses: list[IPAddress], *, port: int, plain_http: bool, literal: bool
     ) -> None:
         for address in addresses:
             reason = self.policy.refusal(address)
@@ -235,31 +257,11 @@ class UrlGuard:
                 raise Refused(
                     f"{named} a non-public address: {reason}; refused unless in BRIDGE_WEBHOOK_ALLOW_CIDRS"
                 )
-        if plain_http and not all(self.policy.allow_listed(a) for a in addresses):
+        all_allow_listed = all(self.policy.allow_listed(a) for a in addresses)
+        if plain_http and not all_allow_listed:
             raise Refused("plain http is only allowed for addresses in BRIDGE_WEBHOOK_ALLOW_CIDRS: use https")
-
-
-class PinnedResolver(AbstractResolver):
-    """aiohttp resolver that resolves once, refuses if any address is refused, and returns only the
-    checked addresses: the connection goes where the check looked."""
-
-    def __init__(self, guard: UrlGuard, *, plain_http: bool) -> None:
-        self._guard = guard
-        self._plain_http = plain_http
-
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
-        addresses = await self._guard.resolve(host, port, plain_http=self._plain_http)
-        return [
-            ResolveResult(
-                hostname=host,
-                host=str(address),
-                port=port,
-                family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
+        if port not in self.policy.ports and not all_allow_listed:
+            raise Refused(
+                f"port {port} is not allowed: only BRIDGE_WEBHOOK_ALLOW_PORTS, "
+                "or any port for addresses in BRIDGE_WEBHOOK_ALLOW_CIDRS"
             )
-            for address in addresses
-        ]
-
-    async def close(self) -> None:
-        return None

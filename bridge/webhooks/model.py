@@ -11,14 +11,16 @@ from typing import Final, Literal, TypeAlias
 
 import msgspec
 
-from bridge.core.model import EVENT_TYPES, Event
+from bridge.core import patterns
+from bridge.core.catalog import EVENT_TYPES
+from bridge.core.model import Event
 from bridge.delivery.model import SUBSCRIPTION_PREFIX
 
 SUBSCRIPTION_ID_PREFIX: Final = "sub_"
 DELIVERY_ID_PREFIX: Final = "dlv_"
 ID_HEX_CHARS: Final = 24
-SUBSCRIPTION_ID_PATTERN: Final = r"^sub_[0-9a-f]{24}$"
-DELIVERY_ID_PATTERN: Final = r"^dlv_[0-9a-f]{24}$"
+SUBSCRIPTION_ID_PATTERN: Final = patterns.SUBSCRIPTION_ID
+DELIVERY_ID_PATTERN: Final = patterns.DELIVERY_ID
 DESTINATION_DELIVERY_SEPARATOR: Final = "/"
 """``sub:<subscription id>/<delivery id>``: a test event or a redelivery, a delivery of its own."""
 WILDCARD: Final = "*"
@@ -41,6 +43,25 @@ class SubscriptionDoc(msgspec.Struct, kw_only=True, frozen=True):
     """Exact types or ``family.*`` wildcards; ``None``: every event type."""
     loyalty_club_slug: str | None = None
     import_id: str | None = None
+    clubs: tuple[str, ...] | None = None
+    """The clubs whose events it may receive (``None``: every club's; made with an admin key)."""
+    created_by: str | None = None
+    """Id of the API key that created it."""
+
+
+ALL_CLUBS_GROUP: Final = ""
+"""The group of subscriptions that may receive every club's events, for the per-club limit."""
+
+
+def cap_groups(doc: SubscriptionDoc) -> tuple[str, ...]:
+    """The clubs a subscription counts for under ``BRIDGE_MAX_SUBSCRIPTIONS_PER_CLUB``: its club
+    filter, else the clubs it is limited to, else the group of subscriptions to every club.
+    (``lua/subscription_create.lua`` applies the same rule.)"""
+    if doc.loyalty_club_slug is not None:
+        return (doc.loyalty_club_slug,)
+    if doc.clubs:
+        return doc.clubs
+    return (ALL_CLUBS_GROUP,)
 
 
 class Subscription(msgspec.Struct, kw_only=True, frozen=True):
@@ -141,6 +162,8 @@ def type_matches(patterns: tuple[str, ...] | None, event_type: str) -> bool:
 def matches(doc: SubscriptionDoc, event: Event) -> bool:
     """Whether an event goes to a subscription with these filters."""
     data = event.data
+    if doc.clubs is not None and data.loyalty_club_slug not in doc.clubs:
+        return False
     if doc.loyalty_club_slug is not None and data.loyalty_club_slug != doc.loyalty_club_slug:
         return False
     if doc.import_id is not None and data.import_id != doc.import_id:

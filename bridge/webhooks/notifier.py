@@ -21,7 +21,7 @@ import msgspec
 from bridge.crypto import SecretUnreadable
 from bridge.delivery.model import Delivery, SendResult
 from bridge.logs import get_logger
-from bridge.webhooks.guard import Refused, UrlGuard
+from bridge.webhooks.guard import REFUSAL_MESSAGE, Refused, UrlGuard
 from bridge.webhooks.model import (
     Attempt,
     Subscription,
@@ -122,7 +122,7 @@ class WebhookNotifier:
         try:
             target = self._guard.preflight(url)
         except Refused as refused:
-            return HttpOutcome(duration_ms=0, error="blocked", detail=refused.reason)
+            return HttpOutcome(duration_ms=0, error="blocked", detail=REFUSAL_MESSAGE, refusal=refused.reason)
         return await self._sender.post(target, url, headers, body)
 
     async def _settle(
@@ -146,6 +146,9 @@ class WebhookNotifier:
             "status": outcome.status_code,
             "error": outcome.error,
         }
+        if outcome.refusal is not None:
+            # Why the destination was refused: the operator's to know, not the API caller's.
+            context["refused"] = outcome.refusal
         if attempt.succeeded:
             record.attempts.append(attempt)
             record.state, record.next_attempt_at = "delivered", None

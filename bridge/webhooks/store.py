@@ -11,27 +11,38 @@ that was deleted meanwhile.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
 from redis.asyncio import Redis
 
 from bridge.core.model import Event
-from bridge.crypto import SecretBox
+from bridge.crypto import SecretBox, SecretUnreadable
+from bridge.logs import get_logger
 from bridge.store import keys, scripts
-from bridge.store.redis_store import RedisStore, now_ms, resolved
+from bridge.store.changes import Change, publish
+from bridge.store.redis_store import LimitReached, RedisStore, now_ms, resolved
 from bridge.webhooks.model import (
     DisabledReason,
     Subscription,
     SubscriptionDoc,
     WebhookDelivery,
+    cap_groups,
     destination,
 )
 
 PREVIOUS_SECRET_S: Final = 24 * 3600.0
 """After a rotation the old secret keeps signing alongside the new one for 24 h."""
+TEST_EVENT_TTL_S: Final = 24 * 3600.0
+"""A ``webhook.test`` event and its delivery log are kept one day, not the usual retention: tests
+are asked for by hand and matter only while someone looks (their retries stop with the event)."""
 DELIVERIES_KEPT: Final = 1000
+PAGE_SCAN_BATCH: Final = 100
+"""Subscriptions read at a time while a page is filled (a club key skips those it does not see)."""
 """Delivery logs kept per subscription (the oldest go first); each is also bounded in time."""
+
+log = get_logger("bridge.webhooks")
 
 _json: Final = msgspec.json.Encoder()
 _doc_decoder: Final = msgspec.json.Decoder(SubscriptionDoc)
@@ -66,6 +77,7 @@ class SubscriptionStore:
         self.redis = redis
         self._box = box
         self._retention_ms = now_ms(retention_s)
+        self._create = scripts.register(redis, "subscription_create")
         self._update = scripts.register(redis, "subscription_update")
         self._failure = scripts.register(redis, "subscription_failure")
         self._disable = scripts.register(redis, "subscription_disable")
@@ -79,39 +91,64 @@ class SubscriptionStore:
 
     # ------------------------------------------------------------------ subscriptions
 
-    async def create(self, sid: str, doc: SubscriptionDoc, secret: str, *, enabled: bool, now: float) -> None:
-        sealed = self.box.seal(secret)
-        key = keys.subscription(sid)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                key,
-                mapping={
-                    keys.S_DOC: _json.encode(doc),
-                    keys.S_ENABLED: "1" if enabled else "0",
-                    keys.S_CREATED: now_ms(now),
-                    keys.S_UPDATED: now_ms(now),
-                    keys.S_SECRET: sealed,
-                },
-            )
-            if not enabled:
-                pipe.hset(key, keys.S_REASON, "api")
-            pipe.zadd(keys.SUBSCRIPTIONS, {sid: now_ms(now)})
-            pipe.incr(keys.SUBSCRIPTIONS_VERSION)
-            await pipe.execute()
+    async def create(
+        self, sid: str, doc: SubscriptionDoc, secret: str, *, enabled: bool, now: float, max_per_club: int = 0
+    ) -> None:
+        """Store a new subscription. Raises :class:`~bridge.store.redis_store.LimitReached` (limit,
+        group) when one of its clubs (:func:`~bridge.webhooks.model.cap_groups`) already has
+        ``max_per_club`` (0: no limit), counted in the same atomic step."""
+        stored, group = await self._create(
+            keys=[keys.subscription(sid), keys.SUBSCRIPTIONS, keys.SUBSCRIPTIONS_VERSION],
+            args=[
+                sid,
+                _json.encode(doc),
+                "1" if enabled else "0",
+                now_ms(now),
+                self.box.seal(secret),
+                "" if enabled else "api",
+                max_per_club,
+                *cap_groups(doc),
+            ],
+        )
+        if not stored:
+            raise LimitReached(max_per_club, _text(group))
+
+    async def count_in_group(self, group: str) -> int:
+        """Subscriptions counting for ``group`` under the per-club limit (enabled or not). Reads
+        every subscription's filters: for the rare change of a subscription's clubs."""
+        ids = await self.redis.zrange(keys.SUBSCRIPTIONS, 0, -1)
+        if not ids:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid in ids:
+                pipe.hget(keys.subscription(_text(sid)), keys.S_DOC)
+            docs = await pipe.execute()
+        return sum(1 for doc in docs if doc is not None and group in cap_groups(_doc_decoder.decode(doc)))
 
     async def get(self, sid: str) -> Subscription | None:
         fields = await resolved(self.redis.hgetall(keys.subscription(sid)))
         return _subscription(sid, fields) if fields else None
 
-    async def page(self, offset: int, limit: int) -> tuple[list[Subscription], int | None]:
-        """Newest first; the offset to continue from, or ``None`` at the end."""
-        ids = await self.redis.zrevrange(keys.SUBSCRIPTIONS, offset, offset + limit)
-        found = []
-        for raw in ids[:limit]:
-            sub = await self.get(_text(raw))
-            if sub is not None:
-                found.append(sub)
-        return found, offset + limit if len(ids) > limit else None
+    async def page(
+        self, offset: int, limit: int, *, visible: Callable[[Subscription], bool] | None = None
+    ) -> tuple[list[Subscription], int | None]:
+        """Newest first, only those ``visible`` accepts (all by default); the offset to continue
+        from, or ``None`` at the end."""
+        found: list[Subscription] = []
+        position = offset
+        while len(found) < limit:
+            ids = await self.redis.zrevrange(keys.SUBSCRIPTIONS, position, position + PAGE_SCAN_BATCH - 1)
+            if not ids:
+                return found, None
+            for raw in ids:
+                position += 1
+                sub = await self.get(_text(raw))
+                if sub is not None and (visible is None or visible(sub)):
+                    found.append(sub)
+                    if len(found) == limit:
+                        break
+        more = await self.redis.zcard(keys.SUBSCRIPTIONS) > position
+        return found, position if more else None
 
     async def update(
         self, sid: str, *, expected: SubscriptionDoc, doc: SubscriptionDoc, enabled: bool | None, now: float
@@ -173,8 +210,20 @@ class SubscriptionStore:
         if current is None:
             return None
         box = self.box
+        opened = box.open(current)  # unreadable: raises, and nothing is sent unsigned
         still_valid = previous is not None and until is not None and now_ms(now) < int(_text(until))
-        return Signing(current=box.open(current), previous=box.open(previous) if still_valid else None)
+        older = None
+        if still_valid:
+            try:
+                older = box.open(previous)
+            except SecretUnreadable:
+                # Only an extra signature for receivers still on the old secret: sign without it.
+                log.warning(
+                    "previous webhook secret cannot be decrypted with BRIDGE_SECRET_KEY: signing with "
+                    "the current one only",
+                    subscription_id=sid,
+                )
+        return Signing(current=opened, previous=older)
 
     async def version(self) -> int:
         raw = await self.redis.get(keys.SUBSCRIPTIONS_VERSION)
@@ -221,6 +270,13 @@ class SubscriptionStore:
         raw = await self.redis.get(keys.webhook_delivery(did))
         return _delivery_decoder.decode(raw) if raw is not None else None
 
+    async def get_deliveries(self, dids: list[str]) -> list[WebhookDelivery | None]:
+        """Several deliveries in one round trip, in the order asked (``None``: no such delivery)."""
+        if not dids:
+            return []
+        bodies = await self.redis.mget([keys.webhook_delivery(did) for did in dids])
+        return [_delivery_decoder.decode(body) if body is not None else None for body in bodies]
+
     async def save_delivery(self, delivery: WebhookDelivery) -> None:
         index = keys.subscription_deliveries(delivery.subscription_id)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -229,6 +285,7 @@ class SubscriptionStore:
             pipe.zremrangebyrank(index, 0, -(DELIVERIES_KEPT + 1))
             pipe.pexpire(index, self._retention_ms)
             await pipe.execute()
+        await publish(self.redis, [_delivery_change(delivery)])
 
     async def list_deliveries(
         self, sid: str, offset: int, limit: int
@@ -261,11 +318,26 @@ class SubscriptionStore:
             index_member=delivery.id,
             created_at=delivery.created_at,
             kept=DELIVERIES_KEPT,
+            ttl_s=TEST_EVENT_TTL_S if delivery.kind == "test" else None,
         )
+        if written:
+            await publish(self.redis, [_delivery_change(delivery)])
         return target if written else None
+
+    async def take_test_slot(self, sid: str, interval_s: float) -> float:
+        """0 when a test event may be sent to ``sid`` now (the slot is taken for ``interval_s``),
+        else the seconds until it may: a short-lived key per subscription, shared by every API."""
+        if await self.redis.set(keys.webhook_test_gate(sid), b"1", nx=True, px=now_ms(interval_s)):
+            return 0.0
+        left_ms = await self.redis.pttl(keys.webhook_test_gate(sid))
+        return max(int(left_ms), 1) / 1000.0
 
     async def event_stored(self, eid: str) -> bool:
         return bool(await self.redis.exists(keys.event(eid)))
+
+
+def _delivery_change(delivery: WebhookDelivery) -> Change:
+    return Change(kind="delivery", subscription_id=delivery.subscription_id, event_id=delivery.event_id)
 
 
 def _subscription(sid: str, fields: dict[bytes, bytes]) -> Subscription:

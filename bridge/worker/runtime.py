@@ -2,7 +2,8 @@
 
 - ``deliver``: one event to one destination (safe to run twice).
 - ``sweep`` (every 10 s, one worker at a time): re-creates delivery jobs that went missing from
-  the outbox, and now and then reschedules imports that got lost.
+  the outbox, now and then reschedules imports that got lost, and every 10 minutes drops the index
+  entries of watches whose retention ran out.
 
 The parts are built by :mod:`bridge.wiring` (``ctx["build_runtime"]``), so this module knows
 what a worker does, not how its clients are made.
@@ -18,17 +19,19 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
+import aiohttp
 import msgspec
 import structlog
 from arq import Retry
 
 from bridge.config import Settings
-from bridge.delivery.model import DeliveryJob, Dispatch, Notifier
+from bridge.delivery.model import SLACK, DeliveryJob, Dispatch, Notifier
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.logs import configure_logging, get_logger
 from bridge.metrics import WorkerMetrics
 from bridge.polling import Poller
 from bridge.redis_url import parse_redis_url
+from bridge.slack.followup import FollowUp, run_followup
 from bridge.store.layout import ensure_layout
 from bridge.store.redis_store import RedisStore
 
@@ -173,6 +176,33 @@ async def deliver(ctx: dict[str, Any], job: Any) -> str:
     return result.outcome
 
 
+async def slack_followup(ctx: dict[str, Any], job: Any) -> str:
+    """arq job: after a Slack command or click, update the card, note who did it in its thread,
+    answer the person through ``response_url`` (see :mod:`bridge.slack.followup`)."""
+    runtime: Runtime = ctx["runtime"]
+    spec = msgspec.convert(job, FollowUp)
+    notifier = runtime.notifiers.get(SLACK)
+    session = getattr(notifier, "session", None)
+    with structlog.contextvars.bound_contextvars(job_id=ctx.get("job_id"), job_try=ctx.get("job_try")):
+        if session is None:
+            async with aiohttp.ClientSession() as own:
+                result = await run_followup(
+                    spec, notifier=notifier, session=own, slack_api_url=runtime.settings.slack_api_url
+                )
+        else:
+            result = await run_followup(
+                spec, notifier=notifier, session=session, slack_api_url=runtime.settings.slack_api_url
+            )
+        if result.outcome == "retry":
+            log.info("slack follow-up retried later", reason=result.detail)
+            raise Retry(defer=result.retry_after_s or 1.0)
+        if result.outcome == "failed":
+            log.info(
+                "slack follow-up not done", reason=result.detail, action=spec.action, watch_id=spec.watch_id
+            )
+    return result.outcome
+
+
 async def sweep(ctx: dict[str, Any]) -> None:
     """arq cron: re-create delivery jobs that went missing, reschedule imports that got lost."""
     runtime: Runtime = ctx["runtime"]
@@ -186,3 +216,7 @@ async def sweep(ctx: dict[str, Any]) -> None:
         rescheduled = await runtime.store.reschedule_orphans(now)
     if created or rescheduled:
         log.warning("sweeper repaired", jobs_recreated=created, imports_rescheduled=rescheduled)
+    if await runtime.store.trim_due():
+        trimmed = await runtime.store.trim_indexes()
+        if trimmed:
+            log.info("sweeper trimmed the watch indexes", entries_dropped=trimmed)

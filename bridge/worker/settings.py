@@ -17,8 +17,9 @@ from bridge.core.codec import deserialize_job, serialize_job
 from bridge.delivery.model import DELIVER_FUNCTION
 from bridge.delivery.service import IN_FLIGHT_GRACE_S
 from bridge.redis_url import arq_settings, connect, parse_redis_url
+from bridge.slack.followup import FOLLOWUP_MAX_TRIES, SLACK_FOLLOWUP_FUNCTION
 from bridge.store import keys
-from bridge.worker.runtime import BuildRuntime, deliver, shutdown, startup, sweep
+from bridge.worker.runtime import BuildRuntime, deliver, shutdown, slack_followup, startup, sweep
 
 DELIVERY_MAX_TRIES: Final = 50
 """A ceiling far above any notifier's own schedule: notifiers decide when to give up."""
@@ -52,7 +53,14 @@ def arq_options(settings: Settings, build_runtime: BuildRuntime) -> dict[str, An
                 max_tries=DELIVERY_MAX_TRIES,
                 keep_result=0,
                 timeout=settings.delivery_timeout_s,
-            )
+            ),
+            func(
+                slack_followup,
+                name=SLACK_FOLLOWUP_FUNCTION,
+                max_tries=FOLLOWUP_MAX_TRIES,
+                keep_result=0,
+                timeout=settings.delivery_timeout_s,
+            ),
         ],
         # Every job, the sweeper included, gets the delivery timeout: arq locks a started job for
         # its longest function timeout + 10 s, and a function without one would count as arq's

@@ -113,8 +113,20 @@ def test_redis_keeps_an_append_only_file_on_a_volume_and_never_evicts(compose: d
     command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert command[command.index("--maxmemory") + 1] == "${DEPLOY_REDIS_MAXMEMORY:-1gb}"
     volume, _, target = redis["volumes"][0].partition(":")
     assert target == "/data" and volume in compose["volumes"]
+
+
+REQUIRED_PASSWORD: Final = "${DEPLOY_REDIS_PASSWORD:?set DEPLOY_REDIS_PASSWORD in deploy/.env}"
+
+
+def test_redis_needs_a_password_that_compose_refuses_to_run_without(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--requirepass") + 1] == REQUIRED_PASSWORD  # `:?`: no default, no start
+    assert redis["environment"]["REDISCLI_AUTH"] == REQUIRED_PASSWORD  # the healthcheck, off its argv
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
 
 
 def test_the_api_two_workers_and_a_simulator_for_trials(compose: dict[str, Any]) -> None:
@@ -126,7 +138,9 @@ def test_the_api_two_workers_and_a_simulator_for_trials(compose: dict[str, Any])
     assert services["simulator"]["profiles"] == ["trial"]
     for name in ("api", "worker"):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
-        assert services[name]["environment"]["BRIDGE_REDIS_URL"] == "redis://redis:6379/0"
+        assert (
+            services[name]["environment"]["BRIDGE_REDIS_URL"] == f"redis://:{REQUIRED_PASSWORD}@redis:6379/0"
+        )
         assert services[name]["build"]["context"] == ".." and (COMPOSE.parent / "../Dockerfile").exists()
     for name, service in services.items():
         assert "healthcheck" in service, name

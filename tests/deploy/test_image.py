@@ -213,7 +213,7 @@ def test_the_built_venv_runs_the_three_commands_and_they_pass_the_healthcheck(
     env = {
         "PATH": f"{built / 'bin'}:/usr/bin:/bin",
         "BRIDGE_REDIS_URL": redis_url,
-        "BRIDGE_API_KEYS": "image-test-key",
+        "BRIDGE_API_KEYS": "image-test-key-0123456789abcdefghijkl",
         "BRIDGE_MPC_BASE_URL": f"http://{LOOPBACK}:{sim_port}",
         "BRIDGE_MPC_TOKEN": "image-test-token",
         "BRIDGE_SECRET_KEY": SECRET_KEY,
@@ -244,7 +244,7 @@ def test_the_built_venv_runs_the_three_commands_and_they_pass_the_healthcheck(
         assert document.status_code == 200 and "/v1/watches" in document.json()["paths"]
         assert http.get("/schema").status_code == 200
         assert http.get("/metrics").status_code == 200
-        headers = {"Authorization": "Bearer image-test-key"}
+        headers = {"Authorization": "Bearer image-test-key-0123456789abcdefghijkl"}
         created = http.post("/v1/watches", headers=headers, json={"loyalty_club_slug": "c", "import_id": "i"})
         assert created.status_code == 201, created.text
     # Nothing was written into the venv (PYTHONDONTWRITEBYTECODE is unset here, so a module without

@@ -22,7 +22,7 @@ from bridge.worker.arq_compat import ArqQueue
 from mpc_simulator import RunningSimulator, SimulatorControl, start
 
 MPC_TOKEN: Final = "mpc-test-token"
-API_KEY: Final = "test-api-key"
+API_KEY: Final = "test-api-key-0123456789abcdefghijkl"
 SLUG: Final = "infinity-mall"
 SECRET_KEY: Final = "q0Yh0a5lYk7oQ1xJc6a1rP9sJpJ2c8U4pW1s5bW0dX8="
 FAST_ENV: Final = {
@@ -33,6 +33,10 @@ FAST_ENV: Final = {
     "BRIDGE_UPSTREAM_CONNECT_TIMEOUT_S": "0.5",
     "BRIDGE_POLL_LEASE_S": "2.5",
     "BRIDGE_UPSTREAM_FAILING_AFTER": "3",
+    # Polls here come 100 times faster than MPC allows: the clubs' request budget would hold most
+    # of them back. tests/integration/test_upstream_budget.py runs with the real defaults.
+    "BRIDGE_MPC_CLUB_RATE": "100000",
+    "BRIDGE_MPC_CLUB_BURST": "100000",
 }
 _event_decoder: Final = msgspec.json.Decoder(Event)
 

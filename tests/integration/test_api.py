@@ -13,7 +13,8 @@ from bridge.config import load_settings
 from bridge_tools.processes import free_port
 from tests.integration.conftest import SECRET_KEY
 
-KEY = "test-key-1"
+KEY = "test-key-1-0123456789abcdefghijklmn"
+SECOND_KEY = "second-key-0123456789abcdefghijklmn"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 WATCH = {"loyalty_club_slug": "infinity-mall", "import_id": "89405ae3-2dd5-46cb-a13b-840bc588199b"}
 
@@ -24,7 +25,7 @@ def client(redis_url: str, redis: Any) -> Iterator[TestClient[Any]]:
     settings = load_settings(
         {
             "BRIDGE_REDIS_URL": redis_url,
-            "BRIDGE_API_KEYS": f"{KEY},second-key",
+            "BRIDGE_API_KEYS": f"{KEY},{SECOND_KEY}",
             "BRIDGE_SECRET_KEY": SECRET_KEY,
         }
     )
@@ -79,7 +80,7 @@ def test_v1_routes_answer_401_json_without_a_valid_key(
 
 
 def test_every_configured_key_works(client: TestClient[Any]) -> None:
-    assert client.get("/v1/watches", headers={"Authorization": "Bearer second-key"}).status_code == 200
+    assert client.get("/v1/watches", headers={"Authorization": f"Bearer {SECOND_KEY}"}).status_code == 200
 
 
 def test_creating_the_same_watch_twice_answers_201_then_200_with_the_same_watch(

@@ -21,7 +21,7 @@ from bridge_tools.processes import (
 from bridge_tools.redis_binary import redis_server_binary
 from tests.integration.conftest import SECRET_KEY
 
-KEY = "storage-test-key"
+KEY = "storage-test-key-0123456789abcdefgh"
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from bridge_tools.processes import Process, free_port, wait_until
 from tests.integration.conftest import FAST_ENV, SECRET_KEY
 
 pytestmark = pytest.mark.slow
-KEY = "cli-key"
+KEY = "cli-key-0123456789abcdefghijklmnopq"
 TOKEN = "cli-mpc-token"
 
 
@@ -123,9 +123,11 @@ def test_watch_commands_create_list_show_follow_and_stop(stack: Stack) -> None:
 
 
 def test_watch_commands_report_api_errors_in_one_line(stack: Stack) -> None:
-    bad = stack.bridge("watch", "create", "--club", "Not A Slug", "--import-id", "x")
+    bad = stack.bridge("watch", "create", "--club", "infinity-mall", "--import-id", "x", "--bulk", "0")
     assert bad.returncode == 2
     assert bad.stderr.startswith("mpc-import-bridge: HTTP 422 validation_error")
+    shapeless = stack.bridge("watch", "create", "--club", "Not A Slug", "--import-id", "x")
+    assert shapeless.returncode == 2 and "is not a club slug" in shapeless.stderr  # refused before asking
     unauthorized = stack.bridge("watch", "list", "--api-key", "wrong")
     assert unauthorized.returncode == 2 and "HTTP 401" in unauthorized.stderr
     unreachable = stack.bridge("watch", "list", "--api-url", f"http://127.0.0.1:{free_port()}")

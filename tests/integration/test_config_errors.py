@@ -59,10 +59,17 @@ def assert_one_line(result: subprocess.CompletedProcess[str], prefix: str, *word
         ),
         pytest.param(
             bridge("api"),
-            UNUSED_REDIS | {"BRIDGE_API_KEYS": "k"},
+            UNUSED_REDIS | {"BRIDGE_API_KEYS": "k" * 32},
             "mpc-import-bridge api: BRIDGE_SECRET_KEY:",
             ("required", "Fernet key"),
             id="api-without-secret-key",
+        ),
+        pytest.param(
+            bridge("api"),
+            UNUSED_REDIS | {"BRIDGE_API_KEYS": "k" * 32 + ",short-key", "BRIDGE_SECRET_KEY": SECRET_KEY},
+            "mpc-import-bridge api: BRIDGE_API_KEYS:",
+            ("at least 32 characters", "key 2 of 2"),
+            id="api-with-a-short-key",
         ),
         pytest.param(
             bridge("api"),

@@ -7,10 +7,14 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
+from bridge.api.auth import Principal
+from bridge.core.model import WatchSpec
 from bridge.store import keys
 from bridge.store.layout import (
     LAYOUT_VERSION,
@@ -20,7 +24,8 @@ from bridge.store.layout import (
     migrate,
     stored_version,
 )
-from bridge.store.redis_store import resolved
+from bridge.store.redis_store import RedisStore, encode_spec, resolved
+from bridge.webhooks.store import SubscriptionStore
 
 LEGACY_SLACK_ERRORS = "bridge:slack:errors:"
 """Where layout 1 kept Slack's unmasked errors summary of an event."""
@@ -60,13 +65,81 @@ async def test_layout_1_data_is_upgraded_in_place_keeping_its_ttl(redis: Redis) 
     assert said == [f"layout {LAYOUT_VERSION}: up to date"]
 
 
+async def write_layout_2(redis: Redis) -> tuple[str, str]:
+    """What a bridge of layout 2 left: a watch and a subscription, neither naming clubs nor keys."""
+    now = time.time()
+    spec = WatchSpec(
+        id="wch_000000000000000000000002",
+        loyalty_club_slug="infinity-mall",
+        import_id="imp-2",
+        created_at=now,
+        expires_at=now + 3600,
+    )
+    # A layout-2 spec is the same array without its last field (the creator's key).
+    legacy_spec = msgspec.msgpack.encode(msgspec.msgpack.decode(encode_spec(spec))[:-1])
+    await resolved(
+        redis.hset(
+            keys.watch(spec.id),
+            mapping={
+                keys.W_DOC: legacy_spec,
+                keys.W_STATE: "active",
+                keys.W_CREATED: 1,
+                keys.W_UPDATED: 1,
+            },
+        )
+    )
+    sid = "sub_000000000000000000000002"
+    await resolved(
+        redis.hset(
+            keys.subscription(sid),
+            mapping={keys.S_DOC: b'{"url":"https://hooks.example.com/a","event_types":null,'
+                     b'"loyalty_club_slug":null,"import_id":null}', keys.S_ENABLED: "1"},
+        )
+    )  # fmt: skip
+    await redis.zadd(keys.SUBSCRIPTIONS, {sid: 1})
+    await redis.set(keys.LAYOUT, 2)
+    return spec.id, sid
+
+
+async def test_layout_2_data_reads_as_every_clubs_and_an_admins_after_the_upgrade(redis: Redis) -> None:
+    watch_id, sid = await write_layout_2(redis)
+    said: list[str] = []
+    await migrate(redis, report=said.append)
+    assert said[0].startswith("layout 2 -> 3:") and "(0 keys," in said[0]
+    assert await stored_version(redis) == LAYOUT_VERSION
+    record = await RedisStore(redis, retention_s=60).get_watch(watch_id)
+    assert record is not None and record.spec.created_by is None
+    sub = await SubscriptionStore(redis, box=None, retention_s=60).get(sid)
+    assert sub is not None and sub.doc.clubs is None and sub.doc.created_by is None
+    admin = Principal(key_id="admin_1", role="admin")
+    club_key = Principal(key_id="key_1", role="editor", clubs=frozenset({"infinity-mall"}))
+    assert admin.sees_scope(sub.doc.clubs) and not club_key.sees_scope(sub.doc.clubs)
+
+
 async def test_processes_migrating_at_once_run_each_step_once(redis: Redis) -> None:
     await write_layout_1(redis)
     reports: list[list[str]] = [[], [], []]
     await asyncio.gather(*(migrate(redis, report=r.append) for r in reports))
     steps = [line for r in reports for line in r if "->" in line]
-    assert len(steps) == 1
+    assert len(steps) == LAYOUT_VERSION - UNVERSIONED
+    assert sum(1 for r in reports if any("->" in line for line in r)) == 1
     assert await redis.get(keys.MIGRATION_LOCK) is None
+
+
+async def test_layout_3_data_gets_slack_channel_lists_and_mutes_without_a_rewrite(redis: Redis) -> None:
+    """Layout 4 adds the clubs' Slack channel lists and the watches' progress mutes: new keys
+    whose absence keeps layout 3's meaning (no club is open to Slack, nothing is muted)."""
+    await redis.set(keys.LAYOUT, 3)
+    await resolved(redis.hset("bridge:watch:wch_1", mapping={"doc": b"x", "state": "active"}))
+    await redis.set(keys.attachment("evt_a", "slack"), b"{}", px=60_000)
+    said: list[str] = []
+    await migrate(redis, report=said.append)
+    assert said[0].startswith("layout 3 -> 4:") and "(0 keys," in said[0]
+    assert await stored_version(redis) == LAYOUT_VERSION
+    assert (await resolved(redis.hgetall("bridge:watch:wch_1")))[b"state"] == b"active"
+    assert await redis.get(keys.attachment("evt_a", "slack")) == b"{}"
+    assert await redis.keys(keys.SLACK_CHANNELS_PREFIX + "*") == []
+    assert await redis.keys(keys.SLACK_MUTE_PREFIX + "*") == []
 
 
 async def test_newer_data_is_refused_and_left_alone(redis: Redis) -> None:

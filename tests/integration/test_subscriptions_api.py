@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import socket
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,9 +12,10 @@ import pytest
 from litestar.testing import TestClient
 
 from bridge.app import create_app
-from bridge.config import ConfigError, load_settings
+from bridge.config import DNS_PORT, ConfigError, load_settings
 from bridge.store import keys
-from bridge.webhooks.guard import AddressPolicy, UrlGuard
+from bridge.webhooks.guard import REFUSAL_MESSAGE
+from bridge_tools.dns_server import DnsServer
 from tests.integration.test_api import AUTH, KEY, error_of
 from tests.integration.webhooks_helpers import FERNET_KEY
 
@@ -23,33 +24,35 @@ HOOK = "http://127.0.0.1:9/hooks/crm"
 
 
 NAMES = {"hooks.example.com": ["93.184.216.34"], "sneaky.example.com": ["93.184.216.34", "10.1.1.1"]}
+"""What the test DNS server answers; every other name does not exist."""
 
 
-async def _table_lookup(host: str, port: int) -> list[str]:
-    if host not in NAMES:
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-    return NAMES[host]
+@pytest.fixture(scope="module")
+def dns() -> Iterator[DnsServer]:
+    with DnsServer(NAMES) as server:
+        yield server
 
 
-def make_client(redis_url: str, **env: str) -> TestClient[Any]:
+def make_client(redis_url: str, dns_port: int = DNS_PORT, **env: str) -> TestClient[Any]:
     settings = load_settings(
         {
             "BRIDGE_REDIS_URL": redis_url,
             "BRIDGE_API_KEYS": KEY,
             "BRIDGE_SECRET_KEY": FERNET_KEY,
             "BRIDGE_WEBHOOK_ALLOW_CIDRS": "127.0.0.0/8",
+            # Names resolve through the test's own DNS server, as configured in production.
+            "BRIDGE_WEBHOOK_DNS_SERVERS": "127.0.0.1",
+            "BRIDGE_WEBHOOK_DNS_PORT": str(dns_port),
+            "BRIDGE_WEBHOOK_DNS_TIMEOUT_S": "2",
             **env,
         }
     )
-    app = create_app(settings)
-    # The resolver seam: names resolve from a table, never through DNS.
-    app.state.webhook_guard = UrlGuard(AddressPolicy(settings.webhook_allow_cidrs), _table_lookup)
-    return TestClient(app)
+    return TestClient(create_app(settings))
 
 
 @pytest.fixture
-def client(redis_url: str, redis: Any) -> Iterator[TestClient[Any]]:
-    with make_client(redis_url) as test_client:
+def client(redis_url: str, redis: Any, dns: DnsServer) -> Iterator[TestClient[Any]]:
+    with make_client(redis_url, dns.port) as test_client:
         yield test_client
 
 
@@ -151,19 +154,26 @@ def test_invalid_bodies_are_422_and_create_nothing(
         ("http://0x7f.1/hook", "write the address as 127.0.0.1"),
         ("https://sneaky.example.com/hook", "non-public"),
         ("https://unknown.example.com/hook", "does not resolve"),
+        ("https://hooks.example.com:8080/hook", "port 8080 is not allowed"),
         ("http://hooks.example.com/hook", "plain http"),
         ("ftp://hooks.example.com/hook", "must be https"),
         ("https://user:pw@hooks.example.com/hook", "credentials"),
         ("not a url", "whitespace"),
     ],
 )
-def test_refused_urls_are_422_with_the_reason(client: TestClient[Any], url: str, reason: str) -> None:
-    response = client.post("/v1/subscriptions", json={"url": url}, headers=AUTH)
+def test_refused_urls_are_422_with_one_message_and_the_reason_in_the_log(
+    client: TestClient[Any], url: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="bridge.api"):
+        response = client.post("/v1/subscriptions", json={"url": url}, headers=AUTH)
     assert response.status_code == 422, response.text
     error = error_of(response)
-    assert error["code"] == "url_refused" and reason in error["message"]
-    assert error["details"] == [{"key": "url", "message": error["message"]}]
+    # Whatever the reason (no such name, a private address, a closed port), the same answer.
+    assert (error["code"], error["message"]) == ("url_refused", REFUSAL_MESSAGE)
+    assert error["details"] == [{"key": "url", "message": REFUSAL_MESSAGE}]
     assert "10.1.1.1" not in response.text
+    [line] = [text for text in caplog.messages if "webhook URL refused" in text]
+    assert reason in line
 
 
 def test_a_public_https_url_is_accepted(client: TestClient[Any]) -> None:

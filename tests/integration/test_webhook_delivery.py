@@ -24,6 +24,7 @@ from bridge.delivery.service import RetryLater
 from bridge.store import keys
 from bridge.store.redis_store import resolved
 from bridge.webhooks.actions import redeliver, send_test_event
+from bridge.webhooks.guard import REFUSAL_MESSAGE
 from bridge.webhooks.index import SubscriptionIndex
 from bridge.webhooks.model import destination, event_delivery_id
 from bridge.webhooks.sender import RESPONSE_BODY_MAX_BYTES
@@ -32,6 +33,7 @@ from bridge_tools.webhook_receiver import Reply, WebhookReceiver
 from tests.integration.webhooks_helpers import Webhooks, make_event, tls_files
 
 HOOK = "hooks/crm"
+RECHECK_S = 0.3
 
 
 @pytest.fixture
@@ -337,15 +339,75 @@ async def test_an_address_refused_at_send_time_is_a_blocked_attempt_and_nothing_
     sid, _ = await creating.subscribe(receiver.url(HOOK))
     sending = webhooks_factory(allow=())  # ... and no longer holds
     event = make_event()
-    assert isinstance(await sending.deliver(event, sid), RetryLater)
+    with structlog.testing.capture_logs() as logs:
+        assert isinstance(await sending.deliver(event, sid), RetryLater)
     assert receiver.requests() == []
     record = await sending.store.get_delivery(event_delivery_id(event.id, sid))
     assert record is not None
     [attempt] = record.attempts
-    assert attempt.error == "blocked" and "loopback" in attempt.detail and attempt.status_code is None
+    # The attempt log (API callers read it) says the one generic message; the worker's log says why.
+    assert (attempt.error, attempt.detail, attempt.status_code) == ("blocked", REFUSAL_MESSAGE, None)
+    [line] = [entry for entry in logs if entry["event"] == "webhook attempt failed, will retry"]
+    assert "loopback" in line["refused"]
 
 
-async def test_a_name_is_resolved_once_per_send_and_the_connection_goes_to_the_checked_address(
+async def test_a_name_is_checked_then_pinned_and_checked_again_before_a_kept_connection_is_reused(
+    webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver
+) -> None:
+    answers = {"hooks.test": ["127.0.0.1"]}
+    asked: list[str] = []
+
+    async def lookup(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return answers[host]
+
+    webhooks = webhooks_factory(lookup=lookup, recheck_s=RECHECK_S)
+    sid, _ = await webhooks.subscribe(f"http://hooks.test:{receiver.port}/{HOOK}")
+    assert await webhooks.deliver(make_event(), sid) == SendResult.delivered()
+    [got] = receiver.requests(HOOK)
+    assert got.headers["host"] == f"hooks.test:{receiver.port}"  # the original Host header
+    assert asked == ["hooks.test"]
+    # The name now points somewhere private (DNS rebinding). Within the recheck interval the
+    # kept connection to the checked address carries the next delivery; nothing goes to 10.0.0.7.
+    answers["hooks.test"] = ["10.0.0.7"]
+    assert await webhooks.deliver(make_event(), sid) == SendResult.delivered()
+    first, second = receiver.requests(HOOK)
+    assert second.peer == first.peer and asked == ["hooks.test"]
+    # Past the interval the name is checked again before anything is sent: refused, unsent.
+    await asyncio.sleep(RECHECK_S)
+    event = make_event()
+    assert isinstance(await webhooks.deliver(event, sid), RetryLater)
+    assert len(receiver.requests()) == 2 and asked == ["hooks.test", "hooks.test"]
+    record = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
+    assert record is not None and record.attempts[0].error == "blocked"
+
+
+async def test_deliveries_to_one_host_share_a_kept_alive_connection(
+    webhooks: Webhooks, receiver: WebhookReceiver
+) -> None:
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    for _ in range(5):
+        assert await webhooks.deliver(make_event(), sid) == SendResult.delivered()
+    assert len({got.peer for got in receiver.requests(HOOK)}) == 1
+
+
+async def test_each_host_name_has_connections_of_its_own_even_on_one_address(
+    webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver
+) -> None:
+    async def lookup(host: str, port: int) -> list[str]:
+        return {"a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"]}[host]
+
+    webhooks = webhooks_factory(lookup=lookup)
+    sid_a, _ = await webhooks.subscribe(f"http://a.test:{receiver.port}/{HOOK}")
+    sid_b, _ = await webhooks.subscribe(f"http://b.test:{receiver.port}/{HOOK}")
+    for sid in (sid_a, sid_b, sid_a, sid_b):
+        assert await webhooks.deliver(make_event(), sid) == SendResult.delivered()
+    a1, b1, a2, b2 = receiver.requests(HOOK)
+    assert (a1.peer == a2.peer, b1.peer == b2.peer, a1.peer == b1.peer) == (True, True, False)
+    assert [got.headers["host"].split(":")[0] for got in (a1, b1, a2, b2)] == ["a.test", "b.test"] * 2
+
+
+async def test_a_new_connection_on_a_cached_check_resolves_the_name_again(
     webhooks_factory: Callable[..., Webhooks], receiver: WebhookReceiver
 ) -> None:
     answers = {"hooks.test": ["127.0.0.1"]}
@@ -358,16 +420,38 @@ async def test_a_name_is_resolved_once_per_send_and_the_connection_goes_to_the_c
     webhooks = webhooks_factory(lookup=lookup)
     sid, _ = await webhooks.subscribe(f"http://hooks.test:{receiver.port}/{HOOK}")
     assert await webhooks.deliver(make_event(), sid) == SendResult.delivered()
-    [got] = receiver.requests(HOOK)
-    assert got.headers["host"] == f"hooks.test:{receiver.port}"  # the original Host header
-    assert asked == ["hooks.test"]
-    # The name now points somewhere private (DNS rebinding): the next send is refused unsent.
     answers["hooks.test"] = ["10.0.0.7"]
+    # Two at once: one takes the kept connection, the other needs a new one, which is checked.
+    receiver.script(HOOK, [Reply(delay_s=0.3), Reply(delay_s=0.3)])
+    results = await asyncio.gather(webhooks.deliver(make_event(), sid), webhooks.deliver(make_event(), sid))
+    assert sorted(isinstance(result, RetryLater) for result in results) == [False, True]
+    assert len(receiver.requests(HOOK)) == 2 and asked == ["hooks.test", "hooks.test"]
+
+
+async def test_a_kept_connection_the_receiver_closes_is_one_failed_attempt_never_a_second_post(
+    webhooks: Webhooks, receiver: WebhookReceiver
+) -> None:
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(), Reply(close=True)])
+    assert await webhooks.deliver(make_event(), sid) == SendResult.delivered()
     event = make_event()
     assert isinstance(await webhooks.deliver(event, sid), RetryLater)
-    assert len(receiver.requests()) == 1 and asked == ["hooks.test", "hooks.test"]
+    assert await webhooks.run(event.id, destination(sid)) == SendResult.delivered()
+    first, closed, again = receiver.requests(HOOK)
+    assert closed.peer == first.peer != again.peer and closed.webhook_id == again.webhook_id == event.id
     record = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
-    assert record is not None and record.attempts[0].error == "blocked"
+    assert record is not None and len(record.attempts) == 2  # one per request the receiver saw
+
+
+async def test_an_answer_longer_than_what_is_kept_closes_its_connection(
+    webhooks: Webhooks, receiver: WebhookReceiver
+) -> None:
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.script(HOOK, [Reply(status=200, body="x" * 100), Reply(status=200, body="y" * 100_000)])
+    for _ in range(3):
+        assert await webhooks.deliver(make_event(), sid) == SendResult.delivered()
+    short, long, after = receiver.requests(HOOK)
+    assert short.peer == long.peer != after.peer
 
 
 async def test_tls_uses_the_original_host_name_for_sni_and_verification(

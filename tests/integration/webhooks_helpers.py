@@ -17,6 +17,7 @@ from cryptography.x509.oid import NameOID
 from redis.asyncio import Redis
 
 from bridge.config import Secret
+from bridge.core.catalog import EVENT_CATALOG
 from bridge.core.codec import encode_event
 from bridge.core.model import Event, EventData
 from bridge.crypto import SecretBox
@@ -24,11 +25,12 @@ from bridge.delivery.model import DeliveryJob, SendResult
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore, now_ms
-from bridge.webhooks.guard import AddressPolicy, Lookup, UrlGuard, system_lookup
+from bridge.webhooks.dns import AioDnsLookup
+from bridge.webhooks.guard import AddressPolicy, Lookup, UrlGuard
 from bridge.webhooks.model import SubscriptionDoc, destination
 from bridge.webhooks.notifier import WebhookNotifier
 from bridge.webhooks.retry import RetryPolicy
-from bridge.webhooks.sender import WebhookSender
+from bridge.webhooks.sender import ADDRESS_RECHECK_S, WebhookSender
 from bridge.webhooks.signing import new_secret
 from bridge.webhooks.store import SubscriptionStore
 
@@ -38,18 +40,18 @@ _counter = iter(range(1, 10**9))
 
 
 def make_event(event_type: str = "bulk.finished", **data: Any) -> Event:
+    """A complete event of ``event_type`` (the catalog's example) with a fresh id."""
     number = next(_counter)
-    fields: dict[str, Any] = {
-        "event_id": f"evt_{number:032x}",
-        "watch_id": "wch_00000000000000000000abcd",
-        "loyalty_club_slug": "infinity-mall",
-        "import_id": "imp-1",
-        "sequence": number,
-        "bulk_id": 11,
-        "status": "finished",
-        "previous_status": "working",
-        "outcome": "clean",
-    }
+    fields: dict[str, Any] = EVENT_CATALOG[event_type].example_json()["data"]
+    fields.update(
+        {
+            "event_id": f"evt_{number:032x}",
+            "watch_id": "wch_00000000000000000000abcd",
+            "import_id": "imp-1",
+            "sequence": number,
+            "position": number,
+        }
+    )
     fields.update(data)
     return Event(
         type=event_type,  # type: ignore[arg-type]
@@ -69,16 +71,17 @@ class Webhooks:
         timeout_s: float = 3.0,
         disable_after_s: float = 3600.0,
         allow: tuple[str, ...] = (LOOPBACK_NET,),
-        lookup: Lookup = system_lookup,
+        lookup: Lookup | None = None,
         ssl_context: ssl.SSLContext | None = None,
         draw: float = 0.5,
+        recheck_s: float = ADDRESS_RECHECK_S,
     ) -> None:
         self.redis = redis
         self.store = SubscriptionStore(redis, box=SecretBox(Secret(FERNET_KEY)), retention_s=3600)
         self.events = RedisStore(redis, retention_s=3600)
-        self.guard = UrlGuard(AddressPolicy(allow), lookup)
+        self.guard = UrlGuard(AddressPolicy(allow), lookup or AioDnsLookup(timeout_s=timeout_s))
         self.sender = WebhookSender(
-            self.guard, timeout_s=timeout_s, max_connections=10, ssl_context=ssl_context
+            self.guard, timeout_s=timeout_s, max_connections=10, ssl_context=ssl_context, recheck_s=recheck_s
         )
         self.notifier = WebhookNotifier(
             self.store,

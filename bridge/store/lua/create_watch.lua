@@ -1,12 +1,19 @@
 -- Store a new watch and schedule its import; an identical active watch is answered instead.
 -- KEYS: schedule, inflight, watches, fingerprints.
--- ARGV: wid, tid, fingerprint, doc, now (ms), minimum interval (ms), club slug.
--- Returns {1, wid} when created, {0, existing wid} when an identical active watch exists.
+-- ARGV: wid, tid, fingerprint, doc, now (ms), minimum interval (ms), club slug, most active
+--   watches the club may have (0: no limit).
+-- Returns {1, wid} when created, {0, existing wid} when an identical active watch exists,
+-- {-1, ''} when the club already has that many active watches (nothing was written).
 local wid, tid, fp, doc = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now, min_interval, slug = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local most = tonumber(ARGV[8] or '0')
 local existing = redis.call('HGET', KEYS[4], fp)
 if existing and redis.call('HGET', '${WATCH_PREFIX}' .. existing, '${W_STATE}') == 'active' then
   return {0, existing}
+end
+if most > 0 and redis.call('ZINTERCARD', 2, '${WATCHES_BY_CLUB_PREFIX}' .. slug,
+    '${WATCHES_BY_STATE_PREFIX}active', 'LIMIT', most) >= most then
+  return {-1, ''}
 end
 redis.call('HSET', '${WATCH_PREFIX}' .. wid, '${W_DOC}', doc, '${W_STATE}', 'active', '${W_FINGERPRINT}', fp,
   '${W_CREATED}', now, '${W_UPDATED}', now)

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from bridge import wiring
 from bridge.core.model import Event, SlackTarget, WatchSpec
-from bridge.delivery.model import SLACK, DeliveryJob, SendResult
+from bridge.delivery.model import SLACK, DeliveryJob, Notifier, SendResult
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.http import build_session
 from bridge.slack.plain import message_lines
@@ -66,6 +66,8 @@ class SlackRig:
         self.standin = standin
         self.slack = standin.slack
         self._sessions: list[aiohttp.ClientSession] = []
+        self.notifiers: dict[str, Notifier] = {}
+        """The first delivery side's notifiers (what a worker's ``runtime.notifiers`` holds)."""
         self.deliveries = self.worker()
 
     def worker(self, timeout_s: float | None = None) -> Deliveries:
@@ -81,6 +83,7 @@ class SlackRig:
         notifiers = wiring.notifiers(
             self.pipeline.settings, store=self.pipeline.store, redis=self.redis, slack_http=session
         )
+        self.notifiers = self.notifiers or notifiers
         return Deliveries(self.pipeline.store, notifiers)
 
     async def events(self, watch_id: str) -> list[Event]:

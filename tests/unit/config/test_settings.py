@@ -25,9 +25,20 @@ def test_fractions_of_a_second_are_accepted_for_tests_and_demos() -> None:
 
 
 def test_lists_are_comma_separated_and_secrets_are_masked() -> None:
-    settings = load_settings({"BRIDGE_API_KEYS": "alpha, beta,", "BRIDGE_MPC_TOKEN": "tok-123"})
-    assert [k.reveal() for k in settings.api_keys] == ["alpha", "beta"]
+    alpha, beta = "alpha" * 7, "beta" * 8
+    settings = load_settings({"BRIDGE_API_KEYS": f"{alpha}, {beta},", "BRIDGE_MPC_TOKEN": "tok-123"})
+    assert [k.reveal() for k in settings.api_keys] == [alpha, beta]
     assert "alpha" not in repr(settings) and "tok-123" not in repr(settings)
+
+
+@pytest.mark.parametrize("short", ["a" * 31, "zq", "hunter2-hunter2-hunter2-hunter2"])
+def test_an_api_key_shorter_than_32_characters_is_refused_without_being_shown(short: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"BRIDGE_API_KEYS": f"{'k' * 32},{short}"})
+    message = str(raised.value)
+    assert message.startswith("BRIDGE_API_KEYS:") and "at least 32 characters" in message
+    assert short not in message and "\n" not in message
+    assert load_settings({"BRIDGE_API_KEYS": "k" * 32}).api_keys  # 32 is enough
     assert str(Secret("x")) == "Secret('**********')"
 
 
@@ -64,7 +75,7 @@ def test_a_wrong_secret_is_never_repeated() -> None:
 
 def test_a_valid_fernet_key_is_accepted() -> None:
     settings = load_settings({"BRIDGE_SECRET_KEY": FERNET_KEY})
-    assert settings.secret_key is not None and settings.secret_key.reveal() == FERNET_KEY
+    assert [key.reveal() for key in settings.secret_key] == [FERNET_KEY]
 
 
 def test_the_api_refuses_to_start_without_a_key() -> None:

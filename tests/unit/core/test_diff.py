@@ -287,6 +287,21 @@ def test_unauthorized_stops_the_watch_in_error_with_one_event(rules: Rules) -> N
     assert snapshot is not None and snapshot.state == "error"
 
 
+def test_unreadable_credentials_announce_failing_at_once_and_keep_the_watch_to_recover() -> None:
+    spec = watch((11,))
+    snapshot, events = run(
+        spec, failed("credentials_unreadable"), failed("credentials_unreadable"), seen(bulk(11, "working"))
+    )
+    assert types(events) == ["watch.upstream_failing", "watch.upstream_recovered", "bulk.started"]
+    assert snapshot is not None and snapshot.state == "active"
+
+
+def test_a_poll_held_back_by_the_clubs_budget_counts_no_failure() -> None:
+    snapshot, events = run(watch((11,)), *[failed("throttled")] * 10, rules=Rules(failing_after=2))
+    assert events == []
+    assert snapshot is not None and snapshot.failures == 0
+
+
 # ---------------------------------------------------------------------------- stalled, expired
 
 

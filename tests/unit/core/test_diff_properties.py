@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.core.codec import encode_event
-from bridge.core.diff import diff
+from bridge.core.diff import diff, events_so_far
 from bridge.core.model import (
     BulkGone,
     BulkObservation,
@@ -22,6 +22,7 @@ from bridge.core.model import (
     WatchSnapshot,
     WatchSpec,
 )
+from bridge_tools.payload_contract import violation
 from tests.builders import T0, bulk, watch
 
 BULK_IDS = (11, 12, 13)
@@ -202,6 +203,20 @@ def test_sequences_count_up_by_one_per_bulk_and_per_watch(
         sequences[event.data.bulk_id].append(event.data.sequence)
     for found in sequences.values():
         assert found == list(range(1, len(found) + 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios())
+def test_positions_number_a_watchs_events_one_by_one_and_resume_from_the_snapshot(
+    scenario: tuple[WatchSpec, list[Observation]],
+) -> None:
+    spec, observations = scenario
+    snapshots, events = play(spec, observations)
+    assert [e.data.position for e in events] == list(range(1, len(events) + 1))
+    last = snapshots[-1]
+    assert events_so_far(last or WatchSnapshot()) == len(events)
+    for event in events:  # every event encodes, and validates against its published schema
+        assert violation(encode_event(event)) is None
 
 
 @settings(max_examples=200, deadline=None)

@@ -68,6 +68,11 @@ def test_rate_limits_wait_exactly_retry_after_within_bounds_and_are_not_failures
     assert delay(failure=Failure(kind="rate_limited", retry_after=10**9))[0] == 600.0
 
 
+def test_a_poll_held_back_by_the_clubs_budget_is_due_when_the_budget_refills_not_counted() -> None:
+    assert delay(failure=Failure(kind="throttled", retry_after=8)) == (8.0, PollState())
+    assert delay(failure=Failure(kind="throttled", retry_after=0.2))[0] == 5.0  # never under the floor
+
+
 @given(
     quiet=st.integers(0, 100),
     failures=st.integers(0, 30),

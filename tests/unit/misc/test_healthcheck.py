@@ -61,3 +61,7 @@ def test_a_leap_day_record_is_read_in_a_leap_year() -> None:
 def test_a_verdict_is_one_line_whatever_its_reason() -> None:
     assert Verdict(False, "redis said\nError\r\n  twice").line() == "unhealthy: redis said Error twice"
     assert Verdict(True, "ok").line() == "healthy: ok"
+
+
+def test_the_slack_socket_process_is_recognised() -> None:
+    assert role_of(["tini", "--", "bridge", "slack-socket"]) == ("slack-socket", 0)

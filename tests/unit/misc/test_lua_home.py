@@ -13,7 +13,7 @@ from bridge.store import keys, scripts
 FIELD_CONSTANTS = {
     value
     for name, value in vars(keys).items()
-    if re.fullmatch(r"[FWSC]_[A-Z_]+", name) and isinstance(value, str)
+    if re.fullmatch(r"[FWSCB]_[A-Z_]+", name) and isinstance(value, str)
 }
 
 

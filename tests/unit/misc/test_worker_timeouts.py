@@ -40,3 +40,9 @@ def test_a_cancelled_delivery_finishes_its_send_within_the_drain_window(
     settings = load_settings({"BRIDGE_SECRET_KEY": FERNET_KEY, "BRIDGE_WORKER_DRAIN_S": str(drain_s)})
     assert worker_options(settings)["job_completion_wait"] == arq_wait_s
     assert arq_wait_s + in_flight_grace(settings) == drain_s
+
+
+def test_the_worker_runs_deliveries_and_slack_follow_ups() -> None:
+    options = worker_options(load_settings({"BRIDGE_SECRET_KEY": FERNET_KEY}))
+    assert sorted(f.name for f in options["functions"]) == ["deliver", "slack_followup"]
+    assert [c.name for c in options["cron_jobs"]] == ["cron:sweep"]

@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.webhooks.dns import AioDnsLookup
 from bridge.webhooks.guard import (
+    REFUSAL_MESSAGE,
     AddressPolicy,
-    PinnedResolver,
     Refused,
+    Target,
     UrlGuard,
     legacy_ipv4,
     literal_address,
     parse_target,
 )
 
-DEFAULT = UrlGuard(AddressPolicy())
-LOOPBACK_ALLOWED = UrlGuard(AddressPolicy(["127.0.0.0/8"]))
+SYSTEM_DNS = AioDnsLookup(timeout_s=2.0)
+"""The servers of /etc/resolv.conf, and /etc/hosts: only ever asked about ``localhost`` here."""
+DEFAULT = UrlGuard(AddressPolicy(), SYSTEM_DNS)
+LOOPBACK_ALLOWED = UrlGuard(AddressPolicy(["127.0.0.0/8"]), SYSTEM_DNS)
+
+
+@contextmanager
+def refused_because(pattern: str) -> Iterator[None]:
+    """Expects a :class:`Refused` whose (log-only) reason matches ``pattern``, and whose message,
+    what callers see, is the one generic message."""
+    with pytest.raises(Refused) as refused:
+        yield
+    assert re.search(pattern, refused.value.reason), refused.value.reason
+    assert str(refused.value) == REFUSAL_MESSAGE
 
 
 def table(entries: dict[str, list[str]], asked: list[str] | None = None) -> UrlGuard:
@@ -76,7 +93,7 @@ def table(entries: dict[str, list[str]], asked: list[str] | None = None) -> UrlG
     ],
 )
 def test_non_public_ip_literals_are_refused_with_their_reason(address: str, reason: str) -> None:
-    with pytest.raises(Refused, match=reason):
+    with refused_because(reason):
         DEFAULT.preflight(f"https://{address}/hook")
 
 
@@ -107,14 +124,14 @@ def test_numeric_spellings_of_refused_addresses_are_refused(spelling: str) -> No
     address = literal_address(spelling)
     assert address is not None and not address.is_global
     # httpx itself refuses the dotted forms with a leading zero; the guard refuses the rest
-    with pytest.raises(Refused, match=r"non-public|not a valid URL"):
+    with refused_because(r"non-public|not a valid URL"):
         DEFAULT.preflight(f"https://{spelling}/")
 
 
 def test_numeric_spellings_are_refused_even_when_allow_listed_only_the_usual_form_connects() -> None:
     assert LOOPBACK_ALLOWED.preflight("http://127.0.0.1:8080/hook").host == "127.0.0.1"
     for spelling in ("2130706433", "0x7f.1", "017700000001", "127.1"):
-        with pytest.raises(Refused, match=r"write the address as 127\.0\.0\.1"):
+        with refused_because(r"write the address as 127\.0\.0\.1"):
             LOOPBACK_ALLOWED.preflight(f"http://{spelling}:8080/")
 
 
@@ -156,9 +173,9 @@ def test_numeric_hosts_that_are_no_address_are_refused(host: str) -> None:
 def test_public_https_passes_and_plain_http_needs_the_allow_list() -> None:
     assert DEFAULT.preflight("https://8.8.8.8/hook").port == 443
     assert DEFAULT.preflight("https://[2606:4700:4700::1111]:8443/x").port == 8443
-    with pytest.raises(Refused, match="plain http"):
+    with refused_because("plain http"):
         DEFAULT.preflight("http://8.8.8.8/hook")
-    with pytest.raises(Refused, match="non-public"):
+    with refused_because("non-public"):
         DEFAULT.preflight("http://127.0.0.1/hook")
     assert LOOPBACK_ALLOWED.preflight("http://127.0.0.1/hook").scheme == "http"
 
@@ -190,15 +207,15 @@ def test_the_allow_list_covers_only_its_own_family_and_range() -> None:
     ],
 )
 def test_unacceptable_urls_are_refused_with_a_reason(url: str, reason: str) -> None:
-    with pytest.raises(Refused, match=reason):
+    with refused_because(reason):
         parse_target(url)
 
 
 async def test_a_name_resolving_to_any_private_address_is_refused() -> None:
     guard = table({"mixed.test": ["93.184.216.34", "10.0.0.5"], "meta.test": ["169.254.169.254"]})
-    with pytest.raises(Refused, match=r"mixed\.test resolves to a non-public address"):
+    with refused_because(r"mixed\.test resolves to a non-public address"):
         await guard.check("https://mixed.test/hook")
-    with pytest.raises(Refused, match="link-local"):
+    with refused_because("link-local"):
         await guard.check("https://meta.test/hook")
 
 
@@ -216,41 +233,120 @@ async def test_a_name_resolving_to_public_addresses_only_passes() -> None:
 
 
 async def test_an_unresolvable_name_is_refused() -> None:
-    with pytest.raises(Refused, match="does not resolve"):
+    with refused_because("does not resolve"):
         await table({}).check("https://nowhere.test/")
-    with pytest.raises(Refused, match="does not resolve"):
+    with refused_because("does not resolve"):
         await table({"empty.test": []}).check("https://empty.test/")
 
 
-async def test_localhost_resolves_to_loopback_and_is_refused_by_the_system_resolver() -> None:
-    with pytest.raises(Refused, match="loopback"):
+async def test_localhost_resolves_to_loopback_from_the_hosts_file_and_is_refused() -> None:
+    with refused_because("loopback"):
         await DEFAULT.check("https://localhost:8443/hook")
 
 
-async def test_the_pinned_resolver_resolves_once_and_returns_only_the_checked_addresses() -> None:
+async def test_resolving_asks_once_and_returns_every_checked_address() -> None:
     asked: list[str] = []
     guard = table({"hooks.test": ["93.184.216.34", "2606:4700::1"]}, asked)
-    resolved = await PinnedResolver(guard, plain_http=False).resolve("hooks.test", 443)
+    resolved = await guard.resolve("hooks.test", 443, plain_http=False)
     assert asked == ["hooks.test"]
-    assert [(r["hostname"], r["host"], r["port"], r["family"]) for r in resolved] == [
-        ("hooks.test", "93.184.216.34", 443, socket.AF_INET),
-        ("hooks.test", "2606:4700::1", 443, socket.AF_INET6),
-    ]
+    assert [str(a) for a in resolved] == ["93.184.216.34", "2606:4700::1"]
 
 
-async def test_the_pinned_resolver_refuses_as_an_os_error_so_no_socket_opens() -> None:
+async def test_a_refusal_is_an_os_error_so_that_inside_the_connector_no_socket_opens() -> None:
     guard = table({"rebind.test": ["10.0.0.1"]})
-    with pytest.raises(OSError, match="non-public") as refused:
-        await PinnedResolver(guard, plain_http=False).resolve("rebind.test", 443)
-    assert isinstance(refused.value, Refused)
+    with pytest.raises(OSError, match="not accepted as a webhook destination") as refused:
+        await guard.resolve("rebind.test", 443, plain_http=False)
+    assert isinstance(refused.value, Refused) and "non-public" in refused.value.reason
 
 
-async def test_the_plain_http_resolver_accepts_allow_listed_addresses_only() -> None:
+async def test_plain_http_is_resolved_for_allow_listed_addresses_only() -> None:
     async def lookup(host: str, port: int) -> list[str]:
         return {"local.test": ["127.0.0.1"], "public.test": ["93.184.216.34"]}[host]
 
     guard = UrlGuard(AddressPolicy(["127.0.0.0/8"]), lookup)
-    plain = PinnedResolver(guard, plain_http=True)
-    assert [r["host"] for r in await plain.resolve("local.test", 80)] == ["127.0.0.1"]
-    with pytest.raises(Refused, match="plain http"):
-        await plain.resolve("public.test", 80)
+    assert [str(a) for a in await guard.resolve("local.test", 80, plain_http=True)] == ["127.0.0.1"]
+    with refused_because("plain http"):
+        await guard.resolve("public.test", 80, plain_http=True)
+
+
+# ------------------------------------------------------------------ ports
+
+
+@pytest.mark.parametrize("port", [443, 8443])
+def test_the_https_ports_pass_by_default(port: int) -> None:
+    assert DEFAULT.preflight(f"https://8.8.8.8:{port}/hook").port == port
+
+
+@pytest.mark.parametrize(
+    "url", ["https://8.8.8.8:8080/", "https://8.8.8.8:22/", "https://[2606:4700::1]:6379/"]
+)
+def test_other_ports_are_refused_for_public_addresses(url: str) -> None:
+    with refused_because(r"port \d+ is not allowed"):
+        DEFAULT.preflight(url)
+
+
+def test_the_allowed_ports_are_configurable() -> None:
+    guard = UrlGuard(AddressPolicy(allow_ports=(443, 9443)), SYSTEM_DNS)
+    assert guard.preflight("https://8.8.8.8:9443/").port == 9443
+    with refused_because("port 8443 is not allowed"):
+        guard.preflight("https://8.8.8.8:8443/")
+
+
+def test_any_port_is_allowed_for_allow_listed_addresses() -> None:
+    assert LOOPBACK_ALLOWED.preflight("http://127.0.0.1:8080/hook").port == 8080
+    assert LOOPBACK_ALLOWED.preflight("https://127.0.0.1:6379/").port == 6379
+
+
+async def test_a_name_on_another_port_is_refused_before_any_lookup_when_nothing_is_allow_listed() -> None:
+    asked: list[str] = []
+    guard = table({"hooks.test": ["93.184.216.34"]}, asked)
+    with refused_because("port 8080 is not allowed"):
+        await guard.check("https://hooks.test:8080/")
+    assert asked == []
+    assert await guard.check("https://hooks.test:8443/")
+
+
+async def test_a_name_on_another_port_passes_only_when_all_its_addresses_are_allow_listed() -> None:
+    async def lookup(host: str, port: int) -> list[str]:
+        return {"inside.test": ["10.20.0.5"], "public.test": ["93.184.216.34"]}[host]
+
+    guard = UrlGuard(AddressPolicy(["10.20.0.0/16"]), lookup)
+    assert [str(a) for a in await guard.check("https://inside.test:9000/")] == ["10.20.0.5"]
+    with refused_because("port 9000 is not allowed"):
+        await guard.check("https://public.test:9000/")
+    with refused_because("port 9000 is not allowed"):  # and so at send time
+        await guard.resolve("public.test", 9000, plain_http=False)
+
+
+# ------------------------------------------------------------------ one answer for every refusal
+
+
+async def test_unresolvable_private_and_closed_port_refusals_read_the_same() -> None:
+    guard = table({"private.test": ["10.0.0.1"], "public.test": ["93.184.216.34"]})
+    messages = set()
+    for url in (
+        "https://nowhere.test/",
+        "https://private.test/",
+        "https://public.test:8080/",
+        "https://10.0.0.1/",
+        "http://public.test/",
+        "ftp://public.test/",
+    ):
+        with pytest.raises(Refused) as refused:
+            await guard.check(url)
+        messages.add(str(refused.value))
+    assert messages == {REFUSAL_MESSAGE}
+
+
+@settings(max_examples=300)
+@given(url=st.one_of(st.text(max_size=300), st.from_regex(r"\Ahttps?://[^/]{0,80}(/.{0,40})?\Z")))
+def test_any_text_either_passes_the_preflight_or_is_refused_with_the_one_message(url: str) -> None:
+    outcome: Target | Refused
+    try:
+        outcome = DEFAULT.preflight(url)
+    except Refused as refused:
+        outcome = refused
+    if isinstance(outcome, Refused):
+        assert str(outcome) == REFUSAL_MESSAGE and outcome.reason
+    else:
+        assert outcome.scheme == "https" and outcome.port in (443, 8443)

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.core.catalog import EVENT_CATALOG
 from bridge.core.codec import encode_event
 from bridge.core.model import EVENT_TYPES, BulkView, ErrorGroup, Event, EventData
 from bridge.webhooks.model import (
@@ -94,8 +95,13 @@ def test_an_event_and_a_subscription_always_make_the_same_delivery_id() -> None:
     assert first not in {event_delivery_id("evt_b", "sub_1"), event_delivery_id("evt_a", "sub_2")}
 
 
+def finished() -> Event:
+    """A complete ``bulk.finished`` event (the catalog's example): what the encoder accepts."""
+    return msgspec.convert(EVENT_CATALOG["bulk.finished"].example_json(), Event)
+
+
 def test_a_body_under_20_kb_is_sent_byte_for_byte() -> None:
-    body = encode_event(event())
+    body = encode_event(finished())
     assert bounded_body(body) is body
 
 
@@ -115,12 +121,11 @@ texts = st.text(min_size=0, max_size=400)
         max_size=80,
     ),
     operation=st.text(max_size=30_000),
-    reason=st.text(max_size=5_000),
 )
 def test_whatever_an_event_holds_the_body_sent_is_valid_json_under_20_kb(
-    groups: list[ErrorGroup], operation: str, reason: str
+    groups: list[ErrorGroup], operation: str
 ) -> None:
-    big = event()
+    big = finished()
     view = BulkView(
         id=11,
         import_id="imp-1",
@@ -133,7 +138,7 @@ def test_whatever_an_event_holds_the_body_sent_is_valid_json_under_20_kb(
         retries=0,
         operation=operation,
     )
-    data = msgspec.structs.replace(big.data, errors_summary=groups, bulk=view, reason=reason)
+    data = msgspec.structs.replace(big.data, errors_summary=groups, bulk=view)
     body = encode_event(msgspec.structs.replace(big, data=data))
     sent = bounded_body(body)
     assert len(sent) < MAX_PAYLOAD_BYTES
@@ -144,3 +149,20 @@ def test_whatever_an_event_holds_the_body_sent_is_valid_json_under_20_kb(
         kept = len(decoded.data.errors_summary)
         omitted = decoded.data.errors_summary_omitted
         assert kept == len(groups) or (isinstance(omitted, int) and omitted >= len(groups))
+
+
+def test_a_subscription_limited_to_clubs_matches_only_their_events() -> None:
+    doc = SubscriptionDoc(url=URL, clubs=("club-a", "club-c"))
+    assert matches(doc, event(slug="club-a")) and matches(doc, event(slug="club-c"))
+    assert not matches(doc, event(slug="club-b"))
+    assert not matches(doc, event(slug="club-a-2"))  # a club, not a prefix
+    # The club filter narrows within the clubs; it never widens them.
+    narrowed = SubscriptionDoc(url=URL, clubs=("club-a",), loyalty_club_slug="club-b")
+    assert not matches(narrowed, event(slug="club-b")) and not matches(narrowed, event(slug="club-a"))
+    assert matches(SubscriptionDoc(url=URL), event(slug="club-b"))  # an admin's: every club
+
+
+@given(st.lists(st.from_regex(r"[a-z0-9][a-z0-9-]{0,8}", fullmatch=True), max_size=5), st.text(max_size=12))
+def test_an_event_of_a_club_outside_a_subscriptions_clubs_never_matches(clubs: list[str], slug: str) -> None:
+    doc = SubscriptionDoc(url=URL, clubs=tuple(clubs))
+    assert matches(doc, event(slug=slug)) == (slug in clubs)

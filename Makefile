@@ -55,9 +55,11 @@ config-docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-## chaos: the guarantee suite at full size (crashes, Redis restarts, faults, bad input, secrets).
+## chaos: the guarantee suite at full size (crashes, Redis restarts, faults, bad input, secrets);
+## the Redis restarts once more with workers started through arq's command line.
 chaos: $(STAMP)
 	$(BIN)/python -m chaos
+	$(BIN)/python -m chaos --only redis --worker-entry arq
 
 ## lock: re-resolve requirements.lock from pyproject.toml (needs network).
 lock:

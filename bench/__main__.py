@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
-from bench import api, console, delivery, economy, latency, scale, throughput
+from bench import api, console, delivery, economy, latency, quiet, scale, throughput
 from bench.harness import stack
 from bench.plot import latency_png
 from bridge_tools.redis_binary import require_redis_server
@@ -69,6 +69,14 @@ def _delivery(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
     )
 
 
+def _idle(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    return lambda s: quiet.run(s, imports=0, bulks=0, seconds=20 if quick else 60)
+
+
+def _quiet(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    return lambda s: quiet.run(s, imports=40, bulks=5, seconds=30 if quick else 60)
+
+
 def _console(quick: bool) -> Callable[[Any], Awaitable[dict[str, Any]]]:
     return lambda s: console.run(s, flips=50, streams=50, seconds=5 if quick else 15)
 
@@ -82,6 +90,8 @@ SCENARIOS: Final = {
     "horizontal": _horizontal,
     "api": _api,
     "delivery": _delivery,
+    "idle": _idle,
+    "quiet": _quiet,
     "console": _console,
 }
 
@@ -225,6 +235,8 @@ def summarize(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
         ]
     if name == "api":
         return _api_rows(result)
+    if name in ("idle", "quiet"):
+        return _quiet_rows(name, result)
     if name == "delivery":
         return _delivery_rows(result)
     if name == "console":
@@ -256,6 +268,35 @@ def _api_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{r['redis_commands_per_request']} Redis commands/request",
             )
         )
+    return rows
+
+
+def _quiet_rows(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    shape = (
+        f"{result['imports']} imports x {result['bulks_per_import']} bulks working, "
+        if name == "quiet"
+        else ""
+    )
+    rows = []
+    for label, title in (
+        ("events", "job loop woken by events"),
+        ("poll_10ms", "baseline: job loop every 10 ms"),
+    ):
+        r = result[label]
+        cpu = ", ".join(f"{k} {v}%" for k, v in r["cpu_percent"].items())
+        rows.append(
+            (name, f"{shape}{title}: CPU over {r['seconds']} s", f"{cpu}; bridge {r['bridge_cpu_percent']}%")
+        )
+        if name == "quiet":
+            rows.append(
+                (
+                    name,
+                    f"  {title}: upstream requests, CPU per request, per watched bulk per minute",
+                    f"{r['upstream_requests']} ({r['upstream_requests_per_s']}/s), "
+                    f"{r.get('cpu_ms_per_upstream_request')} ms, "
+                    f"{r.get('cpu_ms_per_watched_bulk_per_min')} ms",
+                )
+            )
     return rows
 
 

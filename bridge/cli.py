@@ -140,19 +140,13 @@ def worker(check: bool) -> None:
     import uvloop
 
     from bridge.logs import configure_logging
-    from bridge.store.layout import LayoutError
     from bridge.wiring import worker_options
-    from bridge.worker.arq_compat import BridgeWorker
+    from bridge.worker.arq_compat import run
 
     options = worker_options(settings)
     configure_logging(settings.log_level, settings.log_format)
     uvloop.install()
-    process = BridgeWorker(**options)
-    try:
-        process.run()
-    except LayoutError as exc:
-        exit_with_config_error(str(exc), "worker")
-    sys.exit(process.exit_code())
+    sys.exit(run(options))
 
 
 @main.command("slack-socket")

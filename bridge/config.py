@@ -379,8 +379,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ),
     ] = 10.0
     worker_poll_delay_s: Annotated[
-        float, _doc("How often an idle worker looks for due delivery jobs.", gt=0, le=10)
-    ] = 0.01
+        float,
+        _doc(
+            "How often an idle worker looks for due delivery jobs when nothing wakes it (a job "
+            "enqueued anywhere wakes it at once): the most a deferred retry starts late.",
+            gt=0,
+            le=10,
+        ),
+    ] = 0.5
     worker_max_jobs: Annotated[
         int, _doc("Delivery jobs one worker runs at the same time.", ge=1, le=10_000)
     ] = 100

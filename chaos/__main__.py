@@ -1,6 +1,6 @@
 """``make chaos``: every guarantee scenario at full size, a table of figures, ``chaos/results.json``.
 
-    python -m chaos [--short] [--only crash,graceful,...] [--keep]
+    python -m chaos [--short] [--only crash,graceful,...] [--worker-entry bridge|arq] [--keep]
 
 ``--short`` is the CI version (≤ 3 minutes in all), run by ``tests/chaos``.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from bridge_tools.redis_binary import require_redis_server
-from chaos.model import Outcome, RunContext, Size
+from chaos.model import WORKER_ENTRIES, Outcome, RunContext, Size
 from chaos.secret_scan import scan
 
 SCENARIOS: Final = {
@@ -46,8 +46,8 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows)
 
 
-async def run_all(names: list[str], size: Size, workdir: Path) -> list[Outcome]:
-    ctx = RunContext(workdir)
+async def run_all(names: list[str], size: Size, workdir: Path, worker_entry: str = "bridge") -> list[Outcome]:
+    ctx = RunContext(workdir, worker_entry=worker_entry)
     outcomes: list[Outcome] = []
     for name in names:
         module = importlib.import_module(SCENARIOS[name])
@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--short", action="store_true", help="the CI version (about 3 minutes)")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+    parser.add_argument(
+        "--worker-entry",
+        choices=list(WORKER_ENTRIES),
+        default="bridge",
+        help="start workers as `bridge worker` or `arq workers.settings.WorkerSettings`",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -76,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     require_redis_server("chaos")
     workdir = Path(tempfile.mkdtemp(prefix="bridge-chaos-"))
     try:
-        outcomes = asyncio.run(run_all(names, Size("short" if args.short else "full"), workdir))
+        outcomes = asyncio.run(
+            run_all(names, Size("short" if args.short else "full"), workdir, args.worker_entry)
+        )
     finally:
         if args.keep:
             print(f"work directory kept: {workdir}")

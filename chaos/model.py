@@ -72,6 +72,13 @@ class Outcome:
         return all(c.passed for c in self.checks)
 
 
+WORKER_ENTRIES: Final = {
+    "bridge": ("-m", "bridge", "worker"),
+    "arq": ("-m", "arq", "workers.settings.WorkerSettings"),
+}
+"""The two documented ways to start a worker (``--worker-entry``): both must pass every scenario."""
+
+
 @dataclass
 class RunContext:
     workdir: Path
@@ -84,6 +91,8 @@ class RunContext:
     events: list[bytes] = field(default_factory=list)
     """Event payloads as received by webhook receivers and the Slack stand-in."""
     redis_values: list[bytes] = field(default_factory=list)
+    worker_entry: str = "bridge"
+    """How workers are started: a key of :data:`WORKER_ENTRIES`."""
 
     def scenario_dir(self, scenario: str) -> Path:
         path = self.workdir / scenario

@@ -34,7 +34,7 @@ import msgspec
 from bridge.slack.render import status_word
 from bridge_tools.processes import LOOPBACK, Process, free_port, redis_answers
 from bridge_tools.redis_binary import redis_server_binary
-from chaos.model import CHAOS_ALLOW_CIDRS, Outcome, RunContext
+from chaos.model import CHAOS_ALLOW_CIDRS, WORKER_ENTRIES, Outcome, RunContext
 from mpc_simulator import SimulatorControl
 from mpc_simulator.scenarios import next_transition, outcome_patch
 from mpc_simulator.state import BulkPatch, BulkStatus, FlipEntry, RequestLogEntry
@@ -263,7 +263,8 @@ class ChaosStack:
         old = self.procs.get(name)
         if old is not None:
             old.stop()
-        proc = Process(python("-m", "bridge", "worker"), self.dir / f"{name}.log", self.env(**overrides))
+        argv = python(*WORKER_ENTRIES[self.ctx.worker_entry])
+        proc = Process(argv, self.dir / f"{name}.log", self.env(**overrides))
         self.procs[name] = proc.start()
         return proc
 

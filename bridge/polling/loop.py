@@ -32,8 +32,9 @@ CLAIM_BATCH_MAX: Final = 256
 """Imports claimed in one round trip."""
 PREFETCH_FACTOR: Final = 2.0
 """Imports claimed ahead: up to this many times the concurrency, running and waiting together."""
-IDLE_SLEEP_MAX_S: Final = 0.25
-"""Longest sleep between two looks at the schedule (a new watch is due at once)."""
+IDLE_SLEEP_MAX_S: Final = 0.5
+"""Longest sleep between two looks at the schedule: imports another worker handed back, or whose
+lease ran out. A new watch wakes the loop at once (:meth:`Poller.wake`)."""
 CRASHED_POLL_RETRY_S: Final = 30.0
 """A poll that failed on something unexpected (a bug, not MPC) hands its import back due this much
 later: no hot loop on a poison import, and no wait for the lease either."""
@@ -67,6 +68,12 @@ class Poller:
         self._limit = initial_limit(self._pacing)
         """Polls at once now (see :mod:`bridge.core.pacing`)."""
         self._wake = asyncio.Event()
+        self._busy = asyncio.Event()
+        """Set when a poll starts: the lag probe sleeps while none runs or waits to."""
+        self._claim_not_before = 0.0
+        """Nothing is due before this (epoch s) as far as the last claim saw: until then a finished
+        poll does not send a claim that would find nothing. At most :data:`IDLE_SLEEP_MAX_S` after
+        that claim, so imports made due elsewhere (a new watch) are still seen that soon."""
         self._claiming: asyncio.Future[Claim] | None = None
         """The claim round trip under way, if any: a stop waits for it and hands its imports back."""
         self._stopping = False
@@ -92,9 +99,13 @@ class Poller:
             await asyncio.gather(pacer, return_exceptions=True)
 
     async def _pace(self) -> None:
-        """Adapt the number of polls at once to the loop's lag, every :data:`LAG_PROBE_EVERY_S`."""
+        """Adapt the number of polls at once to the loop's lag, every :data:`LAG_PROBE_EVERY_S`
+        while polls run or wait to (an idle worker does not wake twenty times a second for it)."""
         loop = asyncio.get_running_loop()
         while True:
+            if not self._tasks and not self._ready:
+                self._busy.clear()
+                await self._busy.wait()
             started, cpu_started = loop.time(), time.process_time()
             await asyncio.sleep(LAG_PROBE_EVERY_S)
             elapsed = loop.time() - started
@@ -113,8 +124,12 @@ class Poller:
         if len(self._ready) >= max(1, self._limit // 2) or room <= 0:
             await self._sleep(IDLE_SLEEP_MAX_S)  # a finished poll wakes us
             return redis_failures
+        now = self._clock()
+        if not self._ready and now < self._claim_not_before:
+            await self._sleep(self._claim_not_before - now)
+            return redis_failures
         limit = min(room, CLAIM_BATCH_MAX)
-        self._claiming = asyncio.ensure_future(self._store.claim(self._clock(), limit))
+        self._claiming = asyncio.ensure_future(self._store.claim(now, limit))
         try:
             claim = await self._claiming
         except (RedisError, OSError) as exc:
@@ -128,12 +143,17 @@ class Poller:
         if self._stopping:
             return 0  # the stop took what this claim leased and hands it back
         self._ready.extend(claim.trackers)
-        if len(claim.trackers) < limit and not self._ready:
-            wait = IDLE_SLEEP_MAX_S
+        self._claim_not_before = 0.0
+        if len(claim.trackers) < limit:  # every import due now was claimed
+            self._claim_not_before = now + IDLE_SLEEP_MAX_S
             if claim.next_due is not None:
-                wait = min(wait, max(0.0, claim.next_due - self._clock()))
-            await self._sleep(wait)
+                self._claim_not_before = min(self._claim_not_before, claim.next_due)
         return 0
+
+    def wake(self) -> None:
+        """Look at the schedule now: something may have become due (a new watch)."""
+        self._claim_not_before = 0.0
+        self._wake.set()
 
     def _start_ready(self) -> None:
         while self._ready and len(self._tasks) < self._limit:
@@ -147,6 +167,7 @@ class Poller:
     def _spawn(self, tracker: ClaimedTracker) -> None:
         task = asyncio.get_running_loop().create_task(self._poll_guarded(tracker))
         self._tasks[tracker.tid] = task
+        self._busy.set()
 
         def done(_: asyncio.Task[None], tid: str = tracker.tid) -> None:
             self._tasks.pop(tid, None)
@@ -212,6 +233,7 @@ class Poller:
         plan = await self._planner.plan(tracker, observation, retry_soon, self._clock())
         failure = observation.failure
         result = await self._committer.submit(plan)
+        self._claim_not_before = min(self._claim_not_before, plan.due)
         self.polls += 1
         self._metrics.poll(failure.kind if failure is not None else "ok")
         if not result.committed:

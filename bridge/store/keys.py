@@ -90,6 +90,12 @@ SUBSCRIPTIONS: Final = PREFIX + "subscriptions"
 SUBSCRIPTIONS_VERSION: Final = SUBSCRIPTIONS + ":version"
 WORKER_HEALTH_PREFIX: Final = QUEUE + ":health-check:"
 SLACK_SOCKET_HEALTH_PREFIX: Final = PREFIX + "slack-socket:health:"
+SCHEDULE_WAKE_CHANNEL: Final = SCHEDULE + ":wake"
+"""A Pub/Sub channel, not a key: a new watch's import due at once is published on it, so the poll
+loops of idle workers claim it at once instead of looking at the schedule many times a second."""
+QUEUE_WAKE_CHANNEL: Final = QUEUE + ":wake"
+"""A Pub/Sub channel, not a key (nothing is stored): the enqueue script publishes on it, so idle
+workers start a job at once instead of looking at the queue many times a second."""
 
 TRACKER_PREFIX: Final = PREFIX + "tracker:"
 WATCH_PREFIX: Final = PREFIX + "watch:"

@@ -4,7 +4,8 @@
 - :mod:`.runtime`: the process's parts between startup and shutdown, and its jobs.
 - :mod:`.arq_compat`: everything written against arq's internals (one arq version).
 
-``bridge worker`` runs :class:`~.arq_compat.BridgeWorker`, which makes shutdown prompt and
+``bridge worker`` and ``arq workers.settings.WorkerSettings`` both run
+:class:`~.arq_compat.BridgeWorker`, which waits through a Redis outage and makes shutdown prompt and
 bounded: on SIGTERM the poll loop stops claiming at once and drains beside arq's delivery jobs,
 both within ``BRIDGE_WORKER_DRAIN_S``; whatever is still running is handed back, and the process
 exits at the latest ``WORKER_EXIT_MARGIN_S`` later.

@@ -8,35 +8,53 @@ module was written against, so an upgrade comes with a read of what is below.
   entry, the result key checked), several in one Lua step (``lua/arq_enqueue.lua``) instead of
   three round trips per job.
 - :class:`BridgeWorker` overrides ``Worker.handle_sig``/``handle_sig_wait_for_completion`` (the
-  poll loop stops claiming at the signal), ``main`` (wait for Redis at start),
+  poll loop stops claiming at the signal), ``main`` (wait for Redis at start; then arq's own start,
+  ``log_redis_info`` and ``on_startup``, followed by a job loop woken by events instead of arq's
+  ``poll(poll_delay_s)`` timer; ``burst`` mode stays arq's loop),
   ``_poll_iteration`` (a Redis outage makes the job loop wait, not crash), ``start_jobs`` (one Lua
   claim per job, ``lua/arq_claim_job.lua``, using ``sem``, ``job_counter``, ``tasks``,
   ``in_progress_timeout_s``, ``run_job`` and ``_release_sem_dec_counter_on_complete``),
   ``_sleep_until_tasks_complete`` (the jobs still running when the drain window ends) and
   ``close`` (a Redis error while stopping).
+- :func:`run` runs a :class:`BridgeWorker` to its exit code, and :func:`adopt_arq_cli` makes
+  arq's command line (``arq workers.settings.WorkerSettings``) run it too, in place of
+  ``arq.cli.run_worker`` (which builds a plain ``Worker``: a Redis restart ends its job loop with
+  ``ConnectionError`` and the process with exit code 1).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterable
 from typing import Any, Final
 
+import arq.cli
 from arq import constants as arq_constants
+from arq.connections import log_redis_info
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from arq.worker import Worker
+from arq.worker import logger as arq_logger
 from redis.exceptions import RedisError
 
 from bridge.config import WORKER_EXIT_MARGIN_S
 from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob, job_id
-from bridge.exits import EXIT_DRAIN_CUT_SHORT, EXIT_FAILURE, EXIT_OK, EXIT_STOP_TIMEOUT
+from bridge.exits import (
+    EXIT_DRAIN_CUT_SHORT,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_STOP_TIMEOUT,
+    exit_with_config_error,
+)
 from bridge.logs import get_logger
 from bridge.redis_url import outage_wait_s
 from bridge.store import keys, scripts
+from bridge.store.layout import LayoutError
 
 ARQ_VERSION: Final = "0.28.0"
 """The arq release whose internals this module was written against (and tested with)."""
@@ -44,6 +62,22 @@ JOB_EXPIRES_S: Final = 7 * 86_400
 """arq drops a job not started within this long; the sweeper re-creates it from the outbox."""
 LEFT_LOGGED_MAX: Final = 20
 """Ids of cut-short polls and jobs named in the ``drain cut short`` log line (the counts are all)."""
+WAKE_LISTEN_S: Final = 60.0
+"""Longest blocking read on the wake channel: given explicitly, so the pool's socket timeout does not
+end (and reconnect) a quiet subscription every few seconds."""
+
+_SCHEDULE_WAKE: Final = (keys.SCHEDULE_WAKE_CHANNEL, keys.SCHEDULE_WAKE_CHANNEL.encode())
+"""The schedule's wake channel as a message names it (bytes, or text on a decoding client)."""
+
+_local_wakes: set[asyncio.Event] = set()
+"""The job loops of the workers running in this process (one, normally): a job enqueued here
+wakes them directly, without a round trip through Redis."""
+
+
+def _wake_local() -> None:
+    for event in _local_wakes:
+        event.set()
+
 
 log = get_logger("bridge.worker")
 
@@ -79,7 +113,10 @@ class ArqQueue:
             args += [jid, job]
         if len(job_keys) == 1:
             return 0
+        args.insert(2, keys.QUEUE_WAKE_CHANNEL)
         created: int = await self._enqueue(keys=job_keys, args=args)
+        if created:
+            _wake_local()
         return created
 
 
@@ -93,6 +130,11 @@ class BridgeWorker(Worker):
     - A Redis outage (failover, restart) makes the job loop wait and retry instead of crashing,
       and a worker started while Redis is down waits for it instead of exiting (which would
       crash-loop it under an orchestrator's growing back-off long after Redis is back).
+    - The job loop sleeps until something happens instead of looking at the queue every few
+      milliseconds: a job enqueued in this process wakes it at once, one enqueued elsewhere (the
+      API, another worker) through the wake channel the enqueue script publishes on, a finished
+      job when every slot was taken, and otherwise it looks every ``poll_delay`` (deferred jobs,
+      arq's cron and health record, a missed message).
     - :meth:`exit_code` says how the stop went: 0 when everything drained, 3 when the deadline
       cut polls or delivery jobs short (logged as ``drain cut short``, with what was left).
     """
@@ -107,6 +149,8 @@ class BridgeWorker(Worker):
         self._handed_back = True
         """False when Redis was gone while stopping: what ran comes back only when its lease ends."""
         self._cut_short = False
+        self._wake = asyncio.Event()
+        """Set when the job loop should look at the queue now (see :meth:`_job_loop`)."""
 
     def handle_sig(self, signum: signal.Signals) -> None:
         self._stop_polling()
@@ -139,7 +183,65 @@ class BridgeWorker(Worker):
 
     async def main(self) -> None:
         await self._wait_for_redis()
-        await super().main()
+        if self.burst:
+            await super().main()
+            return
+        # arq's Worker.main up to its poll loop (the pool is always given: bridge.redis_url.connect).
+        names = ", ".join(self.functions)
+        arq_logger.info("Starting worker for %d functions: %s", len(self.functions), names)
+        await log_redis_info(self.pool, arq_logger.info)
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        await self._job_loop()
+
+    async def _job_loop(self) -> None:
+        """arq's poll loop, woken by events (see the class's docstring), until cancelled."""
+        listener = self.loop.create_task(self._listen())
+        _local_wakes.add(self._wake)
+        try:
+            while True:
+                self._wake.clear()  # what happens during the iteration wakes the next one at once
+                await self._poll_iteration()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_delay_s)
+        finally:
+            _local_wakes.discard(self._wake)
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+    async def _listen(self) -> None:
+        """Wake the job loop on every message of the queue's wake channel, and the poll loop on every
+        message of the schedule's; resubscribe after an outage."""
+        failures = 0
+        while True:
+            pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.QUEUE_WAKE_CHANNEL, keys.SCHEDULE_WAKE_CHANNEL)
+                if failures:
+                    log.info("job wake-ups resumed")
+                failures = 0
+                self._wake.set()  # what was enqueued while unsubscribed
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=WAKE_LISTEN_S)
+                    if message is None:
+                        continue
+                    if message["channel"] in _SCHEDULE_WAKE:
+                        self._wake_poller()
+                    else:
+                        self._wake.set()
+            except (RedisError, OSError) as exc:
+                failures += 1
+                delay = outage_wait_s(failures)
+                log.warning(
+                    "redis unavailable, job wake-ups wait (the job loop still looks every poll_delay)",
+                    error=repr(exc),
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _wait_for_redis(self) -> None:
         failures = 0
@@ -192,13 +294,26 @@ class BridgeWorker(Worker):
             )
             if score is not None:
                 task = self.loop.create_task(self.run_job(job_id, int(score)))
-                task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+                task.add_done_callback(lambda _: self._job_done())
                 self.tasks[job_id] = task
                 started = True
         finally:
             if not started:
                 self.job_counter -= 1
                 self.sem.release()
+
+    def _wake_poller(self) -> None:
+        runtime = self.ctx.get("runtime")
+        if runtime is not None:
+            runtime.poller.wake()
+
+    def _job_done(self) -> None:
+        # A slot frees up: due jobs may be waiting for it. While draining, arq waits until its job
+        # loop has dropped every finished job from ``tasks``: the loop does so at once, not up to
+        # ``poll_delay`` later (which could take the drain past its deadline).
+        if self.job_counter >= self.max_jobs or not self.allow_pick_jobs:
+            self._wake.set()
+        self._release_sem_dec_counter_on_complete()
 
     async def close(self) -> None:
         try:
@@ -245,3 +360,32 @@ class BridgeWorker(Worker):
 def _exit_now() -> None:
     log.error("worker did not stop within its drain and margin; exiting", exit_code=EXIT_STOP_TIMEOUT)
     os._exit(EXIT_STOP_TIMEOUT)
+
+
+def run(options: dict[str, Any]) -> int:
+    """Run a :class:`BridgeWorker` with these arq options until it stops; its exit code.
+
+    Data stored by a newer bridge (or an old layout with migration off) ends it with one line and
+    exit code 2, as any configuration error does.
+    """
+    worker = BridgeWorker(**options)
+    try:
+        worker.run()
+    except LayoutError as exc:
+        exit_with_config_error(str(exc), "worker")
+    return worker.exit_code()
+
+
+def adopt_arq_cli(options: dict[str, Any]) -> None:
+    """Make ``arq <settings>`` run the bridge's worker with ``options`` (see :func:`run`).
+
+    arq's command line imports the settings module first and calls ``arq.cli.run_worker`` after
+    it, so the settings module calls this at import. ``--burst`` is passed on; ``--check`` and
+    ``--watch`` do not go through ``run_worker`` and stay arq's.
+    """
+
+    def run_worker(settings_cls: Any, **kwargs: Any) -> Worker:
+        del settings_cls  # the same options, already read
+        sys.exit(run(options | kwargs))
+
+    arq.cli.run_worker = run_worker  # type: ignore[attr-defined]

@@ -313,6 +313,42 @@ async def test_the_poll_loop_respects_the_minimum_interval(
     assert min(gaps) >= pipeline.settings.poll_min_interval_s
 
 
+async def test_a_finished_poll_sends_no_claim_before_the_next_import_is_due(
+    pipeline_factory: Callable[..., Pipeline], control: SimulatorControl, redis: Redis
+) -> None:
+    pipeline = pipeline_factory(BRIDGE_POLL_MIN_INTERVAL_S="0.5", BRIDGE_POLL_MAX_INTERVAL_S="1")
+    imports = [f"imp-due-{n}" for n in range(8)]
+    await control.put_imports([(SLUG, i, [{"id": 1, "status": "working"}]) for i in imports])
+    for n, import_id in enumerate(imports):
+        await pipeline.create(spec((1,), wid=f"wch_{n:024d}", import_id=import_id))
+        await asyncio.sleep(0.06)  # due one after another
+    await redis.config_resetstat()
+    runner = asyncio.create_task(pipeline.poller.run())
+    try:
+        await asyncio.sleep(3.0)
+    finally:
+        await pipeline.poller.stop(1.0)
+        await runner
+    stats = await redis.info("commandstats")
+    scripts = int(stats["cmdstat_evalsha"]["calls"])  # claims and commits
+    polls = pipeline.poller.polls
+    assert polls >= 30
+    # One claim when an import is due and one commit per poll; no claim in between that finds nothing.
+    assert scripts / polls < 2.5, (scripts, polls)
+
+
+async def test_a_poll_committed_on_its_own_costs_no_script_check(
+    pipeline: Pipeline, control: SimulatorControl, redis: Redis
+) -> None:
+    await control.put_import(SLUG, IMPORT, [{"id": 5, "status": "working"}])
+    await pipeline.create(spec((5,)))
+    await redis.config_resetstat()
+    assert await pipeline.poll_due() == 1
+    stats = await redis.info("commandstats")
+    # The commit script alone: no pipeline, whose SCRIPT EXISTS would cost a round trip more.
+    assert "cmdstat_script|exists" not in stats, sorted(stats)
+
+
 async def test_a_clubs_stored_credentials_are_used_instead_of_the_default_token(
     pipeline: Pipeline, control: SimulatorControl, redis: Redis
 ) -> None:

@@ -312,6 +312,35 @@ async def test_a_worker_whose_delivery_outlives_the_drain_exits_3_and_names_the_
     assert len(cut[0]["jobs"]) == 1 and await redis.zscore(keys.QUEUE, cut[0]["jobs"][0]) is not None
 
 
+async def test_a_worker_whose_delivery_ends_within_the_drain_exits_0_at_once(
+    redis: Redis, redis_url: str, tmp_path: Path, processes: list[Process]
+) -> None:
+    webhooks = Webhooks(redis)
+    async with WebhookReceiver() as receiver:
+        sid, secret = await webhooks.subscribe(receiver.url("hooks/slowish"))
+        receiver.set_secrets("hooks/slowish", [secret])
+        receiver.script("hooks/slowish", [Reply(status=204, delay_s=1.0)])
+        env = worker_env(redis_url, "http://127.0.0.1:9") | {
+            "BRIDGE_SECRET_KEY": FERNET_KEY,
+            "BRIDGE_WEBHOOK_ALLOW_CIDRS": LOOPBACK_NET,
+            "BRIDGE_NOTIFY_LOG": "false",
+            "BRIDGE_WORKER_DRAIN_S": "6",
+            # The job loop looks at the queue only every 10 s when nothing wakes it: the drain
+            # must not wait for that to see the delivery done.
+            "BRIDGE_WORKER_POLL_DELAY_S": "10",
+        }
+        worker = Process([sys.executable, "-m", "bridge", "worker"], tmp_path / "worker.log", env).start()
+        processes.append(worker)
+        event = make_event()
+        await webhooks.record(event, destination(sid))
+        await ArqQueue(queue(redis)).dispatch(event.id, [destination(sid)])
+        await receiver.wait_for(1, "hooks/slowish", timeout_s=20)
+        code, took = await asyncio.to_thread(wait_exit, worker, 6 + WORKER_EXIT_MARGIN_S)
+    await webhooks.close()
+    assert code == EXIT_OK, worker.output()[-3000:]
+    assert took < 3.5, worker.output()[-3000:]
+
+
 async def _polled(control: SimulatorControl) -> bool:
     return bool((await control.requests()).items)
 
@@ -363,3 +392,45 @@ def test_an_api_that_cannot_listen_exits_1_not_3(redis_url: str, tmp_path: Path)
         )
     assert result.returncode == EXIT_FAILURE, result.stdout + result.stderr
     assert "address already in use" in result.stdout + result.stderr
+
+
+IDLE_OBSERVED_S = 3.0
+
+
+def _wake_ups(pid: int) -> int:
+    """Times the process's main thread went to sleep waiting (its voluntary context switches)."""
+    for line in Path(f"/proc/{pid}/task/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
+async def test_an_idle_api_wakes_about_once_a_second_and_still_stops_on_sigterm(
+    redis_url: str, tmp_path: Path, processes: list[Process]
+) -> None:
+    env = worker_env(redis_url, "http://127.0.0.1:9")
+    port = free_port()
+    api = Process(
+        [sys.executable, "-m", "bridge", "api", "--host", LOOPBACK, "--port", str(port)],
+        tmp_path / "api.log",
+        env,
+    ).start()
+    processes.append(api)
+    async with httpx.AsyncClient(base_url=f"http://{LOOPBACK}:{port}") as http:
+
+        async def up() -> bool:
+            try:
+                return (await http.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(up, 30, "the API")
+    await asyncio.sleep(1.0)
+    before = _wake_ups(api.pid)
+    await asyncio.sleep(IDLE_OBSERVED_S)
+    woke = _wake_ups(api.pid) - before
+    # uvicorn's own loop ticks every 0.1 s: 30 wake-ups here at least.
+    assert woke < 2 * IDLE_OBSERVED_S + 5, woke
+    code, took = await asyncio.to_thread(wait_exit, api, 10)
+    assert code == EXIT_OK, api.output()[-3000:]
+    assert took < 5, took  # as before: mostly the interpreter and its clients closing

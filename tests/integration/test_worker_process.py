@@ -1,4 +1,5 @@
-"""Real worker processes (``bridge worker``), started and killed by PID."""
+"""Real worker processes (``bridge worker`` and ``arq workers.settings.WorkerSettings``), started and
+killed by PID."""
 
 from __future__ import annotations
 
@@ -11,17 +12,28 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from arq import constants as arq_constants
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
+from bridge.core.codec import deserialize_job, serialize_job
 from bridge.core.model import WatchSpec
+from bridge.delivery.model import job_id
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
-from bridge.worker.settings import health_check_key
+from bridge.worker.arq_compat import ArqQueue
+from bridge.worker.settings import SWEEP_EVERY_S, health_check_key
 from bridge_tools.processes import LOOPBACK, Process, free_port, redis_server
 from mpc_simulator import RunningSimulator, SimulatorControl
 from tests.integration.conftest import API_KEY, FAST_ENV, MPC_TOKEN, SLUG, eventually
 
 IMPORT = "imp-worker"
+ROOT = Path(__file__).resolve().parents[2]
+ENTRY_POINTS = {
+    "bridge worker": [sys.executable, "-m", "bridge", "worker"],
+    "arq": [str(Path(sys.executable).with_name("arq")), "workers.settings.WorkerSettings"],
+}
+"""The two documented ways to start a worker (arq's command line reads the settings from the cwd)."""
 pytestmark = pytest.mark.slow
 
 
@@ -167,3 +179,148 @@ async def test_a_worker_started_while_redis_is_down_waits_for_it(
         finally:
             await client.aclose()
         assert worker.alive(), worker.output()[-3000:]
+
+
+REDIS_DOWN_S = 4.0
+"""Longer than redis-py's own connection retries, after which arq's plain worker exited with code 1."""
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+async def test_a_worker_outlives_a_redis_restart_and_polls_again(
+    entry: str,
+    simulator: RunningSimulator,
+    control: SimulatorControl,
+    tmp_path: Path,
+    workers: list[Process],
+) -> None:
+    port = free_port()
+    url = f"redis://{LOOPBACK}:{port}/0"
+    worker = Process(ENTRY_POINTS[entry], tmp_path / "worker.log", worker_env(url, simulator.url), cwd=ROOT)
+    with redis_server(tmp_path, port, aof=True):
+        workers.append(worker.start())
+        client = Redis.from_url(url)
+        try:
+            await eventually(lambda: client.exists(health_check_key()), 20, "the worker's health record")
+        finally:
+            await client.aclose()
+    await asyncio.sleep(REDIS_DOWN_S)
+    assert worker.alive(), worker.output()[-3000:]
+    await control.put_import(SLUG, IMPORT, [{"id": 5}])
+    with redis_server(tmp_path, port, aof=True):
+        logged_before = len(worker.output())
+
+        async def job_loop_ran() -> bool:
+            # The sweeper, an arq cron job, runs every SWEEP_EVERY_S in the job loop.
+            return "cron:sweep()" in worker.output()[logged_before:]
+
+        client = Redis.from_url(url)
+        try:
+            store = RedisStore(client, retention_s=3600)
+            watch = spec((5,))
+            await store.create_watch(watch, "fp", 0.05)
+
+            async def polled() -> bool:
+                record = await store.get_watch(watch.id)
+                return record is not None and record.snapshot is not None
+
+            await eventually(polled, 20, "a poll after the restart")
+            await eventually(job_loop_ran, 2 * SWEEP_EVERY_S, "the job loop after the restart")
+        finally:
+            await client.aclose()
+        assert worker.alive(), worker.output()[-3000:]
+    assert "redis unavailable" in worker.output()
+
+
+IDLE_OBSERVED_S = 3.0
+IDLE_COMMANDS_PER_S_MAX = 40
+"""An idle worker's Redis commands per second, those its scripts run included: its job loop every
+0.5 s, its poll loop's look at the schedule, its metrics and health record. (Looking at the queue
+every 10 ms, as it used to, was over 100 on its own.)"""
+FOREIGN_START_MAX_S = 0.5
+"""A job enqueued by another process starts within this, although its job loop looks only every 5 s."""
+
+
+async def test_an_idle_worker_sends_redis_few_commands(
+    simulator: RunningSimulator, tmp_path: Path, workers: list[Process]
+) -> None:
+    with redis_server(tmp_path) as (_, port):
+        url = f"redis://{LOOPBACK}:{port}/0"
+        env = worker_env(url, simulator.url)
+        workers.append(Process(ENTRY_POINTS["bridge worker"], tmp_path / "worker.log", env).start())
+        client = Redis.from_url(url)
+        try:
+            await eventually(lambda: client.exists(health_check_key()), 20, "the worker's health record")
+            await asyncio.sleep(1.0)  # the sweeper's first run is over
+            await client.config_resetstat()
+            await asyncio.sleep(IDLE_OBSERVED_S)
+            stats = await client.info("commandstats")
+        finally:
+            await client.aclose()
+    commands = sum(int(entry["calls"]) for entry in stats.values()) - 1  # INFO itself
+    assert commands / IDLE_OBSERVED_S < IDLE_COMMANDS_PER_S_MAX, {k: v["calls"] for k, v in stats.items()}
+
+
+async def test_an_idle_worker_starts_a_job_enqueued_elsewhere_at_once(
+    simulator: RunningSimulator, tmp_path: Path, workers: list[Process]
+) -> None:
+    with redis_server(tmp_path) as (_, port):
+        url = f"redis://{LOOPBACK}:{port}/0"
+        env = worker_env(url, simulator.url) | {"BRIDGE_WORKER_POLL_DELAY_S": "5"}
+        workers.append(Process(ENTRY_POINTS["bridge worker"], tmp_path / "worker.log", env).start())
+        client = Redis.from_url(url)
+        try:
+            await eventually(lambda: client.exists(health_check_key()), 20, "the worker's health record")
+            await asyncio.sleep(1.0)  # the sweeper's first run is over: the job loop sleeps
+            queue = ArqRedis(
+                connection_pool=client.connection_pool,
+                job_serializer=serialize_job,
+                job_deserializer=deserialize_job,
+            )
+            enqueued = time.monotonic()
+            assert await ArqQueue(queue).dispatch("evt_elsewhere", ["log"]) == 1
+            jid = job_id("evt_elsewhere", "log")
+
+            async def started() -> bool:
+                return bool(await client.exists(arq_constants.in_progress_key_prefix + jid)) or (
+                    await client.zscore(keys.QUEUE, jid) is None
+                )
+
+            await eventually(started, 10, "the job to start")
+            assert time.monotonic() - enqueued < FOREIGN_START_MAX_S
+        finally:
+            await client.aclose()
+
+
+NEW_WATCHES = 6
+NEW_WATCH_POLLED_MAX_S = 0.2
+"""From a new watch to its first poll by an idle worker. Without a wake-up the poll loop would find
+it on its next look at the schedule, up to half a second later (each one alone: by chance)."""
+
+
+async def test_an_idle_worker_polls_a_new_watch_at_once(
+    redis: Redis,
+    redis_url: str,
+    simulator: RunningSimulator,
+    control: SimulatorControl,
+    tmp_path: Path,
+    workers: list[Process],
+) -> None:
+    store = RedisStore(redis, retention_s=3600)
+    imports = [f"imp-new-{n}" for n in range(NEW_WATCHES)]
+    # Finished: each watch ends at its first poll, and the worker is idle again before the next.
+    await control.put_imports([(SLUG, i, [{"id": 1, "status": "finished"}]) for i in imports])
+    env = worker_env(redis_url, simulator.url)
+    workers.append(Process(ENTRY_POINTS["bridge worker"], tmp_path / "worker.log", env).start())
+    await eventually(lambda: redis.exists(health_check_key()), 20, "the worker's health record")
+    delays = []
+    for n, import_id in enumerate(imports):
+        await asyncio.sleep(0.7)  # idle again
+        now = time.time()
+        watch = msgspec.structs.replace(spec((1,)), id=f"wch_{n:024d}", import_id=import_id)
+        await store.create_watch(watch, f"fp-{n}", 0.05)
+
+        async def polled(import_id: str = import_id) -> list[float]:
+            return [r.t for r in (await control.requests()).items if import_id in r.path]
+
+        delays.append(min(await eventually(polled, 10, "the new watch's first poll")) - now)
+    assert max(delays) < NEW_WATCH_POLLED_MAX_S, delays

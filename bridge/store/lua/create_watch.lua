@@ -30,5 +30,6 @@ end
 if not redis.call('ZSCORE', KEYS[2], tid) then
   local last = tonumber(redis.call('HGET', tkey, '${F_LAST_POLL}') or '0')
   redis.call('ZADD', KEYS[1], 'LT', math.max(now, last + min_interval), tid)
+  redis.call('PUBLISH', '${SCHEDULE_WAKE_CHANNEL}', tid) -- idle poll loops claim it at once
 end
 return {1, wid}

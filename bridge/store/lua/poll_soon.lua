@@ -19,6 +19,7 @@ local paused = tonumber(redis.call('GET', '${CLUB_PAUSE_PREFIX}' .. slug) or '0'
 local at = math.max(now, last + min_interval, paused)
 if at < due then
   redis.call('ZADD', KEYS[1], at, tid)
+  redis.call('PUBLISH', '${SCHEDULE_WAKE_CHANNEL}', tid) -- idle poll loops look again now
   return {'moved', at}
 end
 return {'unchanged', due}

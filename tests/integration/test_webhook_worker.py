@@ -18,7 +18,6 @@ import pytest
 import standardwebhooks
 import structlog
 from arq.connections import ArqRedis
-from arq.worker import Worker
 from redis.asyncio import Redis
 
 from bridge.config import Settings, load_settings
@@ -27,7 +26,7 @@ from bridge.store import keys
 from bridge.store.redis_store import RedisStore
 from bridge.webhooks.model import destination, event_delivery_id
 from bridge.wiring import worker_options
-from bridge.worker.arq_compat import ArqQueue
+from bridge.worker.arq_compat import ArqQueue, BridgeWorker
 from bridge_tools.processes import Process
 from bridge_tools.webhook_receiver import Reply, WebhookReceiver
 from mpc_simulator import RunningSimulator, SimulatorControl
@@ -59,7 +58,7 @@ def logging_restored() -> Iterator[None]:
 
 @pytest.fixture
 async def worker_factory(redis_url: str) -> AsyncIterator[Callable[..., Any]]:
-    started: list[tuple[Worker, asyncio.Task[None]]] = []
+    started: list[tuple[BridgeWorker, asyncio.Task[None]]] = []
 
     async def start(**env: str) -> Settings:
         settings = load_settings(
@@ -73,7 +72,7 @@ async def worker_factory(redis_url: str) -> AsyncIterator[Callable[..., Any]]:
                 **env,
             }
         )
-        worker = Worker(**{**worker_options(settings), "handle_signals": False})
+        worker = BridgeWorker(**{**worker_options(settings), "handle_signals": False})
         started.append((worker, asyncio.get_running_loop().create_task(worker.async_run())))
         return settings
 

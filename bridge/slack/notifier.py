@@ -176,6 +176,13 @@ class _Base:
         self._sleep = sleep
         self._jitter = jitter
         self._log = logger or get_logger("bridge.slack")
+        self._stopping = False
+
+    def begin_stop(self) -> None:
+        """The worker is draining: from now on a job that would wait (for its turn in the channel,
+        or for another worker's card) hands its message back to the queue at once instead, so
+        the drain is spent on sends, not on waits that the next worker can do as well."""
+        self._stopping = True
 
     async def _errors(self, event: Event) -> ErrorSummary | None:
         """The unmasked summary stored beside the event (see :mod:`.attachments`), while showing
@@ -189,6 +196,8 @@ class _Base:
         if wait > PACE_INLINE_MAX_S:
             raise _Later(wait, "pacing: about one message a second per channel")
         if wait > 0:
+            if self._stopping:
+                raise _Later(wait, "the worker is stopping: the message waits for its turn in the queue")
             await self._sleep(wait)
             held = await self._state.held(channel)
             if held > 0:  # Slack answered 429 while this message waited for its turn
@@ -281,8 +290,9 @@ class SlackBotNotifier(_Base):
             card = await self._state.card(wid, channel)
             if card is not None and card.done >= mine:
                 return card  # its holder rendered the latest snapshot, our change included
-            if self._clock() >= deadline:
-                # Still busy, or its holder died mid-render: back later, the lock lapses by its TTL.
+            if self._clock() >= deadline or self._stopping:
+                # Still busy, or its holder died mid-render (the lock lapses by its TTL), or this
+                # worker is draining: back later.
                 raise _Later(CARD_BUSY_RETRY_S, "another worker is updating the card")
             await self._sleep(CARD_WAIT_POLL_S)
         try:
@@ -291,6 +301,8 @@ class SlackBotNotifier(_Base):
                 card = await self._publish(wid, channel, token, cause)
                 if await self._state.unlock_if_done(wid, channel, token, seen, CARD_LOCK_TTL_S):
                     return card
+                if self._stopping:
+                    break  # draining: the renders still asked for go to the next holder
             # Still asked for more: this job comes back, takes the card again and renders the latest.
             raise _Later(CARD_HANDOVER_RETRY_S, "card busy: handed over")
         except BaseException:

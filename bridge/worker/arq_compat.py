@@ -62,6 +62,8 @@ JOB_EXPIRES_S: Final = 7 * 86_400
 """arq drops a job not started within this long; the sweeper re-creates it from the outbox."""
 LEFT_LOGGED_MAX: Final = 20
 """Ids of cut-short polls and jobs named in the ``drain cut short`` log line (the counts are all)."""
+DEFERRED_LOOK_MIN_S: Final = 0.005
+"""Shortest sleep before a deferred job falls due (a job due in a microsecond is looked at now)."""
 WAKE_LISTEN_S: Final = 60.0
 """Longest blocking read on the wake channel: given explicitly, so the pool's socket timeout does not
 end (and reconnect) a quiet subscription every few seconds."""
@@ -133,8 +135,9 @@ class BridgeWorker(Worker):
     - The job loop sleeps until something happens instead of looking at the queue every few
       milliseconds: a job enqueued in this process wakes it at once, one enqueued elsewhere (the
       API, another worker) through the wake channel the enqueue script publishes on, a finished
-      job when every slot was taken, and otherwise it looks every ``poll_delay`` (deferred jobs,
-      arq's cron and health record, a missed message).
+      job when every slot was taken, a deferred job when it falls due (the loop sleeps no longer
+      than until the earliest one), and otherwise it looks every ``poll_delay`` (arq's cron and
+      health record, a missed message).
     - :meth:`exit_code` says how the stop went: 0 when everything drained, 3 when the deadline
       cut polls or delivery jobs short (logged as ``drain cut short``, with what was left).
     """
@@ -204,11 +207,26 @@ class BridgeWorker(Worker):
                 self._wake.clear()  # what happens during the iteration wakes the next one at once
                 await self._poll_iteration()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_delay_s)
+                    await asyncio.wait_for(self._wake.wait(), await self._next_look_s())
         finally:
             _local_wakes.discard(self._wake)
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
+
+    async def _next_look_s(self) -> float:
+        """How long the job loop may sleep: ``poll_delay``, or less when a deferred job (a retry,
+        a Slack message paced or waiting for its card) falls due sooner. Nothing announces that
+        moment, so without this such a job would wait for the next fallback look."""
+        try:
+            first = await self.pool.zrangebyscore(
+                self.queue_name, min=timestamp_ms() + 1, max="+inf", start=0, num=1, withscores=True
+            )
+        except (RedisError, OSError):
+            return self.poll_delay_s  # the next iteration logs and waits for Redis
+        if not first:
+            return self.poll_delay_s
+        due_in_s = (float(first[0][1]) - timestamp_ms()) / 1000
+        return min(self.poll_delay_s, max(due_in_s, DEFERRED_LOOK_MIN_S))
 
     async def _listen(self) -> None:
         """Wake the job loop on every message of the queue's wake channel, and the poll loop on every

@@ -88,8 +88,13 @@ class Runtime:
         os.kill(os.getpid(), signal.SIGTERM)
 
     def begin_stop(self) -> asyncio.Task[list[str]]:
-        """Stop claiming imports now; running polls drain in the background (idempotent)."""
+        """Stop claiming imports now; running polls drain in the background, and notifiers stop
+        waiting inside jobs (idempotent)."""
         if self._stopping is None:
+            for notifier in self.notifiers.values():
+                stop = getattr(notifier, "begin_stop", None)
+                if stop is not None:
+                    stop()
             self._stopping = asyncio.get_running_loop().create_task(
                 self.poller.stop(self.settings.worker_drain_s)
             )

@@ -23,7 +23,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any, Final, get_args
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
@@ -49,6 +55,10 @@ HELP: Final = {
     "events_total": ("counter", "Events recorded, by type."),
     "deliveries_total": ("counter", "Delivery attempts, by sink and outcome."),
     "commits_superseded_total": ("counter", "Polls whose commit lost the compare-and-set to another worker."),
+    "loop_lag_seconds": (
+        "summary",
+        "How late the poll loop's timer fired, each time a worker measured it (while polls run).",
+    ),
 }
 """Worker metrics: name (without prefix) -> (type, help)."""
 
@@ -103,6 +113,10 @@ class WorkerMetrics:
 
     def superseded(self) -> None:
         self._add("commits_superseded_total")
+
+    def loop_lag(self, seconds: float) -> None:
+        self._add("loop_lag_seconds_sum", amount=max(0.0, seconds))
+        self._add("loop_lag_seconds_count")
 
     def take(self) -> dict[str, float]:
         """Every sample counted since the last take, formatted, and forget them."""
@@ -191,6 +205,14 @@ class SharedMetrics(Collector):
             full = PREFIX + name
             if kind == "histogram":
                 yield self._histogram(full, text, parsed)
+                continue
+            if kind == "summary":
+                yield SummaryMetricFamily(
+                    full,
+                    text,
+                    count_value=int(sum(value for _, value in parsed.get(f"{full}_count", []))),
+                    sum_value=sum(value for _, value in parsed.get(f"{full}_sum", [])),
+                )
                 continue
             rows = parsed.get(full, [])
             label_names = list(rows[0][0]) if rows else []

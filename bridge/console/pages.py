@@ -19,10 +19,11 @@ from bridge.api.subscriptions import DeliveryOut, SubscriptionOut, delivery_out,
 from bridge.api.watches import timeline_items
 from bridge.core.diff import iso_timestamp
 from bridge.core.model import ErrorGroup, WatchSnapshot
-from bridge.metrics import read_gauges, read_shared
+from bridge.metrics import PREFIX, read_gauges, read_shared
 from bridge.slack.state import SlackState
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore, WatchRecord
+from bridge.upstream.budget import BudgetUse, ClubBudget
 from bridge.upstream.credentials import CredentialStore
 from bridge.webhooks.model import Subscription, event_delivery_id
 from bridge.webhooks.store import SubscriptionStore
@@ -189,17 +190,30 @@ class ClubView(msgspec.Struct, kw_only=True):
     failing_watches: int
     last_answer: str
     paused_until: str | None
+    budget: str
+    budget_in_use: int
+    """Requests of the club's MPC budget spent and not yet refilled (``data-budget-in-use``)."""
+
+
+def budget_text(use: BudgetUse) -> str:
+    """``3 of 10 in use (refills 5/s)``; ``empty, next request in 0.2 s`` while none may go."""
+    text = f"{round(use.in_use)} of {use.burst} in use (refills {use.rate:g}/s)"
+    if use.next_token_s > 0:
+        text += f"; empty, next request in {use.next_token_s:.1f} s"
+    return text
 
 
 async def club_views(
-    redis: Any, store: RedisStore, credentials: CredentialStore, principal: Principal
+    redis: Any, store: RedisStore, credentials: CredentialStore, budget: ClubBudget, principal: Principal
 ) -> list[ClubView]:
     configured = await credentials.configured()
     slugs = set(configured)
     async for raw in redis.scan_iter(match=keys.WATCHES_BY_CLUB_PREFIX + "*", count=SCAN_COUNT):
         slugs.add((raw.decode() if isinstance(raw, bytes) else raw).removeprefix(keys.WATCHES_BY_CLUB_PREFIX))
+    shown = sorted(s for s in slugs if principal.sees(s))
+    uses = await budget.use(shown)
     views = []
-    for slug in sorted(s for s in slugs if principal.sees(s)):
+    for slug in shown:
         records, _ = await store.list_watches(slug=slug, state="active", offset=0, limit=WATCHES_SHOWN)
         failing = [r for r in records if r.snapshot is not None and r.snapshot.failing]
         seen = max(
@@ -222,6 +236,8 @@ async def club_views(
                 failing_watches=len(failing),
                 last_answer=answer,
                 paused_until=iso_timestamp(until) if until and until > time.time() else None,
+                budget=budget_text(uses[slug]),
+                budget_in_use=round(uses[slug].in_use),
             )
         )
     return views
@@ -235,17 +251,21 @@ class SystemView(msgspec.Struct, kw_only=True):
     poll_rate: float | None = None
     """Polls a second over all workers, since an earlier look (``None``: no earlier look yet)."""
     poll_rate_window_s: float = 0.0
+    loop_lag_s: float | None = None
+    """The workers' mean event-loop lag over the same window (``None``: none measured in it)."""
+    loop_lag_probes: int = 0
 
 
-class PollRate:
-    """The poll rate from the shared ``polls_total`` counters, which only hold totals: each look
-    keeps a sample, and the rate is taken against the oldest sample of the last
+class TotalRate:
+    """The rate of a total from the shared counters, which only hold totals: each look keeps a
+    sample, and the rate is taken against the oldest sample of the last
     :data:`POLL_RATE_WINDOW_S` (the workers add their counts every few seconds)."""
 
     def __init__(self) -> None:
         self._samples: deque[tuple[float, float]] = deque(maxlen=POLL_RATE_SAMPLES)
 
     def observe(self, now: float, total: float) -> tuple[float | None, float]:
+        """(the rate per second, the window it covers); ``None`` while no window can say."""
         while self._samples and now - self._samples[0][0] > POLL_RATE_WINDOW_S:
             self._samples.popleft()
         earlier = self._samples[0] if self._samples else None
@@ -255,7 +275,22 @@ class PollRate:
         return (total - earlier[1]) / (now - earlier[0]), now - earlier[0]
 
 
-async def system_view(redis: Any, listeners: int, rate: PollRate) -> SystemView:
+class SystemRates:
+    """The rates the system page shows, each over the same window: polls a second, and the mean
+    loop lag (lag seconds added a second over lag probes a second)."""
+
+    def __init__(self) -> None:
+        self.polls = TotalRate()
+        self.lag_sum = TotalRate()
+        self.lag_probes = TotalRate()
+
+
+def _total(shared: dict[str, float], name: str) -> float:
+    full = PREFIX + name
+    return sum(value for sample, value in shared.items() if sample == full or sample.startswith(full + "{"))
+
+
+async def system_view(redis: Any, listeners: int, rates: SystemRates, now: float | None = None) -> SystemView:
     workers = []
     async for raw in redis.scan_iter(match=keys.WORKER_HEALTH_PREFIX + "*", count=SCAN_COUNT):
         workers.append(
@@ -266,10 +301,13 @@ async def system_view(redis: Any, listeners: int, rate: PollRate) -> SystemView:
     counters = sorted(
         (name, value)
         for name, value in shared.items()
-        if name.startswith(("polls_total", "deliveries_total"))
+        if name.startswith((PREFIX + "polls_total", PREFIX + "deliveries_total"))
     )
-    polls = sum(value for name, value in shared.items() if name.startswith("polls_total"))
-    per_s, window = rate.observe(time.time(), polls)
+    now = time.time() if now is None else now
+    per_s, window = rates.polls.observe(now, _total(shared, "polls_total"))
+    lag_per_s, _ = rates.lag_sum.observe(now, _total(shared, "loop_lag_seconds_sum"))
+    probes_per_s, _ = rates.lag_probes.observe(now, _total(shared, "loop_lag_seconds_count"))
+    lag = lag_per_s / probes_per_s if lag_per_s is not None and probes_per_s else None
     return SystemView(
         workers=sorted(workers),
         gauges=[(name, text, value) for name, (text, value) in gauges.items()],
@@ -277,4 +315,6 @@ async def system_view(redis: Any, listeners: int, rate: PollRate) -> SystemView:
         listeners=listeners,
         poll_rate=per_s,
         poll_rate_window_s=window,
+        loop_lag_s=lag,
+        loop_lag_probes=round(probes_per_s * window) if probes_per_s else 0,
     )

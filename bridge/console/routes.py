@@ -49,7 +49,7 @@ from bridge.console.access import principal_for_key, principal_now
 from bridge.console.hub import ChangeHub
 from bridge.console.pages import (
     DELIVERIES_SHOWN,
-    PollRate,
+    SystemRates,
     club_views,
     failure_counts,
     subscription_list,
@@ -75,6 +75,7 @@ from bridge.slack.state import SlackState
 from bridge.store.apikeys import ApiKeyStore
 from bridge.store.changes import Change
 from bridge.store.redis_store import RedisStore, WatchRecord
+from bridge.upstream.budget import ClubBudget
 from bridge.upstream.credentials import CredentialStore
 from bridge.webhooks.guard import UrlGuard
 from bridge.webhooks.model import DELIVERY_ID_PATTERN, SUBSCRIPTION_ID_PATTERN
@@ -128,7 +129,8 @@ class ConsoleState:
         self.sessions = SessionStore(redis, lifetime_s=settings.console_session_s)
         self.hub = ChangeHub(redis)
         self.slack = SlackState(redis, ttl_s=settings.retention_s)
-        self.poll_rate = PollRate()
+        self.budget = ClubBudget(redis, rate=settings.mpc_club_rate, burst=settings.mpc_club_burst)
+        self.rates = SystemRates()
         self.admin_ids = frozenset(admin_key_id(k.reveal().encode()) for k in settings.api_keys)
         """Ids of the admin keys configured now: a session of another admin key has ended."""
         self._shared: OrderedDict[tuple[int, str], tuple[Change, asyncio.Future[Any]]] = OrderedDict()
@@ -570,7 +572,9 @@ def _since(text: str) -> float:
 async def clubs_page(request: Request[Any, Any, Any]) -> Response[str]:
     session = await current_session(request)
     credentials: CredentialStore = _state(request).credentials
-    clubs = await club_views(_state(request).redis, _store(request), credentials, session.principal)
+    clubs = await club_views(
+        _state(request).redis, _store(request), credentials, console_of(request).budget, session.principal
+    )
     return _page(request, session, "clubs.html", clubs=clubs)
 
 
@@ -580,7 +584,7 @@ async def system_page(request: Request[Any, Any, Any]) -> Response[str]:
     if session.principal.clubs is not None:
         raise Forbidden(detail="the system page is for keys that see every club")
     console = console_of(request)
-    view = await system_view(_state(request).redis, console.hub.listeners, console.poll_rate)
+    view = await system_view(_state(request).redis, console.hub.listeners, console.rates)
     return _page(request, session, "system.html", system=view)
 
 

@@ -109,6 +109,7 @@ class Poller:
             started, cpu_started = loop.time(), time.process_time()
             await asyncio.sleep(LAG_PROBE_EVERY_S)
             elapsed = loop.time() - started
+            self._metrics.loop_lag(elapsed - LAG_PROBE_EVERY_S)
             self._limit = next_limit(
                 self._limit,
                 lag_s=elapsed - LAG_PROBE_EVERY_S,

@@ -11,6 +11,7 @@ clock, so every worker draws from the same budget whatever their clocks say.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,10 +27,41 @@ class Grant(msgspec.Struct, frozen=True):
     next_token_s: float
 
 
+class BudgetUse(msgspec.Struct, frozen=True, kw_only=True):
+    """How much of a club's budget recent requests hold: spent tokens not yet back."""
+
+    in_use: float
+    """Requests spent that the bucket has not refilled yet (0: full, ``burst``: empty)."""
+    burst: int
+    rate: float
+    next_token_s: float
+    """0 while a request may go now; otherwise how long until one may."""
+
+
+def tokens_now(tokens: float, at_ms: float, now_ms: float, *, rate: float, burst: int) -> float:
+    """The tokens a bucket holds at ``now_ms``, refilled since ``at_ms`` (as ``club_budget.lua``)."""
+    if not (math.isfinite(tokens) and math.isfinite(at_ms) and math.isfinite(now_ms)):
+        return float(burst)
+    return max(0.0, min(float(burst), tokens + max(0.0, now_ms - at_ms) * rate / 1000.0))
+
+
+def budget_use(stored: tuple[Any, Any] | None, now_ms: float, *, rate: float, burst: int) -> BudgetUse:
+    """What a club's bucket hash (its tokens and time fields, or nothing) says about its use now."""
+    tokens = float(burst)
+    if stored is not None and stored[0] is not None and stored[1] is not None:
+        try:
+            tokens = tokens_now(float(stored[0]), float(stored[1]), now_ms, rate=rate, burst=burst)
+        except ValueError:
+            tokens = float(burst)
+    wait = 0.0 if tokens >= 1 else (1.0 - tokens) / rate
+    return BudgetUse(in_use=float(burst) - tokens, burst=burst, rate=rate, next_token_s=wait)
+
+
 class ClubBudget:
     def __init__(self, redis: Any, *, rate: float, burst: int) -> None:
         self._rate = rate
         self._burst = burst
+        self._redis = redis
         self._take = scripts.register(redis, "club_budget")
 
     async def take(self, wants: Sequence[tuple[str, int]]) -> list[Grant]:
@@ -41,3 +73,16 @@ class ClubBudget:
             args=[repr(self._rate), self._burst, *(wanted for _, wanted in wants)],
         )
         return [Grant(int(granted), int(wait_ms) / 1000.0) for granted, wait_ms in answers]
+
+    async def use(self, slugs: Sequence[str]) -> dict[str, BudgetUse]:
+        """Each club's budget in use now, by the Redis clock the buckets are kept with (one round trip)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            for slug in slugs:
+                pipe.hmget(keys.club_budget(slug), keys.B_TOKENS, keys.B_AT)
+            clock, *stored = await pipe.execute()
+        now_ms = clock[0] * 1000.0 + clock[1] / 1000.0
+        return {
+            slug: budget_use((fields[0], fields[1]), now_ms, rate=self._rate, burst=self._burst)
+            for slug, fields in zip(slugs, stored, strict=True)
+        }

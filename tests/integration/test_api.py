@@ -317,6 +317,9 @@ async def _worker_counts(redis: Any) -> None:
     worker.upstream("bulk", "ok", 3.0)
     worker.event("bulk.started")
     worker.delivery("log", "delivered")
+    worker.loop_lag(0.004)
+    worker.loop_lag(0.002)
+    worker.loop_lag(-0.001)  # a timer that fired early counts as no lag
     await worker.flush(redis)
 
 
@@ -352,6 +355,8 @@ async def test_metrics_export_http_worker_totals_and_gauges(client: TestClient[A
     )
     assert found[sample("bridge_events_total", type="bulk.started")] == 1
     assert found[sample("bridge_deliveries_total", sink="log", outcome="delivered")] == 1
+    assert found[sample("bridge_loop_lag_seconds_count")] == 3
+    assert found[sample("bridge_loop_lag_seconds_sum")] == pytest.approx(0.006)
     assert found[sample("bridge_active_watches")] == 1
     assert found[sample("bridge_queue_depth")] == 0
     assert any(
@@ -392,6 +397,7 @@ async def test_openmetrics_is_served_when_the_scraper_asks_for_it(
     types = {f.name: f.type for f in families}
     assert types["bridge_polls"] == "counter" and types["bridge_queue_depth"] == "gauge"
     assert types["bridge_upstream_request_duration_seconds"] == "histogram"
+    assert types["bridge_loop_lag_seconds"] == "summary"
     found = samples_of(families)
     assert found[sample("bridge_polls_total", outcome="ok")] == 1
     assert found[sample("bridge_upstream_request_duration_seconds_bucket", endpoint="bulk", le="+Inf")] == 2

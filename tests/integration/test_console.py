@@ -15,7 +15,10 @@ from redis.asyncio import Redis
 
 from bridge.app import create_app
 from bridge.config import load_settings
+from bridge.console.pages import SystemRates, system_view
+from bridge.metrics import WorkerMetrics
 from bridge.store import keys
+from bridge.upstream.budget import ClubBudget
 from bridge.webhooks.model import WebhookDelivery
 from bridge.webhooks.store import SubscriptionStore
 from tests.integration.conftest import SECRET_KEY
@@ -327,3 +330,60 @@ def test_redeliver_failed_sends_again_every_failed_delivery_since(
     ).json()["items"]
     again = [d for d in items if d["kind"] == "redelivery"]
     assert [d["redelivery_of"] for d in again] == [f"dlv_{0:024d}"]  # only the recent failed one
+
+
+def test_the_clubs_page_shows_how_much_of_each_clubs_request_budget_is_in_use(
+    client: TestClient[Any], redis_url: str
+) -> None:
+    sign_in(client)
+    token = csrf_of(client.get("/ui/watches/new").text)
+    for slug in ("infinity-mall", "outlet-park"):
+        client.post(
+            "/ui/watches",
+            data={"csrf_token": token, "loyalty_club_slug": slug, "import_id": IMPORT_ID},
+            follow_redirects=False,
+        )
+
+    async def spend() -> None:
+        redis = Redis.from_url(redis_url)
+        try:  # the shipped budget (5/s, 10 at once), emptied for one club as the workers would
+            await ClubBudget(redis, rate=5.0, burst=10).take([("infinity-mall", 10)])
+        finally:
+            await redis.aclose()
+
+    asyncio.run(spend())
+    page = client.get("/ui/clubs").text
+    spent = re.search(r'data-club="infinity-mall" data-budget-in-use="(\d+)"', page)
+    assert spent is not None and 8 <= int(spent.group(1)) <= 10
+    assert "empty, next request in" in page  # a token comes back every 0.2 s
+    assert 'data-club="outlet-park" data-budget-in-use="0"' in page
+    assert "0 of 10 in use (refills 5/s)" in page
+
+
+def test_the_system_page_shows_the_workers_totals_poll_rate_and_loop_lag(
+    client: TestClient[Any], redis_url: str
+) -> None:
+    async def report_and_look() -> tuple[Any, Any]:
+        redis = Redis.from_url(redis_url)
+        try:
+            worker, rates = WorkerMetrics(), SystemRates()
+            worker.poll("ok")
+            await worker.flush(redis)
+            first = await system_view(redis, 0, rates, now=1000.0)
+            for _ in range(20):
+                worker.poll("ok")
+            for lag_s in (0.002, 0.004, 0.006, 0.008):
+                worker.loop_lag(lag_s)
+            await worker.flush(redis)
+            return first, await system_view(redis, 0, rates, now=1010.0)
+        finally:
+            await redis.aclose()
+
+    first, later = asyncio.run(report_and_look())
+    assert first.poll_rate is None and first.loop_lag_s is None  # no earlier look to compare with
+    assert later.poll_rate == 2.0 and later.poll_rate_window_s == 10.0
+    assert later.loop_lag_s == pytest.approx(0.005) and later.loop_lag_probes == 4
+    assert dict(later.counters)['bridge_polls_total{outcome="ok"}'] == 21
+    sign_in(client)
+    page = client.get("/ui/system").text
+    assert 'id="loop-lag"' in page and "bridge_polls_total" in page

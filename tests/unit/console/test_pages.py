@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.api.schemas import BulkOut
-from bridge.console.pages import POLL_RATE_WINDOW_S, PollRate, bulk_bar
+from bridge.console.pages import POLL_RATE_WINDOW_S, TotalRate, bulk_bar
 
 
 def bulk(status: str | None) -> BulkOut:
@@ -53,7 +53,7 @@ def test_the_bar_puts_finished_first_and_names_unseen_bulks() -> None:
 
 
 def test_poll_rate_needs_an_earlier_look_and_a_window() -> None:
-    rate = PollRate()
+    rate = TotalRate()
     assert rate.observe(1000.0, 50.0) == (None, 0.0)
     assert rate.observe(1001.0, 60.0) == (None, 0.0)  # too short a window to say
     assert rate.observe(1010.0, 150.0) == (10.0, 10.0)

@@ -135,6 +135,9 @@ class Stack:
                 # imports of one simulated club are polled far faster than a real club allows.
                 "BRIDGE_MPC_CLUB_RATE": "100000",
                 "BRIDGE_MPC_CLUB_BURST": "100000",
+                # Nor the cap on a club's active watches: the scale scenario puts 100,000 bulks
+                # under one simulated club.
+                "BRIDGE_MAX_WATCHES_PER_CLUB": "10000000",
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -33,7 +33,7 @@ from bridge.config import Settings
 from bridge.core import patterns
 from bridge.core.codec import decode_event
 from bridge.core.model import SlackTarget, WatchSpec, WatchState
-from bridge.store.redis_store import LimitReached, RedisStore
+from bridge.store.redis_store import LimitReached, RedisStore, WatchRecord
 
 FINGERPRINT_BYTES: Final = 16
 WATCH_ID_PREFIX: Final = "wch_"
@@ -116,14 +116,19 @@ async def _record(store: RedisStore, watch_id: str) -> WatchOut:
     return watch_out(record)
 
 
-async def _visible(store: RedisStore, principal: Principal, watch_id: str) -> WatchSpec:
-    """The watch's spec; 404 when it does not exist or belongs to a club the key does not hold."""
+async def _visible_record(store: RedisStore, principal: Principal, watch_id: str) -> WatchRecord:
+    """The watch; 404 when it does not exist or belongs to a club the key does not hold."""
     record = await store.get_watch(watch_id)
     missing = f"no watch {watch_id}"
     if record is None:
         raise ApiError(404, "not_found", missing)
     principal.check_read(record.spec.loyalty_club_slug, missing)
-    return record.spec
+    return record
+
+
+async def _visible(store: RedisStore, principal: Principal, watch_id: str) -> WatchSpec:
+    """The watch's spec; 404 when it does not exist or belongs to a club the key does not hold."""
+    return (await _visible_record(store, principal, watch_id)).spec
 
 
 # ------------------------------------------------------------------ what the routes do
@@ -253,8 +258,7 @@ class WatchController(Controller):
         responses=errors(401, 404, 422),
     )
     async def show(self, watch_id: WatchId, store: StoreDep, principal: PrincipalDep) -> WatchOut:
-        await _visible(store, principal, watch_id)
-        return await _record(store, watch_id)
+        return watch_out(await _visible_record(store, principal, watch_id))
 
     @delete(
         "/{watch_id:str}",

@@ -11,8 +11,11 @@ local existing = redis.call('HGET', KEYS[4], fp)
 if existing and redis.call('HGET', '${WATCH_PREFIX}' .. existing, '${W_STATE}') == 'active' then
   return {0, existing}
 end
-if most > 0 and redis.call('ZINTERCARD', 2, '${WATCHES_BY_CLUB_PREFIX}' .. slug,
-    '${WATCHES_BY_STATE_PREFIX}active', 'LIMIT', most) >= most then
+-- The club's watches in retention bound its active ones: only a club with at least that many
+-- pays for counting the active ones (an intersection, stopped at the limit).
+if most > 0 and redis.call('ZCARD', '${WATCHES_BY_CLUB_PREFIX}' .. slug) >= most
+    and redis.call('ZINTERCARD', 2, '${WATCHES_BY_CLUB_PREFIX}' .. slug,
+      '${WATCHES_BY_STATE_PREFIX}active', 'LIMIT', most) >= most then
   return {-1, ''}
 end
 redis.call('HSET', '${WATCH_PREFIX}' .. wid, '${W_DOC}', doc, '${W_STATE}', 'active', '${W_FINGERPRINT}', fp,

@@ -26,7 +26,8 @@ def container_command(args: Sequence[str]) -> list[str]:
 def slack_socket_stop_s() -> float:
     """``bridge slack-socket`` has no drain: on SIGTERM it closes Slack's WebSocket (aiohttp, whose
     default slack_sdk keeps, waits that long for Slack's close frame) and deletes its health record
-    (one Redis command, which times out after ``SOCKET_TIMEOUT_S``). Its grace periods outlast both."""
+    (one Redis command, whose attempt times out after ``SOCKET_TIMEOUT_S``). Its grace periods
+    outlast both; with Redis gone a kill costs nothing, as the record expires by itself."""
     ws_close = DEFAULT_WS_CLIENT_TIMEOUT.ws_close
     assert ws_close is not None, "aiohttp would wait for Slack's close frame without a limit"
     return ws_close + SOCKET_TIMEOUT_S

@@ -1,6 +1,7 @@
 """deploy/compose.yaml: valid against our schema of the Compose keys it uses (no Docker engine or
 compose plugin here), and the promises it makes: Redis with AOF on a volume, the API, two workers,
-the simulator behind a profile, healthchecks, grace periods above the drains, documented variables.
+the simulator and the Slack Socket Mode process behind profiles, healthchecks that check what each
+service runs, grace periods above the drains, documented variables and profiles.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import yaml
 
 from bridge.config import WORKER_EXIT_MARGIN_S, describe_settings, load_settings
 from bridge.config_docs import COMPOSE_VARIABLES
+from bridge.healthcheck import ROLES, role_of
+from tests.deploy.processes import container_command, slack_socket_stop_s
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "compose.yaml"
@@ -136,7 +139,10 @@ def test_the_api_two_workers_and_a_simulator_for_trials(compose: dict[str, Any])
     assert services["worker"]["deploy"]["replicas"] == 2
     assert services["simulator"]["command"][0] == "simulator"
     assert services["simulator"]["profiles"] == ["trial"]
-    for name in ("api", "worker"):
+    assert services["slack-socket"]["command"] == ["slack-socket"]
+    assert services["slack-socket"]["profiles"] == ["slack-socket"]
+    assert services["slack-socket"]["deploy"]["replicas"] == 1
+    for name in ("api", "worker", "slack-socket"):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
         assert (
             services[name]["environment"]["BRIDGE_REDIS_URL"] == f"redis://:{REQUIRED_PASSWORD}@redis:6379/0"
@@ -146,11 +152,27 @@ def test_the_api_two_workers_and_a_simulator_for_trials(compose: dict[str, Any])
         assert "healthcheck" in service, name
 
 
+def test_each_healthcheck_checks_what_its_service_runs(compose: dict[str, Any]) -> None:
+    bridges = {name: s for name, s in compose["services"].items() if "build" in s}
+    assert set(bridges) == {"api", "worker", "simulator", "slack-socket"}
+    for name, service in bridges.items():
+        test = service["healthcheck"]["test"]
+        assert test[:3] == ["CMD", "bridge", "healthcheck"], name
+        options = test[3:]
+        # An explicit --role, or the one `bridge healthcheck` reads off the container's command line.
+        if "--role" in options:
+            role = options[options.index("--role") + 1]
+        else:
+            role = role_of(container_command(service["command"]))[0]
+        assert role in ROLES and role == service["command"][0], name
+
+
 def test_stop_grace_periods_outlast_the_drains(compose: dict[str, Any]) -> None:
     defaults = load_settings({})
     services = compose["services"]
     assert seconds(services["api"]["stop_grace_period"]) > defaults.api_drain_s
     assert seconds(services["worker"]["stop_grace_period"]) > defaults.worker_drain_s + WORKER_EXIT_MARGIN_S
+    assert seconds(services["slack-socket"]["stop_grace_period"]) > slack_socket_stop_s()
 
 
 def test_every_variable_it_reads_is_documented_in_the_env_example() -> None:
@@ -161,6 +183,19 @@ def test_every_variable_it_reads_is_documented_in_the_env_example() -> None:
     compose_only = {name for name, _, _ in COMPOSE_VARIABLES}
     assert {v for v in used if v.startswith("BRIDGE_")} <= VARIABLES
     assert {v for v in used if not v.startswith("BRIDGE_")} <= compose_only
+
+
+def test_the_header_says_how_to_start_each_profile_and_what_it_needs(compose: dict[str, Any]) -> None:
+    header = COMPOSE.read_text().split("\nname:", 1)[0]
+    profiles = {p for service in compose["services"].values() for p in service.get("profiles", [])}
+    assert profiles == {"trial", "slack-socket"}
+    for profile in profiles:
+        assert f"docker compose -f deploy/compose.yaml --profile {profile} up -d --build" in header
+    assert "BRIDGE_SLACK_APP_TOKEN" in header and "BRIDGE_SLACK_BOT_TOKEN" in header
+    example = ENV_EXAMPLE.read_text()
+    assert "`slack-socket` profile" in example
+    for variable in ("BRIDGE_SLACK_APP_TOKEN", "BRIDGE_SLACK_BOT_TOKEN", "COMPOSE_PROFILES"):
+        assert re.search(rf"^# {variable}=", example, flags=re.MULTILINE), variable
 
 
 def test_the_schema_catches_a_misspelt_key(compose: dict[str, Any]) -> None:

@@ -2,13 +2,17 @@
 validates offline against Kubernetes' schemas (kubernetes-validate, strict) for the oldest and the
 newest version we support; KEDA's ScaledObject against our own schema of the fields we use. Then the
 promises the manifests make to each other: names, selectors, probes, grace periods, variables.
+The optional components are built into each overlay the way its comment tells an operator to
+(uncommented in a copy of the tree) and go through the same checks.
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -19,15 +23,27 @@ import pytest
 import yaml
 
 from bridge.config import WORKER_EXIT_MARGIN_S, describe_settings, load_settings
+from bridge.healthcheck import ROLES, role_of
 from tests.deploy.dockerfile import parse
+from tests.deploy.processes import container_command, slack_socket_stop_s
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 KUBECTL = Path(sys.executable).parent / "kubectl"
-OVERLAYS: Final = ("base", "overlays/production", "overlays/without-keda")
+OVERLAYS: Final = (
+    "base",
+    "overlays/production",
+    "overlays/without-keda",
+    "overlays/production+slack-socket",
+    "overlays/without-keda+slack-socket",
+)
+"""What the tests build; ``overlay+component``: the overlay with its commented opt-in for the
+component (``# components:`` and ``#   - ../../components/<component>``) uncommented."""
+SLACK_SOCKET_PROBE: Final = ["bridge", "healthcheck", "--role", "slack-socket"]
 KUBERNETES_VERSIONS: Final = ("1.28.0", "1.37.0")
 """1.28: the oldest still common in managed clusters; 1.37: the newest kubernetes-validate knows."""
 API_PRESTOP_S: Final = 5
+TMP: Final = "/tmp"  # noqa: S108 - the containers' scratch mount, checked, not used
 VARIABLES: Final = {variable for variable, _, _ in describe_settings()}
 SECRET_EXAMPLE: Final[dict[str, Any]] = yaml.safe_load(
     (KUBERNETES / "base" / "secret.example.yaml").read_text()
@@ -138,9 +154,24 @@ SCALED_OBJECT_SCHEMA: Final[dict[str, Any]] = {
 }
 
 
-def build(overlay: str) -> list[dict[str, Any]]:
+def build(target: str) -> list[dict[str, Any]]:
+    overlay, _, component = target.partition("+")
+    if not component:
+        return kustomize(KUBERNETES / overlay)
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "kubernetes"
+        shutil.copytree(KUBERNETES, tree)
+        kustomization = tree / overlay / "kustomization.yaml"
+        text = kustomization.read_text()
+        opt_in = f"# components:\n#   - ../../components/{component}\n"
+        assert opt_in in text, f"{overlay}/kustomization.yaml does not offer {component}"
+        kustomization.write_text(text.replace(opt_in, "".join(line[2:] for line in opt_in.splitlines(True))))
+        return kustomize(tree / overlay)
+
+
+def kustomize(path: Path) -> list[dict[str, Any]]:
     result = subprocess.run(
-        [str(KUBECTL), "kustomize", str(KUBERNETES / overlay)], capture_output=True, text=True, check=False
+        [str(KUBECTL), "kustomize", str(path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
@@ -159,6 +190,11 @@ def named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]
     found = [o for o in of_kind(objects, kind) if o["metadata"]["name"] == name]
     assert len(found) == 1, f"{kind}/{name}"
     return found[0]
+
+
+def has_slack_socket(objects: list[dict[str, Any]]) -> bool:
+    names = {d["metadata"]["name"] for d in of_kind(objects, "Deployment")}
+    return "mpc-import-bridge-slack-socket" in names
 
 
 def deployment(objects: list[dict[str, Any]], component: str) -> dict[str, Any]:
@@ -229,6 +265,14 @@ def test_probes_use_the_health_routes_and_the_worker_check(objects: list[dict[st
     worker = container(objects, "worker")
     assert worker["livenessProbe"]["exec"]["command"] == ["bridge", "worker", "--check"]
     assert worker["args"] == ["worker"] and api["args"][0] == "api"
+    if has_slack_socket(objects):
+        socket = container(objects, "slack-socket")
+        assert socket["args"] == ["slack-socket"]
+        for probe in ("startupProbe", "livenessProbe"):
+            assert socket[probe]["exec"]["command"] == SLACK_SOCKET_PROBE
+        # The role the probe names is the one the container runs (as `bridge healthcheck` would read it).
+        assert role_of(container_command(socket["args"]))[0] == SLACK_SOCKET_PROBE[-1]
+        assert SLACK_SOCKET_PROBE[-1] in ROLES
 
 
 def test_grace_periods_outlast_the_drains(objects: list[dict[str, Any]]) -> None:
@@ -242,6 +286,9 @@ def test_grace_periods_outlast_the_drains(objects: list[dict[str, Any]]) -> None
         str(API_PRESTOP_S),
     ]
     assert api_spec["terminationGracePeriodSeconds"] > API_PRESTOP_S + settings.api_drain_s
+    if has_slack_socket(objects):
+        socket_spec = deployment(objects, "slack-socket")["spec"]["template"]["spec"]
+        assert socket_spec["terminationGracePeriodSeconds"] > slack_socket_stop_s()
 
 
 def test_configuration_names_only_real_variables_and_secrets_stay_in_the_secret(
@@ -254,7 +301,7 @@ def test_configuration_names_only_real_variables_and_secrets_stay_in_the_secret(
     assert {"BRIDGE_REDIS_URL", "BRIDGE_API_KEYS", "BRIDGE_SECRET_KEY", "BRIDGE_MPC_TOKEN"} <= set(secret)
     assert not set(config) & set(secret)
     assert all(value == "" for value in secret.values()), "the example Secret holds placeholders only"
-    for component in ("api", "worker"):
+    for component in ("api", "worker", *(["slack-socket"] if has_slack_socket(objects) else [])):
         refs = container(objects, component)["envFrom"]
         assert {"configMapRef": {"name": "mpc-import-bridge"}} in refs
         assert {"secretRef": {"name": "mpc-import-bridge"}} in refs
@@ -268,9 +315,32 @@ def test_pods_run_as_the_images_user_read_only_with_cpu_requests(objects: list[d
         pod = dep["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == uid
         assert pod["automountServiceAccountToken"] is False
+        scratch = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
         for spec in pod["containers"]:
             assert spec["securityContext"]["readOnlyRootFilesystem"]
+            assert spec["securityContext"]["allowPrivilegeEscalation"] is False
+            assert spec["securityContext"]["capabilities"]["drop"] == ["ALL"]
+            mounts = {m["mountPath"]: m["name"] for m in spec["volumeMounts"]}
+            assert mounts.get(TMP) in scratch, "a read-only root needs a writable /tmp"
             assert spec["resources"]["requests"]["cpu"], "CPU autoscaling needs a request"
+
+
+@pytest.mark.parametrize("overlay", ["overlays/production", "overlays/without-keda"])
+def test_the_slack_socket_component_adds_one_deployment_of_one_pod(overlay: str) -> None:
+    without, with_socket = build(overlay), build(f"{overlay}+slack-socket")
+    assert not has_slack_socket(without)
+
+    def ids(objects: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        return {(o["kind"], o["metadata"]["name"]) for o in objects}
+
+    assert ids(with_socket) - ids(without) == {("Deployment", "mpc-import-bridge-slack-socket")}
+    assert ids(without) <= ids(with_socket)
+    socket = deployment(with_socket, "slack-socket")
+    # The overlay's namespace and image reach the component's Deployment; it is labelled like the rest.
+    assert socket["metadata"]["namespace"] == "mpc-import-bridge"
+    assert container(with_socket, "slack-socket")["image"] == container(with_socket, "worker")["image"]
+    assert socket["metadata"]["labels"]["app.kubernetes.io/part-of"] == "mpc-import-bridge"
+    assert socket["spec"]["replicas"] == 1
 
 
 def test_the_validators_catch_a_misspelt_field() -> None:

@@ -29,8 +29,9 @@ from bridge.webhooks.index import SubscriptionIndex
 from bridge.webhooks.model import destination, event_delivery_id
 from bridge.webhooks.sender import RESPONSE_BODY_MAX_BYTES
 from bridge_tools.processes import free_port
+from bridge_tools.tls import ThrowawayCa, server_context
 from bridge_tools.webhook_receiver import Reply, WebhookReceiver
-from tests.integration.webhooks_helpers import Webhooks, make_event, tls_files
+from tests.integration.webhooks_helpers import Webhooks, make_event
 
 HOOK = "hooks/crm"
 RECHECK_S = 0.3
@@ -457,21 +458,20 @@ async def test_an_answer_longer_than_what_is_kept_closes_its_connection(
 async def test_tls_uses_the_original_host_name_for_sni_and_verification(
     webhooks_factory: Callable[..., Webhooks], tmp_path: Path
 ) -> None:
-    cert, key = tls_files(tmp_path, "hooks.test")
+    ca = ThrowawayCa()
     server_names: list[str | None] = []
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
+    serving = server_context(ca.issue(tmp_path, ("hooks.test",)))
 
     def sni(_sock: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> None:
         server_names.append(name)
 
-    server_context.sni_callback = sni
-    trusting = ssl.create_default_context(cafile=str(cert))
+    serving.sni_callback = sni
+    trusting = ssl.create_default_context(cafile=str(ca.write_bundle(tmp_path / "ca.pem")))
 
     async def lookup(host: str, port: int) -> list[str]:
         return {"hooks.test": ["127.0.0.1"]}[host]
 
-    async with WebhookReceiver(ssl_context=server_context) as receiver:
+    async with WebhookReceiver(ssl_context=serving) as receiver:
         url = f"https://hooks.test:{receiver.port}/{HOOK}"
         webhooks = webhooks_factory(lookup=lookup, ssl_context=trusting)
         sid, _ = await webhooks.subscribe(url)

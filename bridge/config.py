@@ -329,6 +329,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             le=WEBHOOK_DNS_TIMEOUT_MAX_S,
         ),
     ] = WEBHOOK_DNS_TIMEOUT_S
+    webhook_ca_bundle: Annotated[
+        str | None,
+        _doc(
+            "Path of a PEM file of certificate authorities: https webhook receivers' certificates are "
+            "verified against these instead of the default ones (certifi's, or `SSL_CERT_FILE`'s). "
+            "Unset: the default ones. Either way the certificate must be valid for the URL's host "
+            "name; a file a worker cannot read or load stops it at start."
+        ),
+    ] = None
     webhook_retry_schedule_s: Annotated[
         tuple[float, ...],
         _doc(

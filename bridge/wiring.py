@@ -10,6 +10,8 @@ queue delivery jobs go to.
 from __future__ import annotations
 
 import contextlib
+import functools
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -19,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bridge.api.slack_app import SlackApp
-from bridge.config import Settings
+from bridge.config import ConfigError, Settings, env_name
 from bridge.core.diff import Rules
 from bridge.core.schedule import Intervals
 from bridge.crypto import SecretBox
@@ -44,7 +46,7 @@ from bridge.webhooks.guard import AddressPolicy, UrlGuard
 from bridge.webhooks.index import SubscriptionIndex
 from bridge.webhooks.notifier import WebhookNotifier
 from bridge.webhooks.retry import RetryPolicy
-from bridge.webhooks.sender import WebhookSender
+from bridge.webhooks.sender import WebhookSender, tls_context
 from bridge.webhooks.store import SubscriptionStore
 from bridge.worker.arq_compat import ArqQueue
 from bridge.worker.runtime import Runtime
@@ -129,10 +131,30 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
-def webhook_notifier(settings: Settings, redis: Any) -> WebhookNotifier:
+def webhook_tls(settings: Settings) -> ssl.SSLContext:
+    """What https receivers are verified with: ``BRIDGE_WEBHOOK_CA_BUNDLE``'s authorities when it
+    is set (a file that cannot be read or loaded is a configuration error), else the default ones."""
+    bundle = settings.webhook_ca_bundle
+    if bundle is None:
+        return tls_context()
+    name = env_name("webhook_ca_bundle")
+    try:
+        return tls_context(bundle)
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        raise ConfigError(f"{name}: {bundle!r} is not a PEM bundle of CA certificates ({reason})") from None
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {bundle!r} ({exc.strerror or exc})") from None
+
+
+def webhook_notifier(settings: Settings, redis: Any, tls: ssl.SSLContext | None = None) -> WebhookNotifier:
+    """``tls``: from :func:`webhook_tls` (made here when not given)."""
     guard = url_guard(settings)
     sender = WebhookSender(
-        guard, timeout_s=settings.webhook_timeout_s, max_connections=settings.worker_max_jobs
+        guard,
+        timeout_s=settings.webhook_timeout_s,
+        max_connections=settings.worker_max_jobs,
+        ssl_context=tls or webhook_tls(settings),
     )
     return WebhookNotifier(subscription_store(settings, redis), sender, guard, retry_policy(settings))
 
@@ -186,14 +208,19 @@ def slack_notifier(
 
 
 def notifiers(
-    settings: Settings, *, store: RedisStore, redis: Any, slack_http: aiohttp.ClientSession | None = None
+    settings: Settings,
+    *,
+    store: RedisStore,
+    redis: Any,
+    slack_http: aiohttp.ClientSession | None = None,
+    webhook_tls: ssl.SSLContext | None = None,
 ) -> dict[str, Notifier]:
     """One notifier per destination kind this configuration enables (see :func:`resolver`)."""
     found: dict[str, Notifier] = {}
     if settings.notify_log:
         found[LOG] = LogNotifier()
     # Always there: subscriptions are made through the API at any time.
-    found[SUBSCRIPTION] = webhook_notifier(settings, redis)
+    found[SUBSCRIPTION] = webhook_notifier(settings, redis, webhook_tls)
     slack = slack_notifier(settings, store=store, redis=redis, session=slack_http)
     if slack is not None:
         found[SLACK] = slack
@@ -262,14 +289,15 @@ def poller(
     )
 
 
-def build_runtime(settings: Settings, redis: Any) -> Runtime:
-    """A worker's parts (called in its event loop, at startup)."""
+def build_runtime(settings: Settings, redis: Any, *, webhook_tls: ssl.SSLContext | None = None) -> Runtime:
+    """A worker's parts (called in its event loop, at startup); ``webhook_tls`` as
+    :func:`worker_options` made it (made here when not given)."""
     events = store(settings, redis)
     queue = ArqQueue(redis)
     http, mpc = upstream(settings, redis)
     metrics = WorkerMetrics()
     slack_http = slack_session(settings)
-    found = notifiers(settings, store=events, redis=redis, slack_http=slack_http)
+    found = notifiers(settings, store=events, redis=redis, slack_http=slack_http, webhook_tls=webhook_tls)
     polls = poller(settings, redis=redis, store=events, mpc=mpc, dispatch=queue.dispatch, metrics=metrics)
     closers: list[Callable[[], Awaitable[Any]]] = [http.aclose, lambda: close_notifiers(found)]
     if slack_http is not None:
@@ -288,8 +316,11 @@ def build_runtime(settings: Settings, redis: Any) -> Runtime:
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
-    """arq ``Worker`` keyword arguments: what ``bridge worker`` and ``workers.settings`` run."""
-    return arq_options(settings, build_runtime)
+    """arq ``Worker`` keyword arguments: what ``bridge worker`` and ``workers.settings`` run.
+
+    What cannot wait for the worker's startup is checked here, before arq starts: a
+    ``BRIDGE_WEBHOOK_CA_BUNDLE`` that does not load stops the process with a configuration error."""
+    return arq_options(settings, functools.partial(build_runtime, webhook_tls=webhook_tls(settings)))
 
 
 def slack_access(settings: Settings, redis: Any) -> SlackAccess:

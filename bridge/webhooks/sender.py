@@ -16,13 +16,16 @@ giving the SSRF guard's check away:
 
 aiohttp is used directly (no httpx client on top): the sender's work per delivery is a good part of
 a delivery's cost. Redirects are never followed; cookies are never kept; no proxy from the
-environment. The whole attempt (check, connect, send, the answer's status line and headers) must
-fit in the timeout; up to 4 kB of the answer's body are kept for the attempt log, read within what
-is left of it. A connection whose answer was not read to its end is closed, not pooled. A POST is
-never sent twice within one attempt: a kept connection the receiver closed just as the request
-went out is a failed attempt, retried on the schedule like any other (every request a receiver
-sees is in the attempt log). Idle connections close before common servers close theirs, which
-keeps that rare.
+environment. TLS is always verified: against the default certificate authorities (certifi's
+bundle, or ``SSL_CERT_FILE``), or only those of a bundle the operator names
+(:func:`tls_context`); the certificate must name the URL's host, although the connection goes to
+the checked address by number. The whole attempt (check, connect, send, the answer's status line
+and headers) must fit in the timeout; up to 4 kB of the answer's body are kept for the attempt
+log, read within what is left of it. A connection whose answer was not read to its end is closed,
+not pooled. A POST is never sent twice within one attempt: a kept connection the receiver closed
+just as the request went out is a failed attempt, retried on the schedule like any other (every
+request a receiver sees is in the attempt log). Idle connections close before common servers close
+theirs, which keeps that rare.
 """
 
 from __future__ import annotations
@@ -66,6 +69,17 @@ CHECKED_HOSTS_MAX: Final = 10_000
 DETAIL_MAX_CHARS: Final = 300
 USER_AGENT: Final = f"mpc-import-bridge/{__version__}"
 REDIRECT_STATUSES: Final = range(300, 400)
+
+
+def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
+    """The TLS client settings of webhook requests: certificates verified, host names checked.
+
+    ``ca_bundle``: a PEM file of the certificate authorities to trust instead of the default ones.
+    Raises :class:`OSError` when it cannot be read and :class:`ssl.SSLError` when it holds no
+    certificate (never falls back to less verification)."""
+    if ca_bundle is None:
+        return httpx.create_ssl_context()
+    return ssl.create_default_context(cafile=ca_bundle)
 
 
 class HttpOutcome(msgspec.Struct, kw_only=True, frozen=True):
@@ -182,7 +196,7 @@ class WebhookSender:
         self.timeout_s = timeout_s
         self._guard = guard
         self._max_connections = max_connections
-        self._ssl = ssl_context or httpx.create_ssl_context()
+        self._ssl = ssl_context or tls_context()
         self._recheck_s = recheck_s
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None

@@ -181,3 +181,30 @@ def test_a_secret_in_a_wrong_value_is_not_repeated() -> None:
     result = run(bridge("worker"), UNUSED_REDIS | {"BRIDGE_SECRET_KEY": "hunter2-is-no-fernet-key"})
     assert_one_line(result, "mpc-import-bridge worker: BRIDGE_SECRET_KEY:", "Fernet key")
     assert "hunter2" not in result.stderr
+
+
+ARQ_WORKER = [str(BIN / "arq"), "workers.settings.WorkerSettings"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "content", "words"),
+    [
+        pytest.param(bridge("worker"), None, ("cannot read", "No such file"), id="worker-missing-file"),
+        pytest.param(ARQ_WORKER, None, ("cannot read", "No such file"), id="arq-entry-point-missing-file"),
+        pytest.param(
+            bridge("worker"),
+            b"not a certificate\n",
+            ("not a PEM bundle of CA certificates",),
+            id="worker-not-pem",
+        ),
+    ],
+)
+def test_a_webhook_ca_bundle_that_does_not_load_stops_the_worker_at_start(
+    tmp_path: Path, argv: list[str], content: bytes | None, words: tuple[str, ...]
+) -> None:
+    bundle = tmp_path / "webhook-ca.pem"
+    if content is not None:
+        bundle.write_bytes(content)
+    env = UNUSED_REDIS | {"BRIDGE_SECRET_KEY": SECRET_KEY, "BRIDGE_WEBHOOK_CA_BUNDLE": str(bundle)}
+    result = run(argv, env)
+    assert_one_line(result, "mpc-import-bridge worker: BRIDGE_WEBHOOK_CA_BUNDLE:", str(bundle), *words)

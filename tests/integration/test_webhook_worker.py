@@ -28,6 +28,7 @@ from bridge.webhooks.model import destination, event_delivery_id
 from bridge.wiring import worker_options
 from bridge.worker.arq_compat import ArqQueue, BridgeWorker
 from bridge_tools.processes import Process
+from bridge_tools.tls import ThrowawayCa, server_context
 from bridge_tools.webhook_receiver import Reply, WebhookReceiver
 from mpc_simulator import RunningSimulator, SimulatorControl
 from tests.integration.conftest import API_KEY, FAST_ENV, MPC_TOKEN, SLUG, eventually
@@ -142,6 +143,28 @@ async def test_a_retry_waiting_holds_no_worker_slot(
     await receiver.wait_for(3, "hooks/healthy", timeout_s=5)
     assert time.monotonic() - started < 2.0  # long before the retry's 3 s
     assert len(receiver.requests("hooks/failing")) == 1
+    await webhooks.close()
+
+
+async def test_a_worker_verifies_https_receivers_with_the_ca_bundle_it_is_configured_with(
+    redis: Redis, worker_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    ca = ThrowawayCa()
+    bundle = ca.write_bundle(tmp_path / "webhook-ca.pem")
+    webhooks = Webhooks(redis)
+    async with WebhookReceiver(ssl_context=server_context(ca.issue(tmp_path))) as receiver:
+        sid, secret = await webhooks.subscribe(receiver.url(HOOK))
+        assert receiver.url(HOOK).startswith("https://127.0.0.1:")
+        receiver.set_secrets(HOOK, [secret])
+        await worker_factory(BRIDGE_WEBHOOK_CA_BUNDLE=str(bundle))
+        event = make_event()
+        await webhooks.record(event, destination(sid))
+        await ArqQueue(queue(redis)).dispatch(event.id, [destination(sid)])
+        [got] = await receiver.wait_for(1, HOOK, timeout_s=10)
+        assert got.verified and got.webhook_id == event.id
+        await eventually(lambda: webhooks.events.was_delivered(event.id, destination(sid)), 5, "delivered")
+    record = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
+    assert record is not None and [a.status_code for a in record.attempts] == [204]
     await webhooks.close()
 
 

@@ -55,11 +55,9 @@ class Deliveries:
 
     async def run(self, job: DeliveryJob, attempt: int) -> SendResult:
         eid, destination = job.event_id, job.destination
-        # Both reads in the same turn of the loop: on a busy worker every round trip in a row
-        # costs a turn (docs/design.md, "Performance").
-        delivered, body = await asyncio.gather(
-            self._store.was_delivered(eid, destination), self._store.get_event(eid)
-        )
+        # Both in one read: on a busy worker every round trip in a row costs a turn of the loop
+        # (docs/design.md, "Performance").
+        delivered, body = await self._store.delivery_state(eid, destination)
         if delivered:
             await self._store.drop_from_outbox(eid, destination)
             return SendResult.delivered()

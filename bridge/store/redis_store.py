@@ -451,6 +451,12 @@ class RedisStore:
     async def was_delivered(self, eid: str, destination: str) -> bool:
         return bool(await self.redis.exists(keys.delivered(eid, destination)))
 
+    async def delivery_state(self, eid: str, destination: str) -> tuple[bool, bytes | None]:
+        """Whether ``destination`` has the event already, and the event's stored body (``None``
+        once it expired): one read of both."""
+        mark, body = await self.redis.mget([keys.delivered(eid, destination), keys.event(eid)])
+        return mark is not None, body
+
     async def postpone_in_outbox(self, eid: str, destination: str, until: float) -> None:
         """A delivery waits for a retry: the sweeper leaves its entry alone until then (``XX``: an
         entry already settled is not brought back)."""

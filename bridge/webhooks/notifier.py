@@ -33,7 +33,7 @@ from bridge.webhooks.payload import bounded_body
 from bridge.webhooks.retry import RETRY_AFTER_STATUSES, RetryPolicy, read_retry_after
 from bridge.webhooks.sender import HttpOutcome, WebhookSender
 from bridge.webhooks.signing import secret_key, webhook_headers
-from bridge.webhooks.store import SecretsMissing, Signing, SubscriptionStore
+from bridge.webhooks.store import Sealed, SecretsMissing, Signing, SubscriptionStore
 
 GONE_STATUS: Final = 410
 NOT_CONFIGURED_RETRY_S: Final = 60.0
@@ -68,18 +68,21 @@ class WebhookNotifier:
         sid, explicit_id = parse_destination(delivery.destination)
         event = delivery.event
         now = self._clock()
-        # The three reads at once: one turn of a busy loop instead of three.
-        subscription, record, signing = await asyncio.gather(
-            self._store.get(sid), self._record(delivery, sid, explicit_id, now), self._signing(sid, now)
+        # Both reads at once: one turn of a busy loop instead of two. The subscription's hash holds
+        # its sealed secrets too: one read for both.
+        found, record = await asyncio.gather(
+            self._store.get_sealed(sid), self._record(delivery, sid, explicit_id, now)
         )
-        if subscription is None:
+        if found is None:
             self._log.info("webhook dropped: subscription deleted", subscription_id=sid, event_id=event.id)
             return SendResult(outcome="failed", detail="subscription deleted")
+        subscription, sealed = found
         if record.state != "pending":
             # Already settled by an earlier run of this job (killed before it could report).
             return SendResult(outcome="delivered" if record.state == "delivered" else "failed")
         if not subscription.enabled and not record.explicit:
             return await self._give_up(record, f"subscription disabled ({subscription.disabled_reason})")
+        signing = self._signing(sid, sealed, now)
         if isinstance(signing, Exception):
             self._log.error(
                 "webhook cannot be signed", subscription_id=sid, event_id=event.id, error=str(signing)
@@ -95,9 +98,11 @@ class WebhookNotifier:
         outcome = await self._attempt(subscription, headers, body)
         return await self._settle(subscription, record, outcome, now)
 
-    async def _signing(self, sid: str, now: float) -> Signing | None | SecretsMissing | SecretUnreadable:
+    def _signing(
+        self, sid: str, sealed: Sealed, now: float
+    ) -> Signing | None | SecretsMissing | SecretUnreadable:
         try:
-            return await self._store.signing(sid, now)
+            return self._store.open_signing(sid, sealed, now)
         except (SecretsMissing, SecretUnreadable) as exc:
             return exc
 

@@ -64,6 +64,14 @@ class Signing(msgspec.Struct, frozen=True, kw_only=True):
     previous: str | None = None
 
 
+class Sealed(msgspec.Struct, frozen=True, kw_only=True):
+    """A subscription's secrets as stored: sealed, the previous one with its end (ms)."""
+
+    current: bytes | None
+    previous: bytes | None = None
+    until: bytes | None = None
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -207,13 +215,31 @@ class SubscriptionStore:
         current, previous, until = await resolved(
             self.redis.hmget(keys.subscription(sid), [keys.S_SECRET, keys.S_PREVIOUS, keys.S_PREVIOUS_UNTIL])
         )
+        return self.open_signing(sid, Sealed(current=current, previous=previous, until=until), now)
+
+    async def get_sealed(self, sid: str) -> tuple[Subscription, Sealed] | None:
+        """The subscription and its sealed secrets, in one read (what a delivery needs); ``None``
+        when it is gone. :meth:`open_signing` opens the secrets."""
+        fields = await resolved(self.redis.hgetall(keys.subscription(sid)))
+        if not fields:
+            return None
+        sealed = Sealed(
+            current=fields.get(keys.S_SECRET.encode()),
+            previous=fields.get(keys.S_PREVIOUS.encode()),
+            until=fields.get(keys.S_PREVIOUS_UNTIL.encode()),
+        )
+        return _subscription(sid, fields), sealed
+
+    def open_signing(self, sid: str, sealed: Sealed, now: float) -> Signing | None:
+        """The secrets that sign a message sent ``now``; ``None`` without a current secret. Raises
+        :class:`SecretsMissing` or :class:`~bridge.crypto.SecretUnreadable` (never signs with less)."""
+        current, previous, until = sealed.current, sealed.previous, sealed.until
         if current is None:
             return None
         box = self.box
         opened = box.open(current)  # unreadable: raises, and nothing is sent unsigned
-        still_valid = previous is not None and until is not None and now_ms(now) < int(_text(until))
         older = None
-        if still_valid:
+        if previous is not None and until is not None and now_ms(now) < int(_text(until)):
             try:
                 older = box.open(previous)
             except SecretUnreadable:

@@ -300,25 +300,42 @@ def _quiet_rows(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]
     return rows
 
 
+def _drained_row(c: int, run: dict[str, Any], scheme: str) -> tuple[str, str, str]:
+    cpu = ", ".join(f"{k} {v}%" for k, v in run["cpu_percent"].items())
+    return (
+        "delivery",
+        f"1 worker (max_jobs={c}): webhooks drained over {scheme}",
+        f"{run['deliveries_per_s']} deliveries/s ({cpu}); each "
+        f"{run['worker_cpu_ms_per_delivery']} ms worker CPU, "
+        f"{run['redis_commands_per_delivery']} Redis commands",
+    )
+
+
+def _checks_row(run: dict[str, Any], scheme: str) -> tuple[str, str, str]:
+    sig = run["signatures_checked"]
+    return (
+        "delivery",
+        f"{scheme} checks: duplicate ids, missing, left in outbox, signatures",
+        f"{sum(run['duplicate_webhook_ids'].values())}, {sum(run['missing_events'].values())}, "
+        f"{run['left_in_outbox']}, {sig['verified']} verified / {sig['failed']} failed",
+    )
+
+
 def _delivery_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     c = result["concurrency"]
-    cpu = ", ".join(f"{k} {v}%" for k, v in result["cpu_percent"].items())
     keep, new = result["baselines"]["keep_alive"], result["baselines"]["new_connection"]
-    dups = sum(result["duplicate_webhook_ids"].values())
-    missing = sum(result["missing_events"].values())
-    sig = result["signatures_checked"]
     return [
         (
             "delivery",
             f"backlog: {result['events']} events x {result['subscriptions']} subscriptions",
             f"{result['deliveries']} deliveries, body {result['body_bytes']['mean']} B mean",
         ),
+        _drained_row(c, result, "http"),
+        _drained_row(c, result["https"], "https (CA from BRIDGE_WEBHOOK_CA_BUNDLE)"),
         (
             "delivery",
-            f"1 worker (max_jobs={c}): webhooks drained",
-            f"{result['deliveries_per_s']} deliveries/s ({cpu}); each "
-            f"{result['worker_cpu_ms_per_delivery']} ms worker CPU, "
-            f"{result['redis_commands_per_delivery']} Redis commands",
+            "  Redis commands per delivery by name (http; scripts count their own commands)",
+            ", ".join(f"{name} {n}" for name, n in result["redis_commands_by_name_per_delivery"].items()),
         ),
         (
             "delivery",
@@ -332,12 +349,8 @@ def _delivery_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
             "ratio worker / keep-alive, / new connection",
             f"{result['ratio_to_keep_alive']}x, {result['ratio_to_new_connection']}x",
         ),
-        (
-            "delivery",
-            "checks: duplicate ids, missing, left in outbox, signatures",
-            f"{dups}, {missing}, {result['left_in_outbox']}, "
-            f"{sig['verified']} verified / {sig['failed']} failed",
-        ),
+        _checks_row(result, "http"),
+        _checks_row(result["https"], "https"),
     ]
 
 

@@ -19,28 +19,36 @@
    same event bodies (in turn) at the worker's job concurrency for ``baseline_s``, to the same
    receiver — with keep-alive, as the bridge's sender does (pooled per checked address: the SSRF
    guard), and with a new connection per request.
+5. The same again over https (steps 1 to 3, fresh imports and subscriptions; the http ones are
+   deleted first): a second counting receiver serves a certificate from a throwaway CA
+   (:class:`bridge_tools.tls.ThrowawayCa`, made for this run), and the worker trusts it through
+   ``BRIDGE_WEBHOOK_CA_BUNDLE``: certificates verified, host names checked, as in production.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from pathlib import Path
+from typing import Any, Final, NamedTuple
 
 import httpx
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from bench.harness import API_KEY, CpuMeter, Stack, redis_commands
+from bench.harness import API_KEY, CpuMeter, Stack, redis_command_counts
 from bench.load import measure
 from bench.throughput import SLUG
 from bridge import wiring
 from bridge.config import load_settings
+from bridge.delivery.model import JOB_ID_PREFIX
 from bridge.logs import configure_logging
 from bridge.redis_url import connect
 from bridge.store import keys
 from bridge_tools.processes import Process
+from bridge_tools.tls import ServerFiles, ThrowawayCa
 from mpc_simulator import SimulatorControl
 
 CONCURRENCY: Final = 100
@@ -58,6 +66,9 @@ SETTLE_TIMEOUT_S: Final = 10.0
 SETTLE_STEP_S: Final = 0.05
 BASELINE_WARMUP_S: Final = 1.0
 BASELINE_PATH: Final = "baseline"
+WORKER: Final = "worker-1"
+COMMAND_SHOWN_MIN: Final = 0.01
+"""Redis commands are listed by name when a delivery costs at least this many of them on average."""
 STATIC_WEBHOOK_HEADERS: Final = (
     "webhook-id: evt_00000000000000000000000000000000",
     f"webhook-timestamp: {int(time.time())}",
@@ -75,10 +86,25 @@ async def poll_until(check: Callable[[], Awaitable[bool]], timeout_s: float) -> 
     return await check()
 
 
-def start_receiver(stack: Stack) -> str:
+class Receiver(NamedTuple):
+    """A counting receiver process: its name in the stack, its URL, and the CA bundle that
+    verifies it (https)."""
+
+    name: str
+    url: str
+    ca_bundle: Path | None = None
+
+    def client(self, timeout: httpx.Timeout) -> httpx.AsyncClient:
+        verify = True if self.ca_bundle is None else ssl.create_default_context(cafile=str(self.ca_bundle))
+        return httpx.AsyncClient(base_url=self.url, timeout=timeout, verify=verify)
+
+
+def start_receiver(stack: Stack, name: str = "receiver", tls: ServerFiles | None = None) -> str:
     argv = [sys.executable, "-m", "bench.receiver", "--port", "0", "--sample-every", str(SAMPLE_EVERY)]
-    proc = Process(argv, stack.workdir / "receiver.log").start(stdout_pipe=True)
-    stack.procs["receiver"] = proc
+    if tls is not None:
+        argv += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+    proc = Process(argv, stack.workdir / f"{name}.log").start(stdout_pipe=True)
+    stack.procs[name] = proc
     assert proc.popen is not None and proc.popen.stdout is not None
     return proc.popen.stdout.readline().decode().split()[-1]
 
@@ -87,17 +113,21 @@ def sub_path(index: int) -> str:
     return f"sub-{index}"
 
 
+def import_id(round_name: str, number: int) -> str:
+    return f"imp-{round_name}-{number}"
+
+
 async def setup(
-    stack: Stack, receiver: str, *, imports: int, bulks: int, subscriptions: int
-) -> dict[str, str]:
+    stack: Stack, receiver: str, round_name: str, *, imports: int, bulks: int, subscriptions: int
+) -> tuple[dict[str, str], list[str]]:
     """The imports in the simulator; subscriptions and watches through the API. Returns each
-    subscription path's secret."""
+    subscription path's secret, and the subscriptions' ids."""
     async with SimulatorControl(stack.simulator_url) as control:
         await control.put_imports(
             [
                 (
                     SLUG,
-                    f"imp-{n}",
+                    import_id(round_name, n),
                     [
                         {"id": b + 1, "status": "finished", "members_in_payload_number": MEMBERS_PER_BULK}
                         for b in range(bulks)
@@ -107,17 +137,32 @@ async def setup(
             ]
         )
     secrets: dict[str, str] = {}
-    async with httpx.AsyncClient(
-        base_url=stack.api_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
-    ) as api:
+    ids: list[str] = []
+    async with api_client(stack) as api:
         for index in range(subscriptions):
             created = await api.post("/v1/subscriptions", json={"url": f"{receiver}/{sub_path(index)}"})
             created.raise_for_status()
             secrets[sub_path(index)] = created.json()["secret"]
+            ids.append(created.json()["id"])
         for n in range(imports):
-            watch = await api.post("/v1/watches", json={"loyalty_club_slug": SLUG, "import_id": f"imp-{n}"})
+            watch = await api.post(
+                "/v1/watches", json={"loyalty_club_slug": SLUG, "import_id": import_id(round_name, n)}
+            )
             watch.raise_for_status()
-    return secrets
+    return secrets, ids
+
+
+def api_client(stack: Stack) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+    )
+
+
+async def unsubscribe(stack: Stack, ids: list[str]) -> None:
+    """A round's subscriptions go before the next round: its events are not theirs."""
+    async with api_client(stack) as api:
+        for sid in ids:
+            (await api.delete(f"/v1/subscriptions/{sid}")).raise_for_status()
 
 
 async def produce(env: dict[str, str], expected: int) -> dict[str, Any]:
@@ -139,7 +184,8 @@ async def produce(env: dict[str, str], expected: int) -> dict[str, Any]:
         await runtime.close()
     seconds = time.monotonic() - started
     outbox = await redis.zrange(keys.OUTBOX, 0, -1)
-    queued = int(await redis.zcard(keys.QUEUE))
+    # Delivery jobs only: a worker that ran before (the http round's) left its next cron job queued.
+    queued = sum(1 for jid in await redis.zrange(keys.QUEUE, 0, -1) if jid.startswith(JOB_ID_PREFIX.encode()))
     event_ids = sorted({entry.decode().split(keys.OUTBOX_SEPARATOR)[0] for entry in outbox})
     bodies = [body for body in await redis.mget([keys.event(eid) for eid in event_ids]) if body]
     await redis.aclose(close_connection_pool=True)
@@ -153,21 +199,21 @@ async def produce(env: dict[str, str], expected: int) -> dict[str, Any]:
 
 
 async def drain(
-    stack: Stack, receiver_url: str, env: dict[str, str], paths: list[str], per_path: int
+    stack: Stack, receiver: Receiver, env: dict[str, str], paths: list[str], per_path: int
 ) -> dict[str, Any]:
     """Start one worker; wait for every webhook; CPU over first → last webhook."""
     started = time.time()
-    stack.start_worker("worker-1", env)
+    stack.start_worker(WORKER, env)
     meter = CpuMeter(
-        {"worker": stack.pid("worker-1"), "redis": stack.pid("redis"), "receiver": stack.pid("receiver")}
+        {"worker": stack.pid(WORKER), "redis": stack.pid("redis"), "receiver": stack.pid(receiver.name)}
     )
     timeout = httpx.Timeout(DRAIN_TIMEOUT_S + SETTLE_TIMEOUT_S)
-    async with httpx.AsyncClient(base_url=receiver_url, timeout=timeout) as receiver:
-        await receiver.get("/_wait", params={"path": paths[0], "count": 1, "timeout": DRAIN_TIMEOUT_S})
+    async with receiver.client(timeout) as client:
+        await client.get("/_wait", params={"path": paths[0], "count": 1, "timeout": DRAIN_TIMEOUT_S})
         meter.start()
         stats = {}
         for path in paths:
-            answer = await receiver.get(
+            answer = await client.get(
                 "/_wait", params={"path": path, "count": per_path, "timeout": DRAIN_TIMEOUT_S}
             )
             stats[path] = answer.json()
@@ -239,56 +285,91 @@ def baseline(
     return result
 
 
-async def run(
-    stack: Stack, *, imports: int, bulks: int, subscriptions: int, baseline_s: float
+async def deliver_round(
+    stack: Stack,
+    receiver: Receiver,
+    env: dict[str, str],
+    round_name: str,
+    *,
+    imports: int,
+    bulks: int,
+    subscriptions: int,
 ) -> dict[str, Any]:
-    stack.start_redis()
-    stack.start_simulator()
-    receiver = start_receiver(stack)
-    env = stack.bridge_env(BRIDGE_WORKER_MAX_JOBS=str(CONCURRENCY))
-    stack.start_api(env)
-    secrets = await setup(stack, receiver, imports=imports, bulks=bulks, subscriptions=subscriptions)
+    """Steps 1 to 3 against ``receiver``: the backlog, one worker draining it, the checks."""
+    secrets, ids = await setup(
+        stack, receiver.url, round_name, imports=imports, bulks=bulks, subscriptions=subscriptions
+    )
     events = imports * (bulks * EVENTS_PER_BULK + EVENTS_PER_IMPORT)
     expected = events * subscriptions
     backlog = await produce(env, expected)
     bodies: list[bytes] = backlog.pop("bodies")
     if backlog["outbox"] != expected or backlog["queued_jobs"] != expected:
         raise RuntimeError(f"backlog: expected {expected} deliveries, got {backlog}")
-    assert all(b"\n" not in body for body in bodies)
-    bodies_file = stack.workdir / "bodies.txt"
-    bodies_file.write_bytes(b"\n".join(bodies))
     paths = [sub_path(i) for i in range(subscriptions)]
-    commands = redis_commands(stack.redis_port)
+    before = redis_command_counts(stack.redis_port)
     drained = await drain(stack, receiver, env, paths, events)
     left_in_outbox = await settle(stack)
-    commands = redis_commands(stack.redis_port) - commands - 1
-    stack.procs.pop("worker-1").stop()
+    counted = redis_command_counts(stack.redis_port)
+    counted.subtract(before)
+    counted["info"] -= 1  # the reading above
+    commands = counted.total()
+    stack.procs.pop(WORKER).stop()
+    await unsubscribe(stack, ids)
     stats = drained.pop("stats")
-    duplicates = {path: doc["count"] - doc["distinct_ids"] for path, doc in stats.items()}
-    missing = {path: events - doc["distinct_ids"] for path, doc in stats.items()}
-    signatures = check_signatures(stats, secrets)
-    baselines = {
-        "keep_alive": baseline(stack, receiver, str(bodies_file), baseline_s, keep_alive=True),
-        "new_connection": baseline(stack, receiver, str(bodies_file), baseline_s, keep_alive=False),
-    }
-    rate = drained["deliveries_per_s"]
     sizes = [len(body) for body in bodies]
     return {
-        "imports": imports,
-        "bulks_per_import": bulks,
-        "subscriptions": subscriptions,
         "events": events,
         "deliveries": expected,
-        "concurrency": CONCURRENCY,
         "body_bytes": {"min": min(sizes), "mean": round(sum(sizes) / len(sizes)), "max": max(sizes)},
         "backlog": backlog,
         **drained,
         "redis_commands_per_delivery": round(commands / expected, 2),
+        "redis_commands_by_name_per_delivery": {
+            name: round(count / expected, 2)
+            for name, count in counted.most_common()
+            if count / expected >= COMMAND_SHOWN_MIN
+        },
         "left_in_outbox": left_in_outbox,
-        "duplicate_webhook_ids": duplicates,
-        "missing_events": missing,
-        "signatures_checked": signatures,
+        "duplicate_webhook_ids": {path: doc["count"] - doc["distinct_ids"] for path, doc in stats.items()},
+        "missing_events": {path: events - doc["distinct_ids"] for path, doc in stats.items()},
+        "signatures_checked": check_signatures(stats, secrets),
+        "bodies": bodies,
+    }
+
+
+async def run(
+    stack: Stack, *, imports: int, bulks: int, subscriptions: int, baseline_s: float
+) -> dict[str, Any]:
+    stack.start_redis()
+    stack.start_simulator()
+    plain = Receiver("receiver", start_receiver(stack))
+    env = stack.bridge_env(BRIDGE_WORKER_MAX_JOBS=str(CONCURRENCY))
+    stack.start_api(env)
+    shape = {"imports": imports, "bulks": bulks, "subscriptions": subscriptions}
+    result = await deliver_round(stack, plain, env, "http", **shape)
+    bodies: list[bytes] = result.pop("bodies")
+    assert all(b"\n" not in body for body in bodies)
+    bodies_file = stack.workdir / "bodies.txt"
+    bodies_file.write_bytes(b"\n".join(bodies))
+    baselines = {
+        "keep_alive": baseline(stack, plain.url, str(bodies_file), baseline_s, keep_alive=True),
+        "new_connection": baseline(stack, plain.url, str(bodies_file), baseline_s, keep_alive=False),
+    }
+    ca = ThrowawayCa()
+    bundle = ca.write_bundle(stack.workdir / "webhook-ca.pem")
+    name = "receiver-https"
+    tls = Receiver(name, start_receiver(stack, name, ca.issue(stack.workdir)), bundle)
+    https = await deliver_round(stack, tls, env | {"BRIDGE_WEBHOOK_CA_BUNDLE": str(bundle)}, "https", **shape)
+    https.pop("bodies")
+    rate = result["deliveries_per_s"]
+    return {
+        "imports": imports,
+        "bulks_per_import": bulks,
+        "subscriptions": subscriptions,
+        "concurrency": CONCURRENCY,
+        **result,
         "baselines": baselines,
         "ratio_to_keep_alive": round(rate / baselines["keep_alive"]["requests_per_s"], 3),
         "ratio_to_new_connection": round(rate / baselines["new_connection"]["requests_per_s"], 3),
+        "https": https,
     }

@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,14 +49,20 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def redis_commands(port: int) -> int:
-    """Commands a Redis server has run since it started (``INFO commandstats``, this call included)."""
+def redis_command_counts(port: int) -> Counter[str]:
+    """Commands a Redis server has run since it started, by name (``INFO commandstats``, this call
+    included; a script counts once as ``evalsha`` and once per command it runs)."""
     client = redis.Redis(port=port)
     try:
         stats: dict[str, dict[str, Any]] = client.info("commandstats")  # type: ignore[assignment]
     finally:
         client.close()
-    return sum(int(entry["calls"]) for entry in stats.values())
+    return Counter({name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()})
+
+
+def redis_commands(port: int) -> int:
+    """Commands a Redis server has run since it started (``INFO commandstats``, this call included)."""
+    return sum(redis_command_counts(port).values())
 
 
 class CpuMeter:

@@ -1,10 +1,11 @@
 """A webhook receiver that only counts: ``python -m bench.receiver --port 0``.
 
-Prints ``READY bench-receiver http://127.0.0.1:PORT`` on stdout. ``POST /{path}`` answers 204 at
-once, counting the request and its ``webhook-id`` per path, with the time of the first and last
-one; one request in ``--sample-every`` is kept whole (headers and body) so the bench can check
-its signature afterwards. Nothing heavy happens per request: the bridge's delivery rate, not the
-receiver, is what is measured.
+Prints ``READY bench-receiver http://127.0.0.1:PORT`` on stdout (``https://`` with ``--tls-cert``
+and ``--tls-key``: PEM files, e.g. issued by :class:`bridge_tools.tls.ThrowawayCa`).
+``POST /{path}`` answers 204 at once, counting the request and its ``webhook-id`` per path, with
+the time of the first and last one; one request in ``--sample-every`` is kept whole (headers and
+body) so the bench can check its signature afterwards. Nothing heavy happens per request: the
+bridge's delivery rate, not the receiver, is what is measured.
 
 - ``GET /_stats?path=P`` — ``{"count", "distinct_ids", "first_at", "last_at", "samples"}``;
 - ``GET /_wait?path=P&count=N&timeout=S`` — answers once ``N`` requests came to ``P`` (or after
@@ -17,13 +18,16 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import ssl
 import time
+from pathlib import Path
 from typing import Any, Final
 
 import uvloop
 from aiohttp import web
 
 from bridge_tools.processes import LOOPBACK
+from bridge_tools.tls import ServerFiles, server_context
 
 READY_PREFIX: Final = "READY bench-receiver "
 SIGNATURE_HEADERS: Final = ("webhook-id", "webhook-timestamp", "webhook-signature")
@@ -90,7 +94,7 @@ class Receiver:
         return web.json_response(stats.doc())
 
 
-async def serve(port: int, sample_every: int) -> None:
+async def serve(port: int, sample_every: int, tls: ssl.SSLContext | None = None) -> None:
     receiver = Receiver(sample_every)
     app = web.Application()
     app.router.add_get("/_stats", receiver.show)
@@ -98,9 +102,10 @@ async def serve(port: int, sample_every: int) -> None:
     app.router.add_post("/{path}", receiver.receive)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, LOOPBACK, port).start()
+    await web.TCPSite(runner, LOOPBACK, port, ssl_context=tls).start()
     bound = int(runner.addresses[0][1])
-    print(f"{READY_PREFIX}http://{LOOPBACK}:{bound}", flush=True)
+    scheme = "http" if tls is None else "https"
+    print(f"{READY_PREFIX}{scheme}://{LOOPBACK}:{bound}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -114,8 +119,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--sample-every", type=int, default=100)
+    parser.add_argument("--tls-cert", type=Path, help="serve https with this certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="the certificate's key (PEM)")
     args = parser.parse_args()
-    uvloop.run(serve(args.port, args.sample_every))
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    tls = None if args.tls_cert is None else server_context(ServerFiles(args.tls_cert, args.tls_key))
+    uvloop.run(serve(args.port, args.sample_every, tls))
 
 
 if __name__ == "__main__":

@@ -292,11 +292,25 @@ class BridgeWorker(Worker):
         four round trips in a row per job, on a loop the poller keeps busy, so the tenth job of a
         burst waited for forty. The same check-and-set runs here as one script per job, the jobs
         concurrently. A slot taken for a job that does not start (claimed elsewhere, or Redis
-        failing) is given back.
+        failing) is given back, and the next job read is tried for it, as arq does.
+
+        A job stays in the queue until it ends, so the jobs this worker is running come first in
+        what it reads: they are passed over, not claimed again (their claim can only fail, and the
+        slot would stay empty until the loop looks again).
         """
-        free = self.max_jobs - self.job_counter
-        if free > 0 and job_ids:
-            await asyncio.gather(*(self._start_job(job_id.decode()) for job_id in job_ids[:free]))
+        waiting = [jid for jid in (job_id.decode() for job_id in job_ids) if not self._running(jid)]
+        tried = 0
+        while tried < len(waiting):
+            free = self.max_jobs - self.job_counter
+            if free <= 0:
+                return
+            batch = waiting[tried : tried + free]
+            tried += len(batch)
+            await asyncio.gather(*(self._start_job(jid) for jid in batch))
+
+    def _running(self, job_id: str) -> bool:
+        task = self.tasks.get(job_id)
+        return task is not None and not task.done()
 
     async def _start_job(self, job_id: str) -> None:
         await self.sem.acquire()

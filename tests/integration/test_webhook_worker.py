@@ -36,6 +36,7 @@ from tests.integration.test_worker_process import spec
 from tests.integration.webhooks_helpers import FERNET_KEY, LOOPBACK_NET, Webhooks, make_event
 
 HOOK = "hooks/worker"
+SLOT_TEST_JOBS = 6
 
 
 @pytest.fixture
@@ -143,6 +144,27 @@ async def test_a_retry_waiting_holds_no_worker_slot(
     await receiver.wait_for(3, "hooks/healthy", timeout_s=5)
     assert time.monotonic() - started < 2.0  # long before the retry's 3 s
     assert len(receiver.requests("hooks/failing")) == 1
+    await webhooks.close()
+
+
+async def test_a_freed_slot_takes_the_next_queued_job_at_once_not_at_the_next_poll_delay(
+    redis: Redis, receiver: WebhookReceiver, worker_factory: Callable[..., Any]
+) -> None:
+    webhooks = Webhooks(redis)
+    sid, _ = await webhooks.subscribe(receiver.url(HOOK))
+    # Two slots: the first job ends at once, the second much later. The queue then starts with
+    # the second job, still running: the freed slot must go to the third.
+    receiver.script(HOOK, [Reply(delay_s=0.05), Reply(delay_s=1.0)])
+    dispatcher = ArqQueue(queue(redis))
+    events = [make_event() for _ in range(SLOT_TEST_JOBS)]
+    for event in events:
+        await webhooks.record(event, destination(sid))
+        await dispatcher.dispatch(event.id, [destination(sid)])
+        await asyncio.sleep(0.002)  # queued in this order (a job's score is its enqueue time, in ms)
+    started = time.monotonic()
+    await worker_factory(BRIDGE_WORKER_MAX_JOBS="2", BRIDGE_WORKER_POLL_DELAY_S="5")
+    await receiver.wait_for(SLOT_TEST_JOBS, HOOK, timeout_s=10)
+    assert time.monotonic() - started < 3.0  # well before the 5 s the job loop would sleep
     await webhooks.close()
 
 

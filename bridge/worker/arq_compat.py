@@ -43,6 +43,7 @@ from arq.worker import logger as arq_logger
 from redis.exceptions import RedisError
 
 from bridge.config import WORKER_EXIT_MARGIN_S
+from bridge.core.wake import sleep_until_set
 from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob, job_id
 from bridge.exits import (
     EXIT_DRAIN_CUT_SHORT,
@@ -206,8 +207,7 @@ class BridgeWorker(Worker):
             while True:
                 self._wake.clear()  # what happens during the iteration wakes the next one at once
                 await self._poll_iteration()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), await self._next_look_s())
+                await sleep_until_set(self._wake, await self._next_look_s())
         finally:
             _local_wakes.discard(self._wake)
             listener.cancel()

@@ -19,6 +19,7 @@ from typing import Any, Final
 from redis.exceptions import RedisError
 
 from bridge.core.pacing import LAG_PROBE_EVERY_S, Pacing, initial_limit, next_limit
+from bridge.core.wake import sleep_until_set
 from bridge.delivery.model import Dispatch
 from bridge.logs import get_logger
 from bridge.metrics import WorkerMetrics
@@ -162,8 +163,7 @@ class Poller:
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        await sleep_until_set(self._wake, seconds)
 
     def _spawn(self, tracker: ClaimedTracker) -> None:
         task = asyncio.get_running_loop().create_task(self._poll_guarded(tracker))

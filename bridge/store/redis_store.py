@@ -256,13 +256,7 @@ class RedisStore:
         """Commit several polls in one round trip; each is atomic on its own."""
         if not plans:
             return []
-        try:
-            replies = await self._commit_pipeline(plans)
-        except NoScriptError:
-            # The pipeline loaded the script, then its connection failed and the retry reached a
-            # server without it (a Sentinel failover, a restart): Redis ran nothing, so run it again,
-            # which loads the script there first.
-            replies = await self._commit_pipeline(plans)
+        replies = await self._commit_pipeline(plans)
         results = [
             CommitResult(
                 committed=reply[0] == 1,
@@ -276,13 +270,31 @@ class RedisStore:
     async def _commit_pipeline(self, plans: Sequence[CommitPlan]) -> list[Any]:
         commit_keys = [keys.SCHEDULE, keys.INFLIGHT, keys.OUTBOX, keys.WATCH_FINGERPRINTS]
         if len(plans) == 1:
-            # One poll (the usual case on a quiet worker): the script alone, without the pipeline's
-            # SCRIPT EXISTS check before it, one Redis command and one round trip instead of two.
+            # One poll (the usual case on a quiet worker): the script alone, which loads itself
+            # into Redis when Redis does not have it (after a restart or a failover).
             return [await self._commit(keys=commit_keys, args=self._commit_args(plans[0]))]
+        # Several: EVALSHA straight into one pipeline. redis-py's way (the script called with the
+        # pipeline as its client) first asks SCRIPT EXISTS, a round trip more for every batch. A
+        # NOSCRIPT answer means Redis ran nothing for that poll: the script is loaded, and those
+        # polls are sent again.
+        replies = await self._evalsha_commits(commit_keys, plans)
+        missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self.redis.script_load(self._commit.script)
+            again = await self._evalsha_commits(commit_keys, [plans[index] for index in missing])
+            for index, reply in zip(missing, again, strict=True):
+                replies[index] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _evalsha_commits(self, commit_keys: list[str], plans: Sequence[CommitPlan]) -> list[Any]:
+        """The commit script's answer for each plan, or the error Redis answered for it."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for plan in plans:
-                await self._commit(keys=commit_keys, args=self._commit_args(plan), client=pipe)
-            replies: list[Any] = await pipe.execute()
+                pipe.evalsha(self._commit.sha, len(commit_keys), *commit_keys, *self._commit_args(plan))
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
     async def release(self, tids: Iterable[str], due: float) -> int:

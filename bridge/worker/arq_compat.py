@@ -11,7 +11,9 @@ module was written against, so an upgrade comes with a read of what is below.
   poll loop stops claiming at the signal), ``main`` (wait for Redis at start; then arq's own start,
   ``log_redis_info`` and ``on_startup``, followed by a job loop woken by events instead of arq's
   ``poll(poll_delay_s)`` timer; ``burst`` mode stays arq's loop),
-  ``_poll_iteration`` (a Redis outage makes the job loop wait, not crash), ``start_jobs`` (one Lua
+  ``_poll_iteration`` (a Redis outage makes the job loop wait, not crash; outside burst mode its
+  body is arq's, with one look at the queue that also finds the first deferred job: ``heart_beat``,
+  ``start_jobs``, ``_cancel_aborted_jobs``, ``tasks``, ``cron_jobs``), ``start_jobs`` (one Lua
   claim per job, ``lua/arq_claim_job.lua``, using ``sem``, ``job_counter``, ``tasks``,
   ``in_progress_timeout_s``, ``run_job`` and ``_release_sem_dec_counter_on_complete``),
   ``_sleep_until_tasks_complete`` (the jobs still running when the drain window ends) and
@@ -43,6 +45,7 @@ from arq.worker import logger as arq_logger
 from redis.exceptions import RedisError
 
 from bridge.config import WORKER_EXIT_MARGIN_S
+from bridge.core.wake import sleep_until_set
 from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob, job_id
 from bridge.exits import (
     EXIT_DRAIN_CUT_SHORT,
@@ -154,6 +157,10 @@ class BridgeWorker(Worker):
         self._cut_short = False
         self._wake = asyncio.Event()
         """Set when the job loop should look at the queue now (see :meth:`_job_loop`)."""
+        self._deferred_known = False
+        """The job loop's last look at the queue saw when the first deferred job falls due (or that
+        none is deferred), and nothing was queued since: :meth:`_next_look_s` needs no look of its own."""
+        self._first_deferred_ms: float | None = None
 
     def handle_sig(self, signum: signal.Signals) -> None:
         self._stop_polling()
@@ -206,8 +213,7 @@ class BridgeWorker(Worker):
             while True:
                 self._wake.clear()  # what happens during the iteration wakes the next one at once
                 await self._poll_iteration()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), await self._next_look_s())
+                await sleep_until_set(self._wake, await self._next_look_s())
         finally:
             _local_wakes.discard(self._wake)
             listener.cancel()
@@ -217,15 +223,20 @@ class BridgeWorker(Worker):
         """How long the job loop may sleep: ``poll_delay``, or less when a deferred job (a retry,
         a Slack message paced or waiting for its card) falls due sooner. Nothing announces that
         moment, so without this such a job would wait for the next fallback look."""
+        if self._deferred_known:
+            return self._sleep_until_s(self._first_deferred_ms)
         try:
             first = await self.pool.zrangebyscore(
                 self.queue_name, min=timestamp_ms() + 1, max="+inf", start=0, num=1, withscores=True
             )
         except (RedisError, OSError):
             return self.poll_delay_s  # the next iteration logs and waits for Redis
-        if not first:
+        return self._sleep_until_s(float(first[0][1]) if first else None)
+
+    def _sleep_until_s(self, first_deferred_ms: float | None) -> float:
+        if first_deferred_ms is None:
             return self.poll_delay_s
-        due_in_s = (float(first[0][1]) - timestamp_ms()) / 1000
+        due_in_s = (first_deferred_ms - timestamp_ms()) / 1000
         return min(self.poll_delay_s, max(due_in_s, DEFERRED_LOOK_MIN_S))
 
     async def _listen(self) -> None:
@@ -275,8 +286,12 @@ class BridgeWorker(Worker):
                 return
 
     async def _poll_iteration(self) -> None:
+        self._deferred_known = False
         try:
-            await super()._poll_iteration()
+            if self.burst or self._queue_read_offset:
+                await super()._poll_iteration()
+            else:
+                await self._look_and_start()
         except (RedisError, OSError) as exc:
             self._redis_failures += 1
             delay = outage_wait_s(self._redis_failures)
@@ -284,6 +299,34 @@ class BridgeWorker(Worker):
             await asyncio.sleep(delay)
         else:
             self._redis_failures = 0
+
+    async def _look_and_start(self) -> None:
+        """arq's ``_poll_iteration`` (not in burst mode), whose look at the queue reads the jobs in
+        the order they fall due, one more than it may start: the due ones start, and the first that
+        is not due yet tells when to look again (:meth:`_next_look_s`), without a second look."""
+        crons, retried = [job.next_run for job in self.cron_jobs], self.jobs_retried
+        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+            now = timestamp_ms()
+            count = self.queue_read_limit
+            entries: list[tuple[bytes, float]] = await self.pool.zrange(
+                self.queue_name, 0, count, withscores=True
+            )
+            due = [jid for jid, score in entries if score <= now]
+            if len(due) < len(entries):
+                self._first_deferred_ms, self._deferred_known = entries[len(due)][1], True
+            elif len(entries) <= count:
+                self._first_deferred_ms, self._deferred_known = None, True  # nothing deferred
+            await self.start_jobs(due[:count])
+        if self.allow_abort_jobs:
+            await self._cancel_aborted_jobs()
+        for jid, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[jid]
+                task.result()  # as arq: an error in run_job surfaces here
+        await self.heart_beat()
+        if [job.next_run for job in self.cron_jobs] != crons or self.jobs_retried != retried:
+            # Queued since the look, deferred: the cron's next run, or a job's retry.
+            self._deferred_known = False
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Claim and start due jobs, all at once, one Redis round trip each.

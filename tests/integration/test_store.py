@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from bridge.core.diff import diff
 from bridge.core.model import WatchSnapshot
 from bridge.core.schedule import PollState
-from bridge.store import keys
+from bridge.store import keys, scripts
 from bridge.store.redis_store import ClaimedTracker, CommitPlan, NewEvent, RedisStore, resolved
 from tests.builders import T0, bulk, seen, watch
 
@@ -198,3 +198,38 @@ async def test_lost_schedule_entries_are_recreated_by_the_sweeper(redis: Redis) 
     assert await store.reschedule_orphans(T0) == 1
     assert await store.reschedule_orphans(T0) == 0
     assert len((await store.claim(T0, 10)).trackers) == 1
+
+
+async def _batch_of_two(redis: Redis, store: RedisStore) -> tuple[list[CommitPlan], list[str]]:
+    """A poll of each of two imports, claimed together and ready to commit."""
+    specs = [watch((11,), import_id=f"imp-{n}", id=f"wch_00000000000000000000000{n}") for n in (1, 2)]
+    for spec in specs:
+        await store.create_watch(spec, spec.id, MIN_INTERVAL_S)
+    claimed = sorted((await store.claim(T0, 10)).trackers, key=lambda t: t.tid)
+    return [plan_from(c, T0, "working") for c in claimed], [s.id for s in specs]
+
+
+async def test_a_batch_of_commits_is_one_round_trip_without_asking_whether_the_script_is_loaded(
+    redis: Redis,
+) -> None:
+    store = store_for(redis)
+    plans, _ = await _batch_of_two(redis, store)
+    await redis.script_load(scripts.source("commit"))
+    await redis.config_resetstat()
+    results = await store.commit_many(plans)
+    assert [r.committed for r in results] == [True, True]
+    calls = {name: stats["calls"] for name, stats in (await redis.info("commandstats")).items()}
+    assert "cmdstat_script|exists" not in calls and calls["cmdstat_evalsha"] == 2
+
+
+async def test_a_batch_of_commits_after_redis_lost_the_script_commits_each_poll_once(redis: Redis) -> None:
+    store = store_for(redis)
+    plans, watch_ids = await _batch_of_two(redis, store)
+    await redis.script_flush()  # a restart or a failover: the script is gone
+    results = await store.commit_many(plans)
+    assert [r.committed for r in results] == [True, True]
+    assert all(len(r.inserted) == 1 for r in results)
+    for wid in watch_ids:
+        assert await resolved(redis.llen(keys.timeline(wid))) == 1
+    again = await store.commit_many(plans)  # the same polls once more: the versions moved on
+    assert [r.committed for r in again] == [False, False]

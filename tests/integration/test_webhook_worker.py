@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from bridge.config import Settings, load_settings
 from bridge.core.codec import deserialize_job, serialize_job
+from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob, job_id
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
 from bridge.webhooks.model import destination, event_delivery_id
@@ -37,6 +38,9 @@ from tests.integration.webhooks_helpers import FERNET_KEY, LOOPBACK_NET, Webhook
 
 HOOK = "hooks/worker"
 SLOT_TEST_JOBS = 6
+DEFERRED_BY_S = 1.0
+LONG_POLL_DELAY_S = 10.0
+"""Far longer than the deferral: a job started on time was not waiting for the job loop's next look."""
 
 
 @pytest.fixture
@@ -120,6 +124,28 @@ async def test_failed_attempts_are_deferred_by_arq_on_the_configured_schedule(
     record = await webhooks.store.get_delivery(event_delivery_id(event.id, sid))
     assert record is not None and [a.status_code for a in record.attempts] == [500, 429, 204]
     assert await redis.zcard(keys.OUTBOX) == 0
+    await webhooks.close()
+
+
+async def test_a_job_deferred_before_the_job_loop_looked_starts_when_due_not_at_its_next_look(
+    redis: Redis, receiver: WebhookReceiver, worker_factory: Callable[..., Any]
+) -> None:
+    webhooks = Webhooks(redis)
+    sid, secret = await webhooks.subscribe(receiver.url(HOOK))
+    receiver.set_secrets(HOOK, [secret])
+    event = make_event()
+    await webhooks.record(event, destination(sid))
+    # Queued without a wake-up, due in a second: the job loop's first look finds when.
+    await queue(redis).enqueue_job(
+        DELIVER_FUNCTION,
+        DeliveryJob(event_id=event.id, destination=destination(sid)),
+        _job_id=job_id(event.id, destination(sid)),
+        _defer_by=DEFERRED_BY_S,
+    )
+    queued = time.time()
+    await worker_factory(BRIDGE_WORKER_POLL_DELAY_S=str(LONG_POLL_DELAY_S))
+    [got] = await receiver.wait_for(1, HOOK, timeout_s=LONG_POLL_DELAY_S)
+    assert DEFERRED_BY_S * 0.9 <= got.at - queued < LONG_POLL_DELAY_S / 2
     await webhooks.close()
 
 

@@ -1,0 +1,54 @@
+"""The client :func:`bridge.redis_url.connect` builds: a pooled connection that has something left to
+read, or that the server closed, is replaced before the next command (checked without waiting a
+turn of the event loop, :class:`bridge.redis_url.PromptHiredisParser`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from bridge.redis_url import PARSER_CLASS, PromptHiredisParser, connect
+
+SETTLE_S: Final = 0.2
+"""Long enough for a reply or a close on loopback to reach the connection's buffer."""
+
+
+def test_the_bridge_clients_use_the_prompt_parser() -> None:
+    assert PARSER_CLASS is PromptHiredisParser
+
+
+async def test_a_connection_with_an_unread_reply_is_replaced(redis_url: str) -> None:
+    client = connect(redis_url)
+    try:
+        await client.set("k", "v")
+        connection: Any = client.connection_pool._available_connections[0]
+        await connection.send_command("PING")  # its reply is never read
+        await asyncio.sleep(SETTLE_S)
+        assert await connection.can_read_destructive()
+        assert await client.get("k") == b"v"
+    finally:
+        await client.aclose(close_connection_pool=True)
+
+
+async def test_a_connection_the_server_closed_is_replaced(redis_url: str, redis: Redis) -> None:
+    client = connect(redis_url)
+    try:
+        await client.client_setname("closed-by-server")
+        await redis.client_kill_filter(_type="normal", skipme=True)
+        await asyncio.sleep(SETTLE_S)
+        assert await client.ping()
+        assert await client.client_getname() != "closed-by-server"
+    finally:
+        await client.aclose(close_connection_pool=True)
+
+
+async def test_an_idle_connection_is_handed_out_as_it_is(redis_url: str) -> None:
+    client = connect(redis_url)
+    try:
+        await client.client_setname("kept")
+        await asyncio.sleep(SETTLE_S)
+        assert await client.client_getname() == "kept"
+    finally:
+        await client.aclose(close_connection_pool=True)

@@ -101,6 +101,13 @@ def table(rows: list[tuple[str, str, str]]) -> str:
     return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows)
 
 
+def _gaps(run: dict[str, Any]) -> str:
+    return (
+        f"{run['min_request_gap_s']} s, {run['median_busy_request_gap_s']} s, "
+        f"{run['p90_busy_request_gap_s']} s ({run['gaps_below_floor']})"
+    )
+
+
 def _console_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     flip, note = result["simulator_flip_to_row"], result["redis_note_to_row"]
     rows = [
@@ -212,6 +219,16 @@ def summarize(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{n['requests_per_completed_bulk']}, {n['median_detection_delay_s']} s",
             ),
             (name, "ratio of requests (bridge / naive)", f"{result['request_ratio']}"),
+            (
+                name,
+                "request gap, bridge: min, busy median, busy p90 (below the 5 s floor)",
+                _gaps(b),
+            ),
+            (
+                name,
+                "request gap, naive: min, busy median, busy p90 (below the 5 s floor)",
+                _gaps(n),
+            ),
         ]
     if name == "latency":
         t, o = result["total"], result["own_part"]

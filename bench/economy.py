@@ -10,11 +10,16 @@ would in real time, and delays are reported in real seconds.
 
 Detection delay of a status change: from the simulator's flip to the first upstream answer that
 showed the new status (an import listing counts: it is where the bridge learns it).
+
+Request gap: between two requests for the same URL the poller paces (the import endpoint for the
+bridge, each bulk for the naive poller), as the simulator saw them arrive; "busy" gaps follow an
+answer that showed a bulk MPC was working on, when both pollers should ask at the floor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import time
 from typing import Any, Final
@@ -23,10 +28,11 @@ import aiohttp
 from redis.asyncio import Redis
 
 from bench.harness import MPC_TOKEN, Stack, stack
-from bridge.core.model import WatchSpec
+from bridge.core.model import ACTIVE_STATUSES, WatchSpec
 from bridge.store.redis_store import RedisStore
 from bridge.upstream.mpc import user_agent
 from mpc_simulator import SimulatorControl
+from mpc_simulator.state import PathKind, RequestLogEntry
 
 TIME_SCALE: Final = 10.0
 MPC_FLOOR_S: Final = 5.0
@@ -80,7 +86,7 @@ async def run_bridge(stack: Stack, imports: int, bulks: int) -> dict[str, Any]:
         stack.start_worker("worker-1", env)
         await _wait_done(control, status.id, 3600)
         await _until_watches_end(store, [f"wch_econ{n:020d}" for n in range(len(status.imports))])
-        result = await _measure(control)
+        result = await _measure(control, paced="import")
     await redis.aclose()
     return result
 
@@ -125,10 +131,33 @@ async def run_naive(stack: Stack, imports: int, bulks: int) -> dict[str, Any]:
             since = page.last_seq or since
             await asyncio.sleep(0.05)
         await asyncio.gather(*tasks)
-        return await _measure(control)
+        return await _measure(control, paced="bulk")
 
 
-async def _measure(control: SimulatorControl) -> dict[str, Any]:
+def _request_gaps(served: list[RequestLogEntry], paced: PathKind) -> dict[str, Any]:
+    """Gaps (real seconds) between consecutive arrivals of requests for the same paced URL."""
+    arrivals: dict[str, list[RequestLogEntry]] = {}
+    for request in served:
+        if request.kind == paced:
+            arrivals.setdefault(request.path, []).append(request)
+    gaps: list[float] = []
+    busy: list[float] = []
+    for entries in arrivals.values():
+        entries.sort(key=lambda e: e.t_mono - e.duration_s)
+        for before, after in itertools.pairwise(entries):
+            gap = (after.t_mono - after.duration_s - (before.t_mono - before.duration_s)) * TIME_SCALE
+            gaps.append(gap)
+            if any(status in ACTIVE_STATUSES for status in before.shown.values()):
+                busy.append(gap)
+    return {
+        "min_request_gap_s": round(min(gaps), 3) if gaps else None,
+        "gaps_below_floor": sum(gap < MPC_FLOOR_S for gap in gaps),
+        "median_busy_request_gap_s": round(statistics.median(busy), 3) if busy else None,
+        "p90_busy_request_gap_s": round(sorted(busy)[int(0.9 * (len(busy) - 1))], 3) if busy else None,
+    }
+
+
+async def _measure(control: SimulatorControl, *, paced: PathKind) -> dict[str, Any]:
     flips = [f for f in await control.all_flips() if f.source == "scenario" and f.from_ is not None]
     served = await control.all_requests()
     shown: dict[tuple[int, str], list[float]] = {}
@@ -156,6 +185,7 @@ async def _measure(control: SimulatorControl) -> dict[str, Any]:
         "observed_transitions": len(delays),
         "median_detection_delay_s": round(statistics.median(delays), 2) if delays else None,
         "p90_detection_delay_s": round(sorted(delays)[int(0.9 * (len(delays) - 1))], 2) if delays else None,
+        **_request_gaps(served, paced),
     }
 
 

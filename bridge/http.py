@@ -13,28 +13,83 @@ around each request (a tenth of a quiet worker's CPU).
 
 Webhook deliveries are the one exception: :mod:`bridge.webhooks.sender` holds its own aiohttp
 session, since its connection pool is part of the SSRF guard (keyed by the checked address).
+
+The poll schedule counts MPC's floor from the moment a request went out (:func:`recorded_sends`):
+that is when its connection was in hand, not when the caller asked, since waiting for a connection
+(a new one, or one of a pool all busy) can take longer than the rest of the request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Final, Literal
 
 import aiohttp
 import httpx
 import yarl
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
 URL_CACHE_SIZE: Final = 100_000
 """Parsed URLs kept by a :class:`Fetcher`: a poller asks the same URLs over and over, and parsing
 one costs more than the rest of building the request."""
+DEFAULT_MAX_CONNECTIONS: Final = 100
+"""aiohttp's own default, for limits that set none."""
 DEFAULT_LIMITS: Final = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
+
+
+_sends: ContextVar[list[float] | None] = ContextVar("bridge_http_sends", default=None)
+
+
+@contextlib.contextmanager
+def recorded_sends() -> Iterator[list[float]]:
+    """The epoch times at which the requests made inside (in this task) went out, in order.
+
+    A time is taken once the request's connection is in hand: from there aiohttp writes the
+    request without yielding to the event loop, so it is when the request left, to a few
+    microseconds. A request that never got a connection has none."""
+    sends: list[float] = []
+    token = _sends.set(sends)
+    try:
+        yield sends
+    finally:
+        _sends.reset(token)
+
+
+class _SendRecordingConnector(aiohttp.TCPConnector):
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's own signature
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        sends = _sends.get()
+        if sends is not None:
+            sends.append(time.time())
+        return connection
+
+
+class _Transport(AiohttpTransport):
+    """httpx-aiohttp's transport on a connector that records when requests go out."""
+
+    def get_client(self) -> aiohttp.ClientSession:
+        connector = _SendRecordingConnector(
+            keepalive_timeout=self.limits.keepalive_expiry,
+            ssl=self.ssl_context,
+            limit=self.limits.max_connections or DEFAULT_MAX_CONNECTIONS,
+        )
+        return aiohttp.ClientSession(connector=connector)
 
 
 def build_transport(*, limits: httpx.Limits = DEFAULT_LIMITS) -> httpx.AsyncBaseTransport:
     """The aiohttp-backed transport outbound clients run on (never follows redirects itself)."""
-    return AiohttpTransport(limits=limits, trust_env=False)
+    return _Transport(limits=limits, trust_env=False)
 
 
 class BodyTooLarge(Exception):

@@ -243,6 +243,9 @@ class Observation(Struct, kw_only=True, frozen=True):
     bulks: dict[int, BulkObservation] = msgspec.field(default_factory=dict)
     listing: frozenset[int] | None = None
     """Every bulk id the import endpoint listed (``None``: the import endpoint was not asked)."""
+    sent_at: float | None = None
+    """When the request that paces the import's polls went to MPC (epoch s; ``None``: none did):
+    the import request, or the last of the bulk requests when the watches name their bulks."""
 
 
 # ---------------------------------------------------------------------------- events

@@ -4,6 +4,10 @@ Intervals (docs/design.md, "Polling"): the minimum while MPC's job is busy with 
 after a change, growing by :data:`BACKOFF_FACTOR` per quiet poll while bulks only wait, up to the
 maximum; doubling per consecutive failure; ``Retry-After`` honoured up to a bound. Jitter only
 ever lengthens an interval, so the floor MPC asks for always holds.
+
+An answered poll's interval runs from the moment its pacing request was sent (:func:`next_due`):
+the time MPC took to answer and the bridge to write the result is part of the interval, not
+added to it, so a busy import's requests are the floor apart, not the floor plus a round trip.
 """
 
 from __future__ import annotations
@@ -126,3 +130,33 @@ def next_delay(
         delay = exponential(growth + 1, base_s=intervals.min_s, cap_s=intervals.max_s, factor=BACKOFF_FACTOR)
         new = msgspec.structs.replace(state, failures=0, quiet=quiet)
     return delay * (1.0 + JITTER * jitter), new
+
+
+def next_due(
+    state: PollState,
+    *,
+    failure: Failure | None,
+    changed: bool,
+    busy: bool,
+    intervals: Intervals,
+    jitter: float,
+    now: float,
+    sent_at: float | None,
+) -> tuple[float, PollState]:
+    """When the import is due again (epoch s), and the poll state to keep.
+
+    ``sent_at`` is when the request that paces the import's polls went to MPC (``None``: none
+    did), ``now`` when the poll ended. A poll that got its answer is due :func:`next_delay`
+    after ``sent_at``: the next such request goes out at least the floor after this one, and
+    exactly the floor after it while the import is busy, however long MPC took to answer. A
+    failure's backoff, a ``Retry-After`` and a poll held back by the club's budget count from
+    ``now`` (the answer, or the refusal, came then), and never from before ``sent_at``.
+    """
+    delay, new = next_delay(
+        state, failure=failure, changed=changed, busy=busy, intervals=intervals, jitter=jitter
+    )
+    if sent_at is None:
+        return now + delay, new
+    if failure is None:
+        return sent_at + delay, new
+    return max(now, sent_at) + delay, new

@@ -84,20 +84,23 @@ class Observer:
             return _throttled(grant), False
         asked = self._share(plan.bulks, grant.granted)
         answers = await self._fetch_bulks(slug, import_id, asked)
+        # The last request sent paces the next poll: no bulk is asked twice within the floor.
+        sent_at = max((a.sent_at for a in answers if a.sent_at is not None), default=None)
         failures = [a.failure for a in answers if a.failure is not None and a.failure.kind != "not_found"]
         decisive = [f for f in failures if f.kind in UNAUTHORIZED_FIRST]
         if decisive or (failures and len(failures) == len(answers)):
-            return Observation(failure=(decisive or failures)[0]), False
+            return Observation(failure=(decisive or failures)[0], sent_at=sent_at), False
         observed = {b: seen for b, a in zip(asked, answers, strict=True) if (seen := _bulk_observation(a))}
-        return Observation(bulks=observed), bool(failures) or len(asked) < len(plan.bulks)
+        return Observation(bulks=observed, sent_at=sent_at), bool(failures) or len(asked) < len(plan.bulks)
 
     async def _observe_import(
         self, slug: str, import_id: str, tracker: ClaimedTracker
     ) -> tuple[Observation, bool]:
         answer = await self._upstream.get_import(slug, import_id)
         await self._record("import", answer, slug)
+        sent_at = answer.sent_at  # the import request paces the polls; bulk details follow it
         if answer.value is None:
-            return Observation(failure=answer.failure), False
+            return Observation(failure=answer.failure, sent_at=sent_at), False
         listing = {b.id: b.status for b in answer.value.bulks}
         bulks: dict[int, BulkObservation] = {
             b.id: BulkListed(status=b.status, request_number=b.request_number) for b in answer.value.bulks
@@ -108,7 +111,7 @@ class Observer:
             # Another poll of this club was told to wait meanwhile: these details come later.
             for bulk_id in wanted:
                 bulks.pop(bulk_id, None)
-            return Observation(bulks=bulks, listing=frozenset(listing)), True
+            return Observation(bulks=bulks, listing=frozenset(listing), sent_at=sent_at), True
         asked = wanted
         if wanted:
             grant = await self._take(slug, len(wanted))
@@ -123,7 +126,7 @@ class Observer:
                 retry_soon = True
             else:
                 bulks[bulk_id] = seen
-        return Observation(bulks=bulks, listing=frozenset(listing)), retry_soon
+        return Observation(bulks=bulks, listing=frozenset(listing), sent_at=sent_at), retry_soon
 
     async def _take(self, slug: str, wanted: int) -> Grant:
         if self._budget is None:

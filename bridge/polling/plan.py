@@ -10,7 +10,7 @@ import msgspec
 
 from bridge.core import diff as diffing
 from bridge.core.model import ACTIVE_STATUSES, BulkSeen, Event, MpcBulk, Observation, WatchSnapshot, WatchSpec
-from bridge.core.schedule import Intervals, next_delay
+from bridge.core.schedule import Intervals, next_due
 from bridge.delivery.model import Attacher
 from bridge.delivery.routing import DestinationResolver
 from bridge.store.redis_store import ClaimedTracker, CommitPlan, NewEvent
@@ -58,19 +58,21 @@ class Planner:
                 )
             changed = changed or bool(result.events) or _changed_at(result.snapshot, now)
             busy = busy or _busy(result.snapshot, watch)
-        delay, poll_state = next_delay(
+        due, poll_state = next_due(
             tracker.poll_state,
             failure=observation.failure,
             changed=changed,
             busy=busy,
             intervals=self._intervals,
             jitter=self._jitter(),
+            now=now,
+            sent_at=observation.sent_at,
         )
         return CommitPlan(
             tid=tracker.tid,
             version=tracker.version,
             now=now,
-            due=now + delay,
+            due=due,
             poll_state=msgspec.structs.replace(poll_state, last_polled=now),
             snapshots=snapshots,
             events=events,

@@ -8,6 +8,7 @@ all, guarded by a compare-and-set on the tracker's version.
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import Awaitable, Collection, Iterable, Sequence
 from typing import Any, Final, TypeVar, get_args
@@ -68,6 +69,12 @@ _W_ENDED: Final = keys.W_ENDED.encode()
 
 def now_ms(now: float) -> int:
     return int(now * 1000)
+
+
+def due_ms(due: float) -> int:
+    """A due time in whole milliseconds, rounded up: an import is never claimed before it is due,
+    so the floor between two of its requests is not cut by the rounding."""
+    return math.ceil(due * 1000)
 
 
 def encode_spec(spec: WatchSpec) -> bytes:
@@ -222,7 +229,7 @@ class RedisStore:
             plan.tid,
             plan.version,
             now_ms(plan.now),
-            now_ms(plan.due),
+            due_ms(plan.due),
             self.retention_ms,
             self.event_ttl_ms,
             now_ms(ATTACHMENT_TTL_S),

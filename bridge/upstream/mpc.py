@@ -19,7 +19,7 @@ from bridge import __version__
 from bridge.config import MPC_RETRY_AFTER_MAX_S
 from bridge.core.model import Failure, FailureKind, MpcBulk, MpcImport
 from bridge.core.retry import parse_retry_after
-from bridge.http import BodyTooLarge, Fetcher, transport_error_kind
+from bridge.http import BodyTooLarge, Fetcher, recorded_sends, transport_error_kind
 
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 """A bulk of 1,000 members with errors is a few hundred kB; anything this large is not MPC."""
@@ -41,6 +41,8 @@ class MpcResponse(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
     failure: Failure | None = None
     status: int | None = None
     elapsed_s: float = 0.0
+    sent_at: float | None = None
+    """When the request went out on its connection (epoch s; ``None``: it never got one)."""
 
     @property
     def ok(self) -> bool:
@@ -151,6 +153,7 @@ class MpcClient:
                 ),
                 status=response.status,
                 elapsed_s=response.elapsed_s,
+                sent_at=response.sent_at,
             )
         return response
 
@@ -177,28 +180,36 @@ class MpcClient:
             "Accept": "application/json",
         }
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self._deadline_s):
-                status, response_headers, body = await self._http.get(url, headers)
-        except TimeoutError:
-            return self._failed("timeout", f"no answer within {self._deadline_s:g}s", None, started)
-        except BodyTooLarge:
-            return self._failed("malformed", f"body larger than {MAX_BODY_BYTES} bytes", 200, started)
-        except httpx.HTTPError as exc:
-            kind = transport_error_kind(exc)
-            detail = (
-                "no answer in time"
-                if kind == "timeout"
-                else f"connection failed ({type(exc.__cause__ or exc).__name__})"
-            )
-            return self._failed(kind, detail, None, started)
+        with recorded_sends() as sends:
+            try:
+                async with asyncio.timeout(self._deadline_s):
+                    status, response_headers, body = await self._http.get(url, headers)
+            except TimeoutError:
+                return self._failed(
+                    "timeout", f"no answer within {self._deadline_s:g}s", None, started, _last(sends)
+                )
+            except BodyTooLarge:
+                return self._failed(
+                    "malformed", f"body larger than {MAX_BODY_BYTES} bytes", 200, started, _last(sends)
+                )
+            except httpx.HTTPError as exc:
+                kind = transport_error_kind(exc)
+                detail = (
+                    "no answer in time"
+                    if kind == "timeout"
+                    else f"connection failed ({type(exc.__cause__ or exc).__name__})"
+                )
+                return self._failed(kind, detail, None, started, _last(sends))
+        sent_at = _last(sends)
         elapsed = time.perf_counter() - started
         if status == 200:
             try:
-                return MpcResponse(value=decoder.decode(body), status=status, elapsed_s=elapsed)
+                return MpcResponse(
+                    value=decoder.decode(body), status=status, elapsed_s=elapsed, sent_at=sent_at
+                )
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError) as exc:
                 # RecursionError: JSON nested deeper than msgspec follows (a hostile answer).
-                return self._failed("malformed", str(exc)[:MAX_ERROR_DETAIL_CHARS], status, started)
+                return self._failed("malformed", str(exc)[:MAX_ERROR_DETAIL_CHARS], status, started, sent_at)
         retry_after = None
         if status in RETRY_AFTER_STATUSES:
             retry_after = parse_retry_after(
@@ -207,10 +218,21 @@ class MpcClient:
         failure = Failure(
             kind=_failure_kind(status), detail=_error_detail(status, body), retry_after=retry_after
         )
-        return MpcResponse(failure=failure, status=status, elapsed_s=elapsed)
+        return MpcResponse(failure=failure, status=status, elapsed_s=elapsed, sent_at=sent_at)
 
     @staticmethod
-    def _failed(kind: FailureKind, detail: str, status: int | None, started: float) -> MpcResponse[T]:
+    def _failed(
+        kind: FailureKind, detail: str, status: int | None, started: float, sent_at: float | None
+    ) -> MpcResponse[T]:
         return MpcResponse(
-            failure=Failure(kind=kind, detail=detail), status=status, elapsed_s=time.perf_counter() - started
+            failure=Failure(kind=kind, detail=detail),
+            status=status,
+            elapsed_s=time.perf_counter() - started,
+            sent_at=sent_at,
         )
+
+
+def _last(sends: list[float]) -> float | None:
+    """When the request last went out (aiohttp sends it again on a kept-alive connection that
+    turned out closed)."""
+    return sends[-1] if sends else None

@@ -87,7 +87,12 @@ async def run(
                     for n in range(start, min(watches, start + BATCH))
                 ]
             )
-    env = stack.bridge_env(BRIDGE_POLL_MIN_INTERVAL_S=str(floor_s), BRIDGE_POLL_MAX_INTERVAL_S=str(ceiling_s))
+    env = stack.bridge_env(
+        BRIDGE_POLL_MIN_INTERVAL_S=str(floor_s),
+        BRIDGE_POLL_MAX_INTERVAL_S=str(ceiling_s),
+        # Every watch is one simulated club's: the per-club cap would refuse all but its first ones.
+        BRIDGE_MAX_WATCHES_PER_CLUB=str(watches),
+    )
     stack.start_api(env)
     redis = Redis(port=stack.redis_port)
     before = int((await redis.info("memory"))["used_memory"])

@@ -37,6 +37,7 @@ from bridge.core.catalog import EVENT_TYPES
 from bridge.core.model import FailureKind
 from bridge.logs import get_logger
 from bridge.store import keys
+from bridge.store.redis_store import active_watches
 
 PREFIX: Final = "bridge_"
 FLUSH_EVERY_S: Final = 5.0
@@ -259,10 +260,10 @@ async def read_gauges(redis: Any) -> dict[str, tuple[str, float]]:
         pipe.zcard(keys.OUTBOX)
         pipe.zcard(keys.QUEUE)
         pipe.zcount(keys.QUEUE, "-inf", int(time.time() * 1000))
-        pipe.zcard(keys.watches_by_state("active"))
         pipe.zcard(keys.SCHEDULE)
         pipe.zcard(keys.INFLIGHT)
-        outbox, queue, due, active, scheduled, inflight = await pipe.execute()
+        outbox, queue, due, scheduled, inflight = await pipe.execute()
+    active = await active_watches(redis)
     return {
         "outbox_depth": ("Events recorded for a destination and not yet delivered.", outbox),
         "queue_depth": ("Jobs in the arq queue (due now or deferred).", queue),

@@ -208,8 +208,7 @@ async def club_views(
 ) -> list[ClubView]:
     configured = await credentials.configured()
     slugs = set(configured)
-    async for raw in redis.scan_iter(match=keys.WATCHES_BY_CLUB_PREFIX + "*", count=SCAN_COUNT):
-        slugs.add((raw.decode() if isinstance(raw, bytes) else raw).removeprefix(keys.WATCHES_BY_CLUB_PREFIX))
+    slugs.update(await store.clubs_with_watches(indexed=True))
     shown = sorted(s for s in slugs if principal.sees(s))
     uses = await budget.use(shown)
     views = []

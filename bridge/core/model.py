@@ -174,8 +174,11 @@ class BulkSnapshot(Struct, kw_only=True, array_like=True):
         return self.missing or self.status in TERMINAL_STATUSES
 
 
-class WatchSnapshot(Struct, kw_only=True):
-    """Everything the diff engine remembers about one watch between two polls."""
+class WatchSnapshot(Struct, kw_only=True, array_like=True):
+    """Everything the diff engine remembers about one watch between two polls.
+
+    Stored as an array (one per watch): new fields go at the end, with a default.
+    """
 
     bulks: dict[int, BulkSnapshot] = msgspec.field(default_factory=dict)
     seq: int = 0

@@ -7,13 +7,18 @@ Layout (``{tid}`` is a tracker id ``slug/import_id``: one per MPC import, shared
     bridge:inflight                  zset  tid -> lease expiry (ms) while a worker polls it
     bridge:tracker:{tid}             hash  v (version, compare-and-set), lp (last poll, ms),
                                            p (poll state), w:{wid} (each active watch on the
-                                           import), n (how many), s:{wid} (each one's snapshot)
-    bridge:watch:{wid}               hash  doc (the WatchSpec, msgpack), state, fp, created_at,
-                                           updated_at, ended_at, snapshot (final, once ended)
-    bridge:watches                   zset  wid -> created (ms)
-    bridge:watches:club:{slug}       zset  wid -> created (ms), the club's watches
-    bridge:watches:state:{state}     zset  wid -> created (ms), watches in that state
-    bridge:watch-fingerprints        hash  fingerprint of a creation request -> wid
+                                           import -> the fingerprint of the request that created
+                                           it: an identical request names the same import, so it
+                                           finds the watch there), n (how many), s:{wid} (each
+                                           one's snapshot)
+    bridge:watch:{wid}               hash  d (the WatchSpec, msgpack; its created_at is the
+                                           watch's), s (state); once ended: e (ended, ms), f (the
+                                           final snapshot); u (updated, ms) only where it is
+                                           neither the creation nor the end
+    bridge:watch-index:{slug}:{state} zset wid -> created (ms): the club's watches in that state;
+                                           every watch is in exactly one (lists by club, by state
+                                           or of all watches merge these)
+    bridge:watch-clubs               set   the clubs that have (or had) a watch index
     bridge:timeline:{wid}            list  event ids, oldest first
     bridge:event:{eid}               string the event, JSON (the exact webhook body)
     bridge:outbox                    zset  "{eid}|{destination}" -> when recorded (ms)
@@ -78,8 +83,7 @@ PREFIX: Final = "bridge:"
 
 SCHEDULE: Final = PREFIX + "schedule"
 INFLIGHT: Final = PREFIX + "inflight"
-WATCHES: Final = PREFIX + "watches"
-WATCH_FINGERPRINTS: Final = PREFIX + "watch-fingerprints"
+WATCH_CLUBS: Final = PREFIX + "watch-clubs"
 OUTBOX: Final = PREFIX + "outbox"
 QUEUE: Final = PREFIX + "queue"
 CREDENTIALS: Final = PREFIX + "credentials"
@@ -99,8 +103,7 @@ workers start a job at once instead of looking at the queue many times a second.
 
 TRACKER_PREFIX: Final = PREFIX + "tracker:"
 WATCH_PREFIX: Final = PREFIX + "watch:"
-WATCHES_BY_CLUB_PREFIX: Final = WATCHES + ":club:"
-WATCHES_BY_STATE_PREFIX: Final = WATCHES + ":state:"
+WATCH_INDEX_PREFIX: Final = PREFIX + "watch-index:"
 TIMELINE_PREFIX: Final = PREFIX + "timeline:"
 EVENT_PREFIX: Final = PREFIX + "event:"
 DELIVERED_PREFIX: Final = PREFIX + "delivered:"
@@ -130,6 +133,7 @@ LAYOUT: Final = PREFIX + "layout"
 MIGRATION_LOCK: Final = LAYOUT + ":migrating"
 
 OUTBOX_SEPARATOR: Final = "|"
+INDEX_SEPARATOR: Final = ":"
 
 # Fields of the tracker hash (``bridge:tracker:{tid}``).
 F_VERSION: Final = "v"
@@ -139,14 +143,12 @@ F_SNAPSHOT_PREFIX: Final = "s:"
 F_WATCH_PREFIX: Final = "w:"
 F_WATCH_COUNT: Final = "n"
 
-# Fields of the watch hash (``bridge:watch:{wid}``).
-W_DOC: Final = "doc"
-W_STATE: Final = "state"
-W_FINGERPRINT: Final = "fp"
-W_CREATED: Final = "created_at"
-W_UPDATED: Final = "updated_at"
-W_ENDED: Final = "ended_at"
-W_SNAPSHOT: Final = "snapshot"
+# Fields of the watch hash (``bridge:watch:{wid}``): one letter each, a hash is kept per watch.
+W_DOC: Final = "d"
+W_STATE: Final = "s"
+W_ENDED: Final = "e"
+W_UPDATED: Final = "u"
+W_SNAPSHOT: Final = "f"
 
 # Fields of the subscription hash (``bridge:subscription:{sid}``).
 S_DOC: Final = "doc"
@@ -183,12 +185,8 @@ def watch(wid: str) -> str:
     return WATCH_PREFIX + wid
 
 
-def watches_by_club(slug: str) -> str:
-    return WATCHES_BY_CLUB_PREFIX + slug
-
-
-def watches_by_state(state: str) -> str:
-    return WATCHES_BY_STATE_PREFIX + state
+def watch_index(slug: str, state: str) -> str:
+    return f"{WATCH_INDEX_PREFIX}{slug}{INDEX_SEPARATOR}{state}"
 
 
 def timeline(wid: str) -> str:
@@ -286,3 +284,18 @@ def worker_health(host: str) -> str:
 
 def slack_socket_health(host: str) -> str:
     return SLACK_SOCKET_HEALTH_PREFIX + host
+
+
+# Layout 4's names, read only by the upgrade to layout 5 (:mod:`bridge.store.layout`): three
+# indexes per watch (all, per club, per state), a global fingerprint map, and long field names.
+L4_WATCHES: Final = PREFIX + "watches"
+L4_WATCHES_BY_CLUB_PREFIX: Final = L4_WATCHES + ":club:"
+L4_WATCHES_BY_STATE_PREFIX: Final = L4_WATCHES + ":state:"
+L4_WATCH_FINGERPRINTS: Final = PREFIX + "watch-fingerprints"
+L4_W_DOC: Final = "doc"
+L4_W_STATE: Final = "state"
+L4_W_FINGERPRINT: Final = "fp"
+L4_W_CREATED: Final = "created_at"
+L4_W_UPDATED: Final = "updated_at"
+L4_W_ENDED: Final = "ended_at"
+L4_W_SNAPSHOT: Final = "snapshot"

@@ -18,9 +18,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from bridge.store import keys, scripts
+import msgspec
 
-LAYOUT_VERSION: Final = 4
+from bridge.core.model import WatchSnapshot, WatchSpec
+from bridge.store import keys, scripts
+from bridge.store.redis_store import encode_snapshot
+
+LAYOUT_VERSION: Final = 5
 UNVERSIONED: Final = 1
 """The layout of every release before the version was stored."""
 LOCK_TTL_S: Final = 300.0
@@ -28,6 +32,8 @@ LOCK_TTL_S: Final = 300.0
 LOCK_WAIT_S: Final = 0.2
 """How often a process waiting for another one's migration looks again."""
 SCAN_COUNT: Final = 1000
+L4_STATES: Final = ("active", "completed", "stopped", "expired", "error")
+"""The watch states of layout 4, each with its global index (``bridge:watches:state:{state}``)."""
 
 Step = Callable[[Any], Awaitable[int]]
 """Upgrades the data from the version before to its own; answers how many keys it changed.
@@ -72,6 +78,102 @@ async def _slack_channel_lists_start_empty(redis: Any) -> int:
     return 0
 
 
+async def _one_index_entry_per_watch(redis: Any) -> int:
+    """5: a watch costs less memory. Its three index entries (all watches, its club's, its
+    state's) become one, in its club's index of its state (``bridge:watch-index:{slug}:{state}``,
+    with ``bridge:watch-clubs``); the global fingerprint map goes, each active watch's fingerprint
+    now being the value of its field on its import's tracker; the watch hash's fields get
+    one-letter names and lose the creation time (its spec's), the fingerprint and an update time
+    that is only the creation or the end; snapshots are stored as arrays, not maps. Each watch is
+    upgraded in one step (a watch already upgraded is left alone), then the snapshots on the
+    trackers; the old indexes go last."""
+    upgrade = scripts.register(redis, "upgrade_watch_5")
+    decoder = msgspec.msgpack.Decoder(WatchSpec)
+    upgraded = 0
+    batch: list[str] = []
+
+    async def flush() -> int:
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in batch:
+                pipe.hmget(key, [keys.L4_W_DOC, keys.L4_W_STATE, keys.L4_W_CREATED, keys.L4_W_SNAPSHOT])
+            rows = await pipe.execute()
+        done = 0
+        for key, (doc, state, created, snapshot) in zip(batch, rows, strict=True):
+            if doc is None:
+                continue  # upgraded already
+            try:
+                spec: WatchSpec | None = decoder.decode(doc)
+            except msgspec.DecodeError:
+                spec = None  # no bridge could read it: it stays out of the indexes
+            if spec is None or state is None:
+                index = tracker = slug = ""
+                score = 0
+            else:
+                slug = spec.loyalty_club_slug
+                index = keys.watch_index(slug, _text(state))
+                tracker = keys.tracker(spec.tracker_id)
+                score = int(created) if created is not None else int(spec.created_at * 1000)
+            wid = key.removeprefix(keys.WATCH_PREFIX)
+            final = _snapshot_as_array(snapshot) or snapshot or b""
+            done += int(
+                await upgrade(keys=[key, index, tracker, keys.WATCH_CLUBS], args=[wid, slug, score, final])
+            )
+        batch.clear()
+        return done
+
+    async for raw in redis.scan_iter(match=keys.WATCH_PREFIX + "*", count=SCAN_COUNT):
+        batch.append(_text(raw))
+        if len(batch) >= SCAN_COUNT:
+            upgraded += await flush()
+    if batch:
+        upgraded += await flush()
+    await _tracker_snapshots_as_arrays(redis)
+    legacy = [
+        keys.L4_WATCHES,
+        keys.L4_WATCH_FINGERPRINTS,
+        *(keys.L4_WATCHES_BY_STATE_PREFIX + state for state in L4_STATES),
+    ]
+    async for raw in redis.scan_iter(match=keys.L4_WATCHES_BY_CLUB_PREFIX + "*", count=SCAN_COUNT):
+        legacy.append(_text(raw))
+    await redis.unlink(*legacy)
+    return upgraded
+
+
+async def _tracker_snapshots_as_arrays(redis: Any) -> None:
+    """Layout 4 stored a snapshot as a map, layout 5 as an array: the active watches' snapshots on
+    the trackers are re-encoded, each only if it is still the one read."""
+    replace = scripts.register(redis, "reseal_field")
+    prefix = keys.F_SNAPSHOT_PREFIX.encode()
+    async for raw in redis.scan_iter(match=keys.TRACKER_PREFIX + "*", count=SCAN_COUNT):
+        tracker = _text(raw)
+        fields = await redis.hgetall(tracker)
+        for field, value in fields.items():
+            if field.startswith(prefix) and (array := _snapshot_as_array(value)) is not None:
+                await replace(keys=[tracker], args=[field, value, array])
+
+
+def _snapshot_as_array(value: bytes | None) -> bytes | None:
+    """A layout-4 snapshot (a map) encoded as layout 5 stores it; ``None`` when it is not one."""
+    if not value:
+        return None
+    try:
+        stored = msgspec.msgpack.decode(value)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(stored, dict):
+        return None  # an array already
+    defaults = WatchSnapshot()
+    ordered = [stored.get(name, getattr(defaults, name)) for name in WatchSnapshot.__struct_fields__]
+    try:
+        return encode_snapshot(msgspec.convert(ordered, WatchSnapshot))
+    except msgspec.ValidationError:
+        return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 STEPS: Final[dict[int, tuple[str, Step]]] = {
     2: ("Slack's unmasked errors summaries become the slack attachment of their event",
         _slack_errors_become_attachments),
@@ -79,6 +181,8 @@ STEPS: Final[dict[int, tuple[str, Step]]] = {
         _keys_limited_to_clubs),
     4: ("Slack channel lists per club and progress mutes per watch (new keys, nothing to rewrite)",
         _slack_channel_lists_start_empty),
+    5: ("one index entry per watch (its club's, of its state), fingerprints on the trackers, "
+        "short watch fields", _one_index_entry_per_watch),
 }  # fmt: skip
 """Version → (what it changes, the step that upgrades the version before to it)."""
 

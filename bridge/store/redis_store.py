@@ -62,9 +62,9 @@ _spec_decoder: Final = msgspec.msgpack.Decoder(WatchSpec)
 _W_DOC: Final = keys.W_DOC.encode()
 _W_STATE: Final = keys.W_STATE.encode()
 _W_SNAPSHOT: Final = keys.W_SNAPSHOT.encode()
-_W_CREATED: Final = keys.W_CREATED.encode()
 _W_UPDATED: Final = keys.W_UPDATED.encode()
 _W_ENDED: Final = keys.W_ENDED.encode()
+WATCH_STATES: Final[tuple[WatchState, ...]] = get_args(WatchState)
 
 
 def now_ms(now: float) -> int:
@@ -75,6 +75,32 @@ def due_ms(due: float) -> int:
     """A due time in whole milliseconds, rounded up: an import is never claimed before it is due,
     so the floor between two of its requests is not cut by the rounding."""
     return math.ceil(due * 1000)
+
+
+def _trailing_defaults_dropped(values: tuple[Any, ...], defaults: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An array-like struct's fields without the defaults at its end (it decodes to the same)."""
+    end = len(values)
+    while end and values[end - 1] == defaults[end - 1]:
+        end -= 1
+    return values[:end]
+
+
+_SNAPSHOT_DEFAULTS: Final = msgspec.structs.astuple(WatchSnapshot())
+_POLL_STATE_DEFAULTS: Final = msgspec.structs.astuple(PollState())
+
+
+def encode_snapshot(snapshot: WatchSnapshot) -> bytes:
+    """Compact msgpack (an array, without the defaults at its end): one is kept per watch."""
+    return _snapshot_encoder.encode(
+        _trailing_defaults_dropped(msgspec.structs.astuple(snapshot), _SNAPSHOT_DEFAULTS)
+    )
+
+
+def encode_poll_state(state: PollState) -> bytes:
+    """Like :func:`encode_snapshot`, and without ``last_polled``: the tracker keeps that apart (its
+    ``lp``, in ms, which the scripts read) and the claim puts it back."""
+    kept = msgspec.structs.astuple(msgspec.structs.replace(state, last_polled=PollState().last_polled))
+    return _snapshot_encoder.encode(_trailing_defaults_dropped(kept, _POLL_STATE_DEFAULTS))
 
 
 def encode_spec(spec: WatchSpec) -> bytes:
@@ -168,6 +194,34 @@ def _changes_of(plans: Sequence[CommitPlan], results: Sequence[CommitResult]) ->
     return [Change(kind="watch", watch_id=wid, club=club) for wid, club in changed.items()]
 
 
+async def index_size(redis: Any, indexes: Sequence[str]) -> int:
+    """How many entries these watch indexes hold together (one round trip)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for index in indexes:
+            pipe.zcard(index)
+        sizes: list[int] = await pipe.execute()
+    return sum(sizes)
+
+
+async def clubs_with_watches(redis: Any, *, indexed: bool = False) -> list[str]:
+    """The clubs with watches, sorted. A club whose every watch is gone stays in the set until the
+    sweeper's next trim; ``indexed``: only the clubs that still have a watch in an index."""
+    clubs = sorted(_text(member) for member in await resolved(redis.smembers(keys.WATCH_CLUBS)))
+    if not indexed or not clubs:
+        return clubs
+    async with redis.pipeline(transaction=False) as pipe:
+        for club in clubs:
+            pipe.exists(*(keys.watch_index(club, state) for state in WATCH_STATES))
+        found: list[int] = await pipe.execute()
+    return [club for club, count in zip(clubs, found, strict=True) if count]
+
+
+async def active_watches(redis: Any) -> int:
+    """How many watches are active, over every club."""
+    clubs = await clubs_with_watches(redis)
+    return await index_size(redis, [keys.watch_index(club, "active") for club in clubs])
+
+
 class RedisStore:
     """All reads and writes of the bridge's state (the API and the workers share it)."""
 
@@ -191,6 +245,8 @@ class RedisStore:
         self._explicit = scripts.register(redis, "record_explicit")
         self._mark = scripts.register(redis, "mark_delivered")
         self._trim = scripts.register(redis, "trim_index")
+        self._forget_club = scripts.register(redis, "forget_club")
+        self._index_page = scripts.register(redis, "index_page")
 
     # ------------------------------------------------------------------ polling
 
@@ -216,10 +272,14 @@ class RedisStore:
                 if wid in watches:
                     snapshots[wid] = _snapshot_decoder.decode(value)
         raw_state = values.get(keys.F_POLL_STATE.encode())
+        poll_state = _poll_state_decoder.decode(raw_state) if raw_state else PollState()
+        last_poll = values.get(keys.F_LAST_POLL.encode())
+        if last_poll is not None:
+            poll_state = msgspec.structs.replace(poll_state, last_polled=_ms_to_s(last_poll))
         return ClaimedTracker(
             tid=_text(tid),
             version=_text(values.get(keys.F_VERSION.encode(), b"0")),
-            poll_state=_poll_state_decoder.decode(raw_state) if raw_state else PollState(),
+            poll_state=poll_state,
             watches=watches,
             snapshots=snapshots,
         )
@@ -236,12 +296,12 @@ class RedisStore:
         ]
         fields: list[Any] = [
             keys.F_POLL_STATE,
-            _snapshot_encoder.encode(plan.poll_state),
+            encode_poll_state(plan.poll_state),
             keys.F_LAST_POLL,
             now_ms(plan.poll_state.last_polled),
         ]
         for wid, snapshot in plan.snapshots.items():
-            fields += [keys.snapshot_field(wid), _snapshot_encoder.encode(snapshot)]
+            fields += [keys.snapshot_field(wid), encode_snapshot(snapshot)]
         args += [len(fields) // 2, *fields, len(plan.events)]
         for new in plan.events:
             args += [
@@ -255,8 +315,14 @@ class RedisStore:
             for destination, payload in new.attachments:
                 args += [destination, payload]
         args.append(len(plan.ended))
+        club = club_of_tracker(plan.tid)
         for wid, snapshot in plan.ended.items():
-            args += [wid, snapshot.state, _snapshot_encoder.encode(snapshot)]
+            args += [
+                wid,
+                snapshot.state,
+                encode_snapshot(snapshot),
+                keys.watch_index(club, snapshot.state),
+            ]
         return args
 
     async def commit_many(self, plans: Sequence[CommitPlan]) -> list[CommitResult]:
@@ -275,20 +341,19 @@ class RedisStore:
         return results
 
     async def _commit_pipeline(self, plans: Sequence[CommitPlan]) -> list[Any]:
-        commit_keys = [keys.SCHEDULE, keys.INFLIGHT, keys.OUTBOX, keys.WATCH_FINGERPRINTS]
         if len(plans) == 1:
             # One poll (the usual case on a quiet worker): the script alone, which loads itself
             # into Redis when Redis does not have it (after a restart or a failover).
-            return [await self._commit(keys=commit_keys, args=self._commit_args(plans[0]))]
+            return [await self._commit(keys=self._commit_keys(plans[0]), args=self._commit_args(plans[0]))]
         # Several: EVALSHA straight into one pipeline. redis-py's way (the script called with the
         # pipeline as its client) first asks SCRIPT EXISTS, a round trip more for every batch. A
         # NOSCRIPT answer means Redis ran nothing for that poll: the script is loaded, and those
         # polls are sent again.
-        replies = await self._evalsha_commits(commit_keys, plans)
+        replies = await self._evalsha_commits(plans)
         missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             await self.redis.script_load(self._commit.script)
-            again = await self._evalsha_commits(commit_keys, [plans[index] for index in missing])
+            again = await self._evalsha_commits([plans[index] for index in missing])
             for index, reply in zip(missing, again, strict=True):
                 replies[index] = reply
         for reply in replies:
@@ -296,13 +361,19 @@ class RedisStore:
                 raise reply
         return replies
 
-    async def _evalsha_commits(self, commit_keys: list[str], plans: Sequence[CommitPlan]) -> list[Any]:
+    async def _evalsha_commits(self, plans: Sequence[CommitPlan]) -> list[Any]:
         """The commit script's answer for each plan, or the error Redis answered for it."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for plan in plans:
+                commit_keys = self._commit_keys(plan)
                 pipe.evalsha(self._commit.sha, len(commit_keys), *commit_keys, *self._commit_args(plan))
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
+
+    @staticmethod
+    def _commit_keys(plan: CommitPlan) -> list[str]:
+        active = keys.watch_index(club_of_tracker(plan.tid), "active")
+        return [keys.SCHEDULE, keys.INFLIGHT, keys.OUTBOX, active]
 
     async def release(self, tids: Iterable[str], due: float) -> int:
         """Hand claimed imports back, due at ``due`` (a worker stopping before it could poll them:
@@ -326,7 +397,12 @@ class RedisStore:
         active watch exists. Raises :class:`LimitReached` when the club already has
         ``max_per_club`` active watches (0: no limit); counted in the same atomic step."""
         created, wid = await self._create(
-            keys=[keys.SCHEDULE, keys.INFLIGHT, keys.WATCHES, keys.WATCH_FINGERPRINTS],
+            keys=[
+                keys.SCHEDULE,
+                keys.INFLIGHT,
+                keys.watch_index(spec.loyalty_club_slug, "active"),
+                keys.WATCH_CLUBS,
+            ],
             args=[
                 spec.id,
                 spec.tracker_id,
@@ -346,8 +422,14 @@ class RedisStore:
 
     async def stop_watch(self, spec: WatchSpec, now: float) -> bool:
         """Stop an active watch; False when it had already ended."""
+        slug = spec.loyalty_club_slug
         stopped, _ = await self._stop(
-            keys=[keys.SCHEDULE, keys.INFLIGHT, keys.WATCH_FINGERPRINTS],
+            keys=[
+                keys.SCHEDULE,
+                keys.INFLIGHT,
+                keys.watch_index(slug, "active"),
+                keys.watch_index(slug, "stopped"),
+            ],
             args=[spec.id, now_ms(now), self.retention_ms, spec.tracker_id],
         )
         if stopped == 1:
@@ -375,12 +457,17 @@ class RedisStore:
             raw_snapshot = await resolved(
                 self.redis.hget(keys.tracker(spec.tracker_id), keys.snapshot_field(wid))
             )
+        # Created: the millisecond the index holds (the spec's own time, to the millisecond);
+        # updated: the end, or the creation (a field of its own only when it is neither).
+        created_at = now_ms(spec.created_at) / 1000.0
+        ended_at = _ms_to_s(fields[_W_ENDED]) if _W_ENDED in fields else None
+        updated_at = _ms_to_s(fields[_W_UPDATED]) if _W_UPDATED in fields else ended_at or created_at
         return WatchRecord(
             spec=spec,
             state=state,
-            created_at=_ms_to_s(fields[_W_CREATED]),
-            updated_at=_ms_to_s(fields[_W_UPDATED]),
-            ended_at=_ms_to_s(fields[_W_ENDED]) if _W_ENDED in fields else None,
+            created_at=created_at,
+            updated_at=updated_at,
+            ended_at=ended_at,
             snapshot=_snapshot_decoder.decode(raw_snapshot) if raw_snapshot else None,
         )
 
@@ -396,26 +483,26 @@ class RedisStore:
         """Newest first, filtered (``clubs``: only these clubs' watches); the offset to continue
         from, or ``None`` at the end.
 
-        Ended watches leave the indexes lazily: an id whose watch expired is skipped and dropped.
+        The watches are in one index per club and state; a list reads the indexes its filters
+        leave merged (``lua/index_page.lua``). Ended watches leave the indexes lazily: an id whose
+        watch expired is skipped and dropped.
         """
-        if slug is None and clubs is not None and len(clubs) == 1:
-            slug = next(iter(clubs))  # one club: its own index, not a scan of every club's watches
-        index = (
-            keys.watches_by_club(slug) if slug else keys.watches_by_state(state) if state else keys.WATCHES
-        )
+        indexes = await self._indexes(slug, state, clubs)
+        if not indexes:
+            return [], None
         found: list[WatchRecord] = []
         position = offset
         while len(found) < limit:
-            ids = await self.redis.zrevrange(index, position, position + LIST_SCAN_BATCH - 1)
+            ids, origins = await self._index_page(keys=indexes, args=[position, LIST_SCAN_BATCH])
             if not ids:
                 return found, None
-            for raw in ids:
+            for raw, origin in zip(ids, origins, strict=True):
                 position += 1
                 wid = _text(raw)
                 record = await self.get_watch(wid)
                 if record is None:
-                    await self._forget_watch(wid, index)
-                    position -= 1  # the index shrank under us
+                    await self.redis.zrem(indexes[int(origin) - 1], wid)
+                    position -= 1  # the merged indexes shrank under us
                     continue
                 if (slug and record.spec.loyalty_club_slug != slug) or (state and record.state != state):
                     continue
@@ -424,12 +511,22 @@ class RedisStore:
                 found.append(record)
                 if len(found) == limit:
                     break
-        more = await self.redis.zcard(index) > position
+        more = await index_size(self.redis, indexes) > position
         return found, position if more else None
 
-    async def _forget_watch(self, wid: str, index: str) -> None:
-        await self.redis.zrem(index, wid)
-        await self.redis.zrem(keys.WATCHES, wid)
+    async def _indexes(self, slug: str | None, state: str | None, clubs: Collection[str] | None) -> list[str]:
+        """The watch indexes a list with these filters reads."""
+        if slug:
+            slugs = [slug]
+        elif clubs is not None:
+            slugs = sorted(clubs)
+        else:
+            slugs = await self.clubs_with_watches()
+        states: Sequence[str] = [state] if state else WATCH_STATES
+        return [keys.watch_index(club, each) for club in slugs for each in states]
+
+    async def clubs_with_watches(self, *, indexed: bool = False) -> list[str]:
+        return await clubs_with_watches(self.redis, indexed=indexed)
 
     async def timeline(self, wid: str, offset: int, limit: int) -> list[bytes]:
         """Event bodies of a watch's timeline, oldest first, from ``offset``."""
@@ -543,40 +640,37 @@ class RedisStore:
         return bool(await self.redis.set(keys.INDEXES_TRIMMED, b"1", nx=True, px=now_ms(TRIM_EVERY_S)))
 
     async def trim_indexes(self, batch: int = TRIM_BATCH) -> int:
-        """Drop the entries of watches whose retention ran out from every watch index (all, per
-        state, per club) and the fingerprints of watches no longer active. Listing does it too,
-        lazily, but only for what it reads; this keeps indexes nobody lists from growing."""
-        indexes = [keys.WATCHES, *(keys.watches_by_state(state) for state in get_args(WatchState))]
-        async for key in self.redis.scan_iter(match=keys.WATCHES_BY_CLUB_PREFIX + "*", count=batch):
-            indexes.append(_text(key))
+        """Drop the entries of watches whose retention ran out from every watch index, and the
+        clubs left without any index from the set of clubs. Listing does it too, lazily, but only
+        for what it reads; this keeps indexes nobody lists from growing."""
         dropped = 0
-        for index in indexes:
-            cursor = 0
-            while True:
-                cursor, entries = await self.redis.zscan(index, cursor=cursor, count=batch)
-                if entries:
-                    dropped += await self._trim(keys=[index], args=["zset", *(wid for wid, _ in entries)])
-                if cursor == 0:
-                    break
-        cursor = 0
-        while True:
-            cursor, found = await self.redis.hscan(keys.WATCH_FINGERPRINTS, cursor=cursor, count=batch)
-            if found:
-                pairs = [part for fp, wid in found.items() for part in (fp, wid)]
-                dropped += await self._trim(keys=[keys.WATCH_FINGERPRINTS], args=["hash", *pairs])
-            if cursor == 0:
-                return int(dropped)
+        for club in await self.clubs_with_watches():
+            indexes = [keys.watch_index(club, state) for state in WATCH_STATES]
+            for index in indexes:
+                cursor = 0
+                while True:
+                    cursor, entries = await self.redis.zscan(index, cursor=cursor, count=batch)
+                    if entries:
+                        dropped += await self._trim(keys=[index], args=[wid for wid, _ in entries])
+                    if cursor == 0:
+                        break
+            await self._forget_club(keys=[keys.WATCH_CLUBS, *indexes], args=[club])
+        return int(dropped)
 
     async def reschedule_orphans(self, now: float, batch: int = ORPHAN_SCAN_BATCH) -> int:
         """Imports with an active watch that are neither scheduled nor leased (lost in a Redis
         restart without a full AOF, say) are made due again. Reads every active watch: run it
         rarely (:data:`ORPHAN_CHECK_EVERY_S`)."""
         fixed = 0
+        for club in await self.clubs_with_watches():
+            fixed += await self._reschedule_orphans_of(keys.watch_index(club, "active"), now, batch)
+        return fixed
+
+    async def _reschedule_orphans_of(self, index: str, now: float, batch: int) -> int:
+        fixed = 0
         cursor = 0
         while True:
-            cursor, entries = await self.redis.zscan(
-                keys.watches_by_state("active"), cursor=cursor, count=batch
-            )
+            cursor, entries = await self.redis.zscan(index, cursor=cursor, count=batch)
             if entries:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for wid, _ in entries:

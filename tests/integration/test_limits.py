@@ -183,7 +183,7 @@ async def test_a_club_slug_ending_in_a_newline_is_refused_on_every_route(
             assert "error" in answer.json(), route
         assert client.get(f"/v1/subscriptions/{sid}", headers=SUB_AUTH).json()["loyalty_club_slug"] is None
     assert await resolved(redis.hlen(keys.CREDENTIALS)) == 0
-    assert await redis.zcard(keys.WATCHES) == 0
+    assert len(await redis.keys(keys.WATCH_PREFIX + "*")) == 0
 
 
 @pytest.mark.parametrize(
@@ -238,16 +238,18 @@ async def test_the_sweeper_trims_index_entries_of_watches_whose_retention_ran_ou
         await store.create_watch(spec, f"fp-{spec.id}", 5.0)
     assert await store.stop_watch(ended, ended.created_at + 1)
     await redis.delete(keys.watch(ended.id))  # its retention ran out
-    await resolved(redis.hset(keys.WATCH_FINGERPRINTS, "fp-leaked", ended.id))  # a leftover
-    indexes = [keys.WATCHES, keys.watches_by_club(SLUG), keys.watches_by_state("stopped")]
-    assert [await redis.zcard(index) for index in indexes] == [2, 2, 1]
+    active, stopped = keys.watch_index(SLUG, "active"), keys.watch_index(SLUG, "stopped")
+    assert [await redis.zcard(index) for index in (active, stopped)] == [1, 1]
     assert await store.trim_due() and not await store.trim_due()  # once per 10 minutes, any worker
-    assert await store.trim_indexes() == 4
-    assert [await redis.zcard(index) for index in indexes] == [1, 1, 0]
-    assert await redis.zscore(keys.watches_by_state("active"), kept.id) is not None
-    fingerprints = await resolved(redis.hgetall(keys.WATCH_FINGERPRINTS))
-    assert fingerprints == {f"fp-{kept.id}".encode(): kept.id.encode()}  # the active one stays
+    assert await store.trim_indexes() == 1
+    assert [await redis.zcard(index) for index in (active, stopped)] == [1, 0]
+    assert await store.clubs_with_watches() == [SLUG]  # it still has a watch
     assert await store.trim_indexes() == 0
+    # The last watch goes: so does the club, from the clubs with watches.
+    assert await store.stop_watch(kept, kept.created_at + 1)
+    await redis.delete(keys.watch(kept.id))
+    assert await store.trim_indexes() == 1
+    assert await store.clubs_with_watches() == [] and await redis.keys(keys.WATCH_INDEX_PREFIX + "*") == []
 
 
 def watch_spec(wid: str) -> WatchSpec:

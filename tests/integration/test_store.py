@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import msgspec
+import pytest
 from redis.asyncio import Redis
 
 from bridge.core.diff import diff
-from bridge.core.model import WatchSnapshot
+from bridge.core.model import BulkSnapshot, WatchSnapshot
 from bridge.core.schedule import PollState
 from bridge.store import keys, scripts
-from bridge.store.redis_store import ClaimedTracker, CommitPlan, NewEvent, RedisStore, resolved
+from bridge.store.redis_store import (
+    ClaimedTracker,
+    CommitPlan,
+    LimitReached,
+    NewEvent,
+    RedisStore,
+    encode_poll_state,
+    encode_snapshot,
+    resolved,
+)
 from tests.builders import T0, bulk, seen, watch
 
 MIN_INTERVAL_S = 5.0
@@ -233,3 +244,109 @@ async def test_a_batch_of_commits_after_redis_lost_the_script_commits_each_poll_
         assert await resolved(redis.llen(keys.timeline(wid))) == 1
     again = await store.commit_many(plans)  # the same polls once more: the versions moved on
     assert [r.committed for r in again] == [False, False]
+
+
+# ---------------------------------------------------------------------------- watch indexes
+
+
+async def test_merged_index_pages_follow_one_order_from_any_position(redis: Redis) -> None:
+    """``index_page.lua`` reads several indexes as one: created descending, then id descending
+    (ZREVRANGE's order within one index), ties across indexes included, from any position."""
+    rng = random.Random(5)
+    indexes = [
+        keys.watch_index(club, state) for club in ("a-club", "b-club") for state in ("active", "stopped")
+    ]
+    indexes.append(keys.watch_index("c-club", "error"))  # never written: empty
+    entries: list[tuple[float, str, int]] = []
+    for number in range(300):
+        origin = rng.randrange(4)
+        wid, score = f"wch_{number:024x}", float(1_700_000_000_000 + rng.randrange(40))  # many ties
+        await redis.zadd(indexes[origin], {wid: score})
+        entries.append((score, wid, origin + 1))
+    expected = sorted(entries, reverse=True)
+    page = scripts.register(redis, "index_page")
+    for start, count in [(0, 10), (0, 300), (1, 7), (37, 50), (150, 100), (299, 5), (300, 5), (0, 0)]:
+        ids, origins = await page(keys=indexes, args=[start, count])
+        window = expected[start : start + count]
+        assert [_text(i) for i in ids] == [wid for _, wid, _ in window], (start, count)
+        assert list(origins) == [origin for _, _, origin in window]
+    alone = [keys.watch_index("a-club", "active")]
+    one = sorted((e for e in entries if e[2] == 1), reverse=True)
+    ids, origins = await page(keys=alone, args=[3, 4])
+    assert [_text(i) for i in ids] == [wid for _, wid, _ in one[3:7]] and set(origins) == {1}
+
+
+async def test_lists_by_club_by_state_and_of_every_club_read_the_indexes_they_need(redis: Redis) -> None:
+    store = store_for(redis)
+    specs = [
+        watch((11,), created_at=T0 + n, id=f"wch_{n:024x}", loyalty_club_slug=club, import_id=f"imp-{n}")
+        for n, club in enumerate(["one-club", "two-club", "one-club", "two-club", "one-club"])
+    ]
+    for spec in specs:
+        assert (await store.create_watch(spec, f"fp-{spec.id}", MIN_INTERVAL_S))[0]
+    assert await store.stop_watch(specs[2], T0 + 10)
+
+    async def listed(**filters: object) -> list[str]:
+        found: list[str] = []
+        offset: int | None = 0
+        while offset is not None:
+            records, offset = await store.list_watches(
+                slug=filters.get("slug"),  # type: ignore[arg-type]
+                state=filters.get("state"),  # type: ignore[arg-type]
+                offset=offset,
+                limit=2,
+                clubs=filters.get("clubs"),  # type: ignore[arg-type]
+            )
+            found += [r.spec.id for r in records]
+        return found
+
+    ids = [spec.id for spec in specs]
+    assert await listed() == ids[::-1]
+    assert await listed(slug="one-club") == [ids[4], ids[2], ids[0]]
+    assert await listed(state="active") == [ids[4], ids[3], ids[1], ids[0]]
+    assert await listed(state="stopped") == [ids[2]]
+    assert await listed(slug="two-club", state="stopped") == []
+    assert await listed(clubs={"two-club"}) == [ids[3], ids[1]]
+    assert await listed(clubs=set()) == []
+    # A watch whose retention ran out is skipped and leaves its index.
+    await redis.delete(keys.watch(ids[2]))
+    assert await listed(slug="one-club") == [ids[4], ids[0]]
+    assert await redis.zcard(keys.watch_index("one-club", "stopped")) == 0
+    assert await store.clubs_with_watches() == ["one-club", "two-club"]
+
+
+async def test_a_club_at_its_cap_gets_no_more_active_watches_until_one_ends(redis: Redis) -> None:
+    store = store_for(redis)
+    first, second = (watch((11,), created_at=T0, id=f"wch_{n:024x}", import_id=f"imp-{n}") for n in (1, 2))
+    assert await store.create_watch(first, "fp-1", MIN_INTERVAL_S, max_per_club=1) == (True, first.id)
+    with pytest.raises(LimitReached):
+        await store.create_watch(second, "fp-2", MIN_INTERVAL_S, max_per_club=1)
+    assert not await redis.exists(keys.watch(second.id))
+    assert await store.stop_watch(first, T0 + 1)
+    assert await store.create_watch(second, "fp-2", MIN_INTERVAL_S, max_per_club=1) == (True, second.id)
+    # The stopped watch's request may be made again: a new watch, the old one's fingerprint left
+    # with it.
+    again = msgspec.structs.replace(first, id=f"wch_{3:024x}")
+    assert await store.create_watch(again, "fp-1", MIN_INTERVAL_S) == (True, again.id)
+
+
+async def test_snapshots_and_poll_states_are_kept_without_their_trailing_defaults(redis: Redis) -> None:
+    """One of each is kept per watch and per import: the defaults at their end are left out, and
+    they read back the same; the poll state's last poll is the tracker's ``lp``."""
+    quiet = WatchSnapshot(bulks={11: BulkSnapshot(status="waiting", seq=1, last_seen=T0)})
+    assert msgspec.msgpack.decode(encode_snapshot(quiet)) == [msgspec.to_builtins(quiet.bulks)]
+    failing = msgspec.structs.replace(quiet, failures=3, failing=True)
+    for snapshot in (quiet, failing, WatchSnapshot(), msgspec.structs.replace(quiet, state="stopped")):
+        assert msgspec.msgpack.decode(encode_snapshot(snapshot), type=WatchSnapshot) == snapshot
+    assert msgspec.msgpack.decode(encode_poll_state(PollState(last_polled=T0))) == []
+    assert msgspec.msgpack.decode(encode_poll_state(PollState(failures=2, last_polled=T0))) == [2]
+    store = store_for(redis)
+    spec = watch((11,), created_at=T0)
+    await store.create_watch(spec, "fp-1", MIN_INTERVAL_S)
+    claimed = (await store.claim(T0, 10)).trackers[0]
+    plan = plan_from(claimed, T0 + 1)
+    plan.poll_state = PollState(quiet=4, last_polled=T0 + 1)
+    assert (await store.commit_many([plan]))[0].committed
+    again = (await store.claim(T0 + 3600, 10)).trackers[0]
+    assert again.poll_state == PollState(quiet=4, last_polled=T0 + 1)
+    assert again.snapshots[spec.id] == plan.snapshots[spec.id]

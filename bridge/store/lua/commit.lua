@@ -1,10 +1,10 @@
 -- One poll of one import, atomically: snapshots, new events with their timeline entries, outbox
 -- entries and attachments, watches that ended, and the import's next due time.
--- KEYS: schedule, inflight, outbox, fingerprints.
+-- KEYS: schedule, inflight, outbox, the club's index of active watches.
 -- ARGV: tid, expected version, now (ms), due (ms), retention (ms), event ttl (ms), attachment
 --   ttl (ms); then n fields and n (field, value) pairs for the tracker hash; then m events, each
 --   (wid, eid, body, d destinations, the destinations, a attachments, (destination, payload)
---   pairs); then k ended watches, each (wid, state, final snapshot).
+--   pairs); then k ended watches, each (wid, state, final snapshot, the club's index of that state).
 -- Returns {0} when another poll committed first (compare-and-set on the version), else {1, new eids}.
 local i = 0
 local function arg() i = i + 1; return ARGV[i] end
@@ -44,18 +44,16 @@ for _ = 1, tonumber(arg()) do
   end
 end
 for _ = 1, tonumber(arg()) do
-  local wid, state, snapshot = arg(), arg(), arg()
+  local wid, state, snapshot, index = arg(), arg(), arg(), arg()
+  -- The watch's field on the tracker goes, and with it the fingerprint an identical request finds.
   if redis.call('HDEL', tkey, '${F_WATCH_PREFIX}' .. wid) == 1 then
     redis.call('HINCRBY', tkey, '${F_WATCH_COUNT}', -1)
     local watch = '${WATCH_PREFIX}' .. wid
-    redis.call('HSET', watch, '${W_STATE}', state, '${W_UPDATED}', now, '${W_ENDED}', now,
-      '${W_SNAPSHOT}', snapshot)
-    redis.call('ZREM', '${WATCHES_BY_STATE_PREFIX}active', wid)
-    redis.call('ZADD', '${WATCHES_BY_STATE_PREFIX}' .. state,
-      redis.call('HGET', watch, '${W_CREATED}') or now, wid)
+    redis.call('HSET', watch, '${W_STATE}', state, '${W_ENDED}', now, '${W_SNAPSHOT}', snapshot)
+    local created = redis.call('ZSCORE', KEYS[4], wid) or now
+    redis.call('ZREM', KEYS[4], wid)
+    redis.call('ZADD', index, created, wid)
     redis.call('HDEL', tkey, snap_prefix .. wid)
-    local fp = redis.call('HGET', watch, '${W_FINGERPRINT}')
-    if fp and redis.call('HGET', KEYS[4], fp) == wid then redis.call('HDEL', KEYS[4], fp) end
     redis.call('PEXPIRE', watch, retention)
     redis.call('PEXPIRE', '${TIMELINE_PREFIX}' .. wid, retention)
   end

@@ -1,5 +1,6 @@
 -- Replace a sealed value only if it is still the one that was read (compare-and-set), so a
 -- re-seal never undoes a token set or a secret rotated meanwhile, nor re-creates what was deleted.
+-- (A layout upgrade re-encoding a stored value uses it the same way.)
 -- KEYS: the hash (or the string key). ARGV: field ('' for a string key), value read, new value.
 -- Returns 1 when replaced, 0 when it changed.
 if ARGV[1] == '' then

@@ -16,6 +16,10 @@ SLUG = "infinity-mall"
 OTHER = "outlet-park"
 
 
+WORKER_REPORT_WAIT_S = 15
+"""Longest wait for the worker's first totals (it adds them to Redis every 5 s)."""
+
+
 def new_import(stack: Stack, slug: str = SLUG, bulks: tuple[int, ...] = (11, 12)) -> str:
     import_id = str(uuid.uuid4())
     stack.put_import(slug, import_id, [{"id": b, "status": "waiting"} for b in bulks])
@@ -200,6 +204,14 @@ def test_pages_fit_360_and_1920_wide(page: Page, stack: Stack, tmp_path: Path) -
         "clubs": "/ui/clubs",
         "system": "/ui/system",
     }
+    # The System page at its widest: once the worker has reported its totals (every 5 s), whose
+    # long sample names must wrap too.
+    page.goto("/ui/system")
+    for _ in range(WORKER_REPORT_WAIT_S * 2):
+        if "bridge_polls_total" in page.content():
+            break
+        page.wait_for_timeout(500)
+        page.reload()
     for width, height in ((360, 740), (1920, 1080)):
         page.set_viewport_size({"width": width, "height": height})
         for name, path in pages.items():

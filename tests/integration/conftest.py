@@ -20,6 +20,7 @@ from bridge.store import keys
 from bridge.store.redis_store import RedisStore, resolved
 from bridge.worker.arq_compat import ArqQueue
 from mpc_simulator import RunningSimulator, SimulatorControl, start
+from tests.integration.webhooks_helpers import Webhooks
 
 MPC_TOKEN: Final = "mpc-test-token"
 API_KEY: Final = "test-api-key-0123456789abcdefghijkl"
@@ -144,3 +145,18 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.
 async def outbox(redis: Redis) -> list[bytes]:
     entries: list[bytes] = await resolved(redis.zrange(keys.OUTBOX, 0, -1))
     return entries
+
+
+@pytest.fixture
+async def webhooks_factory(redis: Redis) -> AsyncIterator[Callable[..., Webhooks]]:
+    made: list[Webhooks] = []
+
+    def make(**options: object) -> Webhooks:
+        made.append(Webhooks(redis, **options))  # type: ignore[arg-type]
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for webhooks in made:
+            await webhooks.close()

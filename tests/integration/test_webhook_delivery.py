@@ -44,21 +44,6 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 
 @pytest.fixture
-async def webhooks_factory(redis: Redis) -> AsyncIterator[Callable[..., Webhooks]]:
-    made: list[Webhooks] = []
-
-    def make(**options: object) -> Webhooks:
-        made.append(Webhooks(redis, **options))  # type: ignore[arg-type]
-        return made[-1]
-
-    try:
-        yield make
-    finally:
-        for webhooks in made:
-            await webhooks.close()
-
-
-@pytest.fixture
 def webhooks(webhooks_factory: Callable[..., Webhooks]) -> Webhooks:
     return webhooks_factory()
 

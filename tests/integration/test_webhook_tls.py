@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
 from bridge import wiring
 from bridge.config import load_settings
@@ -78,21 +77,6 @@ def configured_tls(bundle: Path | None) -> ssl.SSLContext:
     return wiring.webhook_tls(load_settings(env))
 
 
-@pytest.fixture
-async def webhooks_factory(redis: Redis) -> AsyncIterator[Callable[..., Webhooks]]:
-    made: list[Webhooks] = []
-
-    def make(tls: ssl.SSLContext) -> Webhooks:
-        made.append(Webhooks(redis, lookup=lookup, ssl_context=tls))
-        return made[-1]
-
-    try:
-        yield make
-    finally:
-        for webhooks in made:
-            await webhooks.close()
-
-
 @pytest.mark.parametrize(
     ("host", "names"),
     [pytest.param(HOST, (HOST,), id="host-name"), pytest.param("127.0.0.1", LOOPBACK_NAMES, id="ip-address")],
@@ -106,7 +90,7 @@ async def test_a_receiver_whose_certificate_the_configured_ca_signed_gets_its_we
     names: tuple[str, ...],
 ) -> None:
     async with https_receiver(ca.issue(tmp_path, names)) as https:
-        webhooks = webhooks_factory(configured_tls(bundle))
+        webhooks = webhooks_factory(lookup=lookup, ssl_context=configured_tls(bundle))
         sid, secret = await webhooks.subscribe(https.url(host))
         https.receiver.set_secrets(HOOK, [secret])
         event = make_event()
@@ -140,7 +124,9 @@ async def test_without_the_bundle_the_same_delivery_fails_as_tls_in_the_attempt_
     webhooks_factory: Callable[..., Webhooks], ca: ThrowawayCa, tmp_path: Path
 ) -> None:
     async with https_receiver(ca.issue(tmp_path, (HOST,))) as https:
-        webhooks = webhooks_factory(configured_tls(None))  # the default authorities only
+        webhooks = webhooks_factory(
+            lookup=lookup, ssl_context=configured_tls(None)
+        )  # the default authorities only
         sid, _ = await webhooks.subscribe(https.url(HOST))
         await assert_tls_failure(webhooks, https, sid, "certificate verify failed")
 
@@ -163,7 +149,7 @@ async def test_a_certificate_for_another_host_is_a_tls_failure(
     words: tuple[str, ...],
 ) -> None:
     async with https_receiver(ca.issue(tmp_path, names)) as https:
-        webhooks = webhooks_factory(configured_tls(bundle))
+        webhooks = webhooks_factory(lookup=lookup, ssl_context=configured_tls(bundle))
         sid, _ = await webhooks.subscribe(https.url(host))
         await assert_tls_failure(webhooks, https, sid, *words)
 
@@ -172,7 +158,7 @@ async def test_deliveries_over_https_share_one_connection_and_one_handshake(
     webhooks_factory: Callable[..., Webhooks], ca: ThrowawayCa, bundle: Path, tmp_path: Path
 ) -> None:
     async with https_receiver(ca.issue(tmp_path, (HOST,))) as https:
-        webhooks = webhooks_factory(configured_tls(bundle))
+        webhooks = webhooks_factory(lookup=lookup, ssl_context=configured_tls(bundle))
         sid, _ = await webhooks.subscribe(https.url(HOST))
         for _ in range(DELIVERIES_ON_ONE_CONNECTION):
             assert await webhooks.deliver(make_event(), sid) == SendResult.delivered()

@@ -23,7 +23,9 @@ restart costs a few seconds of waiting, not a crash. :func:`arq_settings` gives 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import Iterable
 from typing import Any, Final
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -32,7 +34,7 @@ from redis._parsers import _AsyncHiredisParser
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis._parsers.socket import SERVER_CLOSED_CONNECTION_ERROR
 from redis.asyncio import ConnectionPool
-from redis.asyncio.connection import DefaultParser
+from redis.asyncio.connection import AbstractConnection, DefaultParser
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
@@ -249,6 +251,61 @@ class PromptHiredisParser(_AsyncHiredisParser):
 PARSER_CLASS: Final = PromptHiredisParser if HIREDIS_AVAILABLE else DefaultParser
 
 
+class CancelSafeSend(AbstractConnection):
+    """redis-py's ``send_packed_command`` with the write under ``asyncio.timeout`` instead of
+    ``asyncio.wait_for``: a cancellation is never lost, and a send costs no task of its own.
+
+    On Python 3.11, ``asyncio.wait_for`` returns the inner result when the inner task finished in
+    the same turn of the loop in which the waiting task was cancelled: the cancellation is lost.
+    redis-py wraps every command's write in it, so a task cancelled while it sent a command (a
+    worker's job loop at the end of its drain) went on as if nothing had happened, and the worker
+    stopped only when its watchdog ended it. ``asyncio.timeout`` keeps the cancellation, and the
+    write itself rarely waits at all (it only does when the socket's buffer is full).
+    """
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        if not self.is_connected:
+            await self.connect()  # type: ignore[no-untyped-call]
+        elif check_health:
+            await self.check_health()  # type: ignore[no-untyped-call]
+        if isinstance(command, str):
+            command = command.encode()
+        if isinstance(command, bytes):
+            command = [command]
+        writer: Any = self._writer
+        try:
+            async with asyncio.timeout(self.socket_timeout):
+                writer.writelines(command)
+                await writer.drain()
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await self.disconnect(nowait=True)
+            raise RedisConnectionError(f"Error while writing to socket: {exc!r}") from exc
+        except BaseException:
+            # A cancelled or failed write may have sent part of the command: the connection
+            # cannot be used again (redis-py does the same).
+            await self.disconnect(nowait=True)
+            raise
+
+
+_cancel_safe_classes: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def cancel_safe(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``connection_class`` (plain, TLS, Unix socket or Sentinel-managed) with :class:`CancelSafeSend`."""
+    if issubclass(connection_class, CancelSafeSend):
+        return connection_class
+    made = _cancel_safe_classes.get(connection_class)
+    if made is None:
+        name = f"CancelSafe{connection_class.__name__}"
+        made = _cancel_safe_classes[connection_class] = type(name, (CancelSafeSend, connection_class), {})
+    return made
+
+
 def retry_policy() -> Retry:
     return Retry(ExponentialBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S), RETRIES)
 
@@ -306,6 +363,7 @@ def connect(target: RedisTarget | str) -> ArqRedis:
     else:
         pool = ConnectionPool.from_url(target.url, **kwargs)
         client = ArqRedis(connection_pool=pool)
+    client.connection_pool.connection_class = cancel_safe(client.connection_pool.connection_class)
     client.job_serializer = serialize_job
     client.job_deserializer = deserialize_job
     client.default_queue_name = keys.QUEUE

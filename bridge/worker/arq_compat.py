@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import os
 import signal
 import sys
@@ -67,6 +68,8 @@ LEFT_LOGGED_MAX: Final = 20
 """Ids of cut-short polls and jobs named in the ``drain cut short`` log line (the counts are all)."""
 DEFERRED_LOOK_MIN_S: Final = 0.005
 """Shortest sleep before a deferred job falls due (a job due in a microsecond is looked at now)."""
+STACK_NAMED_MAX: Final = 6
+"""Innermost frames the stop watchdog names per task still running when it fires."""
 WAKE_LISTEN_S: Final = 60.0
 """Longest blocking read on the wake channel: given explicitly, so the pool's socket timeout does not
 end (and reconnect) a quiet subscription every few seconds."""
@@ -161,8 +164,13 @@ class BridgeWorker(Worker):
         """The job loop's last look at the queue saw when the first deferred job falls due (or that
         none is deferred), and nothing was queued since: :meth:`_next_look_s` needs no look of its own."""
         self._first_deferred_ms: float | None = None
+        self._job_loop_ends = False
 
     def handle_sig(self, signum: signal.Signals) -> None:
+        # arq ends the job loop by cancelling the main task. Should a library lose that
+        # cancellation, the loop still ends at its next turn instead of running on.
+        self._job_loop_ends = True
+        self._wake.set()
         self._stop_polling()
         # No drain window for jobs (BRIDGE_WORKER_DRAIN_S=0): arq cancels the running ones now.
         self._jobs_cut_short = [jid for jid, task in self.tasks.items() if not task.done()]
@@ -187,7 +195,7 @@ class BridgeWorker(Worker):
             runtime.begin_stop()
         if self._watchdog is None:
             drain_s = runtime.settings.worker_drain_s if runtime is not None else 0.0
-            self._watchdog = threading.Timer(drain_s + WORKER_EXIT_MARGIN_S, _exit_now)
+            self._watchdog = threading.Timer(drain_s + WORKER_EXIT_MARGIN_S, _exit_now, (self.loop,))
             self._watchdog.daemon = True
             self._watchdog.start()
 
@@ -210,7 +218,7 @@ class BridgeWorker(Worker):
         listener = self.loop.create_task(self._listen())
         _local_wakes.add(self._wake)
         try:
-            while True:
+            while not self._job_loop_ends:
                 self._wake.clear()  # what happens during the iteration wakes the next one at once
                 await self._poll_iteration()
                 await sleep_until_set(self._wake, await self._next_look_s())
@@ -432,9 +440,31 @@ class BridgeWorker(Worker):
         return EXIT_DRAIN_CUT_SHORT if self._cut_short else EXIT_OK
 
 
-def _exit_now() -> None:
-    log.error("worker did not stop within its drain and margin; exiting", exit_code=EXIT_STOP_TIMEOUT)
+def _exit_now(loop: asyncio.AbstractEventLoop) -> None:
+    """The stop watchdog: name what is still running (for the operator's report), then exit."""
+    try:
+        stuck = [_task_line(task) for task in asyncio.all_tasks(loop)]
+    except RuntimeError:  # the set changed while read from this thread
+        stuck = []
+    log.error(
+        "worker did not stop within its drain and margin; exiting",
+        exit_code=EXIT_STOP_TIMEOUT,
+        tasks=stuck[:LEFT_LOGGED_MAX],
+    )
+    faulthandler.dump_traceback(all_threads=True)
     os._exit(EXIT_STOP_TIMEOUT)
+
+
+def _task_line(task: asyncio.Task[Any]) -> str:
+    """A task as the watchdog names it: its name and where it waits, innermost call first."""
+    frames: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and hasattr(awaited, "cr_frame"):
+        frame = awaited.cr_frame
+        if frame is not None:
+            frames.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        awaited = awaited.cr_await
+    return f"{task.get_name()}: {' <- '.join(reversed(frames[-STACK_NAMED_MAX:])) or 'not started'}"
 
 
 def run(options: dict[str, Any]) -> int:

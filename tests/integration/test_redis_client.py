@@ -52,3 +52,46 @@ async def test_an_idle_connection_is_handed_out_as_it_is(redis_url: str) -> None
         assert await client.client_getname() == "kept"
     finally:
         await client.aclose(close_connection_pool=True)
+
+
+TURNS_TRIED: Final = 12
+"""Turns of the event loop a command is let run before it is cancelled: its whole send and more."""
+
+
+async def _cancellations_lost(client: Any) -> list[int]:
+    """The turns after which a command cancelled while still running carried on as if nothing had
+    happened (a command that had ended by then is not counted)."""
+    lost = []
+    for turns in range(TURNS_TRIED):
+        task = asyncio.ensure_future(client.set("cancelled", turns))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        requested = task.cancel()  # False once the command has ended: nothing to lose
+        try:
+            await task
+        except asyncio.CancelledError:
+            continue
+        if requested:
+            lost.append(turns)
+    return lost
+
+
+async def test_a_command_cancelled_at_any_point_of_its_send_is_cancelled(redis_url: str) -> None:
+    """A worker's job loop is cancelled at the end of its drain while it sends a command: the
+    cancellation must end it (else the worker only stops when its watchdog kills it)."""
+    client = connect(redis_url)
+    try:
+        assert await _cancellations_lost(client) == []
+    finally:
+        await client.aclose(close_connection_pool=True)
+
+
+async def test_redis_py_alone_loses_such_a_cancellation(redis_url: str) -> None:
+    """Why the bridge's connections send differently: redis-py's own (``asyncio.wait_for`` around
+    the write, Python 3.11) returns normally from some of these cancellations. When this fails, a
+    redis-py or Python upgrade fixed it, and :class:`bridge.redis_url.CancelSafeSend` can go."""
+    client = Redis.from_url(redis_url, socket_timeout=5.0)
+    try:
+        assert await _cancellations_lost(client) != []
+    finally:
+        await client.aclose(close_connection_pool=True)

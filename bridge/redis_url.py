@@ -23,7 +23,9 @@ restart costs a few seconds of waiting, not a crash. :func:`arq_settings` gives 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import Iterable
 from typing import Any, Final
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -32,7 +34,7 @@ from redis._parsers import _AsyncHiredisParser
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis._parsers.socket import SERVER_CLOSED_CONNECTION_ERROR
 from redis.asyncio import ConnectionPool
-from redis.asyncio.connection import DefaultParser
+from redis.asyncio.connection import AbstractConnection, DefaultParser
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
@@ -249,6 +251,64 @@ class PromptHiredisParser(_AsyncHiredisParser):
 PARSER_CLASS: Final = PromptHiredisParser if HIREDIS_AVAILABLE else DefaultParser
 
 
+class PromptSend:
+    """A connection (mixed into redis-py's own classes) that sends a command without a task.
+
+    With a socket timeout, redis-py sends every command under ``asyncio.wait_for``: a task made
+    and started for the write, a timer, and a turn of the loop before the command leaves. Yet the
+    write almost never waits: the transport hands the bytes to the socket at once, and the timeout
+    only matters while they sit in its buffer. So the command is written straight away, and only
+    when some of it is still buffered is the buffer drained under the socket timeout, as redis-py
+    does; errors end the connection with the same exceptions.
+    """
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        connection: Any = self
+        if not connection.is_connected:
+            await connection.connect()
+        elif check_health:
+            await connection.check_health()
+        try:
+            if isinstance(command, str):
+                command = command.encode()
+            if isinstance(command, bytes):
+                command = [command]
+            writer = connection._writer
+            writer.writelines(command)
+            transport = writer.transport
+            if transport.get_write_buffer_size() or transport.is_closing():
+                if connection.socket_timeout:
+                    await asyncio.wait_for(writer.drain(), connection.socket_timeout)
+                else:
+                    await writer.drain()
+        except TimeoutError:
+            await connection.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as e:
+            await connection.disconnect(nowait=True)
+            err_no, errmsg = ("UNKNOWN", e.args[0]) if len(e.args) == 1 else (e.args[0], e.args[1])
+            raise RedisConnectionError(f"Error {err_no} while writing to socket. {errmsg}.") from e
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+
+
+_prompt_classes: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def prompt_connection_class(base: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``base`` (redis-py's TCP, TLS, Unix socket or Sentinel-managed connection) sending as
+    :class:`PromptSend` does (one class per base)."""
+    if issubclass(base, PromptSend):
+        return base
+    made = _prompt_classes.get(base)
+    if made is None:
+        made = _prompt_classes[base] = type(f"Prompt{base.__name__}", (PromptSend, base), {})
+    return made
+
+
 def retry_policy() -> Retry:
     return Retry(ExponentialBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S), RETRIES)
 
@@ -304,8 +364,9 @@ def connect(target: RedisTarget | str) -> ArqRedis:
         sentinel_client.sentinel_manager = manager
         client = sentinel_client
     else:
-        pool = ConnectionPool.from_url(target.url, **kwargs)
-        client = ArqRedis(connection_pool=pool)
+        client = ArqRedis(connection_pool=ConnectionPool.from_url(target.url, **kwargs))
+    pool = client.connection_pool
+    pool.connection_class = prompt_connection_class(pool.connection_class)
     client.job_serializer = serialize_job
     client.job_deserializer = deserialize_job
     client.default_queue_name = keys.QUEUE

@@ -6,8 +6,9 @@ jobs work tens of seconds one after another, some retry, a few fail) time-compre
 watches), once by the naive poller (a GET per known bulk every 5 s until it is terminal, which
 is what an n8n flow or changedetection.io would do; it is told each bulk the moment it appears,
 for free). Both are running when the scenario starts: the bridge's worker is up and listening
-before the first bulk appears, as the naive poller is. Every interval is compressed by the same factor, so request counts compare as they
-would in real time, and delays are reported in real seconds.
+before the first bulk appears, as the naive poller is. Every interval is compressed by the same
+factor, so request counts compare as they would in real time, and delays are reported in real
+seconds.
 
 Detection delay of a status change: from the simulator's flip to the first upstream answer that
 showed the new status (an import listing counts: it is where the bridge learns it).

@@ -65,10 +65,9 @@ async def test_commands_are_sent_without_a_task_and_a_large_one_still_drains(red
 
     def counting(the_loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
         made.append(getattr(coro, "__qualname__", coro))
-        task: asyncio.Task[Any] = (
-            factory(the_loop, coro, **kwargs) if factory else asyncio.Task(coro, loop=the_loop, **kwargs)
-        )
-        return task
+        if factory is not None:
+            return factory(the_loop, coro, **kwargs)  # type: ignore[return-value]
+        return asyncio.Task(coro, loop=the_loop, **kwargs)
 
     try:
         await client.ping()  # connected

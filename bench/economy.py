@@ -5,8 +5,10 @@ jobs work tens of seconds one after another, some retry, a few fail) time-compre
 ``TIME_SCALE``; the same seed is played twice, once watched by the bridge (whole-import
 watches), once by the naive poller (a GET per known bulk every 5 s until it is terminal, which
 is what an n8n flow or changedetection.io would do; it is told each bulk the moment it appears,
-for free). Every interval is compressed by the same factor, so request counts compare as they
-would in real time, and delays are reported in real seconds.
+for free). Both are running when the scenario starts: the bridge's worker is up and listening
+before the first bulk appears, as the naive poller is. Every interval is compressed by the same
+factor, so request counts compare as they would in real time, and delays are reported in real
+seconds.
 
 Detection delay of a status change: from the simulator's flip to the first upstream answer that
 showed the new status (an import listing counts: it is where the bridge learns it).
@@ -29,6 +31,7 @@ from redis.asyncio import Redis
 
 from bench.harness import MPC_TOKEN, Stack, stack
 from bridge.core.model import ACTIVE_STATUSES, WatchSpec
+from bridge.store import keys
 from bridge.store.redis_store import RedisStore
 from bridge.upstream.mpc import user_agent
 from mpc_simulator import SimulatorControl
@@ -71,6 +74,10 @@ async def run_bridge(stack: Stack, imports: int, bulks: int) -> dict[str, Any]:
     )
     redis = Redis(port=stack.redis_port)
     store = RedisStore(redis, retention_s=3600)
+    # The worker runs before the scenario starts, as the naive poller does: its start-up (a second
+    # or two of Python imports, ten to twenty in the scenario's time) is not detection delay.
+    stack.start_worker("worker-1", env)
+    await _until_worker_listens(redis)
     async with SimulatorControl(stack.simulator_url) as control:
         status = await control.start_scenario("realistic", **scenario_params(imports, bulks))
         now = time.time()
@@ -83,12 +90,23 @@ async def run_bridge(stack: Stack, imports: int, bulks: int) -> dict[str, Any]:
                 expires_at=now + 86_400,
             )
             await store.create_watch(spec, f"econ-{n}", 0.0)
-        stack.start_worker("worker-1", env)
         await _wait_done(control, status.id, 3600)
         await _until_watches_end(store, [f"wch_econ{n:020d}" for n in range(len(status.imports))])
         result = await _measure(control, paced="import")
     await redis.aclose()
     return result
+
+
+async def _until_worker_listens(redis: Redis, timeout_s: float = 60) -> None:
+    """Until the worker follows the schedule's wake channel: its poll loop runs, and a new watch
+    is claimed at once."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        [(_, listeners)] = await redis.pubsub_numsub(keys.SCHEDULE_WAKE_CHANNEL)
+        if listeners:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the worker did not start")
 
 
 async def _until_watches_end(store: RedisStore, watch_ids: list[str], timeout_s: float = 300) -> None:

@@ -251,58 +251,64 @@ class PromptHiredisParser(_AsyncHiredisParser):
 PARSER_CLASS: Final = PromptHiredisParser if HIREDIS_AVAILABLE else DefaultParser
 
 
-class CancelSafeSend(AbstractConnection):
-    """redis-py's ``send_packed_command`` with the write under ``asyncio.timeout`` instead of
-    ``asyncio.wait_for``: a cancellation is never lost, and a send costs no task of its own.
+class PromptSend:
+    """A connection (mixed into redis-py's own classes) that sends a command without a task.
 
-    On Python 3.11, ``asyncio.wait_for`` returns the inner result when the inner task finished in
-    the same turn of the loop in which the waiting task was cancelled: the cancellation is lost.
-    redis-py wraps every command's write in it, so a task cancelled while it sent a command (a
-    worker's job loop at the end of its drain) went on as if nothing had happened, and the worker
-    stopped only when its watchdog ended it. ``asyncio.timeout`` keeps the cancellation, and the
-    write itself rarely waits at all (it only does when the socket's buffer is full).
+    With a socket timeout, redis-py sends every command under ``asyncio.wait_for``: a task made
+    and started for the write, a timer, and a turn of the loop before the command leaves. Yet the
+    write almost never waits: the transport hands the bytes to the socket at once, and the timeout
+    only matters while they sit in its buffer. So the command is written straight away, and only
+    when some of it is still buffered is the buffer drained under the socket timeout, as redis-py
+    does; errors end the connection with the same exceptions.
+
+    The drain runs under ``asyncio.timeout``, not ``asyncio.wait_for``: on Python 3.11, ``wait_for``
+    returns normally when the task awaiting it was cancelled in the turn its inner write ended, so
+    the cancellation is lost. With redis-py's own send, a worker's job loop cancelled at the end of
+    its drain now and then ran on until the stop watchdog ended the process (exit code 75).
     """
 
     async def send_packed_command(
         self, command: bytes | str | Iterable[bytes], check_health: bool = True
     ) -> None:
-        if not self.is_connected:
-            await self.connect()  # type: ignore[no-untyped-call]
+        connection: Any = self
+        if not connection.is_connected:
+            await connection.connect()
         elif check_health:
-            await self.check_health()  # type: ignore[no-untyped-call]
-        if isinstance(command, str):
-            command = command.encode()
-        if isinstance(command, bytes):
-            command = [command]
-        writer: Any = self._writer
+            await connection.check_health()
         try:
-            async with asyncio.timeout(self.socket_timeout):
-                writer.writelines(command)
-                await writer.drain()
+            if isinstance(command, str):
+                command = command.encode()
+            if isinstance(command, bytes):
+                command = [command]
+            writer = connection._writer
+            writer.writelines(command)
+            transport = writer.transport
+            if transport.get_write_buffer_size() or transport.is_closing():
+                async with asyncio.timeout(connection.socket_timeout):
+                    await writer.drain()
         except TimeoutError:
-            await self.disconnect(nowait=True)
+            await connection.disconnect(nowait=True)
             raise RedisTimeoutError("Timeout writing to socket") from None
-        except OSError as exc:
-            await self.disconnect(nowait=True)
-            raise RedisConnectionError(f"Error while writing to socket: {exc!r}") from exc
+        except OSError as e:
+            await connection.disconnect(nowait=True)
+            err_no, errmsg = ("UNKNOWN", e.args[0]) if len(e.args) == 1 else (e.args[0], e.args[1])
+            raise RedisConnectionError(f"Error {err_no} while writing to socket. {errmsg}.") from e
         except BaseException:
-            # A cancelled or failed write may have sent part of the command: the connection
-            # cannot be used again (redis-py does the same).
-            await self.disconnect(nowait=True)
+            await connection.disconnect(nowait=True)
             raise
 
 
-_cancel_safe_classes: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+_prompt_classes: dict[type[AbstractConnection], type[AbstractConnection]] = {}
 
 
-def cancel_safe(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
-    """``connection_class`` (plain, TLS, Unix socket or Sentinel-managed) with :class:`CancelSafeSend`."""
-    if issubclass(connection_class, CancelSafeSend):
-        return connection_class
-    made = _cancel_safe_classes.get(connection_class)
+def prompt_connection_class(base: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``base`` (redis-py's TCP, TLS, Unix socket or Sentinel-managed connection) sending as
+    :class:`PromptSend` does (one class per base)."""
+    if issubclass(base, PromptSend):
+        return base
+    made = _prompt_classes.get(base)
     if made is None:
-        name = f"CancelSafe{connection_class.__name__}"
-        made = _cancel_safe_classes[connection_class] = type(name, (CancelSafeSend, connection_class), {})
+        made = _prompt_classes[base] = type(f"Prompt{base.__name__}", (PromptSend, base), {})
     return made
 
 
@@ -361,9 +367,9 @@ def connect(target: RedisTarget | str) -> ArqRedis:
         sentinel_client.sentinel_manager = manager
         client = sentinel_client
     else:
-        pool = ConnectionPool.from_url(target.url, **kwargs)
-        client = ArqRedis(connection_pool=pool)
-    client.connection_pool.connection_class = cancel_safe(client.connection_pool.connection_class)
+        client = ArqRedis(connection_pool=ConnectionPool.from_url(target.url, **kwargs))
+    pool = client.connection_pool
+    pool.connection_class = prompt_connection_class(pool.connection_class)
     client.job_serializer = serialize_job
     client.job_deserializer = deserialize_job
     client.default_queue_name = keys.QUEUE

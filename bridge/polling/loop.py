@@ -131,7 +131,11 @@ class Poller:
             await self._sleep(self._claim_not_before - now)
             return redis_failures
         limit = min(room, CLAIM_BATCH_MAX)
-        self._claiming = asyncio.ensure_future(self._store.claim(now, limit))
+        # Those that start at once (free slots, nothing claimed ahead before them) take their first
+        # request's token in the claim; those that wait in line take theirs when they start.
+        starting = self._limit - len(self._tasks) - len(self._ready)
+        budget = self._observer.claim_budget(min(starting, limit))
+        self._claiming = asyncio.ensure_future(self._store.claim(now, limit, budget))
         try:
             claim = await self._claiming
         except (RedisError, OSError) as exc:

@@ -5,10 +5,11 @@ a bulk only around its changes; named bulks are fetched one by one (:func:`plan_
 ``Retry-After`` pauses the whole club, here and for every worker, the moment it arrives.
 
 Every request first takes a token from the club's budget (:mod:`bridge.upstream.budget`; the takes
-of polls running together go to Redis in one round trip). A poll that gets none sends nothing and
-is ``throttled``: due again when the next token comes. Bulk fetches that got no token are left for
-the next poll, which starts at another bulk so none is left behind for good. At most
-``requests_per_poll`` requests of one poll are in flight at once.
+of polls running together go to Redis in one round trip). The first request's token of a poll the
+loop starts at once came with its claim (:meth:`Observer.claim_budget`), one round trip fewer. A
+poll that gets none sends nothing and is ``throttled``: due again when the next token comes. Bulk
+fetches that got no token are left for the next poll, which starts at another bulk so none is left
+behind for good. At most ``requests_per_poll`` requests of one poll are in flight at once.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from bridge.core.model import BulkGone, BulkListed, BulkObservation, BulkSeen, F
 from bridge.core.schedule import FAILURE_FACTOR, Intervals, bulks_to_fetch, plan_requests
 from bridge.metrics import WorkerMetrics
 from bridge.polling.batcher import Batcher
-from bridge.store.redis_store import ClaimedTracker, RedisStore
+from bridge.store.redis_store import ClaimBudget, ClaimedTracker, RedisStore
 from bridge.upstream.budget import ClubBudget, Grant
 from bridge.upstream.mpc import MpcResponse, UpstreamClient
 
@@ -53,12 +54,21 @@ class Observer:
         self._intervals = intervals
         self._metrics = metrics
         self._budget = None if budget is None else Batcher(budget.take, BUDGET_BATCH)
+        self._claim_budget = None if budget is None else (budget.rate, budget.burst)
         self._requests_per_poll = requests_per_poll
         self._clock = clock
         self._draw = draw
         self._paused: dict[str, float] = {}
         """Club → until when MPC asked (``Retry-After``) not to be called; this worker's own view,
         kept beside the shared one in Redis that the claim step reads."""
+
+    def claim_budget(self, takes: int) -> ClaimBudget | None:
+        """What a claim needs to take the first request's token for the first ``takes`` imports it
+        claims (``None``: no budget, or no take)."""
+        if self._claim_budget is None or takes <= 0:
+            return None
+        rate, burst = self._claim_budget
+        return ClaimBudget(rate=rate, burst=burst, takes=takes)
 
     def paused_until(self, slug: str) -> float | None:
         """Until when this club must not be called (``None``: it may)."""
@@ -73,13 +83,13 @@ class Observer:
         (a request that could not be answered this time)."""
         plan = plan_requests(tracker.watches.values(), tracker.snapshots)
         if plan.use_import:
-            grant = await self._take(slug, 1)
+            grant = await self._first_take(slug, 1, tracker)
             if not grant.granted:
                 return _throttled(grant), False
             return await self._observe_import(slug, import_id, tracker)
         if not plan.bulks:
             return Observation(bulks={}), False
-        grant = await self._take(slug, len(plan.bulks))
+        grant = await self._first_take(slug, len(plan.bulks), tracker)
         if not grant.granted:
             return _throttled(grant), False
         asked = self._share(plan.bulks, grant.granted)
@@ -127,6 +137,17 @@ class Observer:
             else:
                 bulks[bulk_id] = seen
         return Observation(bulks=bulks, listing=frozenset(listing), sent_at=sent_at), retry_soon
+
+    async def _first_take(self, slug: str, wanted: int, tracker: ClaimedTracker) -> Grant:
+        """The tokens of a poll's first requests: the one its claim took, if it took one, and
+        the rest from the budget."""
+        if tracker.first_token is None or self._budget is None:
+            return await self._take(slug, wanted)
+        granted, next_token_s = tracker.first_token
+        if not granted or wanted <= 1:
+            return Grant(granted, next_token_s)
+        more = await self._take(slug, wanted - 1)
+        return Grant(1 + more.granted, more.next_token_s)
 
     async def _take(self, slug: str, wanted: int) -> Grant:
         if self._budget is None:

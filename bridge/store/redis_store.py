@@ -116,6 +116,18 @@ class ClaimedTracker(msgspec.Struct, kw_only=True):
     poll_state: PollState
     watches: dict[str, WatchSpec]
     snapshots: dict[str, WatchSnapshot]
+    first_token: tuple[int, float] | None = None
+    """The token of the poll's first request, taken from its club's budget by the claim: (granted,
+    0 or 1; seconds until the next token). ``None``: the poll takes its tokens itself."""
+
+
+class ClaimBudget(msgspec.Struct, frozen=True, kw_only=True):
+    """A claim that also takes the first request's token for the first ``takes`` imports it claims
+    (one per import, from its club's budget: ``rate`` per second, up to ``burst``)."""
+
+    rate: float
+    burst: int
+    takes: int
 
 
 class Claim(msgspec.Struct, kw_only=True):
@@ -250,16 +262,20 @@ class RedisStore:
 
     # ------------------------------------------------------------------ polling
 
-    async def claim(self, now: float, limit: int) -> Claim:
-        raw_claimed, first = await self._claim(
-            keys=[keys.SCHEDULE, keys.INFLIGHT],
-            args=[now_ms(now), self.lease_ms, limit],
-        )
-        trackers = [self._claimed(tid, fields, docs) for tid, fields, docs in raw_claimed]
+    async def claim(self, now: float, limit: int, budget: ClaimBudget | None = None) -> Claim:
+        """Lease up to ``limit`` due imports; with ``budget``, the first ``budget.takes`` of them
+        come with their first request's token (the same round trip)."""
+        args: list[Any] = [now_ms(now), self.lease_ms, limit]
+        if budget is not None and budget.takes > 0:
+            args += [repr(budget.rate), budget.burst, budget.takes]
+        raw_claimed, first = await self._claim(keys=[keys.SCHEDULE, keys.INFLIGHT], args=args)
+        trackers = [self._claimed(*entry) for entry in raw_claimed]
         return Claim(trackers=trackers, next_due=None if first is None else _ms_to_s(first))
 
     @staticmethod
-    def _claimed(tid: bytes, fields: list[bytes], docs: list[bytes]) -> ClaimedTracker:
+    def _claimed(
+        tid: bytes, fields: list[bytes], docs: list[bytes], granted: int | None = None, wait_ms: int = 0
+    ) -> ClaimedTracker:
         values = dict(zip(fields[::2], fields[1::2], strict=True))
         watches = {
             _text(wid): _spec_decoder.decode(doc) for wid, doc in zip(docs[::2], docs[1::2], strict=True)
@@ -282,6 +298,7 @@ class RedisStore:
             poll_state=poll_state,
             watches=watches,
             snapshots=snapshots,
+            first_token=None if granted is None else (int(granted), int(wait_ms) / 1000.0),
         )
 
     def _commit_args(self, plan: CommitPlan) -> list[Any]:

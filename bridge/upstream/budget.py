@@ -4,8 +4,10 @@ MPC limits each client with its own bucket and answers 429 once it is empty; a b
 many imports of one club could empty it alone and starve the club's other integrations. So every
 request to MPC first takes a token from the club's budget (``BRIDGE_MPC_CLUB_RATE`` per second,
 up to ``BRIDGE_MPC_CLUB_BURST`` at once), well under MPC's own limit. A poll that gets no token
-sends nothing and is due again when one is back (``throttled``: not a failure of MPC). The
-bucket lives in one short-lived Redis hash per club (``lua/club_budget.lua``), timed by Redis'
+sends nothing and is due again when one is back (``throttled``: not a failure of MPC). The first
+request of a poll the worker starts at once takes its token in the claim's own round trip
+(``lua/claim.lua``, the same bucket, the same arithmetic); the poll's further requests take theirs
+here. The bucket lives in one short-lived Redis hash per club (``lua/club_budget.lua``), timed by Redis'
 clock, so every worker draws from the same budget whatever their clocks say.
 """
 
@@ -63,6 +65,16 @@ class ClubBudget:
         self._burst = burst
         self._redis = redis
         self._take = scripts.register(redis, "club_budget")
+
+    @property
+    def rate(self) -> float:
+        """Tokens a second, per club."""
+        return self._rate
+
+    @property
+    def burst(self) -> int:
+        """The most tokens a club's bucket holds."""
+        return self._burst
 
     async def take(self, wants: Sequence[tuple[str, int]]) -> list[Grant]:
         """For each (club, requests wanted), the requests it may send now: one round trip for all."""

@@ -17,7 +17,7 @@ from bridge.config import Settings, load_settings
 from bridge.core.codec import deserialize_job, serialize_job
 from bridge.core.model import Event, WatchSpec
 from bridge.store import keys
-from bridge.store.redis_store import RedisStore, resolved
+from bridge.store.redis_store import ClaimBudget, RedisStore, resolved
 from bridge.worker.arq_compat import ArqQueue
 from mpc_simulator import RunningSimulator, SimulatorControl, start
 from tests.integration.webhooks_helpers import Webhooks
@@ -87,9 +87,15 @@ class Pipeline:
             settings, redis=redis, store=self.store, mpc=self.mpc, dispatch=ArqQueue(self.queue).dispatch
         )
 
-    async def poll_due(self, ahead_s: float = 3600.0) -> int:
-        """Claim every scheduled import as if ``ahead_s`` had passed, and poll each once."""
-        claim = await self.store.claim(time.time() + ahead_s, 1000)
+    async def poll_due(self, ahead_s: float = 3600.0, *, first_tokens: bool = False) -> int:
+        """Claim every scheduled import as if ``ahead_s`` had passed, and poll each once (with
+        ``first_tokens``, the claim takes each poll's first token, as the poll loop's claim does)."""
+        budget = None
+        if first_tokens:
+            budget = ClaimBudget(
+                rate=self.settings.mpc_club_rate, burst=self.settings.mpc_club_burst, takes=1000
+            )
+        claim = await self.store.claim(time.time() + ahead_s, 1000, budget)
         await asyncio.gather(*(self.poller.poll(tracker) for tracker in claim.trackers))
         return len(claim.trackers)
 

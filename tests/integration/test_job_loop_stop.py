@@ -1,5 +1,5 @@
 """The worker's job loop ends at the stop even when a library loses the cancellation that ends it
-(redis-py's writes did, on Python 3.11: :class:`bridge.redis_url.CancelSafeSend`)."""
+(redis-py's writes did, on Python 3.11: :class:`bridge.redis_url.PromptSend`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The client :func:`bridge.redis_url.connect` builds: a pooled connection that has something left to
 read, or that the server closed, is replaced before the next command (checked without waiting a
-turn of the event loop, :class:`bridge.redis_url.PromptHiredisParser`)."""
+turn of the event loop, :class:`bridge.redis_url.PromptHiredisParser`); a command is sent without a
+task of its own (:class:`bridge.redis_url.PromptSend`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import asyncio
 from typing import Any, Final
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bridge.redis_url import PARSER_CLASS, PromptHiredisParser, connect
+from bridge.redis_url import PARSER_CLASS, PromptHiredisParser, PromptSend, connect
 
 SETTLE_S: Final = 0.2
 """Long enough for a reply or a close on loopback to reach the connection's buffer."""
@@ -89,9 +92,60 @@ async def test_a_command_cancelled_at_any_point_of_its_send_is_cancelled(redis_u
 async def test_redis_py_alone_loses_such_a_cancellation(redis_url: str) -> None:
     """Why the bridge's connections send differently: redis-py's own (``asyncio.wait_for`` around
     the write, Python 3.11) returns normally from some of these cancellations. When this fails, a
-    redis-py or Python upgrade fixed it, and :class:`bridge.redis_url.CancelSafeSend` can go."""
+    redis-py or Python upgrade fixed it (then :class:`bridge.redis_url.PromptSend` is only for speed)."""
     client = Redis.from_url(redis_url, socket_timeout=5.0)
     try:
         assert await _cancellations_lost(client) != []
+    finally:
+        await client.aclose(close_connection_pool=True)
+
+
+async def test_commands_are_sent_without_a_task_and_a_large_one_still_drains(redis_url: str) -> None:
+    client = connect(redis_url)
+    loop = asyncio.get_running_loop()
+    made: list[Any] = []
+    factory = loop.get_task_factory()
+
+    def counting(the_loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        made.append(getattr(coro, "__qualname__", coro))
+        if factory is not None:
+            return factory(the_loop, coro, **kwargs)  # type: ignore[return-value]
+        return asyncio.Task(coro, loop=the_loop, **kwargs)
+
+    try:
+        await client.ping()  # connected
+        assert isinstance(client.connection_pool._available_connections[0], PromptSend)
+        loop.set_task_factory(counting)
+        for n in range(20):
+            await client.set(f"k{n}", "v")
+        assert made == []  # redis-py's own send makes a task per command (asyncio.wait_for)
+        loop.set_task_factory(factory)
+        big = b"x" * (8 << 20)  # more than the socket takes at once: drained under the timeout
+        await client.set("big", big)
+        assert await client.get("big") == big
+    finally:
+        loop.set_task_factory(factory)
+        await client.aclose(close_connection_pool=True)
+
+
+async def test_a_send_on_a_connection_the_server_closed_fails_as_redis_py_says(
+    redis_url: str, redis: Redis
+) -> None:
+    client = connect(redis_url)
+    try:
+        await client.client_setname("closed-by-server")
+        connection: Any = client.connection_pool._available_connections[0]
+        await redis.client_kill_filter(_type="normal", skipme=True)
+        await asyncio.sleep(SETTLE_S)
+        try:
+            for _ in range(50):  # the close is seen by a write, sooner or later
+                await connection.send_command("PING", check_health=False)
+                await asyncio.sleep(0.01)
+        except (RedisConnectionError, RedisTimeoutError):
+            pass
+        else:
+            raise AssertionError("writes to a closed connection kept succeeding")
+        assert not connection.is_connected
+        assert await client.ping()  # the pool connects again
     finally:
         await client.aclose(close_connection_pool=True)

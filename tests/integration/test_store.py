@@ -14,6 +14,7 @@ from bridge.core.model import BulkSnapshot, WatchSnapshot
 from bridge.core.schedule import PollState
 from bridge.store import keys, scripts
 from bridge.store.redis_store import (
+    ClaimBudget,
     ClaimedTracker,
     CommitPlan,
     LimitReached,
@@ -80,6 +81,29 @@ async def test_a_claimed_import_is_leased_until_committed_or_the_lease_runs_out(
     assert (await store.claim(T0 + 29, 10)).trackers == []
     again = await store.claim(T0 + 31, 10)  # the first worker died
     assert [t.tid for t in again.trackers] == [spec.tracker_id]
+
+
+async def test_a_claim_takes_the_first_token_of_the_imports_it_starts_from_the_clubs_budget(
+    redis: Redis,
+) -> None:
+    store = store_for(redis)
+    specs = [watch((11,), id=f"wch_00000000000000000000000{n}", import_id=f"imp-{n}") for n in range(4)]
+    for spec in specs:
+        await store.create_watch(spec, spec.import_id, MIN_INTERVAL_S)
+    # A bucket of 2 (refilled at 1 a second): the first two imports get a token, the third none;
+    # the fourth is claimed without a take (it waits in line and takes its own when it starts).
+    claim = await store.claim(T0, 10, ClaimBudget(rate=1.0, burst=2, takes=3))
+    tokens = [t.first_token for t in claim.trackers]
+    assert [t[0] if t else None for t in tokens] == [1, 1, 0, None]
+    assert tokens[2] is not None and 0.9 <= tokens[2][1] <= 1.0  # the next token, a second away
+    # The same bucket club_budget.lua keeps, in the same fields.
+    left = await resolved(redis.hget(keys.club_budget(specs[0].loyalty_club_slug), keys.B_TOKENS))
+    assert left is not None and float(left) < 1
+    answers = await scripts.register(redis, "club_budget")(
+        keys=[keys.club_budget(specs[0].loyalty_club_slug)], args=["1.0", 2, 1]
+    )
+    assert int(answers[0][0]) == 0
+    assert await redis.pttl(keys.club_budget(specs[0].loyalty_club_slug)) > 0
 
 
 async def test_commit_stores_snapshot_events_timeline_and_outbox_together(redis: Redis) -> None:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+import pytest
 from redis.asyncio import Redis
 
 from bridge.core.model import WatchSpec
@@ -57,17 +58,18 @@ def most_at_once(entries: list[RequestLogEntry]) -> int:
     return highest
 
 
+@pytest.mark.parametrize("first_tokens", [False, True], ids=["poll-takes-all", "claim-takes-first"])
 async def test_one_clubs_budget_is_shared_by_every_worker_and_a_throttled_poll_sends_nothing(
-    pipeline_factory: Callable[..., Pipeline], control: SimulatorControl, redis: Redis
+    pipeline_factory: Callable[..., Pipeline], control: SimulatorControl, redis: Redis, first_tokens: bool
 ) -> None:
     one, other = pipeline_factory(**DEFAULT_BUDGET), pipeline_factory(**DEFAULT_BUDGET)
     bulks = tuple(range(1, 31))
     await control.put_import(SLUG, IMPORT, [{"id": b, "status": "working"} for b in bulks])
     watch = await one.create(spec(bulks))
-    await one.poll_due()
+    await one.poll_due(first_tokens=first_tokens)
     assert len(await all_requests(control)) == 10  # the burst, not 30
     assert len(await one.types(watch.id)) == 10  # bulk.started of the ten it could ask
-    await other.poll_due()  # another worker, at once: the same budget, spent
+    await other.poll_due(first_tokens=first_tokens)  # another worker, at once: the same budget, spent
     assert len(await all_requests(control)) == 10
     due = await redis.zscore(keys.SCHEDULE, TID)
     # Due again when the next token comes (5 a second: 0.2 s), not at the poll floor (0.05 s here).

@@ -1,7 +1,37 @@
 -- Claim due imports for one worker, with a lease (the poll loop's claim).
--- KEYS: schedule, inflight. ARGV: now (ms), lease (ms), limit.
--- Returns {claimed, first due (ms) or false}; each claimed entry is {tid, tracker fields, {wid, doc...}}.
+-- KEYS: schedule, inflight. ARGV: now (ms), lease (ms), limit, then optionally the club budget's
+-- rate per second, its burst and how many of the claimed imports take their first request's
+-- token here (the first ones claimed: those the worker starts at once).
+-- Returns {claimed, first due (ms) or false}; each claimed entry is {tid, tracker fields,
+-- {wid, doc...}} followed, for those that took a token, by {granted (0 or 1), ms until the next
+-- token once this take is done (0: some left)}.
 local now, lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rate, burst, takes = tonumber(ARGV[4] or '0'), tonumber(ARGV[5] or '0'), tonumber(ARGV[6] or '0')
+local budget_now = nil
+-- One token from a club's bucket, exactly as club_budget.lua takes it (timed by the Redis clock).
+local function take(slug)
+  if not budget_now then
+    local clock = redis.call('TIME')
+    budget_now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  end
+  local key = '${CLUB_BUDGET_PREFIX}' .. slug
+  local state = redis.call('HMGET', key, '${B_TOKENS}', '${B_AT}')
+  local tokens = tonumber(state[1]) or burst
+  local at = tonumber(state[2]) or budget_now
+  if budget_now > at then
+    tokens = math.min(burst, tokens + (budget_now - at) * rate / 1000)
+    at = budget_now
+  end
+  local granted = math.max(0, math.min(1, math.floor(tokens)))
+  tokens = tokens - granted
+  redis.call('HSET', key, '${B_TOKENS}', tostring(tokens), '${B_AT}', tostring(at))
+  redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
+  local wait = 0
+  if tokens < 1 then
+    wait = math.ceil((1 - tokens) * 1000 / rate)
+  end
+  return granted, wait
+end
 -- A lease that ran out belongs to a worker that died: its imports are due again.
 for _, tid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)) do
   redis.call('ZREM', KEYS[2], tid)
@@ -33,7 +63,12 @@ for _, tid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 
         end
       end
     end
-    claimed[#claimed + 1] = {tid, fields, docs}
+    if #claimed < takes and rate > 0 then
+      local granted, wait = take(slug or '')
+      claimed[#claimed + 1] = {tid, fields, docs, granted, wait}
+    else
+      claimed[#claimed + 1] = {tid, fields, docs}
+    end
   end
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')

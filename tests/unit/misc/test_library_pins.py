@@ -28,6 +28,6 @@ def test_the_installed_uvicorn_is_the_one_the_draining_server_was_written_agains
 def test_the_installed_redis_py_is_the_one_the_prompt_parser_was_written_against() -> None:
     installed = metadata.version("redis")
     assert installed == REDIS_PY_VERSION, (
-        f"redis-py {installed} is installed; bridge/redis_url.py extends the hiredis parser of "
-        f"redis-py {REDIS_PY_VERSION}: read it again, then update REDIS_PY_VERSION"
+        f"redis-py {installed} is installed; bridge/redis_url.py extends the hiredis parser and the "
+        f"connections' send of redis-py {REDIS_PY_VERSION}: read it again, then update REDIS_PY_VERSION"
     )

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from bridge import wiring
 from bridge.core.model import Event, SlackTarget, WatchSpec
-from bridge.delivery.model import SLACK, DeliveryJob, Notifier, SendResult
+from bridge.delivery.model import SLACK, Notifier, SendResult
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.http import build_session
 from bridge.slack.plain import message_lines
@@ -93,9 +93,9 @@ class SlackRig:
         self, event: Event, attempt: int = 1, deliveries: Deliveries | None = None
     ) -> SendResult | RetryLater:
         try:
-            return await (deliveries or self.deliveries).run(
-                DeliveryJob(event_id=event.id, destination=SLACK), attempt
-            )
+            state = await self.pipeline.store.delivery_state(event.id, SLACK)
+            claimed = msgspec.structs.replace(state, tries=attempt - 1)
+            return await (deliveries or self.deliveries).run(claimed)
         except RetryLater as later:
             return later
 

@@ -324,7 +324,7 @@ class SubscriptionStore:
         return DeliveryRecord(
             log_key=keys.webhook_delivery(delivery.id),
             log=_json.encode(delivery),
-            retention_ms=self._retention_ms,
+            retention_ms=now_ms(TEST_EVENT_TTL_S) if delivery.kind == "test" else self._retention_ms,
             index_key=keys.subscription_deliveries(delivery.subscription_id),
             index_member=delivery.id,
             index_score_ms=now_ms(delivery.created_at),

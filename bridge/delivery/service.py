@@ -90,6 +90,7 @@ class Deliveries:
         self._metrics.delivery(SINK_OF_KIND.get(destination_kind(destination), "other"), result.outcome)
         if result.outcome == "delivered":
             await self._store.settle_delivered(claimed, record=result.record)
+            return SendResult.delivered()  # the record is written: what is left is the outcome
         elif result.outcome == "retry":
             defer_s = result.retry_after_s or RETRY_DEFAULT_S
             # The entry's score is when it is due: the delivery loops leave it alone until then.

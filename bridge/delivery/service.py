@@ -91,14 +91,13 @@ class Deliveries:
         if result.outcome == "delivered":
             await self._store.settle_delivered(claimed, record=result.record)
             return SendResult.delivered()  # the record is written: what is left is the outcome
-        elif result.outcome == "retry":
+        if result.outcome == "retry":
             defer_s = result.retry_after_s or RETRY_DEFAULT_S
             # The entry's score is when it is due: the delivery loops leave it alone until then.
             await self._store.postpone_in_outbox(eid, destination, time.time() + defer_s)
             raise RetryLater(defer_s, result.detail)
-        else:
-            self._log.warning(
-                "delivery failed for good", event_id=eid, destination=destination, detail=result.detail
-            )
-            await self._store.drop_from_outbox(eid, destination)
+        self._log.warning(
+            "delivery failed for good", event_id=eid, destination=destination, detail=result.detail
+        )
+        await self._store.drop_from_outbox(eid, destination)
         return result

@@ -360,9 +360,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     delivery_timeout_s: Annotated[
         float,
         _doc(
-            "Longest run of one delivery job (a webhook or Slack message); also how long a job stays "
-            "locked to a worker that was killed while running it (plus 10 s) before another worker "
-            "takes it. Must be longer than `BRIDGE_WEBHOOK_TIMEOUT_S`.",
+            "Longest run of one delivery (a webhook or Slack message) or Slack follow-up job; also how "
+            "long a delivery stays leased to a worker that was killed while running it (plus its "
+            "in-flight grace and 10 s) before another worker takes it. Must be longer than "
+            "`BRIDGE_WEBHOOK_TIMEOUT_S`.",
             gt=0,
             le=3600,
         ),
@@ -390,14 +391,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_poll_delay_s: Annotated[
         float,
         _doc(
-            "How often an idle worker looks for due delivery jobs when nothing wakes it (a job "
-            "enqueued anywhere wakes it at once): the most a deferred retry starts late.",
+            "How often an idle worker looks for due deliveries when nothing wakes it (deliveries "
+            "recorded anywhere wake it at once, and it wakes by itself when a retry falls due).",
             gt=0,
             le=10,
         ),
     ] = 0.5
     worker_max_jobs: Annotated[
-        int, _doc("Delivery jobs one worker runs at the same time.", ge=1, le=10_000)
+        int,
+        _doc(
+            "Deliveries one worker runs at the same time (and, apart, Slack follow-up jobs).", ge=1, le=10_000
+        ),
     ] = 100
     retention_s: Annotated[
         float, _doc("How long an ended watch, its timeline and its events are kept.", ge=60)

@@ -3,8 +3,8 @@
 Everything below this module takes its collaborators as arguments (stores, clients, notifiers,
 the queue); only here is it decided which ones a configuration gets: the MPC client over the
 aiohttp-backed transport with the club credentials, the Slack notifier of the configured mode,
-the webhook notifier behind the SSRF guard, the routing that must agree with them, and the arq
-queue delivery jobs go to.
+the webhook notifier behind the SSRF guard, the routing that must agree with them, and the
+delivery loop that takes deliveries from the outbox.
 """
 
 from __future__ import annotations

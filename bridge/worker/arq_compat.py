@@ -75,21 +75,21 @@ log = get_logger("bridge.worker")
 class BridgeWorker(Worker):
     """arq's ``Worker`` as ``bridge worker`` runs it.
 
-    - SIGTERM/SIGINT stop the poll loop's claiming at once, so polls and deliveries drain in the
-      same window (arq alone tells the poll loop only after its own drain, in ``on_shutdown``).
+    - SIGTERM/SIGINT stop the poll and delivery loops' claiming at once, so polls, deliveries and
+      arq's jobs drain in the same window (arq alone tells the runtime only after its own drain,
+      in ``on_shutdown``).
     - The process exits at most ``BRIDGE_WORKER_DRAIN_S`` + ``WORKER_EXIT_MARGIN_S`` after the
       signal, even when Redis is gone and handing back cannot finish (leases cover that).
     - A Redis outage (failover, restart) makes the job loop wait and retry instead of crashing,
       and a worker started while Redis is down waits for it instead of exiting (which would
       crash-loop it under an orchestrator's growing back-off long after Redis is back).
-    - The job loop sleeps until something happens instead of looking at the queue every few
-      milliseconds: a job enqueued in this process wakes it at once, one enqueued elsewhere (the
-      API, another worker) through the wake channel the enqueue script publishes on, a finished
-      job when every slot was taken, a deferred job when it falls due (the loop sleeps no longer
-      than until the earliest one), and otherwise it looks every ``poll_delay`` (arq's cron and
+    - The job loop (the sweeper, Slack follow-ups) sleeps until something happens instead of
+      looking at the queue every few milliseconds: a message on the queue's wake channel (which
+      also wakes the delivery loop), a finished job when every slot was taken, a deferred job
+      when it falls due (the loop sleeps no longer than until the earliest one), and otherwise it looks every ``poll_delay`` (arq's cron and
       health record, a missed message).
     - :meth:`exit_code` says how the stop went: 0 when everything drained, 3 when the deadline
-      cut polls or delivery jobs short (logged as ``drain cut short``, with what was left).
+      cut polls, deliveries or jobs short (logged as ``drain cut short``, with what was left).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

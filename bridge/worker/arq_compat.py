@@ -86,8 +86,8 @@ class BridgeWorker(Worker):
     - The job loop (the sweeper, Slack follow-ups) sleeps until something happens instead of
       looking at the queue every few milliseconds: a message on the queue's wake channel (which
       also wakes the delivery loop), a finished job when every slot was taken, a deferred job
-      when it falls due (the loop sleeps no longer than until the earliest one), and otherwise it looks every ``poll_delay`` (arq's cron and
-      health record, a missed message).
+      when it falls due (the loop sleeps no longer than until the earliest one), and otherwise
+      it looks every ``poll_delay`` (arq's cron and health record, a missed message).
     - :meth:`exit_code` says how the stop went: 0 when everything drained, 3 when the deadline
       cut polls, deliveries or jobs short (logged as ``drain cut short``, with what was left).
     """

@@ -150,7 +150,8 @@ class DeliveryLoop:
             event_id=claimed.event_id, destination=claimed.destination, attempt=claimed.tries + 1
         ):
             try:
-                await asyncio.wait_for(self._deliveries.run(claimed), self._timeout_s)
+                async with asyncio.timeout(self._timeout_s):  # no task of its own, unlike wait_for
+                    await self._deliveries.run(claimed)
             except RetryLater as retry:
                 log.info("delivery retried later", retry_in_s=round(retry.defer_s, 3), reason=str(retry))
             except asyncio.CancelledError:

@@ -221,18 +221,18 @@ class SubscriptionStore:
         )
         return self.open_signing(sid, Sealed(current=current, previous=previous, until=until), now)
 
-    async def get_sealed(self, sid: str) -> tuple[Subscription, Sealed] | None:
-        """The subscription and its sealed secrets, in one read (what a delivery needs); ``None``
-        when it is gone. :meth:`open_signing` opens the secrets."""
-        fields = await resolved(self.redis.hgetall(keys.subscription(sid)))
-        if not fields:
-            return None
-        sealed = Sealed(
-            current=fields.get(keys.S_SECRET.encode()),
-            previous=fields.get(keys.S_PREVIOUS.encode()),
-            until=fields.get(keys.S_PREVIOUS_UNTIL.encode()),
-        )
-        return _subscription(sid, fields), sealed
+    async def get_sealed_and_delivery(
+        self, sid: str, did: str
+    ) -> tuple[tuple[Subscription, Sealed] | None, WebhookDelivery | None]:
+        """The subscription with its sealed secrets (``None`` when it is gone; :meth:`open_signing`
+        opens them) and the delivery's log (``None`` before its first attempt), in one round trip:
+        what a delivery reads."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.subscription(sid))
+            pipe.get(keys.webhook_delivery(did))
+            fields, raw = await pipe.execute()
+        delivery = _delivery_decoder.decode(raw) if raw is not None else None
+        return (_sealed(sid, fields) if fields else None), delivery
 
     def open_signing(self, sid: str, sealed: Sealed, now: float) -> Signing | None:
         """The secrets that sign a message sent ``now``; ``None`` without a current secret. Raises
@@ -386,6 +386,15 @@ class SubscriptionStore:
 
 def _delivery_change(delivery: WebhookDelivery) -> Change:
     return Change(kind="delivery", subscription_id=delivery.subscription_id, event_id=delivery.event_id)
+
+
+def _sealed(sid: str, fields: dict[bytes, bytes]) -> tuple[Subscription, Sealed]:
+    sealed = Sealed(
+        current=fields.get(keys.S_SECRET.encode()),
+        previous=fields.get(keys.S_PREVIOUS.encode()),
+        until=fields.get(keys.S_PREVIOUS_UNTIL.encode()),
+    )
+    return _subscription(sid, fields), sealed
 
 
 def _subscription(sid: str, fields: dict[bytes, bytes]) -> Subscription:

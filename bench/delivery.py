@@ -4,12 +4,12 @@
    process) start; ``subscriptions`` webhook subscriptions to the receiver (one path each, every
    event type) and one whole-import watch per import are created through the API.
 2. The backlog: every import has ``bulks`` bulks, all ``finished``. The worker's own runtime
-   (:class:`bridge.worker.runtime.Runtime`: the poller, the diff, the atomic commit and the dispatch of
-   one arq job per event and destination), run in this process with no arq worker beside it,
+   (:class:`bridge.worker.runtime.Runtime`: the poller, the diff, the atomic commit of the events
+   with their outbox entries), its poll loop only, run in this process with no delivery loop,
    polls each import once: ``bulk.discovered`` and ``bulk.finished`` per bulk and
-   ``import.completed`` per import, in the outbox and as queued delivery jobs. It stops once
+   ``import.completed`` per import, in the outbox, due now. It stops once
    the outbox holds them all (the watches are then completed: nothing is polled again).
-3. One ``bridge worker`` starts and drains the queue into the receiver. Deliveries per second
+3. One ``bridge worker`` starts and drains the outbox into the receiver. Deliveries per second
    run from the first to the last webhook received; CPU of the worker, Redis and the receiver is
    read over that window, and Redis commands per delivery over the whole drain (the worker's
    start and its idle polling of the queue included). Then: the outbox is empty, every
@@ -43,7 +43,6 @@ from bench.load import measure
 from bench.throughput import SLUG
 from bridge import wiring
 from bridge.config import load_settings
-from bridge.delivery.model import JOB_ID_PREFIX
 from bridge.logs import configure_logging
 from bridge.redis_url import connect
 from bridge.store import keys
@@ -173,7 +172,7 @@ async def produce(env: dict[str, str], expected: int) -> dict[str, Any]:
     redis = connect(settings.redis_url)
     runtime = wiring.build_runtime(settings, redis)
     started = time.monotonic()
-    runtime.start()
+    polling = asyncio.get_running_loop().create_task(runtime.poller.run())  # no delivery loop
 
     async def produced() -> bool:
         return await runtime.store.outbox_size() >= expected
@@ -182,10 +181,11 @@ async def produce(env: dict[str, str], expected: int) -> dict[str, Any]:
         await poll_until(produced, PRODUCE_TIMEOUT_S)
     finally:
         await runtime.close()
+        await asyncio.gather(polling, return_exceptions=True)
     seconds = time.monotonic() - started
     outbox = await redis.zrange(keys.OUTBOX, 0, -1)
-    # Delivery jobs only: a worker that ran before (the http round's) left its next cron job queued.
-    queued = sum(1 for jid in await redis.zrange(keys.QUEUE, 0, -1) if jid.startswith(JOB_ID_PREFIX.encode()))
+    # The outbox is the delivery queue: every entry is due now (nothing has claimed it yet).
+    queued = int(await redis.zcount(keys.OUTBOX, "-inf", int(time.time() * 1000)))
     event_ids = sorted({entry.decode().split(keys.OUTBOX_SEPARATOR)[0] for entry in outbox})
     bodies = [body for body in await redis.mget([keys.event(eid) for eid in event_ids]) if body]
     await redis.aclose(close_connection_pool=True)

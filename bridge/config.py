@@ -72,17 +72,17 @@ SLACK_USER_ID_PATTERN: Final = r"^[UW][A-Z0-9]{2,30}$"
 WEBHOOK_RETRY_SCHEDULE_S: Final = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 """The waits after a webhook's first attempt (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h)."""
 WEBHOOK_RETRY_MAX_STEPS: Final = 20
-"""Retries a schedule may list: far below the worker's ceiling of tries per delivery job."""
+"""Retries a schedule may list."""
 WEBHOOK_SCHEDULE_MAX_TOTAL_S: Final = 6 * 86_400.0
 """Longest a whole retry schedule may take at worst (every wait jittered up, then doubled by
-``Retry-After``): a delivery job that arq has not finished 7 days after it was enqueued expires."""
+``Retry-After``)."""
 WEBHOOK_TIMEOUT_S: Final = 15.0
 """A webhook attempt succeeds with a 2xx answer within 15 s."""
 WEBHOOK_TIMEOUT_MAX_S: Final = 50.0
-"""Below the default delivery job timeout, so a slow receiver never gets the job killed."""
+"""Below the default delivery timeout, so a slow receiver never gets the delivery cut short."""
 DELIVERY_TIMEOUT_S: Final = 60.0
-"""How long one delivery job may run. arq also keeps a job it started locked for this long plus
-10 s: a job whose worker was killed runs again only then."""
+"""How long one delivery may run. A claimed delivery is leased for this long plus its in-flight
+grace and 10 s: one whose worker was killed runs again only then."""
 WEBHOOK_DISABLE_AFTER_S: Final = 5 * 86_400.0
 """A subscription failing continuously this long (5 days) with no success is disabled."""
 WEBHOOK_ALLOW_PORTS: Final = (443, 8443)
@@ -360,9 +360,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     delivery_timeout_s: Annotated[
         float,
         _doc(
-            "Longest run of one delivery job (a webhook or Slack message); also how long a job stays "
-            "locked to a worker that was killed while running it (plus 10 s) before another worker "
-            "takes it. Must be longer than `BRIDGE_WEBHOOK_TIMEOUT_S`.",
+            "Longest run of one delivery (a webhook or Slack message) or Slack follow-up job; also how "
+            "long a delivery stays leased to a worker that was killed while running it (plus its "
+            "in-flight grace and 10 s) before another worker takes it. Must be longer than "
+            "`BRIDGE_WEBHOOK_TIMEOUT_S`.",
             gt=0,
             le=3600,
         ),
@@ -390,14 +391,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_poll_delay_s: Annotated[
         float,
         _doc(
-            "How often an idle worker looks for due delivery jobs when nothing wakes it (a job "
-            "enqueued anywhere wakes it at once): the most a deferred retry starts late.",
+            "How often an idle worker looks for due deliveries when nothing wakes it (deliveries "
+            "recorded anywhere wake it at once, and it wakes by itself when a retry falls due).",
             gt=0,
             le=10,
         ),
     ] = 0.5
     worker_max_jobs: Annotated[
-        int, _doc("Delivery jobs one worker runs at the same time.", ge=1, le=10_000)
+        int,
+        _doc(
+            "Deliveries one worker runs at the same time (and, apart, Slack follow-up jobs).", ge=1, le=10_000
+        ),
     ] = 100
     retention_s: Annotated[
         float, _doc("How long an ended watch, its timeline and its events are kept.", ge=60)

@@ -259,15 +259,21 @@ async def read_gauges(redis: Any) -> dict[str, tuple[str, float]]:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zcard(keys.OUTBOX)
         pipe.zcard(keys.QUEUE)
-        pipe.zcount(keys.QUEUE, "-inf", int(time.time() * 1000))
+        pipe.zcount(keys.OUTBOX, "-inf", int(time.time() * 1000))
         pipe.zcard(keys.SCHEDULE)
         pipe.zcard(keys.INFLIGHT)
         outbox, queue, due, scheduled, inflight = await pipe.execute()
     active = await active_watches(redis)
     return {
         "outbox_depth": ("Events recorded for a destination and not yet delivered.", outbox),
-        "queue_depth": ("Jobs in the arq queue (due now or deferred).", queue),
-        "queue_due_depth": ("Jobs in the arq queue that are due now (the signal to scale workers on).", due),
+        "queue_depth": (
+            "Jobs in the arq queue: Slack follow-ups and the sweeper (due now or deferred).",
+            queue,
+        ),
+        "queue_due_depth": (
+            "Deliveries due now that no worker holds (the signal to scale workers on).",
+            due,
+        ),
         "active_watches": ("Watches in state active.", active),
         "scheduled_imports": ("Imports waiting for their next poll.", scheduled),
         "inflight_imports": ("Imports a worker is polling right now.", inflight),

@@ -3,8 +3,8 @@
 Everything below this module takes its collaborators as arguments (stores, clients, notifiers,
 the queue); only here is it decided which ones a configuration gets: the MPC client over the
 aiohttp-backed transport with the club credentials, the Slack notifier of the configured mode,
-the webhook notifier behind the SSRF guard, the routing that must agree with them, and the arq
-queue delivery jobs go to.
+the webhook notifier behind the SSRF guard, the routing that must agree with them, and the
+delivery loop that takes deliveries from the outbox.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 import aiohttp
@@ -26,6 +26,7 @@ from bridge.core.diff import Rules
 from bridge.core.schedule import Intervals
 from bridge.crypto import SecretBox
 from bridge.delivery.log_notifier import LogNotifier
+from bridge.delivery.loop import DeliveryLoop, announce
 from bridge.delivery.model import LOG, SLACK, SUBSCRIPTION, Attacher, Dispatch, Notifier
 from bridge.delivery.routing import DestinationResolver
 from bridge.delivery.service import Deliveries
@@ -48,9 +49,8 @@ from bridge.webhooks.notifier import WebhookNotifier
 from bridge.webhooks.retry import RetryPolicy
 from bridge.webhooks.sender import WebhookSender, tls_context
 from bridge.webhooks.store import SubscriptionStore
-from bridge.worker.arq_compat import ArqQueue
-from bridge.worker.runtime import Runtime
-from bridge.worker.settings import arq_options, in_flight_grace
+from bridge.worker.runtime import Runtime, in_flight_grace
+from bridge.worker.settings import arq_options, delivery_lease_s
 
 UPSTREAM_CONNECTIONS_PER_POLL: Final = 2
 """Connections to MPC per poll at once: an import request and a bulk fetch may overlap."""
@@ -289,16 +289,42 @@ def poller(
     )
 
 
+def delivery_loop(
+    settings: Settings, *, redis: Any, store: RedisStore, deliveries: Deliveries
+) -> DeliveryLoop:
+    """A worker's delivery loop: the outbox is its queue (see :mod:`bridge.delivery.loop`)."""
+    return DeliveryLoop(
+        store=store,
+        deliveries=deliveries,
+        redis=redis,
+        max_jobs=settings.worker_max_jobs,
+        lease_s=delivery_lease_s(settings),
+        timeout_s=settings.delivery_timeout_s,
+        poll_delay_s=settings.worker_poll_delay_s,
+    )
+
+
+async def announce_deliveries(redis: Any, event_id: str, destinations: Iterable[str]) -> int:
+    """The API's :data:`~bridge.delivery.model.Dispatch`: the outbox entries are written already,
+    the workers' delivery loops are told to claim them."""
+    del event_id
+    count = len(set(destinations))
+    if count:
+        await announce(redis)
+    return count
+
+
 def build_runtime(settings: Settings, redis: Any, *, webhook_tls: ssl.SSLContext | None = None) -> Runtime:
     """A worker's parts (called in its event loop, at startup); ``webhook_tls`` as
     :func:`worker_options` made it (made here when not given)."""
     events = store(settings, redis)
-    queue = ArqQueue(redis)
     http, mpc = upstream(settings, redis)
     metrics = WorkerMetrics()
     slack_http = slack_session(settings)
     found = notifiers(settings, store=events, redis=redis, slack_http=slack_http, webhook_tls=webhook_tls)
-    polls = poller(settings, redis=redis, store=events, mpc=mpc, dispatch=queue.dispatch, metrics=metrics)
+    deliveries = Deliveries(events, found, metrics=metrics, in_flight_grace_s=in_flight_grace(settings))
+    loop = delivery_loop(settings, redis=redis, store=events, deliveries=deliveries)
+    polls = poller(settings, redis=redis, store=events, mpc=mpc, dispatch=loop.dispatch, metrics=metrics)
     closers: list[Callable[[], Awaitable[Any]]] = [http.aclose, lambda: close_notifiers(found)]
     if slack_http is not None:
         closers.append(slack_http.close)
@@ -306,9 +332,9 @@ def build_runtime(settings: Settings, redis: Any, *, webhook_tls: ssl.SSLContext
         settings=settings,
         redis=redis,
         store=events,
-        dispatch=queue.dispatch,
         poller=polls,
-        deliveries=Deliveries(events, found, metrics=metrics, in_flight_grace_s=in_flight_grace(settings)),
+        deliveries=deliveries,
+        delivery_loop=loop,
         metrics=metrics,
         notifiers=found,
         closers=closers,
@@ -348,7 +374,7 @@ def api_state(settings: Settings, redis: Any) -> dict[str, Any]:
         "credentials": credential_store(settings, redis),
         "api_keys": api_key_store(settings, redis),
         "subscriptions": subscription_store(settings, redis),
-        "dispatch": ArqQueue(redis).dispatch,
+        "dispatch": functools.partial(announce_deliveries, redis),
         "slack_access": slack_access(settings, redis),
         "slack_app": slack_app(settings, redis),
     }

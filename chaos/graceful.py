@@ -29,7 +29,7 @@ BURST_TO_SIGTERM_S: Final = 0.8
 deliveries of the changes seen first are still running (later than this, a fast delivery path
 had often finished them all)."""
 SINK_SLOW_COUNT: Final = 5_000
-TO_COMPLETE: Final = re.compile(r"shutdown on SIGTERM .* (\d+) to be completed")
+TO_COMPLETE: Final = re.compile(r"deliveries: shutdown on SIGTERM .* (\d+) to be completed")
 SEED: Final = 20261128
 SHORT: Final = {"imports": 6, "seconds": 12.0}
 FULL: Final = {"imports": 20, "seconds": 60.0}
@@ -85,8 +85,8 @@ async def run(ctx: RunContext, size: Size) -> Outcome:
         lines = r.stack.output_of(*WORKERS)
         running = [int(m.group(1)) for line in lines if (m := TO_COMPLETE.search(line))]
         outcome.figures["bulks changed just before the SIGTERMs"] = burst
-        outcome.figures["jobs running at SIGTERM (arq)"] = " + ".join(str(n) for n in running) or "?"
-        outcome.check("SIGTERM found deliveries running", sum(running) > 0, f"{sum(running)} jobs")
+        outcome.figures["deliveries running at SIGTERM"] = " + ".join(str(n) for n in running) or "?"
+        outcome.check("SIGTERM found deliveries running", sum(running) > 0, f"{sum(running)} deliveries")
         verify(outcome, evidence, strict_slack=True)
         outcome.check(
             "each worker exited (code 0) within the drain window",

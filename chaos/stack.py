@@ -62,7 +62,7 @@ LEASE_S: Final = 2.0
 """Just above what the bridge requires (2 x (connect + read) timeouts): a killed worker's imports
 come back quickly."""
 DELIVERY_TIMEOUT_S: Final = 5.0
-"""A delivery job's ceiling: arq keeps a killed worker's job locked this long plus 10 s."""
+"""A delivery's ceiling: a killed worker's delivery stays leased this long plus its grace and 10 s."""
 WEBHOOK_TIMEOUT_S: Final = 3.0
 SLACK_POST_INTERVAL_S: Final = 0.05
 WEBHOOK_RETRY_SCHEDULE: Final = "0.5,1,1,2,2,3,5"

@@ -1,1 +1,1 @@
-"""Getting events out: the outbox becomes one delivery job per (event, destination)."""
+"""Getting events out: the outbox is the delivery queue, one entry per (event, destination)."""

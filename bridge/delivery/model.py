@@ -1,4 +1,4 @@
-"""Deliveries: job arguments, destinations and what a notifier answers."""
+"""Deliveries: destinations and what a notifier answers."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ from typing import Final, Literal, Protocol, TypeAlias
 import msgspec
 
 from bridge.core.model import Event, MpcBulk
-
-DELIVER_FUNCTION: Final = "deliver"
-"""Name of the arq function that delivers one event to one destination."""
-JOB_ID_PREFIX: Final = "dlv:"
+from bridge.store.redis_store import DeliveryRecord
 
 LOG: Final = "log"
 SLACK: Final = "slack"
@@ -20,25 +17,13 @@ SUBSCRIPTION_PREFIX: Final = SUBSCRIPTION + ":"
 
 
 Dispatch: TypeAlias = Callable[[str, Iterable[str]], Awaitable[int]]
-"""Enqueue one delivery job per destination of a recorded event (safe to repeat: a job exists at
-most once); answers how many were new. The worker's queue provides it, to the poll loop, the
-sweeper and the API."""
-
-
-def job_id(event_id: str, destination: str) -> str:
-    """One arq job per (event, destination): enqueueing it twice is a no-op."""
-    return f"{JOB_ID_PREFIX}{event_id}:{destination}"
+"""Announce the deliveries of a recorded event, whose outbox entries were written with it (the
+outbox is the delivery queue): the delivery loop of this process, or of idle workers, claims them
+at once. Answers how many were announced. Provided to the poll loop and the API."""
 
 
 def destination_kind(destination: str) -> str:
     return destination.split(":", 1)[0]
-
-
-class DeliveryJob(msgspec.Struct, kw_only=True, frozen=True):
-    """The argument of a ``deliver`` job (no secret, no personal data: ids only)."""
-
-    event_id: str
-    destination: str
 
 
 class SendResult(msgspec.Struct, kw_only=True, frozen=True):
@@ -46,6 +31,8 @@ class SendResult(msgspec.Struct, kw_only=True, frozen=True):
     retry_after_s: float | None = None
     """For ``retry``: when to try again (from ``Retry-After``, else the notifier's backoff)."""
     detail: str = ""
+    record: DeliveryRecord | None = None
+    """For ``delivered``: what the notifier writes beside the delivered mark, in the same step."""
 
     @classmethod
     def delivered(cls) -> SendResult:

@@ -1,13 +1,14 @@
-"""Running one delivery job: load the event, hand it to the destination's notifier, record it.
+"""Running one delivery claimed from the outbox: hand the event to the destination's notifier,
+record what happened.
 
-Safe to repeat: a destination that already has the event is skipped, so a job that arq runs a
-second time (a worker killed mid-job, the sweeper re-creating it) sends nothing twice, except
-in the instant between a notifier's success and its record.
+Safe to repeat: a destination that already has the event is skipped, so a delivery claimed a
+second time (a worker killed while it held it, its lease ran out) sends nothing twice, except in
+the instant between a notifier's success and its record.
 
-A job cancelled while it sends (a worker's drain ran out on SIGTERM, or the job timeout) lets
-that send end and be recorded first, for up to ``in_flight_grace_s``: the destination may
-already have it, and the job's next run must skip it rather than send it again. A worker keeps
-that grace inside its drain window (:func:`bridge.worker.settings.in_flight_grace`).
+A delivery cancelled while it sends (a worker's drain ran out on SIGTERM, or the delivery
+timeout) lets that send end and be recorded first, for up to ``in_flight_grace_s``: the
+destination may already have it, and the next run must skip it rather than send it again. A
+worker keeps that grace inside its drain window (:func:`bridge.worker.settings.in_flight_grace`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from bridge.core.codec import decode_event
-from bridge.delivery.model import Delivery, DeliveryJob, Notifier, SendResult, destination_kind
+from bridge.delivery.model import Delivery, Notifier, SendResult, destination_kind
 from bridge.logs import get_logger
 from bridge.metrics import WorkerMetrics
-from bridge.store.redis_store import RedisStore
+from bridge.store.redis_store import ClaimedDelivery, RedisStore
 
 RETRY_DEFAULT_S: Final = 5.0
 IN_FLIGHT_GRACE_S: Final = 5.0
@@ -31,7 +32,7 @@ SINK_OF_KIND: Final = {"log": "log", "slack": "slack", "sub": "webhook"}
 
 
 class RetryLater(Exception):
-    """The job should run again after ``defer_s`` (the arq job turns this into ``Retry``)."""
+    """The delivery runs again after ``defer_s`` (its outbox entry is due then already)."""
 
     def __init__(self, defer_s: float, detail: str) -> None:
         super().__init__(detail)
@@ -53,12 +54,10 @@ class Deliveries:
         self._metrics = metrics or WorkerMetrics()
         self._log = logger or get_logger("bridge.delivery")
 
-    async def run(self, job: DeliveryJob, attempt: int) -> SendResult:
-        eid, destination = job.event_id, job.destination
-        # Both in one read: on a busy worker every round trip in a row costs a turn of the loop
-        # (docs/design.md, "Performance").
-        delivered, body = await self._store.delivery_state(eid, destination)
-        if delivered:
+    async def run(self, claimed: ClaimedDelivery) -> SendResult:
+        """Deliver what the claim read (the delivered mark and the event came with it)."""
+        eid, destination, body = claimed.event_id, claimed.destination, claimed.body
+        if claimed.delivered:
             await self._store.drop_from_outbox(eid, destination)
             return SendResult.delivered()
         notifier = self._notifiers.get(destination_kind(destination))
@@ -69,8 +68,10 @@ class Deliveries:
             self._log.warning("delivery dropped", event_id=eid, destination=destination, reason=reason)
             await self._store.drop_from_outbox(eid, destination)
             return SendResult(outcome="failed", detail=reason)
-        delivery = Delivery(destination=destination, event=decode_event(body), body=body, attempt=attempt)
-        sending = asyncio.ensure_future(self._send(notifier, delivery))
+        delivery = Delivery(
+            destination=destination, event=decode_event(body), body=body, attempt=claimed.tries + 1
+        )
+        sending = asyncio.ensure_future(self._send(notifier, claimed, delivery))
         try:
             return await asyncio.shield(sending)
         except asyncio.CancelledError:
@@ -82,21 +83,21 @@ class Deliveries:
                 sending.exception()  # retrieved: a RetryLater here is already recorded in the outbox
             raise
 
-    async def _send(self, notifier: Notifier, delivery: Delivery) -> SendResult:
+    async def _send(self, notifier: Notifier, claimed: ClaimedDelivery, delivery: Delivery) -> SendResult:
         """Send, then record what happened (delivered, retry later, failed for good)."""
         eid, destination = delivery.event.id, delivery.destination
         result = await notifier.send(delivery)
         self._metrics.delivery(SINK_OF_KIND.get(destination_kind(destination), "other"), result.outcome)
         if result.outcome == "delivered":
-            await self._store.mark_delivered(eid, destination)
-        elif result.outcome == "retry":
+            await self._store.settle_delivered(claimed, record=result.record)
+            return SendResult.delivered()  # the record is written: what is left is the outcome
+        if result.outcome == "retry":
             defer_s = result.retry_after_s or RETRY_DEFAULT_S
-            # Webhook retries wait for hours: the sweeper must not re-dispatch them all the while.
+            # The entry's score is when it is due: the delivery loops leave it alone until then.
             await self._store.postpone_in_outbox(eid, destination, time.time() + defer_s)
             raise RetryLater(defer_s, result.detail)
-        else:
-            self._log.warning(
-                "delivery failed for good", event_id=eid, destination=destination, detail=result.detail
-            )
-            await self._store.drop_from_outbox(eid, destination)
+        self._log.warning(
+            "delivery failed for good", event_id=eid, destination=destination, detail=result.detail
+        )
+        await self._store.drop_from_outbox(eid, destination)
         return result

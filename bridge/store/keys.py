@@ -98,8 +98,9 @@ SCHEDULE_WAKE_CHANNEL: Final = SCHEDULE + ":wake"
 """A Pub/Sub channel, not a key: a new watch's import due at once is published on it, so the poll
 loops of idle workers claim it at once instead of looking at the schedule many times a second."""
 QUEUE_WAKE_CHANNEL: Final = QUEUE + ":wake"
-"""A Pub/Sub channel, not a key (nothing is stored): the enqueue script publishes on it, so idle
-workers start a job at once instead of looking at the queue many times a second."""
+"""A Pub/Sub channel, not a key (nothing is stored): a process that adds deliveries to the outbox
+which its own delivery loop will not take at once publishes on it, so the delivery loops of idle
+workers claim them at once instead of looking at the outbox many times a second."""
 
 TRACKER_PREFIX: Final = PREFIX + "tracker:"
 WATCH_PREFIX: Final = PREFIX + "watch:"
@@ -107,6 +108,8 @@ WATCH_INDEX_PREFIX: Final = PREFIX + "watch-index:"
 TIMELINE_PREFIX: Final = PREFIX + "timeline:"
 EVENT_PREFIX: Final = PREFIX + "event:"
 DELIVERED_PREFIX: Final = PREFIX + "delivered:"
+OUTBOX_TRIES_PREFIX: Final = PREFIX + "outbox-tries:"
+"""Runs of a delivery that ended in "retry later" (absent: none yet), by outbox entry."""
 CLUB_PAUSE_PREFIX: Final = PREFIX + "club-pause:"
 CLUB_BUDGET_PREFIX: Final = PREFIX + "club-budget:"
 SUBSCRIPTION_PREFIX: Final = PREFIX + "subscription:"
@@ -199,6 +202,10 @@ def event(eid: str) -> str:
 
 def delivered(eid: str, destination: str) -> str:
     return DELIVERED_PREFIX + outbox_entry(eid, destination)
+
+
+def outbox_tries(eid: str, destination: str) -> str:
+    return OUTBOX_TRIES_PREFIX + outbox_entry(eid, destination)
 
 
 def club_pause(slug: str) -> str:
@@ -299,3 +306,10 @@ L4_W_CREATED: Final = "created_at"
 L4_W_UPDATED: Final = "updated_at"
 L4_W_ENDED: Final = "ended_at"
 L4_W_SNAPSHOT: Final = "snapshot"
+
+# Layout 5's delivery jobs, removed by the upgrade to layout 6 (:mod:`bridge.store.layout`): one
+# arq job per (event, destination), ``dlv:{eid}:{destination}``, in the queue (``QUEUE``) and in
+# arq's own keys (arq 0.28's prefixes). Layout 6 delivers from the outbox itself.
+L5_DELIVER_JOB_PREFIX: Final = "dlv:"
+L5_ARQ_JOB_KEY_PREFIXES: Final = ("arq:job:", "arq:in-progress:", "arq:retry:", "arq:result:")
+L5_ARQ_DELIVER_KEYS_MATCH: Final = "arq:*:" + L5_DELIVER_JOB_PREFIX + "*"

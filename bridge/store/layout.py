@@ -24,7 +24,7 @@ from bridge.core.model import WatchSnapshot, WatchSpec
 from bridge.store import keys, scripts
 from bridge.store.redis_store import encode_snapshot
 
-LAYOUT_VERSION: Final = 5
+LAYOUT_VERSION: Final = 6
 UNVERSIONED: Final = 1
 """The layout of every release before the version was stored."""
 LOCK_TTL_S: Final = 300.0
@@ -170,6 +170,29 @@ def _snapshot_as_array(value: bytes | None) -> bytes | None:
         return None
 
 
+async def _deliveries_leave_arq(redis: Any) -> int:
+    """6: the outbox is the delivery queue (an entry's score is when it is next due, a worker's claim
+    leases it). The arq delivery jobs that duplicated it go: their queue entries and their job,
+    in-progress, retry and result keys. Every pending delivery is still in the outbox, due at once
+    (its old score is in the past) or at its retry's time; delivered marks keep it from being sent
+    twice. The Slack follow-up jobs and the sweeper's cron stay in arq's queue."""
+    removed = 0
+    match = keys.L5_DELIVER_JOB_PREFIX + "*"
+    async for member, _ in redis.zscan_iter(keys.QUEUE, match=match, count=SCAN_COUNT):
+        removed += int(await redis.zrem(keys.QUEUE, member))
+    batch: list[Any] = []
+    async for key in redis.scan_iter(match=keys.L5_ARQ_DELIVER_KEYS_MATCH, count=SCAN_COUNT):
+        name = _text(key)
+        if name.startswith(keys.L5_ARQ_JOB_KEY_PREFIXES):
+            batch.append(key)
+        if len(batch) >= SCAN_COUNT:
+            removed += int(await redis.delete(*batch))
+            batch = []
+    if batch:
+        removed += int(await redis.delete(*batch))
+    return removed
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -183,6 +206,7 @@ STEPS: Final[dict[int, tuple[str, Step]]] = {
         _slack_channel_lists_start_empty),
     5: ("one index entry per watch (its club's, of its state), fingerprints on the trackers, "
         "short watch fields", _one_index_entry_per_watch),
+    6: ("the outbox is the delivery queue: arq's delivery jobs removed", _deliveries_leave_arq),
 }  # fmt: skip
 """Version → (what it changes, the step that upgrades the version before to it)."""
 

@@ -21,7 +21,7 @@ from bridge.core.codec import encode_event
 from bridge.core.model import Event, WatchSnapshot, WatchSpec, WatchState
 from bridge.core.schedule import PollState
 from bridge.store import keys, scripts
-from bridge.store.changes import Change, club_of_tracker, publish
+from bridge.store.changes import Change, club_of_tracker, encode_change, publish
 
 DEFAULT_LEASE_S: Final = 60.0
 """How long a claimed import stays with its worker; after that it is due again (the worker died).
@@ -44,6 +44,48 @@ and no more: Slack's attachment is an unmasked errors summary, personal data. Th
 it once sent; MPC itself drops ``members_errors`` after 24 h."""
 
 T = TypeVar("T")
+
+
+class ClaimedDelivery(msgspec.Struct, frozen=True):
+    """A delivery a worker claimed from the outbox, with the state read in the same step."""
+
+    event_id: str
+    destination: str
+    delivered: bool = False
+    """The destination has the event already (an earlier run was recorded)."""
+    body: bytes | None = None
+    """The stored event (``None`` once it expired)."""
+    tries: int = 0
+    """Earlier runs that ended in "retry later"."""
+
+
+class OutboxClaim(msgspec.Struct, frozen=True):
+    claimed: list[ClaimedDelivery]
+    next_due: float | None
+    """When the earliest entry left falls due (a retry, a lease), if the claim looked: ``None``
+    when the outbox is empty or when the claim took as many as it could (look again at once)."""
+    looked: bool
+
+
+class DeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What a webhook delivery writes beside its delivered mark, in the same step: its log, its
+    place in the subscription's index, and the subscription's health."""
+
+    log_key: str
+    log: bytes
+    retention_ms: int
+    index_key: str
+    index_member: str
+    index_score_ms: int
+    kept: int
+    health_key: str
+    last_success_ms: int | None = None
+    """The subscription's last success to record (``None``: leave its health as it is)."""
+    changes: tuple[Change, ...] = ()
+    """Notes published once it is written (:mod:`bridge.store.changes`)."""
+    mark_ttl_ms: int | None = None
+    """How long the delivered mark lives when its event is short-lived (a test event); by default
+    as long as an event does."""
 
 
 class LimitReached(Exception):
@@ -255,7 +297,9 @@ class RedisStore:
         self._poll_soon = scripts.register(redis, "poll_soon")
         self._release = scripts.register(redis, "release")
         self._explicit = scripts.register(redis, "record_explicit")
-        self._mark = scripts.register(redis, "mark_delivered")
+        self._claim_outbox = scripts.register(redis, "outbox_claim")
+        self._delivered = scripts.register(redis, "outbox_delivered")
+        self._postpone = scripts.register(redis, "outbox_postpone")
         self._trim = scripts.register(redis, "trim_index")
         self._forget_club = scripts.register(redis, "forget_club")
         self._index_page = scripts.register(redis, "index_page")
@@ -567,33 +611,101 @@ class RedisStore:
         return {eid: body for eid, body in zip(eids, bodies, strict=True) if body is not None}
 
     async def outbox_older_than(self, before: float, limit: int) -> list[tuple[str, str]]:
+        """Outbox entries due before ``before`` (waiting, or leased by a worker that died)."""
         entries = await self.redis.zrangebyscore(keys.OUTBOX, "-inf", now_ms(before), start=0, num=limit)
         return [keys.split_outbox_entry(_text(entry)) for entry in entries]
 
     async def outbox_size(self) -> int:
         return int(await self.redis.zcard(keys.OUTBOX))
 
-    async def mark_delivered(self, eid: str, destination: str) -> None:
-        """Record that ``destination`` has the event and take it off the outbox, together (the
-        mark lives as long as the event)."""
-        await self._mark(
-            keys=[keys.delivered(eid, destination), keys.event(eid), keys.OUTBOX],
-            args=[keys.outbox_entry(eid, destination), self.event_ttl_ms],
+    async def claim_deliveries(self, now: float, limit: int, lease_s: float) -> OutboxClaim:
+        """Up to ``limit`` due deliveries, each leased until ``now + lease_s`` (a worker that dies
+        holding one leaves it due again then), with what running them needs: one round trip."""
+        raw: list[Any] = await self._claim_outbox(
+            keys=[keys.OUTBOX], args=[now_ms(now), limit, now_ms(now + lease_s)]
         )
+        claimed = [
+            ClaimedDelivery(
+                *keys.split_outbox_entry(_text(raw[i])),
+                delivered=raw[i + 1] != b"",
+                body=raw[i + 2] or None,
+                tries=int(raw[i + 3]),
+            )
+            for i in range(0, len(raw) - len(raw) % 4, 4)
+        ]
+        next_due: float | None = None
+        if len(raw) % 4:
+            last = raw[-1]
+            next_due = None if last == b"" else int(last) / 1000.0
+        return OutboxClaim(claimed=claimed, next_due=next_due, looked=len(raw) % 4 == 1)
+
+    async def delivery_state(self, eid: str, destination: str) -> ClaimedDelivery:
+        """What a claim would read for this delivery, without claiming it (tools and tests)."""
+        mark, body, tries = await self.redis.mget(
+            [keys.delivered(eid, destination), keys.event(eid), keys.outbox_tries(eid, destination)]
+        )
+        return ClaimedDelivery(eid, destination, mark is not None, body, int(tries or 0))
+
+    async def settle_delivered(
+        self, claimed: ClaimedDelivery, *, record: DeliveryRecord | None = None
+    ) -> None:
+        """Record that a destination has the event, in one step: its delivered mark (living as
+        long as the event), its outbox entry gone, and ``record`` (a webhook's log and health)."""
+        eid, destination = claimed.event_id, claimed.destination
+        mark_ttl = self.event_ttl_ms
+        if record is not None and record.mark_ttl_ms is not None:
+            mark_ttl = min(mark_ttl, record.mark_ttl_ms)
+        script_keys = [keys.delivered(eid, destination), keys.OUTBOX, keys.outbox_tries(eid, destination)]
+        args: list[Any] = [keys.outbox_entry(eid, destination), mark_ttl, "1" if claimed.tries else "0"]
+        if record is not None:
+            script_keys += [record.log_key, record.index_key, record.health_key]
+            args += [
+                record.log,
+                record.retention_ms,
+                record.index_score_ms,
+                record.index_member,
+                record.kept,
+                "" if record.last_success_ms is None else record.last_success_ms,
+            ]
+        if record is None or not record.changes:
+            await self._delivered(keys=script_keys, args=args)
+            return
+        # The script and its notes in one round trip (a turn of a busy loop saved per delivery).
+        notes = [encode_change(change) for change in record.changes]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._delivered.sha, len(script_keys), *script_keys, *args)
+            for note in notes:
+                pipe.publish(keys.CHANGES, note)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        if isinstance(replies[0], NoScriptError):  # Redis restarted or failed over: load it again
+            await self._delivered(keys=script_keys, args=args)
+            await publish(self.redis, record.changes)
+        elif isinstance(replies[0], Exception):
+            raise replies[0]
+
+    async def postpone_in_outbox(
+        self, eid: str, destination: str, until: float, *, counted: bool = True
+    ) -> None:
+        """A delivery runs again at ``until`` (``XX``: an entry settled meanwhile is not brought
+        back); ``counted``: this run counts as a try (its notifier backs off by them)."""
+        await self._postpone(
+            keys=[keys.OUTBOX, keys.outbox_tries(eid, destination)],
+            args=[
+                keys.outbox_entry(eid, destination),
+                now_ms(until),
+                "1" if counted else "0",
+                self.event_ttl_ms,
+            ],
+        )
+
+    async def hand_back(self, entries: Iterable[tuple[str, str]], due: float) -> None:
+        """Deliveries this worker holds but will not run (it stops): due again at ``due``."""
+        scored = {keys.outbox_entry(eid, destination): now_ms(due) for eid, destination in entries}
+        if scored:
+            await self.redis.zadd(keys.OUTBOX, scored, xx=True)
 
     async def was_delivered(self, eid: str, destination: str) -> bool:
         return bool(await self.redis.exists(keys.delivered(eid, destination)))
-
-    async def delivery_state(self, eid: str, destination: str) -> tuple[bool, bytes | None]:
-        """Whether ``destination`` has the event already, and the event's stored body (``None``
-        once it expired): one read of both."""
-        mark, body = await self.redis.mget([keys.delivered(eid, destination), keys.event(eid)])
-        return mark is not None, body
-
-    async def postpone_in_outbox(self, eid: str, destination: str, until: float) -> None:
-        """A delivery waits for a retry: the sweeper leaves its entry alone until then (``XX``: an
-        entry already settled is not brought back)."""
-        await self.redis.zadd(keys.OUTBOX, {keys.outbox_entry(eid, destination): now_ms(until)}, xx=True)
 
     async def attachment(self, eid: str, destination: str) -> bytes | None:
         """What ``destination`` gets beside the event (written with it), if anything."""
@@ -641,7 +753,10 @@ class RedisStore:
 
     async def drop_from_outbox(self, eid: str, destination: str) -> None:
         """Give up on a destination (it refused for good); the attempt log says why."""
-        await self.redis.zrem(keys.OUTBOX, keys.outbox_entry(eid, destination))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(keys.OUTBOX, keys.outbox_entry(eid, destination))
+            pipe.delete(keys.outbox_tries(eid, destination))
+            await pipe.execute()
 
     # ------------------------------------------------------------------ integrity
 

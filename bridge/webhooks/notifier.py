@@ -1,16 +1,16 @@
-"""The webhook notifier: one attempt per delivery job run, logged, then delivered / retry / failed.
+"""The webhook notifier: one attempt per run of a delivery, logged, then delivered / retry / failed.
 
 Each run loads the subscription (deleted: give up; disabled: give up, unless someone asked for
 this delivery explicitly), signs the stored event body with the current secret (and the previous
 one during its 24 h), checks the URL, POSTs, and appends the attempt to the delivery's log. A
 failure is retried on the schedule (:mod:`bridge.webhooks.retry`) by answering ``retry``: the
-arq job is deferred and holds no worker slot while it waits. A 410 disables the subscription; so
-does failing continuously for 5 days. Repeating a run after it was recorded sends nothing again.
+delivery's outbox entry is due again then, and holds no worker slot while it waits. A 410
+disables the subscription; so does failing continuously for 5 days. Repeating a run after it was
+recorded sends nothing again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Callable
@@ -68,17 +68,17 @@ class WebhookNotifier:
         sid, explicit_id = parse_destination(delivery.destination)
         event = delivery.event
         now = self._clock()
-        # Both reads at once: one turn of a busy loop instead of two. The subscription's hash holds
-        # its sealed secrets too: one read for both.
-        found, record = await asyncio.gather(
-            self._store.get_sealed(sid), self._record(delivery, sid, explicit_id, now)
-        )
+        # Both reads in one round trip: one turn of a busy loop instead of two. The subscription's
+        # hash holds its sealed secrets too: one read for both.
+        did = explicit_id or event_delivery_id(event.id, sid)
+        found, stored = await self._store.get_sealed_and_delivery(sid, did)
+        record = stored or self._new_record(delivery, sid, did, explicit_id, now)
         if found is None:
             self._log.info("webhook dropped: subscription deleted", subscription_id=sid, event_id=event.id)
             return SendResult(outcome="failed", detail="subscription deleted")
         subscription, sealed = found
         if record.state != "pending":
-            # Already settled by an earlier run of this job (killed before it could report).
+            # Already settled by an earlier run of this delivery (killed before it could report).
             return SendResult(outcome="delivered" if record.state == "delivered" else "failed")
         if not subscription.enabled and not record.explicit:
             return await self._give_up(record, f"subscription disabled ({subscription.disabled_reason})")
@@ -106,13 +106,10 @@ class WebhookNotifier:
         except (SecretsMissing, SecretUnreadable) as exc:
             return exc
 
-    async def _record(
-        self, delivery: Delivery, sid: str, explicit_id: str | None, now: float
+    @staticmethod
+    def _new_record(
+        delivery: Delivery, sid: str, did: str, explicit_id: str | None, now: float
     ) -> WebhookDelivery:
-        did = explicit_id or event_delivery_id(delivery.event.id, sid)
-        record = await self._store.get_delivery(did)
-        if record is not None:
-            return record
         return WebhookDelivery(
             id=did,
             subscription_id=sid,
@@ -157,9 +154,10 @@ class WebhookNotifier:
         if attempt.succeeded:
             record.attempts.append(attempt)
             record.state, record.next_attempt_at = "delivered", None
-            await asyncio.gather(self._store.save_delivery(record), self._store.record_success(sid, now))
             self._log.info("webhook delivered", duration_ms=outcome.duration_ms, **context)
-            return SendResult.delivered()
+            # The log and the subscription's health are written with the delivered mark, in one step.
+            written = self._store.delivered_record(record, subscription, now)
+            return SendResult(outcome="delivered", record=written)
         if outcome.status_code == GONE_STATUS:
             record.attempts.append(attempt)
             await self._store.disable(sid, "gone", now)
@@ -182,7 +180,7 @@ class WebhookNotifier:
             # No detail in the log: error texts may quote the URL, and URLs may carry tokens.
             self._log.warning("webhook failed for good", **context)
             return await self._give_up(record, f"gave up after {made} attempts")
-        next_at = self._clock() + wait  # arq defers from when this run ends
+        next_at = self._clock() + wait  # the retry is due from when this run ends
         record.attempts.append(msgspec.structs.replace(attempt, next_attempt_at=next_at))
         record.next_attempt_at = next_at
         await self._store.save_delivery(record)

@@ -22,7 +22,7 @@ from bridge.crypto import SecretBox, SecretUnreadable
 from bridge.logs import get_logger
 from bridge.store import keys, scripts
 from bridge.store.changes import Change, publish
-from bridge.store.redis_store import LimitReached, RedisStore, now_ms, resolved
+from bridge.store.redis_store import DeliveryRecord, LimitReached, RedisStore, now_ms, resolved
 from bridge.webhooks.model import (
     DisabledReason,
     Subscription,
@@ -38,9 +38,13 @@ TEST_EVENT_TTL_S: Final = 24 * 3600.0
 """A ``webhook.test`` event and its delivery log are kept one day, not the usual retention: tests
 are asked for by hand and matter only while someone looks (their retries stop with the event)."""
 DELIVERIES_KEPT: Final = 1000
+"""Delivery logs kept per subscription (the oldest go first); each is also bounded in time."""
 PAGE_SCAN_BATCH: Final = 100
 """Subscriptions read at a time while a page is filled (a club key skips those it does not see)."""
-"""Delivery logs kept per subscription (the oldest go first); each is also bounded in time."""
+LAST_SUCCESS_EVERY_S: Final = 60.0
+"""A healthy subscription's last success is written again only once it is this old: at thousands
+of deliveries a second, rewriting it each time would cost more than the delivery's own writes.
+A subscription that was failing has its streak ended by its first success, at once."""
 
 log = get_logger("bridge.webhooks")
 
@@ -217,18 +221,18 @@ class SubscriptionStore:
         )
         return self.open_signing(sid, Sealed(current=current, previous=previous, until=until), now)
 
-    async def get_sealed(self, sid: str) -> tuple[Subscription, Sealed] | None:
-        """The subscription and its sealed secrets, in one read (what a delivery needs); ``None``
-        when it is gone. :meth:`open_signing` opens the secrets."""
-        fields = await resolved(self.redis.hgetall(keys.subscription(sid)))
-        if not fields:
-            return None
-        sealed = Sealed(
-            current=fields.get(keys.S_SECRET.encode()),
-            previous=fields.get(keys.S_PREVIOUS.encode()),
-            until=fields.get(keys.S_PREVIOUS_UNTIL.encode()),
-        )
-        return _subscription(sid, fields), sealed
+    async def get_sealed_and_delivery(
+        self, sid: str, did: str
+    ) -> tuple[tuple[Subscription, Sealed] | None, WebhookDelivery | None]:
+        """The subscription with its sealed secrets (``None`` when it is gone; :meth:`open_signing`
+        opens them) and the delivery's log (``None`` before its first attempt), in one round trip:
+        what a delivery reads."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.subscription(sid))
+            pipe.get(keys.webhook_delivery(did))
+            fields, raw = await pipe.execute()
+        delivery = _delivery_decoder.decode(raw) if raw is not None else None
+        return (_sealed(sid, fields) if fields else None), delivery
 
     def open_signing(self, sid: str, sealed: Sealed, now: float) -> Signing | None:
         """The secrets that sign a message sent ``now``; ``None`` without a current secret. Raises
@@ -272,12 +276,6 @@ class SubscriptionStore:
 
     # ------------------------------------------------------------------ health
 
-    async def record_success(self, sid: str, now: float) -> None:
-        await self._update(
-            keys=[keys.subscription(sid), keys.SUBSCRIPTIONS_VERSION],
-            args=["0", "", 1, keys.S_LAST_SUCCESS, now_ms(now), keys.S_FAILING_SINCE],
-        )
-
     async def record_failure(self, sid: str, now: float) -> float | None:
         """Note a failed attempt; returns since when the subscription has been failing."""
         since = await self._failure(keys=[keys.subscription(sid)], args=[now_ms(now)])
@@ -312,6 +310,30 @@ class SubscriptionStore:
             pipe.pexpire(index, self._retention_ms)
             await pipe.execute()
         await publish(self.redis, [_delivery_change(delivery)])
+
+    def delivered_record(
+        self, delivery: WebhookDelivery, subscription: Subscription, now: float
+    ) -> DeliveryRecord:
+        """What a delivered webhook writes with its delivered mark: its log (``delivery``), its place
+        in the subscription's index, and the subscription's health when that changes (a failure
+        streak ends, or the last success recorded is older than :data:`LAST_SUCCESS_EVERY_S`)."""
+        last = subscription.last_success_at
+        health_changes = (
+            subscription.failing_since is not None or last is None or now - last >= LAST_SUCCESS_EVERY_S
+        )
+        return DeliveryRecord(
+            log_key=keys.webhook_delivery(delivery.id),
+            log=_json.encode(delivery),
+            retention_ms=now_ms(TEST_EVENT_TTL_S) if delivery.kind == "test" else self._retention_ms,
+            index_key=keys.subscription_deliveries(delivery.subscription_id),
+            index_member=delivery.id,
+            index_score_ms=now_ms(delivery.created_at),
+            kept=DELIVERIES_KEPT,
+            health_key=keys.subscription(subscription.id),
+            last_success_ms=now_ms(now) if health_changes else None,
+            changes=(_delivery_change(delivery),),
+            mark_ttl_ms=now_ms(TEST_EVENT_TTL_S) if delivery.kind == "test" else None,
+        )
 
     async def list_deliveries(
         self, sid: str, offset: int, limit: int
@@ -364,6 +386,15 @@ class SubscriptionStore:
 
 def _delivery_change(delivery: WebhookDelivery) -> Change:
     return Change(kind="delivery", subscription_id=delivery.subscription_id, event_id=delivery.event_id)
+
+
+def _sealed(sid: str, fields: dict[bytes, bytes]) -> tuple[Subscription, Sealed]:
+    sealed = Sealed(
+        current=fields.get(keys.S_SECRET.encode()),
+        previous=fields.get(keys.S_PREVIOUS.encode()),
+        until=fields.get(keys.S_PREVIOUS_UNTIL.encode()),
+    )
+    return _subscription(sid, fields), sealed
 
 
 def _subscription(sid: str, fields: dict[bytes, bytes]) -> Subscription:

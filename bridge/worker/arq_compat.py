@@ -4,9 +4,9 @@ arq is in maintenance mode and its internals do not change often, but they are i
 (``tests/unit/misc/test_library_pins.py``) fails when the installed arq is not the version this
 module was written against, so an upgrade comes with a read of what is below.
 
-- :class:`ArqQueue` writes delivery jobs exactly as ``ArqRedis.enqueue_job`` does (job key, queue
-  entry, the result key checked), several in one Lua step (``lua/arq_enqueue.lua``) instead of
-  three round trips per job.
+Deliveries are not arq jobs (the runtime's delivery loop claims them from the outbox); arq runs
+the sweeper and the Slack follow-ups.
+
 - :class:`BridgeWorker` overrides ``Worker.handle_sig``/``handle_sig_wait_for_completion`` (the
   poll loop stops claiming at the signal), ``main`` (wait for Redis at start; then arq's own start,
   ``log_redis_info`` and ``on_startup``, followed by a job loop woken by events instead of arq's
@@ -33,13 +33,11 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable
 from typing import Any, Final
 
 import arq.cli
 from arq import constants as arq_constants
 from arq.connections import log_redis_info
-from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from arq.worker import Worker
 from arq.worker import logger as arq_logger
@@ -47,7 +45,6 @@ from redis.exceptions import RedisError
 
 from bridge.config import WORKER_EXIT_MARGIN_S
 from bridge.core.wake import sleep_until_set
-from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob, job_id
 from bridge.exits import (
     EXIT_DRAIN_CUT_SHORT,
     EXIT_FAILURE,
@@ -62,8 +59,6 @@ from bridge.store.layout import LayoutError
 
 ARQ_VERSION: Final = "0.28.0"
 """The arq release whose internals this module was written against (and tested with)."""
-JOB_EXPIRES_S: Final = 7 * 86_400
-"""arq drops a job not started within this long; the sweeper re-creates it from the outbox."""
 LEFT_LOGGED_MAX: Final = 20
 """Ids of cut-short polls and jobs named in the ``drain cut short`` log line (the counts are all)."""
 DEFERRED_LOOK_MIN_S: Final = 0.005
@@ -77,75 +72,27 @@ end (and reconnect) a quiet subscription every few seconds."""
 _SCHEDULE_WAKE: Final = (keys.SCHEDULE_WAKE_CHANNEL, keys.SCHEDULE_WAKE_CHANNEL.encode())
 """The schedule's wake channel as a message names it (bytes, or text on a decoding client)."""
 
-_local_wakes: set[asyncio.Event] = set()
-"""The job loops of the workers running in this process (one, normally): a job enqueued here
-wakes them directly, without a round trip through Redis."""
-
-
-def _wake_local() -> None:
-    for event in _local_wakes:
-        event.set()
-
-
 log = get_logger("bridge.worker")
-
-
-class ArqQueue:
-    """From the outbox to arq: one job per (event, destination), keyed so it exists at most once."""
-
-    def __init__(self, redis: Any) -> None:
-        self._redis = redis
-        """An ``arq.connections.ArqRedis`` created with the msgspec serializer."""
-        self._enqueue = scripts.register(redis, "arq_enqueue")
-
-    async def dispatch(self, event_id: str, destinations: Iterable[str]) -> int:
-        """Enqueue a delivery job per destination, in one round trip; returns how many were new.
-
-        The jobs are exactly what ``ArqRedis.enqueue_job`` writes, without its three round trips
-        per job (on a busy worker each costs a turn of the loop).
-        """
-        now = timestamp_ms()
-        job_keys: list[str] = [keys.QUEUE]
-        args: list[Any] = [now, JOB_EXPIRES_S * 1000]
-        for destination in dict.fromkeys(destinations):
-            jid = job_id(event_id, destination)
-            job = serialize_job(
-                DELIVER_FUNCTION,
-                (DeliveryJob(event_id=event_id, destination=destination),),
-                {},
-                None,
-                now,
-                serializer=self._redis.job_serializer,
-            )
-            job_keys += [arq_constants.job_key_prefix + jid, arq_constants.result_key_prefix + jid]
-            args += [jid, job]
-        if len(job_keys) == 1:
-            return 0
-        args.insert(2, keys.QUEUE_WAKE_CHANNEL)
-        created: int = await self._enqueue(keys=job_keys, args=args)
-        if created:
-            _wake_local()
-        return created
 
 
 class BridgeWorker(Worker):
     """arq's ``Worker`` as ``bridge worker`` runs it.
 
-    - SIGTERM/SIGINT stop the poll loop's claiming at once, so polls and deliveries drain in the
-      same window (arq alone tells the poll loop only after its own drain, in ``on_shutdown``).
+    - SIGTERM/SIGINT stop the poll and delivery loops' claiming at once, so polls, deliveries and
+      arq's jobs drain in the same window (arq alone tells the runtime only after its own drain,
+      in ``on_shutdown``).
     - The process exits at most ``BRIDGE_WORKER_DRAIN_S`` + ``WORKER_EXIT_MARGIN_S`` after the
       signal, even when Redis is gone and handing back cannot finish (leases cover that).
     - A Redis outage (failover, restart) makes the job loop wait and retry instead of crashing,
       and a worker started while Redis is down waits for it instead of exiting (which would
       crash-loop it under an orchestrator's growing back-off long after Redis is back).
-    - The job loop sleeps until something happens instead of looking at the queue every few
-      milliseconds: a job enqueued in this process wakes it at once, one enqueued elsewhere (the
-      API, another worker) through the wake channel the enqueue script publishes on, a finished
-      job when every slot was taken, a deferred job when it falls due (the loop sleeps no longer
-      than until the earliest one), and otherwise it looks every ``poll_delay`` (arq's cron and
-      health record, a missed message).
+    - The job loop (the sweeper, Slack follow-ups) sleeps until something happens instead of
+      looking at the queue every few milliseconds: a message on the queue's wake channel (which
+      also wakes the delivery loop), a finished job when every slot was taken, a deferred job
+      when it falls due (the loop sleeps no longer than until the earliest one), and otherwise
+      it looks every ``poll_delay`` (arq's cron and health record, a missed message).
     - :meth:`exit_code` says how the stop went: 0 when everything drained, 3 when the deadline
-      cut polls or delivery jobs short (logged as ``drain cut short``, with what was left).
+      cut polls, deliveries or jobs short (logged as ``drain cut short``, with what was left).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -171,7 +118,7 @@ class BridgeWorker(Worker):
         # cancellation, the loop still ends at its next turn instead of running on.
         self._job_loop_ends = True
         self._wake.set()
-        self._stop_polling()
+        self._stop_polling(signum)
         # No drain window for jobs (BRIDGE_WORKER_DRAIN_S=0): arq cancels the running ones now.
         self._jobs_cut_short = [jid for jid, task in self.tasks.items() if not task.done()]
         super().handle_sig(signum)
@@ -186,13 +133,13 @@ class BridgeWorker(Worker):
             raise
 
     def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
-        self._stop_polling()
+        self._stop_polling(signum)
         super().handle_sig_wait_for_completion(signum)
 
-    def _stop_polling(self) -> None:
+    def _stop_polling(self, signum: int) -> None:
         runtime = self.ctx.get("runtime")
         if runtime is not None:
-            runtime.begin_stop()
+            runtime.begin_stop(signal.Signals(signum).name)
         if self._watchdog is None:
             drain_s = runtime.settings.worker_drain_s if runtime is not None else 0.0
             self._watchdog = threading.Timer(drain_s + WORKER_EXIT_MARGIN_S, _exit_now, (self.loop,))
@@ -216,14 +163,12 @@ class BridgeWorker(Worker):
     async def _job_loop(self) -> None:
         """arq's poll loop, woken by events (see the class's docstring), until cancelled."""
         listener = self.loop.create_task(self._listen())
-        _local_wakes.add(self._wake)
         try:
             while not self._job_loop_ends:
                 self._wake.clear()  # what happens during the iteration wakes the next one at once
                 await self._poll_iteration()
                 await sleep_until_set(self._wake, await self._next_look_s())
         finally:
-            _local_wakes.discard(self._wake)
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
 
@@ -259,6 +204,7 @@ class BridgeWorker(Worker):
                     log.info("job wake-ups resumed")
                 failures = 0
                 self._wake.set()  # what was enqueued while unsubscribed
+                self._wake_deliveries()
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=WAKE_LISTEN_S)
                     if message is None:
@@ -267,6 +213,7 @@ class BridgeWorker(Worker):
                         self._wake_poller()
                     else:
                         self._wake.set()
+                        self._wake_deliveries()
             except (RedisError, OSError) as exc:
                 failures += 1
                 delay = outage_wait_s(failures)
@@ -390,6 +337,11 @@ class BridgeWorker(Worker):
         if runtime is not None:
             runtime.poller.wake()
 
+    def _wake_deliveries(self) -> None:
+        runtime = self.ctx.get("runtime")
+        if runtime is not None:
+            runtime.delivery_loop.wake()
+
     def _job_done(self) -> None:
         # A slot frees up: due jobs may be waiting for it. While draining, arq waits until its job
         # loop has dropped every finished job from ``tasks``: the loop does so at once, not up to
@@ -417,8 +369,9 @@ class BridgeWorker(Worker):
     def _report_stop(self) -> None:
         runtime = self.ctx.get("runtime")
         polls: list[str] = runtime.polls_cut_short() if runtime is not None else []
+        deliveries: list[str] = runtime.deliveries_cut_short() if runtime is not None else []
         jobs = self._jobs_cut_short
-        if not (polls or jobs or not self._handed_back):
+        if not (polls or deliveries or jobs or not self._handed_back):
             return
         self._cut_short = True
         log.error(
@@ -426,6 +379,8 @@ class BridgeWorker(Worker):
             drain_s=runtime.settings.worker_drain_s if runtime is not None else None,
             polls_cut_short=len(polls),
             imports=polls[:LEFT_LOGGED_MAX],
+            deliveries_cut_short=len(deliveries),
+            deliveries=deliveries[:LEFT_LOGGED_MAX],
             jobs_cut_short=len(jobs),
             jobs=jobs[:LEFT_LOGGED_MAX],
             handed_back=self._handed_back,

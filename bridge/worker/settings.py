@@ -14,16 +14,15 @@ from arq import cron, func
 
 from bridge.config import WORKER_HEALTH_INTERVAL_S, Settings
 from bridge.core.codec import deserialize_job, serialize_job
-from bridge.delivery.model import DELIVER_FUNCTION
-from bridge.delivery.service import IN_FLIGHT_GRACE_S
 from bridge.redis_url import arq_settings, connect, parse_redis_url
 from bridge.slack.followup import FOLLOWUP_MAX_TRIES, SLACK_FOLLOWUP_FUNCTION
 from bridge.store import keys
-from bridge.worker.runtime import BuildRuntime, deliver, shutdown, slack_followup, startup, sweep
+from bridge.worker.runtime import BuildRuntime, in_flight_grace, shutdown, slack_followup, startup, sweep
 
-DELIVERY_MAX_TRIES: Final = 50
-"""A ceiling far above any notifier's own schedule: notifiers decide when to give up."""
 SWEEP_EVERY_S: Final = 10
+DELIVERY_LEASE_MARGIN_S: Final = 10.0
+"""A claimed delivery's lease outlasts its timeout and in-flight grace by this much (as arq's
+in-progress key outlasts a job's timeout by 10 s)."""
 
 
 def health_check_key(host: str | None = None) -> str:
@@ -31,10 +30,10 @@ def health_check_key(host: str | None = None) -> str:
     return keys.worker_health(host or socket.gethostname())
 
 
-def in_flight_grace(settings: Settings) -> float:
-    """The end of the drain window kept for deliveries cancelled mid-send to finish that send
-    (half the window at most): arq stops waiting for jobs this long before the drain ends."""
-    return min(IN_FLIGHT_GRACE_S, settings.worker_drain_s / 2)
+def delivery_lease_s(settings: Settings) -> float:
+    """How long a claimed delivery stays with its worker: longer than it can run, so only a worker
+    that died leaves it to be claimed again."""
+    return settings.delivery_timeout_s + in_flight_grace(settings) + DELIVERY_LEASE_MARGIN_S
 
 
 def arq_options(settings: Settings, build_runtime: BuildRuntime) -> dict[str, Any]:
@@ -48,13 +47,6 @@ def arq_options(settings: Settings, build_runtime: BuildRuntime) -> dict[str, An
     return {
         "functions": [
             func(
-                deliver,
-                name=DELIVER_FUNCTION,
-                max_tries=DELIVERY_MAX_TRIES,
-                keep_result=0,
-                timeout=settings.delivery_timeout_s,
-            ),
-            func(
                 slack_followup,
                 name=SLACK_FOLLOWUP_FUNCTION,
                 max_tries=FOLLOWUP_MAX_TRIES,
@@ -64,7 +56,7 @@ def arq_options(settings: Settings, build_runtime: BuildRuntime) -> dict[str, An
         ],
         # Every job, the sweeper included, gets the delivery timeout: arq locks a started job for
         # its longest function timeout + 10 s, and a function without one would count as arq's
-        # default (300 s), keeping a killed worker's deliveries locked five minutes.
+        # default (300 s), keeping a killed worker's follow-ups locked five minutes.
         "cron_jobs": [
             cron(
                 sweep,
@@ -85,7 +77,8 @@ def arq_options(settings: Settings, build_runtime: BuildRuntime) -> dict[str, An
         "ctx": {"settings": settings, "build_runtime": build_runtime},
         "poll_delay": settings.worker_poll_delay_s,
         "max_jobs": settings.worker_max_jobs,
-        # The drain ends with the grace a cancelled delivery gets to finish its send in flight.
+        # The drain ends with the grace a cancelled job gets to finish its send in flight (the
+        # delivery loop drains in the same window, see Runtime.begin_stop).
         "job_completion_wait": settings.worker_drain_s - in_flight_grace(settings),
         "health_check_interval": WORKER_HEALTH_INTERVAL_S,
         "health_check_key": health_check_key(),

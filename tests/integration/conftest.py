@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
@@ -18,7 +19,6 @@ from bridge.core.codec import deserialize_job, serialize_job
 from bridge.core.model import Event, WatchSpec
 from bridge.store import keys
 from bridge.store.redis_store import ClaimBudget, RedisStore, resolved
-from bridge.worker.arq_compat import ArqQueue
 from mpc_simulator import RunningSimulator, SimulatorControl, start
 from tests.integration.webhooks_helpers import Webhooks
 
@@ -84,7 +84,11 @@ class Pipeline:
         self.store = RedisStore(redis, retention_s=settings.retention_s, lease_s=settings.poll_lease_s)
         self.http, self.mpc = wiring.upstream(settings, redis)
         self.poller = wiring.poller(
-            settings, redis=redis, store=self.store, mpc=self.mpc, dispatch=ArqQueue(self.queue).dispatch
+            settings,
+            redis=redis,
+            store=self.store,
+            mpc=self.mpc,
+            dispatch=functools.partial(wiring.announce_deliveries, redis),
         )
 
     async def poll_due(self, ahead_s: float = 3600.0, *, first_tokens: bool = False) -> int:

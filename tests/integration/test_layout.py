@@ -348,3 +348,37 @@ async def test_bridge_migrate_checks_and_upgrades(redis: Redis, redis_url: str) 
     refused = await asyncio.to_thread(_bridge, redis_url, "migrate")
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "newer than this bridge" in refused.stderr
+
+
+async def test_layout_5_delivery_jobs_are_removed_and_their_deliveries_stay_in_the_outbox(
+    redis: Redis,
+) -> None:
+    """Layout 5 kept an arq job per pending delivery beside its outbox entry; layout 6 delivers from
+    the outbox alone. Literal layout-5 data: a queued job, a running one, a job's retry count, a
+    Slack follow-up job (which stays), and the outbox they duplicated."""
+    now_ms = int(time.time() * 1000)
+    pending, running = "dlv:evt_1:sub:sub_1", "dlv:evt_2:log"
+    await redis.zadd("bridge:queue", {pending: now_ms - 10, running: now_ms - 20, "sfu:wch_1:stop": now_ms})
+    for key in (
+        f"arq:job:{pending}",
+        f"arq:job:{running}",
+        f"arq:in-progress:{running}",
+        f"arq:retry:{pending}",
+    ):
+        await redis.set(key, b"x", px=60_000)
+    await redis.set("arq:job:sfu:wch_1:stop", b"x", px=60_000)
+    await redis.zadd("bridge:outbox", {"evt_1|sub:sub_1": now_ms - 10, "evt_2|log": now_ms - 20})
+    await redis.set(keys.LAYOUT, 5)
+    said: list[str] = []
+    await migrate(redis, report=said.append)
+    assert await stored_version(redis) == LAYOUT_VERSION
+    assert said[0].startswith("layout 5 -> 6:") and "(6 keys," in said[0], said
+    assert await redis.zrange("bridge:queue", 0, -1) == [b"sfu:wch_1:stop"]
+    assert await redis.keys("arq:*") == [b"arq:job:sfu:wch_1:stop"]
+    assert await redis.zcard(keys.OUTBOX) == 2  # every pending delivery, due at once
+    claim = await RedisStore(redis, retention_s=3600).claim_deliveries(time.time(), 10, 30.0)
+    assert {(c.event_id, c.destination) for c in claim.claimed} == {("evt_1", "sub:sub_1"), ("evt_2", "log")}
+    await redis.set(keys.LAYOUT, 5)
+    said.clear()
+    await migrate(redis, report=said.append)  # safe to run again
+    assert said[0].startswith("layout 5 -> 6:") and "(0 keys," in said[0], said

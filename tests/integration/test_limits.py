@@ -23,7 +23,7 @@ from bridge.core.model import WatchSpec
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore, resolved
 from bridge.webhooks.model import ALL_CLUBS_GROUP, SubscriptionDoc, cap_groups
-from bridge.webhooks.store import TEST_EVENT_TTL_S
+from bridge.webhooks.store import TEST_EVENT_TTL_S, SubscriptionStore
 from tests.integration.conftest import SECRET_KEY
 from tests.integration.test_api import AUTH as SUB_AUTH
 from tests.integration.test_subscriptions_api import HOOK, make_client
@@ -145,11 +145,18 @@ async def test_a_webhook_test_event_and_its_log_are_short_lived(redis_url: str, 
     event_ttl = await redis.pttl(keys.event(delivery["event_id"]))
     log_ttl = await redis.pttl(keys.webhook_delivery(delivery["id"]))
     assert 0 < event_ttl <= TEST_EVENT_TTL_S * 1000 and 0 < log_ttl <= TEST_EVENT_TTL_S * 1000
-    # Once delivered, the deduplication mark lives no longer than the event.
+    # Once delivered, the deduplication mark and the log live no longer than the event.
     events = RedisStore(redis, retention_s=30 * 86_400.0)
+    subscriptions = SubscriptionStore(redis, box=None, retention_s=30 * 86_400.0)
     destination = f"sub:{sid}/{delivery['id']}"
-    await events.mark_delivered(delivery["event_id"], destination)
-    assert 0 < await redis.pttl(keys.delivered(delivery["event_id"], destination)) <= event_ttl
+    log, subscription = await subscriptions.get_delivery(delivery["id"]), await subscriptions.get(sid)
+    assert log is not None and subscription is not None
+    record = subscriptions.delivered_record(log, subscription, time.time())
+    await events.settle_delivered(
+        await events.delivery_state(delivery["event_id"], destination), record=record
+    )
+    assert 0 < await redis.pttl(keys.delivered(delivery["event_id"], destination)) <= TEST_EVENT_TTL_S * 1000
+    assert 0 < await redis.pttl(keys.webhook_delivery(delivery["id"])) <= TEST_EVENT_TTL_S * 1000
 
 
 # ---------------------------------------------------------------------------- identifiers

@@ -31,13 +31,12 @@ from bridge.exits import EXIT_DRAIN_CUT_SHORT, EXIT_FAILURE, EXIT_OK, EXIT_STOP_
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
 from bridge.webhooks.model import destination
-from bridge.worker.arq_compat import ArqQueue
+from bridge.wiring import announce_deliveries
 from bridge.worker.settings import health_check_key
 from bridge_tools.processes import LOOPBACK, Process, free_port, redis_server
 from bridge_tools.webhook_receiver import Reply, WebhookReceiver
 from mpc_simulator import RunningSimulator, SimulatorControl
 from tests.integration.conftest import API_KEY, SLUG, eventually
-from tests.integration.test_webhook_worker import queue
 from tests.integration.test_worker_process import worker_env
 from tests.integration.webhooks_helpers import FERNET_KEY, LOOPBACK_NET, Webhooks, make_event
 
@@ -299,7 +298,7 @@ async def test_a_worker_whose_delivery_outlives_the_drain_exits_3_and_names_the_
         processes.append(worker)
         event = make_event()
         await webhooks.record(event, destination(sid))
-        await ArqQueue(queue(redis)).dispatch(event.id, [destination(sid)])
+        await announce_deliveries(redis, event.id, [destination(sid)])
         await receiver.wait_for(1, "hooks/slow", timeout_s=20)
         code, took = await asyncio.to_thread(wait_exit, worker, 2 + WORKER_EXIT_MARGIN_S)
     await webhooks.close()
@@ -307,9 +306,12 @@ async def test_a_worker_whose_delivery_outlives_the_drain_exits_3_and_names_the_
     assert took < 5
     cut = [json.loads(line) for line in worker.output().splitlines() if "drain cut short" in line]
     assert len(cut) == 1, worker.output()[-3000:]
-    assert cut[0]["jobs_cut_short"] == 1 and cut[0]["polls_cut_short"] == 0
-    # The job stays queued, to run again on a worker.
-    assert len(cut[0]["jobs"]) == 1 and await redis.zscore(keys.QUEUE, cut[0]["jobs"][0]) is not None
+    assert cut[0]["deliveries_cut_short"] == 1 and cut[0]["polls_cut_short"] == 0
+    # Handed back: due again at once, for a worker to run it again.
+    [entry] = cut[0]["deliveries"]
+    assert entry == keys.outbox_entry(event.id, destination(sid))
+    score = await redis.zscore(keys.OUTBOX, entry)
+    assert score is not None and score <= time.time() * 1000
 
 
 async def test_a_worker_whose_delivery_ends_within_the_drain_exits_0_at_once(
@@ -325,7 +327,7 @@ async def test_a_worker_whose_delivery_ends_within_the_drain_exits_0_at_once(
             "BRIDGE_WEBHOOK_ALLOW_CIDRS": LOOPBACK_NET,
             "BRIDGE_NOTIFY_LOG": "false",
             "BRIDGE_WORKER_DRAIN_S": "6",
-            # The job loop looks at the queue only every 10 s when nothing wakes it: the drain
+            # The delivery loop looks at the outbox only every 10 s when nothing wakes it: the drain
             # must not wait for that to see the delivery done.
             "BRIDGE_WORKER_POLL_DELAY_S": "10",
         }
@@ -333,7 +335,7 @@ async def test_a_worker_whose_delivery_ends_within_the_drain_exits_0_at_once(
         processes.append(worker)
         event = make_event()
         await webhooks.record(event, destination(sid))
-        await ArqQueue(queue(redis)).dispatch(event.id, [destination(sid)])
+        await announce_deliveries(redis, event.id, [destination(sid)])
         await receiver.wait_for(1, "hooks/slowish", timeout_s=20)
         code, took = await asyncio.to_thread(wait_exit, worker, 6 + WORKER_EXIT_MARGIN_S)
     await webhooks.close()

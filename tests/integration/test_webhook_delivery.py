@@ -1,7 +1,7 @@
 """Webhook delivery over real HTTP (our receiver on 127.0.0.1) with a real Redis.
 
-Each test runs the delivery job the way arq does (``Deliveries.run``); the retry schedule is
-compressed through configuration. The arq loop itself (deferred retries) is in
+Each test runs a delivery the way the delivery loop does (``Deliveries.run``); the retry schedule
+is compressed through configuration. The loop itself (postponed retries) is in
 ``test_webhook_worker.py``.
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -17,17 +18,14 @@ from typing import Any
 import pytest
 import standardwebhooks
 import structlog
-from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from bridge.config import Settings, load_settings
-from bridge.core.codec import deserialize_job, serialize_job
-from bridge.delivery.model import DELIVER_FUNCTION, DeliveryJob, job_id
 from bridge.store import keys
-from bridge.store.redis_store import RedisStore
+from bridge.store.redis_store import RedisStore, now_ms
 from bridge.webhooks.model import destination, event_delivery_id
-from bridge.wiring import worker_options
-from bridge.worker.arq_compat import ArqQueue, BridgeWorker
+from bridge.wiring import announce_deliveries, worker_options
+from bridge.worker.arq_compat import BridgeWorker
 from bridge_tools.processes import Process
 from bridge_tools.tls import ThrowawayCa, server_context
 from bridge_tools.webhook_receiver import Reply, WebhookReceiver
@@ -94,16 +92,7 @@ async def worker_factory(redis_url: str) -> AsyncIterator[Callable[..., Any]]:
                 await asyncio.gather(task, return_exceptions=True)
 
 
-def queue(redis: Redis) -> ArqRedis:
-    return ArqRedis(
-        connection_pool=redis.connection_pool,
-        job_serializer=serialize_job,
-        job_deserializer=deserialize_job,
-        default_queue_name=keys.QUEUE,
-    )
-
-
-async def test_failed_attempts_are_deferred_by_arq_on_the_configured_schedule(
+async def test_failed_attempts_are_postponed_in_the_outbox_on_the_configured_schedule(
     redis: Redis, receiver: WebhookReceiver, worker_factory: Callable[..., Any]
 ) -> None:
     webhooks = Webhooks(redis)
@@ -113,7 +102,7 @@ async def test_failed_attempts_are_deferred_by_arq_on_the_configured_schedule(
     await worker_factory(BRIDGE_WEBHOOK_RETRY_SCHEDULE_S="0.3,0.5,5")
     event = make_event()
     await webhooks.record(event, destination(sid))
-    await ArqQueue(queue(redis)).dispatch(event.id, [destination(sid)])
+    await announce_deliveries(redis, event.id, [destination(sid)])
     got = await receiver.wait_for(3, HOOK, timeout_s=10)
     assert [r.status for r in got] == [500, 429, 204] and all(r.verified for r in got)
     assert {r.webhook_id for r in got} == {event.id} and len({r.body for r in got}) == 1
@@ -127,7 +116,7 @@ async def test_failed_attempts_are_deferred_by_arq_on_the_configured_schedule(
     await webhooks.close()
 
 
-async def test_a_job_deferred_before_the_job_loop_looked_starts_when_due_not_at_its_next_look(
+async def test_a_delivery_due_later_starts_when_due_not_at_the_next_look(
     redis: Redis, receiver: WebhookReceiver, worker_factory: Callable[..., Any]
 ) -> None:
     webhooks = Webhooks(redis)
@@ -135,14 +124,11 @@ async def test_a_job_deferred_before_the_job_loop_looked_starts_when_due_not_at_
     receiver.set_secrets(HOOK, [secret])
     event = make_event()
     await webhooks.record(event, destination(sid))
-    # Queued without a wake-up, due in a second: the job loop's first look finds when.
-    await queue(redis).enqueue_job(
-        DELIVER_FUNCTION,
-        DeliveryJob(event_id=event.id, destination=destination(sid)),
-        _job_id=job_id(event.id, destination(sid)),
-        _defer_by=DEFERRED_BY_S,
-    )
+    # Due in a second, without a wake-up: the delivery loop's first claim finds when.
     queued = time.time()
+    await redis.zadd(
+        keys.OUTBOX, {keys.outbox_entry(event.id, destination(sid)): now_ms(queued + DEFERRED_BY_S)}
+    )
     await worker_factory(BRIDGE_WORKER_POLL_DELAY_S=str(LONG_POLL_DELAY_S))
     [got] = await receiver.wait_for(1, HOOK, timeout_s=LONG_POLL_DELAY_S)
     assert DEFERRED_BY_S * 0.9 <= got.at - queued < LONG_POLL_DELAY_S / 2
@@ -157,23 +143,23 @@ async def test_a_retry_waiting_holds_no_worker_slot(
     healthy, _ = await webhooks.subscribe(receiver.url("hooks/healthy"))
     receiver.script("hooks/failing", [Reply(status=500)] * 5)
     await worker_factory(BRIDGE_WEBHOOK_RETRY_SCHEDULE_S="3,3", BRIDGE_WORKER_MAX_JOBS="1")
-    dispatcher = ArqQueue(queue(redis))
+    dispatcher = functools.partial(announce_deliveries, redis)
     stuck = make_event()
     await webhooks.record(stuck, destination(failing))
-    await dispatcher.dispatch(stuck.id, [destination(failing)])
+    await dispatcher(stuck.id, [destination(failing)])
     await receiver.wait_for(1, "hooks/failing", timeout_s=5)
     started = time.monotonic()
     for _ in range(3):  # one slot: each needs the slot the waiting retry does not hold
         event = make_event()
         await webhooks.record(event, destination(healthy))
-        await dispatcher.dispatch(event.id, [destination(healthy)])
+        await dispatcher(event.id, [destination(healthy)])
     await receiver.wait_for(3, "hooks/healthy", timeout_s=5)
     assert time.monotonic() - started < 2.0  # long before the retry's 3 s
     assert len(receiver.requests("hooks/failing")) == 1
     await webhooks.close()
 
 
-async def test_a_freed_slot_takes_the_next_queued_job_at_once_not_at_the_next_poll_delay(
+async def test_a_freed_slot_takes_the_next_due_delivery_at_once_not_at_the_next_poll_delay(
     redis: Redis, receiver: WebhookReceiver, worker_factory: Callable[..., Any]
 ) -> None:
     webhooks = Webhooks(redis)
@@ -181,11 +167,11 @@ async def test_a_freed_slot_takes_the_next_queued_job_at_once_not_at_the_next_po
     # Two slots: the first job ends at once, the second much later. The queue then starts with
     # the second job, still running: the freed slot must go to the third.
     receiver.script(HOOK, [Reply(delay_s=0.05), Reply(delay_s=1.0)])
-    dispatcher = ArqQueue(queue(redis))
+    dispatcher = functools.partial(announce_deliveries, redis)
     events = [make_event() for _ in range(SLOT_TEST_JOBS)]
     for event in events:
         await webhooks.record(event, destination(sid))
-        await dispatcher.dispatch(event.id, [destination(sid)])
+        await dispatcher(event.id, [destination(sid)])
         await asyncio.sleep(0.002)  # queued in this order (a job's score is its enqueue time, in ms)
     started = time.monotonic()
     await worker_factory(BRIDGE_WORKER_MAX_JOBS="2", BRIDGE_WORKER_POLL_DELAY_S="5")
@@ -207,7 +193,7 @@ async def test_a_worker_verifies_https_receivers_with_the_ca_bundle_it_is_config
         await worker_factory(BRIDGE_WEBHOOK_CA_BUNDLE=str(bundle))
         event = make_event()
         await webhooks.record(event, destination(sid))
-        await ArqQueue(queue(redis)).dispatch(event.id, [destination(sid)])
+        await announce_deliveries(redis, event.id, [destination(sid)])
         [got] = await receiver.wait_for(1, HOOK, timeout_s=10)
         assert got.verified and got.webhook_id == event.id
         await eventually(lambda: webhooks.events.was_delivered(event.id, destination(sid)), 5, "delivered")

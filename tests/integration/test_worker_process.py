@@ -12,16 +12,12 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from arq import constants as arq_constants
-from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
-from bridge.core.codec import deserialize_job, serialize_job
 from bridge.core.model import WatchSpec
-from bridge.delivery.model import job_id
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore
-from bridge.worker.arq_compat import ArqQueue
+from bridge.wiring import announce_deliveries
 from bridge.worker.settings import SWEEP_EVERY_S, health_check_key
 from bridge_tools.processes import LOOPBACK, Process, free_port, redis_server
 from mpc_simulator import RunningSimulator, SimulatorControl
@@ -260,7 +256,7 @@ async def test_an_idle_worker_sends_redis_few_commands(
     assert commands / IDLE_OBSERVED_S < IDLE_COMMANDS_PER_S_MAX, {k: v["calls"] for k, v in stats.items()}
 
 
-async def test_an_idle_worker_starts_a_job_enqueued_elsewhere_at_once(
+async def test_an_idle_worker_claims_a_delivery_recorded_elsewhere_at_once(
     simulator: RunningSimulator, tmp_path: Path, workers: list[Process]
 ) -> None:
     with redis_server(tmp_path) as (_, port):
@@ -270,22 +266,18 @@ async def test_an_idle_worker_starts_a_job_enqueued_elsewhere_at_once(
         client = Redis.from_url(url)
         try:
             await eventually(lambda: client.exists(health_check_key()), 20, "the worker's health record")
-            await asyncio.sleep(1.0)  # the sweeper's first run is over: the job loop sleeps
-            queue = ArqRedis(
-                connection_pool=client.connection_pool,
-                job_serializer=serialize_job,
-                job_deserializer=deserialize_job,
-            )
+            await asyncio.sleep(1.0)  # the sweeper's first run is over: the delivery loop sleeps
+            entry = keys.outbox_entry("evt_elsewhere", "log")
             enqueued = time.monotonic()
-            assert await ArqQueue(queue).dispatch("evt_elsewhere", ["log"]) == 1
-            jid = job_id("evt_elsewhere", "log")
+            # What the API's record_explicit and its announcement do.
+            await client.zadd(keys.OUTBOX, {entry: int(time.time() * 1000)})
+            assert await announce_deliveries(client, "evt_elsewhere", ["log"]) == 1
 
-            async def started() -> bool:
-                return bool(await client.exists(arq_constants.in_progress_key_prefix + jid)) or (
-                    await client.zscore(keys.QUEUE, jid) is None
-                )
+            async def claimed() -> bool:
+                score = await client.zscore(keys.OUTBOX, entry)
+                return score is None or score > time.time() * 1000  # leased, or already settled
 
-            await eventually(started, 10, "the job to start")
+            await eventually(claimed, 10, "the delivery to be claimed")
             assert time.monotonic() - enqueued < FOREIGN_START_MAX_S
         finally:
             await client.aclose()

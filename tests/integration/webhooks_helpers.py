@@ -14,7 +14,7 @@ from bridge.core.catalog import EVENT_CATALOG
 from bridge.core.codec import encode_event
 from bridge.core.model import Event, EventData
 from bridge.crypto import SecretBox
-from bridge.delivery.model import DeliveryJob, SendResult
+from bridge.delivery.model import SendResult
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.store import keys
 from bridge.store.redis_store import RedisStore, now_ms
@@ -102,9 +102,9 @@ class Webhooks:
         return body
 
     async def run(self, event_id: str, dest: str) -> SendResult | RetryLater:
-        """One run of the delivery job (what arq would call)."""
+        """One run of the delivery (what the delivery loop does with a claimed entry)."""
         try:
-            return await self.deliveries.run(DeliveryJob(event_id=event_id, destination=dest), attempt=1)
+            return await self.deliveries.run(await self.events.delivery_state(event_id, dest))
         except RetryLater as retry:
             return retry
 

@@ -6,6 +6,7 @@ sides — each a "worker" with its own aiohttp session and notifiers — sharing
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Final
@@ -17,12 +18,14 @@ from redis.asyncio import Redis
 
 from bridge import wiring
 from bridge.core.model import Event, SlackTarget, WatchSpec
-from bridge.delivery.model import SLACK, DeliveryJob, Notifier, SendResult
+from bridge.delivery.loop import DeliveryLoop
+from bridge.delivery.model import SLACK, Notifier, SendResult
 from bridge.delivery.service import Deliveries, RetryLater
 from bridge.http import build_session
 from bridge.slack.plain import message_lines
+from bridge.store.redis_store import RedisStore
 from bridge_tools.slack_standin import Message, RunningStandin, start
-from tests.integration.conftest import SLUG, Pipeline
+from tests.integration.conftest import SLUG, Pipeline, eventually
 
 BOT_TOKEN: Final = "xoxb-test-" + "0" * 24
 CHANNEL: Final = "C0SLACKTEST"
@@ -93,9 +96,9 @@ class SlackRig:
         self, event: Event, attempt: int = 1, deliveries: Deliveries | None = None
     ) -> SendResult | RetryLater:
         try:
-            return await (deliveries or self.deliveries).run(
-                DeliveryJob(event_id=event.id, destination=SLACK), attempt
-            )
+            state = await self.pipeline.store.delivery_state(event.id, SLACK)
+            claimed = msgspec.structs.replace(state, tries=attempt - 1)
+            return await (deliveries or self.deliveries).run(claimed)
         except RetryLater as later:
             return later
 
@@ -159,3 +162,29 @@ async def rig_factory(
 @pytest.fixture
 async def rig(rig_factory: Callable[..., SlackRig]) -> SlackRig:
     return rig_factory()
+
+
+async def run_deliveries(rig: SlackRig, *, max_jobs: int = 100, timeout_s: float = 20.0) -> None:
+    """Every delivery in the outbox, as a worker's delivery loop runs them (retries included),
+    until the outbox is empty."""
+    store = rig.pipeline.store
+    loop = DeliveryLoop(
+        store=store,
+        deliveries=rig.deliveries,
+        redis=store.redis,
+        max_jobs=max_jobs,
+        lease_s=30.0,
+        timeout_s=10.0,
+        poll_delay_s=0.05,
+    )
+    task = asyncio.get_running_loop().create_task(loop.run())
+    try:
+        await eventually(lambda: _outbox_empty(store), timeout_s, "the outbox to drain")
+    finally:
+        await loop.stop(1.0, 0.5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _outbox_empty(store: RedisStore) -> bool:
+    return await store.outbox_size() == 0

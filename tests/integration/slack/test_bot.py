@@ -6,17 +6,13 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import msgspec
 import pytest
-from arq import func
-from arq.worker import Worker
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from bridge.core.codec import deserialize_job, serialize_job
-from bridge.delivery.model import DELIVER_FUNCTION, SendResult
+from bridge.delivery.model import SendResult
 from bridge.delivery.service import RetryLater
 from bridge.slack.notifier import HINTS, MAX_ATTEMPTS
 from bridge.slack.plain import message_text
@@ -24,12 +20,11 @@ from bridge.slack.render import CARD_BLOCK_ID_PREFIX, render_card
 from bridge.slack.state import SlackState
 from bridge.store import keys
 from bridge.store.redis_store import ATTACHMENT_TTL_S
-from bridge.worker.runtime import deliver
 from bridge_tools.processes import free_port
 from mpc_simulator import SimulatorControl
 from tests.builders import MEMBERS_ERRORS
 from tests.integration.conftest import SLUG, outbox
-from tests.integration.slack.conftest import BOT_TOKEN, CHANNEL, IMPORT, SlackRig, watch_spec
+from tests.integration.slack.conftest import BOT_TOKEN, CHANNEL, IMPORT, SlackRig, run_deliveries, watch_spec
 
 
 def line(lines: list[str], *needles: str) -> str | None:
@@ -487,7 +482,7 @@ async def test_messages_to_one_channel_are_paced_and_later_ones_deferred_not_sle
     assert min(b - a for a, b in itertools.pairwise(posts)) >= 0.45
 
 
-async def test_through_arq_a_429_defers_the_job_and_frees_the_worker_slot(
+async def test_through_the_delivery_loop_a_429_postpones_the_delivery_and_frees_the_slot(
     rig: SlackRig, control: SimulatorControl
 ) -> None:
     other = "C0SLACKOTHER"
@@ -498,23 +493,10 @@ async def test_through_arq_a_429_defers_the_job_and_frees_the_worker_slot(
     await rig.deliver_all(one.id)
     await rig.deliver_all(two.id)
     await control.patch_bulk(SLUG, IMPORT, 1, status="working")
-    await rig.pipeline.poll_due()  # one event per watch: one arq job each, one channel each
+    await rig.pipeline.poll_due()  # one event per watch: one delivery each, one channel each
     rig.slack.inject(method="chat.update", status=429, retry_after=2)
-    worker = Worker(
-        functions=[func(deliver, name=DELIVER_FUNCTION, max_tries=10)],
-        redis_pool=rig.pipeline.queue,
-        queue_name=keys.QUEUE,
-        job_serializer=serialize_job,
-        job_deserializer=deserialize_job,
-        ctx={"runtime": SimpleNamespace(deliveries=rig.deliveries)},
-        burst=True,
-        max_jobs=1,  # one slot: a job sleeping out the 429 would hold up the other
-        poll_delay=0.05,
-        handle_signals=False,
-        keep_result=0,
-    )
-    # Not worker.close(): it would close the connection pool the rig shares.
-    await asyncio.wait_for(worker.main(), timeout=20)
+    # One slot: a delivery sleeping out the 429 would hold up the other.
+    await run_deliveries(rig, max_jobs=1)
     limited = next(c for c in rig.slack.calls if c.http_status == 429)
     held = limited.payload["channel"]
     after = [c for c in rig.slack.calls if c.seq > limited.seq]

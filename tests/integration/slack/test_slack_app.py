@@ -27,7 +27,7 @@ from bridge.wiring import worker_options
 from bridge_tools.slack_standin import Message, click_body, command_body, signed
 from mpc_simulator import SimulatorControl
 from tests.integration.conftest import API_KEY, SLUG
-from tests.integration.slack.conftest import CHANNEL, IMPORT, SlackRig, watch_spec
+from tests.integration.slack.conftest import CHANNEL, IMPORT, SlackRig, run_deliveries, watch_spec
 
 SIGNING_SECRET: Final = "8f742231b10e8888abcd99yyyzzz85a5"
 AUTH: Final = {"Authorization": f"Bearer {API_KEY}"}
@@ -79,7 +79,7 @@ def watch_id_in(text: str) -> str:
 
 
 async def run_worker(rig: SlackRig) -> None:
-    """Every queued job (deliveries and Slack follow-ups), as a worker runs them."""
+    """Every queued Slack follow-up (arq) and every delivery (the outbox), as a worker runs them."""
     worker = Worker(
         functions=worker_options(rig.pipeline.settings)["functions"],  # the worker's own
         redis_pool=rig.pipeline.queue,
@@ -98,6 +98,7 @@ async def run_worker(rig: SlackRig) -> None:
     )
     # Not worker.close(): it would close the connection pool the rig shares.
     await asyncio.wait_for(worker.main(), timeout=20)
+    await run_deliveries(rig)
 
 
 def actions_of(card: Message) -> list[str]:

@@ -1,4 +1,5 @@
-"""A job a killed worker was running must come back soon: arq locks it for its timeout + 10 s."""
+"""What a killed worker was running must come back soon: arq locks a job for its timeout + 10 s,
+a delivery is leased for its timeout, its in-flight grace and 10 s."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from arq.worker import Worker
 
 from bridge.config import ConfigError, load_settings
 from bridge.wiring import worker_options
-from bridge.worker.settings import in_flight_grace
+from bridge.worker.runtime import in_flight_grace
+from bridge.worker.settings import delivery_lease_s
 
 FERNET_KEY = "q0Yh0a5lYk7oQ1xJc6a1rP9sJpJ2c8U4pW1s5bW0dX8="
 ARQ_LOCK_MARGIN_S = 10
@@ -27,6 +29,13 @@ async def test_a_killed_workers_delivery_is_locked_only_for_the_delivery_timeout
         await worker.pool.aclose()
 
 
+def test_a_killed_workers_delivery_is_leased_for_its_timeout_grace_and_a_margin() -> None:
+    settings = load_settings(
+        {"BRIDGE_SECRET_KEY": FERNET_KEY, "BRIDGE_DELIVERY_TIMEOUT_S": "5", "BRIDGE_WEBHOOK_TIMEOUT_S": "3"}
+    )
+    assert delivery_lease_s(settings) == 5 + in_flight_grace(settings) + ARQ_LOCK_MARGIN_S
+
+
 def test_the_delivery_timeout_defaults_to_a_minute_and_outlasts_a_webhook() -> None:
     assert load_settings({}).delivery_timeout_s == 60.0
     with pytest.raises(ConfigError, match="BRIDGE_DELIVERY_TIMEOUT_S: must be longer than"):
@@ -42,7 +51,7 @@ def test_a_cancelled_delivery_finishes_its_send_within_the_drain_window(
     assert arq_wait_s + in_flight_grace(settings) == drain_s
 
 
-def test_the_worker_runs_deliveries_and_slack_follow_ups() -> None:
+def test_arq_runs_only_slack_follow_ups_and_the_sweeper() -> None:
     options = worker_options(load_settings({"BRIDGE_SECRET_KEY": FERNET_KEY}))
-    assert sorted(f.name for f in options["functions"]) == ["deliver", "slack_followup"]
+    assert sorted(f.name for f in options["functions"]) == ["slack_followup"]  # deliveries: the outbox
     assert [c.name for c in options["cron_jobs"]] == ["cron:sweep"]

@@ -22,6 +22,9 @@ from bridge.store import keys
 
 LUA_PACKAGE: Final = "bridge.store"
 LUA_FOLDER: Final = "lua"
+LIB_FOLDER: Final = "lib"
+"""Lua pieces that several scripts share (``lua/lib/*.lua``): not scripts of their own; a script
+includes one as ``${LIB_<NAME>}`` (``lib/token_bucket.lua`` is ``${LIB_TOKEN_BUCKET}``)."""
 NAMES: Final[dict[str, str]] = {
     name: value for name, value in vars(keys).items() if name.isupper() and isinstance(value, str)
 }
@@ -42,9 +45,23 @@ def raw(name: str) -> str:
 
 
 @functools.cache
+def _libraries() -> dict[str, str]:
+    """Each shared piece by its placeholder name, its own ``${NAME}`` already filled in."""
+    folder = resources.files(LUA_PACKAGE).joinpath(LUA_FOLDER).joinpath(LIB_FOLDER)
+    return {
+        "LIB_" + item.name.removesuffix(".lua").upper(): Template(
+            item.read_text(encoding="utf-8")
+        ).substitute(NAMES)
+        for item in folder.iterdir()
+        if item.name.endswith(".lua")
+    }
+
+
+@functools.cache
 def source(name: str) -> str:
-    """The script as Redis runs it: every ``${NAME}`` replaced by its constant."""
-    return Template(raw(name)).substitute(NAMES)
+    """The script as Redis runs it: every ``${NAME}`` replaced by its constant, and every
+    ``${LIB_<NAME>}`` by that shared piece."""
+    return Template(raw(name)).substitute(NAMES | _libraries())
 
 
 def register(redis: Any, name: str) -> Any:

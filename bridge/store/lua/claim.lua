@@ -7,30 +7,12 @@
 -- token once this take is done (0: some left)}.
 local now, lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local rate, burst, takes = tonumber(ARGV[4] or '0'), tonumber(ARGV[5] or '0'), tonumber(ARGV[6] or '0')
+${LIB_TOKEN_BUCKET}
 local budget_now = nil
--- One token from a club's bucket, exactly as club_budget.lua takes it (timed by the Redis clock).
+-- One token from a club's bucket, as club_budget.lua takes it (timed by the Redis clock once).
 local function take(slug)
-  if not budget_now then
-    local clock = redis.call('TIME')
-    budget_now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-  end
-  local key = '${CLUB_BUDGET_PREFIX}' .. slug
-  local state = redis.call('HMGET', key, '${B_TOKENS}', '${B_AT}')
-  local tokens = tonumber(state[1]) or burst
-  local at = tonumber(state[2]) or budget_now
-  if budget_now > at then
-    tokens = math.min(burst, tokens + (budget_now - at) * rate / 1000)
-    at = budget_now
-  end
-  local granted = math.max(0, math.min(1, math.floor(tokens)))
-  tokens = tokens - granted
-  redis.call('HSET', key, '${B_TOKENS}', tostring(tokens), '${B_AT}', tostring(at))
-  redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
-  local wait = 0
-  if tokens < 1 then
-    wait = math.ceil((1 - tokens) * 1000 / rate)
-  end
-  return granted, wait
+  budget_now = budget_now or redis_now_ms()
+  return bucket_take('${CLUB_BUDGET_PREFIX}' .. slug, 1, rate, burst, budget_now)
 end
 -- A lease that ran out belongs to a worker that died: its imports are due again.
 for _, tid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)) do

@@ -41,3 +41,13 @@ def test_no_lua_outside_the_lua_home() -> None:
         if "redis.call(" in path.read_text(encoding="utf-8")
     ]
     assert found == []
+
+
+def test_the_shared_pieces_spell_no_key_prefix_or_field_name_either() -> None:
+    folder = Path(bridge.__file__).parent / "store" / "lua" / scripts.LIB_FOLDER
+    pieces = sorted(folder.glob("*.lua"))
+    assert pieces
+    for piece in pieces:
+        literals = set(re.findall(r"'([^'$]*)'", piece.read_text(encoding="utf-8")))
+        assert not literals & FIELD_CONSTANTS, piece.name
+        assert not [lit for lit in literals if lit.startswith(keys.PREFIX)], piece.name

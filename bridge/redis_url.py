@@ -39,6 +39,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
@@ -247,12 +248,26 @@ class PromptHiredisParser(_AsyncHiredisParser):
             raise RedisConnectionError(SERVER_CLOSED_CONNECTION_ERROR)
         return bool(stream._buffer)
 
+    def buffered_reply(self, disable_decoding: bool = False) -> Any:
+        """The next reply if the parser holds all of it already, else ``NOT_ENOUGH_DATA``; raises
+        what :meth:`read_response` would raise for it."""
+        if not self._connected:
+            raise RedisConnectionError(SERVER_CLOSED_CONNECTION_ERROR)
+        reader: Any = self._reader
+        response = reader.gets(False) if disable_decoding else reader.gets()
+        if isinstance(response, RedisConnectionError):
+            raise response
+        if isinstance(response, list) and response and isinstance(response[0], RedisConnectionError):
+            raise response[0]
+        return response
+
 
 PARSER_CLASS: Final = PromptHiredisParser if HIREDIS_AVAILABLE else DefaultParser
 
 
 class PromptSend:
-    """A connection (mixed into redis-py's own classes) that sends a command without a task.
+    """A connection (mixed into redis-py's own classes) that sends a command without a task, and
+    reads a reply already at hand without a timer.
 
     With a socket timeout, redis-py sends every command under ``asyncio.wait_for``: a task made
     and started for the write, a timer, and a turn of the loop before the command leaves. Yet the
@@ -296,6 +311,38 @@ class PromptSend:
         except BaseException:
             await connection.disconnect(nowait=True)
             raise
+
+    async def read_response(
+        self,
+        disable_decoding: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 - redis-py's signature
+        *,
+        disconnect_on_error: bool = True,
+        push_request: bool | None = False,
+    ) -> Any:
+        """A reply the parser holds already (the rest of a pipeline's, mostly: one read brings them
+        all) is returned without the timer redis-py sets around every read; any other is read
+        as redis-py does, under the socket timeout."""
+        connection: Any = self
+        parser = connection._parser
+        if timeout is None and isinstance(parser, PromptHiredisParser):
+            try:
+                response = parser.buffered_reply(disable_decoding)
+            except BaseException:
+                if disconnect_on_error:
+                    await connection.disconnect(nowait=True)
+                raise
+            if response is not NOT_ENOUGH_DATA:
+                if connection.health_check_interval:
+                    loop = asyncio.get_running_loop()
+                    connection.next_health_check = loop.time() + connection.health_check_interval
+                if isinstance(response, ResponseError):
+                    raise response from None
+                return response
+        base: Any = super()
+        return await base.read_response(
+            disable_decoding, timeout, disconnect_on_error=disconnect_on_error, push_request=push_request
+        )
 
 
 _prompt_classes: dict[type[AbstractConnection], type[AbstractConnection]] = {}

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.redis_url import PARSER_CLASS, PromptHiredisParser, PromptSend, connect
@@ -147,5 +148,67 @@ async def test_a_send_on_a_connection_the_server_closed_fails_as_redis_py_says(
             raise AssertionError("writes to a closed connection kept succeeding")
         assert not connection.is_connected
         assert await client.ping()  # the pool connects again
+    finally:
+        await client.aclose(close_connection_pool=True)
+
+
+class _CountingTimers:
+    """Counts the timers the running loop is asked for (``asyncio.timeout`` sets one per use)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.count = 0
+        self._loop = loop
+        self._call_at = loop.call_at
+
+    def __enter__(self) -> _CountingTimers:
+        def counting(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+            self.count += 1
+            return self._call_at(when, callback, *args, **kwargs)
+
+        self._loop.call_at = counting  # type: ignore[method-assign,assignment]
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        del self._loop.call_at  # the class's own again
+
+
+PIPELINE_LENGTH: Final = 50
+
+
+async def test_a_pipeline_sets_a_timer_only_for_replies_not_yet_at_hand(redis_url: str) -> None:
+    """One read brings every reply of a short pipeline: only the first waits (under the socket
+    timeout); redis-py alone sets a timer for each of them."""
+    client = connect(redis_url)
+    try:
+        await client.set("n", "0")
+        with _CountingTimers(asyncio.get_running_loop()) as timers:
+            async with client.pipeline(transaction=False) as pipe:
+                for _ in range(PIPELINE_LENGTH):
+                    pipe.incr("n")
+                replies = await pipe.execute()
+        assert replies == list(range(1, PIPELINE_LENGTH + 1))
+        assert timers.count <= 2
+    finally:
+        await client.aclose(close_connection_pool=True)
+
+
+async def test_error_replies_at_hand_are_raised_or_kept_as_redis_py_does(redis_url: str) -> None:
+    client = connect(redis_url)
+    try:
+        await client.set("text", "not a number")
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.set("a", "1")
+            pipe.incr("text")
+            pipe.get("a")
+            replies = await pipe.execute(raise_on_error=False)
+        assert replies[0] is True and replies[2] == b"1"
+        assert isinstance(replies[1], ResponseError)
+        try:
+            await client.incr("text")
+        except ResponseError:
+            pass
+        else:
+            raise AssertionError("an error reply was not raised")
+        assert await client.get("a") == b"1"  # the connection is still in step
     finally:
         await client.aclose(close_connection_pool=True)

@@ -22,6 +22,7 @@ from bridge.core.model import Event, WatchSnapshot, WatchSpec, WatchState
 from bridge.core.schedule import PollState
 from bridge.store import keys, scripts
 from bridge.store.changes import Change, club_of_tracker, encode_change, publish
+from bridge.store.turn import turn_pipeline
 
 DEFAULT_LEASE_S: Final = 60.0
 """How long a claimed import stays with its worker; after that it is due again (the worker died).
@@ -303,6 +304,7 @@ class RedisStore:
         self._trim = scripts.register(redis, "trim_index")
         self._forget_club = scripts.register(redis, "forget_club")
         self._index_page = scripts.register(redis, "index_page")
+        self._turn = turn_pipeline(redis)
 
     # ------------------------------------------------------------------ polling
 
@@ -667,19 +669,17 @@ class RedisStore:
                 record.kept,
                 "" if record.last_success_ms is None else record.last_success_ms,
             ]
-        if record is None or not record.changes:
-            await self._delivered(keys=script_keys, args=args)
-            return
-        # The script and its notes in one round trip (a turn of a busy loop saved per delivery).
-        notes = [encode_change(change) for change in record.changes]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.evalsha(self._delivered.sha, len(script_keys), *script_keys, *args)
-            for note in notes:
-                pipe.publish(keys.CHANGES, note)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        changes = record.changes if record is not None else ()
+        # The script and its notes in one round trip, shared with the deliveries settled in the
+        # same turn of the loop.
+        commands: list[tuple[Any, ...]] = [
+            ("EVALSHA", self._delivered.sha, len(script_keys), *script_keys, *args)
+        ]
+        commands += [("PUBLISH", keys.CHANGES, encode_change(change)) for change in changes]
+        replies = await self._turn.execute(commands)
         if isinstance(replies[0], NoScriptError):  # Redis restarted or failed over: load it again
             await self._delivered(keys=script_keys, args=args)
-            await publish(self.redis, record.changes)
+            await publish(self.redis, changes)
         elif isinstance(replies[0], Exception):
             raise replies[0]
 

@@ -23,6 +23,7 @@ from bridge.logs import get_logger
 from bridge.store import keys, scripts
 from bridge.store.changes import Change, publish
 from bridge.store.redis_store import DeliveryRecord, LimitReached, RedisStore, now_ms, resolved
+from bridge.store.turn import turn_pipeline
 from bridge.webhooks.model import (
     DisabledReason,
     Subscription,
@@ -91,6 +92,7 @@ class SubscriptionStore:
         self._retention_ms = now_ms(retention_s)
         self._create = scripts.register(redis, "subscription_create")
         self._update = scripts.register(redis, "subscription_update")
+        self._turn = turn_pipeline(redis)
         self._failure = scripts.register(redis, "subscription_failure")
         self._disable = scripts.register(redis, "subscription_disable")
         self._rotate = scripts.register(redis, "subscription_rotate")
@@ -225,12 +227,14 @@ class SubscriptionStore:
         self, sid: str, did: str
     ) -> tuple[tuple[Subscription, Sealed] | None, WebhookDelivery | None]:
         """The subscription with its sealed secrets (``None`` when it is gone; :meth:`open_signing`
-        opens them) and the delivery's log (``None`` before its first attempt), in one round trip:
-        what a delivery reads."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.subscription(sid))
-            pipe.get(keys.webhook_delivery(did))
-            fields, raw = await pipe.execute()
+        opens them) and the delivery's log (``None`` before its first attempt), in one round trip
+        shared with the deliveries reading in the same turn of the loop: what a delivery reads."""
+        fields, raw = await self._turn.execute(
+            [("HGETALL", keys.subscription(sid)), ("GET", keys.webhook_delivery(did))]
+        )
+        for reply in (fields, raw):
+            if isinstance(reply, Exception):
+                raise reply
         delivery = _delivery_decoder.decode(raw) if raw is not None else None
         return (_sealed(sid, fields) if fields else None), delivery
 

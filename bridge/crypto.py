@@ -12,10 +12,15 @@ the new key), then drop the old key from the list.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from bridge.config import ConfigError, Secret, env_name
+
+OPENED_KEPT_MAX: Final = 1024
+"""Sealed values a box remembers the plaintext of (a busy worker opens the same webhook secret for
+every delivery); past this many it starts over. Only values that opened are remembered."""
 
 
 class SecretBox:
@@ -27,16 +32,26 @@ class SecretBox:
             raise ConfigError(f"{env_name('secret_key')}: required to store secrets (a Fernet key)")
         self._fernet = MultiFernet([Fernet(key.reveal().encode()) for key in listed])
         self._newest = Fernet(listed[0].reveal().encode())
+        self._opened: dict[bytes, str] = {}
 
     def seal(self, plaintext: str) -> bytes:
         return self._fernet.encrypt(plaintext.encode())
 
     def open(self, token: bytes) -> str:
-        """The plaintext; raises :class:`SecretUnreadable` if no listed key opens it or it was altered."""
+        """The plaintext; raises :class:`SecretUnreadable` if no listed key opens it or it was
+        altered. A token opens to the same plaintext every time, so what opened is remembered
+        (the box's keys never change; one that did not open is tried again)."""
+        opened = self._opened.get(token)
+        if opened is not None:
+            return opened
         try:
-            return self._fernet.decrypt(token).decode()
+            opened = self._fernet.decrypt(token).decode()
         except (InvalidToken, UnicodeDecodeError):
             raise SecretUnreadable("a stored secret cannot be decrypted with BRIDGE_SECRET_KEY") from None
+        if len(self._opened) >= OPENED_KEPT_MAX:
+            self._opened.clear()
+        self._opened[bytes(token)] = opened
+        return opened
 
     def is_current(self, token: bytes) -> bool:
         """Whether ``token`` is already sealed with the newest key (resealing it would change nothing)."""

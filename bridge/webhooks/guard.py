@@ -35,6 +35,9 @@ Lookup: TypeAlias = Callable[[str, int], Awaitable[list[str]]]
 
 MAX_URL_CHARS: Final = 2048
 SCHEMES: Final = ("https", "http")
+PREFLIGHTS_KEPT_MAX: Final = 10_000
+"""URLs whose preflight a guard remembers (it depends on the URL and the policy only); past this
+many it starts over."""
 REFUSAL_MESSAGE: Final = (
     "this URL is not accepted as a webhook destination: it must be https, on port 443 or 8443 "
     "(or another port the operator allows), to a host that resolves only to public addresses, "
@@ -199,9 +202,26 @@ class UrlGuard:
     def __init__(self, policy: AddressPolicy, lookup: Lookup) -> None:
         self.policy = policy
         self._lookup = lookup
+        self._preflights: dict[str, Target | str] = {}
+        """Each URL's preflight: its target, or why it is refused."""
 
     def preflight(self, url: str) -> Target:
-        """What can be checked without DNS: the URL's shape and an IP-literal host."""
+        """What can be checked without DNS: the URL's shape and an IP-literal host (the answer
+        depends on nothing else, and a guard remembers it)."""
+        known = self._preflights.get(url)
+        if known is None:
+            try:
+                known = self._preflight(url)
+            except Refused as refused:
+                known = refused.reason
+            if len(self._preflights) >= PREFLIGHTS_KEPT_MAX:
+                self._preflights.clear()
+            self._preflights[url] = known
+        if isinstance(known, str):
+            raise Refused(known)
+        return known
+
+    def _preflight(self, url: str) -> Target:
         target = parse_target(url)
         literal = literal_address(target.host)
         if literal is not None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from bridge.webhooks.dns import AioDnsLookup
 from bridge.webhooks.guard import (
+    PREFLIGHTS_KEPT_MAX,
     REFUSAL_MESSAGE,
     AddressPolicy,
     Refused,
@@ -350,3 +351,21 @@ def test_any_text_either_passes_the_preflight_or_is_refused_with_the_one_message
         assert str(outcome) == REFUSAL_MESSAGE and outcome.reason
     else:
         assert outcome.scheme == "https" and outcome.port in (443, 8443)
+
+
+def test_a_preflight_is_remembered_and_a_refusal_stays_a_refusal() -> None:
+    guard = UrlGuard(AddressPolicy(), SYSTEM_DNS)
+    for _ in range(3):
+        assert guard.preflight("https://8.8.8.8/hook") == Target(scheme="https", host="8.8.8.8", port=443)
+        with refused_because("loopback"):
+            guard.preflight("https://127.0.0.1/hook")
+        with refused_because("must be https"):
+            guard.preflight("ftp://8.8.8.8/")
+
+
+def test_a_guard_remembering_many_urls_starts_over_and_still_answers() -> None:
+    guard = UrlGuard(AddressPolicy(), SYSTEM_DNS)
+    for n in range(PREFLIGHTS_KEPT_MAX + 10):
+        assert guard.preflight(f"https://8.8.8.8/hook/{n}").port == 443
+    with refused_because("loopback"):
+        guard.preflight("https://127.0.0.1/hook/0")

@@ -146,24 +146,25 @@ class DeliveryLoop:
             self._wake.set()
 
     async def _run_one(self, claimed: ClaimedDelivery) -> None:
-        with structlog.contextvars.bound_contextvars(
+        # The task's own context (a copy made when it was created): bound here, gone with it.
+        structlog.contextvars.bind_contextvars(
             event_id=claimed.event_id, destination=claimed.destination, attempt=claimed.tries + 1
-        ):
-            try:
-                async with asyncio.timeout(self._timeout_s):  # no task of its own, unlike wait_for
-                    await self._deliveries.run(claimed)
-            except RetryLater as retry:
-                log.info("delivery retried later", retry_in_s=round(retry.defer_s, 3), reason=str(retry))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a timeout, Redis, a notifier's bug: try later
-                log.error("delivery crashed; due again later", error=repr(exc), retry_in_s=CRASHED_RETRY_S)
-                with contextlib.suppress(RedisError, OSError):  # else its lease ends anyway
-                    await self._store.postpone_in_outbox(
-                        claimed.event_id, claimed.destination, time.time() + CRASHED_RETRY_S
-                    )
-            finally:
-                self.delivered += 1
+        )
+        try:
+            async with asyncio.timeout(self._timeout_s):  # no task of its own, unlike wait_for
+                await self._deliveries.run(claimed)
+        except RetryLater as retry:
+            log.info("delivery retried later", retry_in_s=round(retry.defer_s, 3), reason=str(retry))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a timeout, Redis, a notifier's bug: try later
+            log.error("delivery crashed; due again later", error=repr(exc), retry_in_s=CRASHED_RETRY_S)
+            with contextlib.suppress(RedisError, OSError):  # else its lease ends anyway
+                await self._store.postpone_in_outbox(
+                    claimed.event_id, claimed.destination, time.time() + CRASHED_RETRY_S
+                )
+        finally:
+            self.delivered += 1
 
     async def stop(self, drain_s: float, grace_s: float, signal_name: str = "SIGTERM") -> list[str]:
         """Claim nothing more; let running deliveries end within ``drain_s`` (the last ``grace_s``

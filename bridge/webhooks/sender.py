@@ -376,6 +376,9 @@ class WebhookSender:
 
 async def _read_prefix(response: aiohttp.ClientResponse, deadline: float) -> bytes:
     """Up to 4 kB of the body, within the attempt's deadline (what came in time is kept)."""
+    content = response.content
+    if content.is_eof():  # all of it is here already (a short answer, mostly): nothing to wait for
+        return content.read_nowait(RESPONSE_BODY_MAX_BYTES)
     chunks: list[bytes] = []
     size = 0
     try:

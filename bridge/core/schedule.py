@@ -2,8 +2,9 @@
 
 Intervals (docs/design.md, "Polling"): the minimum while MPC's job is busy with a bulk or right
 after a change, growing by :data:`BACKOFF_FACTOR` per quiet poll while bulks only wait, up to the
-maximum; doubling per consecutive failure; ``Retry-After`` honoured up to a bound. Jitter only
-ever lengthens an interval, so the floor MPC asks for always holds.
+maximum; doubling per consecutive failure; ``Retry-After`` honoured up to a bound. A poll at the
+floor is exactly the floor; jitter only ever lengthens an interval that backs off, so the floor
+MPC asks for always holds.
 
 An answered poll's interval runs from the moment its pacing request was sent (:func:`next_due`):
 the time MPC took to answer and the bridge to write the result is part of the interval, not
@@ -23,8 +24,10 @@ from bridge.core.retry import exponential
 
 BACKOFF_FACTOR: Final = 1.15
 """Growth of the interval per quiet poll while every open bulk is ``waiting``."""
-QUIET_POLLS_AT_FLOOR: Final = 12
-"""Quiet polls still at the floor before backing off: a queue often picks a bulk up soon."""
+QUIET_POLLS_AT_FLOOR: Final = 60
+"""Quiet polls still at the floor before backing off (five minutes at MPC's 5 s): a job queue
+usually picks a waiting bulk up within minutes, and a pick-up seen during the back-off is seen
+late."""
 FAILURE_FACTOR: Final = 2.0
 """Growth of the interval per consecutive failed poll."""
 JITTER: Final = 0.1
@@ -126,9 +129,12 @@ def next_delay(
         return intervals.min_s, msgspec.structs.replace(state, failures=0, quiet=0)
     else:
         quiet = state.quiet + 1
-        growth = max(0, quiet - QUIET_POLLS_AT_FLOOR)
-        delay = exponential(growth + 1, base_s=intervals.min_s, cap_s=intervals.max_s, factor=BACKOFF_FACTOR)
         new = msgspec.structs.replace(state, failures=0, quiet=quiet)
+        growth = quiet - QUIET_POLLS_AT_FLOOR
+        if growth <= 0:
+            # Still at the floor: exactly it, as while busy (the next pick-up is seen this soon).
+            return intervals.min_s, new
+        delay = exponential(growth + 1, base_s=intervals.min_s, cap_s=intervals.max_s, factor=BACKOFF_FACTOR)
     return delay * (1.0 + JITTER * jitter), new
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import msgspec
 import pytest
@@ -223,6 +224,34 @@ async def test_released_imports_are_due_again_at_once(redis: Redis) -> None:
     claimed = (await store.claim(T0, 10)).trackers
     assert await store.release([t.tid for t in claimed], T0 + 1) == 1
     assert len((await store.claim(T0 + 1, 10)).trackers) == 1
+
+
+async def test_handing_imports_back_wakes_the_other_poll_loops(redis: Redis) -> None:
+    store = store_for(redis)
+    spec = watch((11,))
+    await store.create_watch(spec, "fp", MIN_INTERVAL_S)
+    claimed = [t.tid for t in (await store.claim(T0, 10)).trackers]
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(keys.SCHEDULE_WAKE_CHANNEL)
+
+    async def wake_ups(within_s: float) -> list[Any]:
+        # get_message answers None for the subscription's own confirmation too: read until the end.
+        loop, seen = asyncio.get_running_loop(), []
+        ends = loop.time() + within_s
+        while (left := ends - loop.time()) > 0:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+            if message is not None:
+                seen.append(message["channel"])
+        return seen
+
+    try:
+        assert await store.release(claimed, T0) == 1
+        assert await wake_ups(0.5) == [keys.SCHEDULE_WAKE_CHANNEL.encode()]
+        # Nothing left to hand back: nobody is woken.
+        assert await store.release(claimed, T0) == 0
+        assert await wake_ups(0.3) == []
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def test_lost_schedule_entries_are_recreated_by_the_sweeper(redis: Redis) -> None:

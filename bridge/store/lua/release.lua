@@ -8,4 +8,7 @@ for i = 2, #ARGV do
     n = n + 1
   end
 end
+if n > 0 then
+  redis.call('PUBLISH', '${SCHEDULE_WAKE_CHANNEL}', '') -- other poll loops look again now
+end
 return n

@@ -33,6 +33,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any, Final
 
 import arq.cli
@@ -187,10 +188,17 @@ class BridgeWorker(Worker):
         return self._sleep_until_s(float(first[0][1]) if first else None)
 
     def _sleep_until_s(self, first_deferred_ms: float | None) -> float:
+        longest = min(self.poll_delay_s, self._until_health_record_s())
         if first_deferred_ms is None:
-            return self.poll_delay_s
+            return longest
         due_in_s = (first_deferred_ms - timestamp_ms()) / 1000
-        return min(self.poll_delay_s, max(due_in_s, DEFERRED_LOOK_MIN_S))
+        return min(longest, max(due_in_s, DEFERRED_LOOK_MIN_S))
+
+    def _until_health_record_s(self) -> float:
+        """arq writes its health record when the loop looks, at most every ``health_check_interval``,
+        and lets it expire a second after that: the loop looks in time, whatever ``poll_delay``."""
+        due_s = self._last_health_check + self.health_check_interval
+        return max(due_s - time.time(), DEFERRED_LOOK_MIN_S)
 
     async def _listen(self) -> None:
         """Wake the job loop on every message of the queue's wake channel, and the poll loop on every

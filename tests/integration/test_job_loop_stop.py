@@ -60,3 +60,35 @@ async def test_the_job_loop_ends_at_the_stop_even_when_its_cancellation_is_lost(
         if worker._watchdog is not None:  # the stop's watchdog would end this process
             worker._watchdog.cancel()
         await pool.aclose(close_connection_pool=True)
+
+
+HEALTH_INTERVAL_S: Final = 1
+LONG_LOOK_S: Final = 10.0
+HEALTH_WATCHED_S: Final = 3.5
+
+
+async def test_the_health_record_never_lapses_however_seldom_the_job_loop_looks(redis_url: str) -> None:
+    """arq writes its record only when the job loop looks, and lets it expire a second after the
+    interval: a loop that looks every 10 s still wakes to write it in time."""
+    pool = connect(redis_url)
+    worker = BridgeWorker(
+        functions=[_noop],
+        redis_pool=pool,
+        queue_name=keys.QUEUE,
+        poll_delay=LONG_LOOK_S,
+        health_check_interval=HEALTH_INTERVAL_S,
+        handle_signals=False,
+    )
+    worker.main_task = asyncio.ensure_future(worker.main())
+    try:
+        loop = asyncio.get_running_loop()
+        while not await pool.exists(worker.health_check_key):
+            await asyncio.sleep(0.05)
+        ends = loop.time() + HEALTH_WATCHED_S
+        while loop.time() < ends:
+            assert await pool.exists(worker.health_check_key), "the health record lapsed"
+            await asyncio.sleep(0.05)
+    finally:
+        worker.main_task.cancel()
+        await asyncio.gather(worker.main_task, return_exceptions=True)
+        await pool.aclose(close_connection_pool=True)

@@ -285,6 +285,7 @@ def poller(
         ),
         concurrency=settings.poll_concurrency,
         dispatch=dispatch,
+        idle_look_s=settings.worker_poll_delay_s,
         metrics=metrics,
     )
 

@@ -155,6 +155,7 @@ class DeliveryLoop:
                 await self._deliveries.run(claimed)
         except RetryLater as retry:
             log.info("delivery retried later", retry_in_s=round(retry.defer_s, 3), reason=str(retry))
+            self._look_again_in(retry.defer_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a timeout, Redis, a notifier's bug: try later
@@ -163,8 +164,14 @@ class DeliveryLoop:
                 await self._store.postpone_in_outbox(
                     claimed.event_id, claimed.destination, time.time() + CRASHED_RETRY_S
                 )
+            self._look_again_in(CRASHED_RETRY_S)
         finally:
             self.delivered += 1
+
+    def _look_again_in(self, delay_s: float) -> None:
+        """A delivery of this loop's was postponed: it is due again then, and the loop's sleep was
+        planned while it was still leased (nothing else announces it)."""
+        asyncio.get_running_loop().call_later(max(delay_s, LOOK_MIN_S), self._wake.set)
 
     async def stop(self, drain_s: float, grace_s: float, signal_name: str = "SIGTERM") -> list[str]:
         """Claim nothing more; let running deliveries end within ``drain_s`` (the last ``grace_s``

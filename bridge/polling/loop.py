@@ -33,9 +33,6 @@ CLAIM_BATCH_MAX: Final = 256
 """Imports claimed in one round trip."""
 PREFETCH_FACTOR: Final = 2.0
 """Imports claimed ahead: up to this many times the concurrency, running and waiting together."""
-IDLE_SLEEP_MAX_S: Final = 0.5
-"""Longest sleep between two looks at the schedule: imports another worker handed back, or whose
-lease ran out. A new watch wakes the loop at once (:meth:`Poller.wake`)."""
 CRASHED_POLL_RETRY_S: Final = 30.0
 """A poll that failed on something unexpected (a bug, not MPC) hands its import back due this much
 later: no hot loop on a poison import, and no wait for the lease either."""
@@ -50,6 +47,7 @@ class Poller:
         planner: Planner,
         concurrency: int,
         dispatch: Dispatch,
+        idle_look_s: float,
         clock: Callable[[], float] = time.time,
         metrics: WorkerMetrics | None = None,
         logger: Any = None,
@@ -58,6 +56,10 @@ class Poller:
         self._observer = observer
         self._planner = planner
         self._dispatch = dispatch
+        self._idle_look_s = idle_look_s
+        """Longest sleep between two looks at the schedule when nothing wakes the loop (imports whose
+        lease ran out, a wake-up lost while Redis was away). A new watch, "poll now" and imports
+        another worker hands back wake it at once (:meth:`wake`)."""
         self._clock = clock
         self._metrics = metrics or WorkerMetrics()
         self._log = logger or get_logger("bridge.poller")
@@ -73,7 +75,7 @@ class Poller:
         """Set when a poll starts: the lag probe sleeps while none runs or waits to."""
         self._claim_not_before = 0.0
         """Nothing is due before this (epoch s) as far as the last claim saw: until then a finished
-        poll does not send a claim that would find nothing. At most :data:`IDLE_SLEEP_MAX_S` after
+        poll does not send a claim that would find nothing. At most ``idle_look_s`` after
         that claim, so imports made due elsewhere (a new watch) are still seen that soon."""
         self._claiming: asyncio.Future[Claim] | None = None
         """The claim round trip under way, if any: a stop waits for it and hands its imports back."""
@@ -124,7 +126,7 @@ class Poller:
         self._start_ready()
         room = int(self._limit * PREFETCH_FACTOR) - len(self._tasks) - len(self._ready)
         if len(self._ready) >= max(1, self._limit // 2) or room <= 0:
-            await self._sleep(IDLE_SLEEP_MAX_S)  # a finished poll wakes us
+            await self._sleep(self._idle_look_s)  # a finished poll wakes us
             return redis_failures
         now = self._clock()
         if not self._ready and now < self._claim_not_before:
@@ -151,7 +153,7 @@ class Poller:
         self._ready.extend(claim.trackers)
         self._claim_not_before = 0.0
         if len(claim.trackers) < limit:  # every import due now was claimed
-            self._claim_not_before = now + IDLE_SLEEP_MAX_S
+            self._claim_not_before = now + self._idle_look_s
             if claim.next_due is not None:
                 self._claim_not_before = min(self._claim_not_before, claim.next_due)
         return 0
@@ -221,8 +223,10 @@ class Poller:
             # cannot take it back now, its lease runs out instead).
             self._metrics.poll("crashed")
             self._log.exception("poll failed", tracker=tracker.tid, error=repr(exc))
+            due = self._clock() + CRASHED_POLL_RETRY_S
             with contextlib.suppress(RedisError, OSError):
-                await self._store.release([tracker.tid], self._clock() + CRASHED_POLL_RETRY_S)
+                await self._store.release([tracker.tid], due)
+            self._claim_not_before = min(self._claim_not_before, due)
 
     async def poll(self, tracker: ClaimedTracker) -> CommitResult:
         """One full cycle for one claimed import."""
@@ -232,6 +236,7 @@ class Poller:
             # Claimed before the club was paused (ahead, or by a poll still running): not a single
             # request until the pause ends; the import is due again then.
             await self._store.release([tracker.tid], paused)
+            self._claim_not_before = min(self._claim_not_before, paused)
             self._metrics.poll("rate_limited")
             return CommitResult(committed=False, inserted=())
         observation, retry_soon = await self._observer.observe(slug, import_id, tracker)

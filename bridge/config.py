@@ -391,12 +391,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_poll_delay_s: Annotated[
         float,
         _doc(
-            "How often an idle worker looks for due deliveries when nothing wakes it (deliveries "
-            "recorded anywhere wake it at once, and it wakes by itself when a retry falls due).",
+            "How often an idle worker looks at its queues (due deliveries, jobs, imports due for a "
+            "poll) when nothing wakes it. A fallback only: new deliveries, jobs and watches, and "
+            "imports another worker hands back, wake the workers at once through Redis, and a "
+            "worker wakes by itself when a retry or a poll falls due.",
             gt=0,
             le=10,
         ),
-    ] = 0.5
+    ] = 5.0
     worker_max_jobs: Annotated[
         int,
         _doc(

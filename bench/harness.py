@@ -73,17 +73,18 @@ class CpuMeter:
         self._start: dict[str, float] = {}
         self._t0 = 0.0
         self.percent: dict[str, float] = {}
+        """Rounded to 0.1 % for display: compute figures from :attr:`cpu_s` and :attr:`wall_s`."""
+        self.cpu_s: dict[str, float] = {}
+        self.wall_s = 0.0
 
     def start(self) -> None:
         self._t0 = time.monotonic()
         self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
 
     def stop(self) -> dict[str, float]:
-        wall = time.monotonic() - self._t0
-        self.percent = {
-            name: round(100 * (cpu_seconds(pid) - self._start[name]) / wall, 1)
-            for name, pid in self.pids.items()
-        }
+        self.wall_s = time.monotonic() - self._t0
+        self.cpu_s = {name: cpu_seconds(pid) - self._start[name] for name, pid in self.pids.items()}
+        self.percent = {name: round(100 * cpu / self.wall_s, 1) for name, cpu in self.cpu_s.items()}
         return self.percent
 
 

@@ -2,9 +2,9 @@
 
 Intervals (docs/design.md, "Polling"): the minimum while MPC's job is busy with a bulk or right
 after a change, growing by :data:`BACKOFF_FACTOR` per quiet poll while bulks only wait, up to the
-maximum; doubling per consecutive failure; ``Retry-After`` honoured up to a bound. A poll at the
-floor is exactly the floor; jitter only ever lengthens an interval that backs off, so the floor
-MPC asks for always holds.
+maximum; doubling per consecutive failure; ``Retry-After`` honoured up to a bound. Jitter only
+ever lengthens an interval, so the floor MPC asks for always holds; a busy import's polls get
+none (exactly the floor), a quiet import's do, so that many quiet imports do not stay in step.
 
 An answered poll's interval runs from the moment its pacing request was sent (:func:`next_due`):
 the time MPC took to answer and the bridge to write the result is part of the interval, not
@@ -129,12 +129,9 @@ def next_delay(
         return intervals.min_s, msgspec.structs.replace(state, failures=0, quiet=0)
     else:
         quiet = state.quiet + 1
-        new = msgspec.structs.replace(state, failures=0, quiet=quiet)
-        growth = quiet - QUIET_POLLS_AT_FLOOR
-        if growth <= 0:
-            # Still at the floor: exactly it, as while busy (the next pick-up is seen this soon).
-            return intervals.min_s, new
+        growth = max(0, quiet - QUIET_POLLS_AT_FLOOR)
         delay = exponential(growth + 1, base_s=intervals.min_s, cap_s=intervals.max_s, factor=BACKOFF_FACTOR)
+        new = msgspec.structs.replace(state, failures=0, quiet=quiet)
     return delay * (1.0 + JITTER * jitter), new
 
 

@@ -10,6 +10,7 @@ from typing import Any, Final
 from bridge.redis_url import connect
 from bridge.store import keys
 from bridge.worker.arq_compat import BridgeWorker
+from tests.integration.conftest import eventually
 
 LOOK_S: Final = 0.01
 """How long each look at the queue takes here."""
@@ -82,8 +83,7 @@ async def test_the_health_record_never_lapses_however_seldom_the_job_loop_looks(
     worker.main_task = asyncio.ensure_future(worker.main())
     try:
         loop = asyncio.get_running_loop()
-        while not await pool.exists(worker.health_check_key):
-            await asyncio.sleep(0.05)
+        await eventually(lambda: pool.exists(worker.health_check_key), 10, "the first health record")
         ends = loop.time() + HEALTH_WATCHED_S
         while loop.time() < ends:
             assert await pool.exists(worker.health_check_key), "the health record lapsed"

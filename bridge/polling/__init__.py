@@ -1,10 +1,8 @@
 """Polling MPC: the claim loop with leases and pacing (:mod:`.loop`), the requests for one import
-and what they show (:mod:`.observe`), from observation to commit plan (:mod:`.plan`), and the
-batching of commits (:mod:`.batcher`)."""
+and what they show (:mod:`.observe`), from observation to commit plan (:mod:`.plan`)."""
 
-from bridge.polling.batcher import Batcher
 from bridge.polling.loop import Poller
 from bridge.polling.observe import Observer
 from bridge.polling.plan import Planner
 
-__all__ = ["Batcher", "Observer", "Planner", "Poller"]
+__all__ = ["Observer", "Planner", "Poller"]

@@ -23,11 +23,11 @@ from bridge.core.wake import sleep_until_set
 from bridge.delivery.model import Dispatch
 from bridge.logs import get_logger
 from bridge.metrics import WorkerMetrics
-from bridge.polling.batcher import Batcher
 from bridge.polling.observe import Observer
 from bridge.polling.plan import Planner
 from bridge.redis_url import outage_wait_s
 from bridge.store.redis_store import Claim, ClaimedTracker, CommitPlan, CommitResult, RedisStore
+from bridge.store.turn import Batcher
 
 CLAIM_BATCH_MAX: Final = 256
 """Imports claimed in one round trip."""

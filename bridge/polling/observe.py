@@ -23,8 +23,8 @@ from typing import Any, Final
 from bridge.core.model import BulkGone, BulkListed, BulkObservation, BulkSeen, Failure, Observation
 from bridge.core.schedule import FAILURE_FACTOR, Intervals, bulks_to_fetch, plan_requests
 from bridge.metrics import WorkerMetrics
-from bridge.polling.batcher import Batcher
 from bridge.store.redis_store import ClaimBudget, ClaimedTracker, RedisStore
+from bridge.store.turn import Batcher
 from bridge.upstream.budget import ClubBudget, Grant
 from bridge.upstream.mpc import MpcResponse, UpstreamClient
 

@@ -3,8 +3,10 @@
 Intervals (docs/design.md, "Polling"): the minimum while MPC's job is busy with a bulk or right
 after a change, growing by :data:`BACKOFF_FACTOR` per quiet poll while bulks only wait, up to the
 maximum; doubling per consecutive failure; ``Retry-After`` honoured up to a bound. Jitter only
-ever lengthens an interval, so the floor MPC asks for always holds; a busy import's polls get
-none (exactly the floor), a quiet import's do, so that many quiet imports do not stay in step.
+ever lengthens an interval, so the floor MPC asks for always holds. A busy import's polls get
+none (exactly the floor); a quiet import's get a little while still at the floor (every
+millisecond there is detection delay for the pick-up it waits for) and more once it backs off,
+so that many quiet imports do not stay in step.
 
 An answered poll's interval runs from the moment its pacing request was sent (:func:`next_due`):
 the time MPC took to answer and the bridge to write the result is part of the interval, not
@@ -24,14 +26,18 @@ from bridge.core.retry import exponential
 
 BACKOFF_FACTOR: Final = 1.15
 """Growth of the interval per quiet poll while every open bulk is ``waiting``."""
-QUIET_POLLS_AT_FLOOR: Final = 60
-"""Quiet polls still at the floor before backing off (five minutes at MPC's 5 s): a job queue
+QUIET_POLLS_AT_FLOOR: Final = 120
+"""Quiet polls still at the floor before backing off (ten minutes at MPC's 5 s): a job queue
 usually picks a waiting bulk up within minutes, and a pick-up seen during the back-off is seen
 late."""
 FAILURE_FACTOR: Final = 2.0
 """Growth of the interval per consecutive failed poll."""
 JITTER: Final = 0.1
-"""Up to +10 % on every interval, so pollers that started together drift apart."""
+"""Up to +10 % on a backed-off or failed poll's interval, so pollers that started together drift
+apart."""
+FLOOR_JITTER: Final = 0.02
+"""Up to +2 % on a quiet poll still at the floor (at most 100 ms at 5 s): enough to drift apart,
+little enough that a pick-up is seen about as soon as a poller at the bare floor would see it."""
 
 
 class PollState(msgspec.Struct, kw_only=True, array_like=True):
@@ -132,6 +138,8 @@ def next_delay(
         growth = max(0, quiet - QUIET_POLLS_AT_FLOOR)
         delay = exponential(growth + 1, base_s=intervals.min_s, cap_s=intervals.max_s, factor=BACKOFF_FACTOR)
         new = msgspec.structs.replace(state, failures=0, quiet=quiet)
+        if not growth:
+            return delay * (1.0 + FLOOR_JITTER * jitter), new
     return delay * (1.0 + JITTER * jitter), new
 
 

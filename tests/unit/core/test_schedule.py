@@ -81,8 +81,13 @@ def test_quiet_waiting_imports_back_off_up_to_the_maximum() -> None:
 def test_busy_polls_are_exactly_at_the_floor_whatever_the_jitter() -> None:
     assert delay(busy=True, jitter=0.99)[0] == 5.0
     assert delay(changed=True, jitter=0.99)[0] == 5.0
-    # Quiet, at the floor still: jittered, so that quiet imports drift out of step.
-    assert delay(PollState(quiet=QUIET_POLLS_AT_FLOOR - 1), jitter=0.99)[0] == pytest.approx(5.0 * 1.099)
+    # Quiet, at the floor still: jittered a little, so that quiet imports drift out of step
+    # without seeing a pick-up later than a poller at the bare floor would.
+    assert delay(PollState(quiet=QUIET_POLLS_AT_FLOOR - 1), jitter=0.99)[0] == pytest.approx(5.0 * 1.0198)
+    # Backed off: the full jitter.
+    assert delay(PollState(quiet=QUIET_POLLS_AT_FLOOR), jitter=0.99)[0] == pytest.approx(
+        5.0 * BACKOFF_FACTOR * 1.099
+    )
 
 
 def test_failures_double_the_interval_and_retry_after_is_honoured() -> None:

@@ -50,6 +50,7 @@ from typing import Any, Final, Self, TypeVar
 
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from mpc_simulator.scenarios import ScenarioManager, ScenarioStatus
 from mpc_simulator.state import (
@@ -80,6 +81,8 @@ T = TypeVar("T")
 
 SIMULATOR_KEY: Final = web.AppKey("simulator", Simulator)
 SCENARIOS_KEY: Final = web.AppKey("scenarios", ScenarioManager)
+ARRIVED_KEY: Final = web.RequestKey("arrived", float)
+"""Per request: when its first bytes were read (``time.monotonic()``), set by :func:`_arrival`."""
 CONTROL_PREFIX: Final = "/_control"
 BULK_ROUTE: Final = "/v3/{slug}/members/imports/{import_id}/bulks/{bulk_id}"
 IMPORT_ROUTE: Final = "/v3/{slug}/members/imports/{import_id}"
@@ -126,7 +129,7 @@ async def _serve(
     answer: Callable[[], Answer],
 ) -> web.StreamResponse:
     """Answer one upstream request, through the first fault that hits it, and log it."""
-    arrived = time.monotonic()
+    arrived = request[ARRIVED_KEY]
     fault = sim.pick_fault(request.path) if sim.has_faults else None
     if fault is None or fault.kind == "hang":
         if fault is not None:
@@ -522,7 +525,7 @@ def _fresh_import_id(sim: Simulator) -> str:
 
 def create_app(sim: Simulator) -> web.Application:
     """The aiohttp application serving ``sim``: upstream routes, control API, scenario manager."""
-    app = web.Application(client_max_size=MAX_CONTROL_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_CONTROL_BODY_BYTES, middlewares=[_arrival])
     scenarios = ScenarioManager(sim)
     app[SIMULATOR_KEY] = sim
     app[SCENARIOS_KEY] = scenarios
@@ -562,6 +565,62 @@ class RunningSimulator:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class _ArrivalStampingHandler(RequestHandler):
+    """aiohttp's connection protocol, noting when a request's first bytes were read.
+
+    The request log's arrival time is when MPC's front end would have the request. A handler runs
+    only after every request read before it in the same turn of the event loop was answered, so
+    under a burst the handler starts tens of milliseconds after the request arrived, by a
+    different amount each time: stamped there, two requests sent exactly 5 s apart could be
+    logged less than 5 s apart. Clients send a request only after the previous answer on the same
+    connection, so the first bytes read after an answer belong to the next request.
+    """
+
+    def __init__(self, manager: web.Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.first_bytes_at: float | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.first_bytes_at is None:
+            self.first_bytes_at = time.monotonic()
+        super().data_received(data)
+
+
+@web.middleware
+async def _arrival(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """``request[ARRIVED_KEY]``: when the request's first bytes were read (monotonic clock)."""
+    protocol = request.protocol
+    if not isinstance(protocol, _ArrivalStampingHandler):  # an app served by some other site
+        request[ARRIVED_KEY] = time.monotonic()
+        return await handler(request)
+    first = protocol.first_bytes_at
+    request[ARRIVED_KEY] = time.monotonic() if first is None else first
+    try:
+        return await handler(request)
+    finally:
+        # Anything read while the handler ran (a body) is this request's, not the next one's.
+        protocol.first_bytes_at = None
+
+
+class _StampingSite(web.SockSite):
+    """A listening socket whose connections use :class:`_ArrivalStampingHandler`."""
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        # The same settings aiohttp gives its own protocol (web.Server.__call__, aiohttp 3.14).
+        settings = server._kwargs
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _ArrivalStampingHandler(server, loop=loop, **settings),
+            sock=self._sock,
+            backlog=self._backlog,
+        )
 
 
 async def _listen(host: str, port: int) -> socket.socket:
@@ -611,7 +670,7 @@ async def start(
     await runner.setup()
     try:
         sock = await _listen(host, port)
-        site = web.SockSite(runner, sock)
+        site = _StampingSite(runner, sock)
         await site.start()
         bound = sock.getsockname()
         url_host = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]

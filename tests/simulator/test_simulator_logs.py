@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -159,3 +160,42 @@ async def test_reset(server: RunningSimulator, http: httpx.AsyncClient, control:
     await control.put_import(SLUG, IMPORT_ID, bulks=[{"id": 11}])
     assert (await http.get(import_path(), headers=mpc_headers())).status_code == 200
     assert (await control.requests()).items[0].seq == 2
+
+
+async def test_a_request_arrives_when_its_first_bytes_are_read_not_when_its_handler_runs(
+    server: RunningSimulator, control: SimulatorControl
+) -> None:
+    """Two requests on one kept-alive connection: the first is sent in two parts 0.3 s apart (its
+    handler can only run after the second part), the second 0.3 s after the first's answer was
+    read. The first is logged as arriving with its first part; the second with its own bytes,
+    not with anything read before."""
+    await control.put_import(SLUG, IMPORT_ID, bulks=[{"id": 11}])
+    head = "".join(f"{name}: {value}\r\n" for name, value in mpc_headers().items())
+    request = f"GET {import_path()} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}".encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        await asyncio.sleep(PAUSE_S)
+        writer.write(b"\r\n")
+        await _read_answer(reader)
+        await asyncio.sleep(PAUSE_S)
+        writer.write(request + b"\r\n")
+        await _read_answer(reader)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    first, second = (await control.requests()).items
+    assert (first.status, second.status) == (200, 200)
+    assert first.duration_s >= PAUSE_S
+    assert second.duration_s < PAUSE_S
+    assert second.t_mono - second.duration_s - (first.t_mono - first.duration_s) >= 2 * PAUSE_S
+
+
+PAUSE_S = 0.3
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+    await reader.readexactly(int({k.lower(): v for k, v in fields.items()}[b"content-length"]))

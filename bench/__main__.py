@@ -239,6 +239,16 @@ def summarize(name: str, result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "request gap, naive: min, busy median, busy p90 (below the 5 s floor)",
                 _gaps(n),
             ),
+            *(
+                (
+                    name,
+                    f"request gap on the wire (tcpdump), {who}: min (below the 5 s floor)",
+                    f"{run['min_wire_request_gap_s']} s "
+                    f"({run['wire_gaps_below_floor']} of {run['wire_request_gaps']})",
+                )
+                for who, run in (("bridge", b), ("naive", n))
+                if run["wire_request_gaps"] is not None
+            ),
         ]
     if name == "latency":
         t, o = result["total"], result["own_part"]

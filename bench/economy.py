@@ -21,7 +21,10 @@ and reports the difference of the medians (bridge minus naive) with a bootstrap 
 
 Request gap: between two requests for the same URL the poller paces (the import endpoint for the
 bridge, each bulk for the naive poller), as the simulator saw them arrive; "busy" gaps follow an
-answer that showed a bulk MPC was working on, when both pollers should ask at the floor.
+answer that showed a bulk MPC was working on, when both pollers should ask at the floor. The same
+gaps are also read from a capture of the loopback interface where ``tcpdump`` can run
+(:mod:`bench.wire`): the simulator stamps a request when it reads it, which under load can be a
+few milliseconds after it arrived (tens in MPC time), the kernel when it arrived.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Any, Final
 import aiohttp
 from redis.asyncio import Redis
 
+from bench import wire
 from bench.harness import MPC_TOKEN, Stack, stack
 from bridge.core.model import ACTIVE_STATUSES, WatchSpec
 from bridge.store import keys
@@ -79,6 +83,7 @@ async def _wait_done(control: SimulatorControl, scenario_id: int, timeout_s: flo
 async def run_bridge(stack: Stack, imports: int, bulks: int, seed: int) -> Measured:
     stack.start_redis()
     stack.start_simulator("--request-log", str(REQUEST_LOG))
+    _start_capture(stack)
     env = stack.bridge_env(
         BRIDGE_POLL_MIN_INTERVAL_S=str(MPC_FLOOR_S / TIME_SCALE),
         BRIDGE_POLL_MAX_INTERVAL_S=str(MPC_CEILING_S / TIME_SCALE),
@@ -105,6 +110,7 @@ async def run_bridge(stack: Stack, imports: int, bulks: int, seed: int) -> Measu
         await _until_watches_end(store, [f"wch_econ{n:020d}" for n in range(len(status.imports))])
         result = await _measure(control, paced="import")
     await redis.aclose()
+    result.wire_gaps = _wire_gaps(stack, "import")
     return result
 
 
@@ -133,6 +139,7 @@ async def _until_watches_end(store: RedisStore, watch_ids: list[str], timeout_s:
 
 async def run_naive(stack: Stack, imports: int, bulks: int, seed: int) -> Measured:
     stack.start_simulator("--request-log", str(REQUEST_LOG))
+    _start_capture(stack)
     every = NAIVE_EVERY_S / TIME_SCALE
     headers = {"X-Client-Authorization": MPC_TOKEN, "X-Product-Name": "naive", "X-User-Agent": user_agent()}
     polling: set[int] = set()
@@ -160,7 +167,34 @@ async def run_naive(stack: Stack, imports: int, bulks: int, seed: int) -> Measur
             since = page.last_seq or since
             await asyncio.sleep(0.05)
         await asyncio.gather(*tasks)
-        return await _measure(control, paced="bulk")
+        result = await _measure(control, paced="bulk")
+    result.wire_gaps = _wire_gaps(stack, "bulk")
+    return result
+
+
+def _start_capture(stack: Stack) -> None:
+    if wire.can_capture():
+        port = int(stack.simulator_url.rsplit(":", 1)[1])
+        stack.procs["capture"] = wire.start_capture(
+            port, stack.workdir / "upstream.pcap", stack.workdir / "tcpdump.log"
+        )
+
+
+def _wire_gaps(stack: Stack, paced: PathKind) -> list[float] | None:
+    """Gaps (real seconds) between requests for the same paced URL, as captured on the wire."""
+    capture = stack.procs.pop("capture", None)
+    if capture is None:
+        return None
+    capture.stop()
+    arrivals: dict[str, list[float]] = {}
+    for t, path in wire.get_requests((stack.workdir / "upstream.pcap").read_bytes()):
+        if ("/bulks/" in path) == (paced == "bulk") and "/members/imports/" in path:
+            arrivals.setdefault(path, []).append(t)
+    return [
+        (after - before) * TIME_SCALE
+        for times in arrivals.values()
+        for before, after in itertools.pairwise(sorted(times))
+    ]
 
 
 @dataclass
@@ -173,6 +207,8 @@ class Measured:
     delays: list[float] = field(default_factory=list)
     gaps: list[float] = field(default_factory=list)
     busy_gaps: list[float] = field(default_factory=list)
+    wire_gaps: list[float] | None = None
+    """As captured on loopback; ``None`` where no capture could be taken."""
 
     def add(self, other: Measured) -> None:
         self.requests += other.requests
@@ -181,6 +217,8 @@ class Measured:
         self.delays += other.delays
         self.gaps += other.gaps
         self.busy_gaps += other.busy_gaps
+        if other.wire_gaps is not None:
+            self.wire_gaps = (self.wire_gaps or []) + other.wire_gaps
 
     def summary(self) -> dict[str, Any]:
         delays, gaps, busy = sorted(self.delays), self.gaps, sorted(self.busy_gaps)
@@ -196,6 +234,11 @@ class Measured:
             "gaps_below_floor": sum(gap < MPC_FLOOR_S for gap in gaps),
             "request_gaps": len(gaps),
             "median_busy_request_gap_s": round(statistics.median(busy), 3) if busy else None,
+            "wire_request_gaps": None if self.wire_gaps is None else len(self.wire_gaps),
+            "min_wire_request_gap_s": round(min(self.wire_gaps), 4) if self.wire_gaps else None,
+            "wire_gaps_below_floor": (
+                None if self.wire_gaps is None else sum(gap < MPC_FLOOR_S for gap in self.wire_gaps)
+            ),
             "p90_busy_request_gap_s": round(busy[int(0.9 * (len(busy) - 1))], 3) if busy else None,
         }
 

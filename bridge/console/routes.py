@@ -342,6 +342,16 @@ def _filter(value: str | None, pattern_ok: bool) -> str | None:
     return value if value and pattern_ok else None
 
 
+def _list_filters(
+    club: str | None, state: str | None, q: str | None
+) -> tuple[str | None, str | None, str | None]:
+    """The watch list's filters as the page and its stream both apply them (a bad one is dropped)."""
+    club = _filter(club, bool(club and re.fullmatch(SLUG_PATTERN.strip("^$"), club)))
+    state = state if state in WATCH_STATES else None
+    q = _filter((q or "").strip(), bool(q and re.fullmatch(IMPORT_ID_PATTERN.strip("^$"), q.strip())))
+    return club, state, q
+
+
 @get("/watches", include_in_schema=False)
 async def watches_page(
     request: Request[Any, Any, Any],
@@ -349,11 +359,8 @@ async def watches_page(
     state_filter: StateQuery = None,
     q: OptionalQuery = None,
 ) -> Response[str]:
-    state = state_filter
     session = await current_session(request)
-    club = _filter(club, bool(club and re.fullmatch(SLUG_PATTERN.strip("^$"), club)))
-    state = state if state in WATCH_STATES else None
-    q = _filter((q or "").strip(), bool(q and re.fullmatch(IMPORT_ID_PATTERN.strip("^$"), q.strip())))
+    club, state, q = _list_filters(club, state_filter, q)
     rows = await watch_rows(_store(request), session.principal, club=club, state=state, import_id=q)
     stream = "/ui/stream?" + urlencode({k: v for k, v in (("club", club), ("state", state), ("q", q)) if v})
     return _page(request, session, "watches.html", rows=rows, club=club, state=state, q=q, stream=stream)
@@ -628,16 +635,7 @@ async def _watch_events(
     if record is None:
         return []
     if wanted.watch is not None:
-        detail = await watch_detail(
-            _store(request), _subscriptions(request), console_of(request).slack, record, principal
-        )
-        return [
-            ServerSentEventMessage(event="summary", data=fragment("_summary.html", detail=detail)),
-            ServerSentEventMessage(event="bulks", data=fragment("_bulks.html", detail=detail)),
-            ServerSentEventMessage(
-                event="timeline", data=fragment("_timeline.html", detail=detail, csrf=csrf)
-            ),
-        ]
+        return await _detail_messages(request, record, session)
     row = await console.shared(change, "row", lambda: _render_row(record))
     if change.kind == "created":
         state_ok = not wanted.state or record.state == wanted.state
@@ -645,6 +643,44 @@ async def _watch_events(
             return [ServerSentEventMessage(event="new-watch", data=row)]
         return []
     return [ServerSentEventMessage(event=f"w-{change.watch_id}", data=row)]
+
+
+async def _detail_messages(
+    request: Request[Any, Any, Any], record: WatchRecord, session: Session
+) -> list[ServerSentEventMessage]:
+    """A watch page's three live parts, as they are now."""
+    detail = await watch_detail(
+        _store(request), _subscriptions(request), console_of(request).slack, record, session.principal
+    )
+    return [
+        ServerSentEventMessage(event="summary", data=fragment("_summary.html", detail=detail)),
+        ServerSentEventMessage(event="bulks", data=fragment("_bulks.html", detail=detail)),
+        ServerSentEventMessage(
+            event="timeline", data=fragment("_timeline.html", detail=detail, csrf=session.csrf)
+        ),
+    ]
+
+
+async def _snapshot(
+    request: Request[Any, Any, Any], session: Session, wanted: StreamFilter
+) -> list[ServerSentEventMessage]:
+    """What the page shows, as it is now: the first thing every stream sends, after it listens.
+
+    A page is rendered before its stream connects, and a browser reconnects by itself after a
+    dropped connection; a change made in either gap reached no stream. Sending the current state
+    on every (re)connect closes both gaps (a change that comes during the snapshot is sent after it).
+    """
+    if wanted.watch is not None:
+        if not re.fullmatch(WATCH_ID_PATTERN.strip("^$"), wanted.watch):
+            return []
+        record = await _store(request).get_watch(wanted.watch)
+        if record is None or not session.principal.sees(record.spec.loyalty_club_slug):
+            return []
+        return await _detail_messages(request, record, session)
+    club, state, q = _list_filters(wanted.club, wanted.state, wanted.q)
+    rows = await watch_rows(_store(request), session.principal, club=club, state=state, import_id=q)
+    table = fragment("_watch_table.html", rows=rows, club=club, state=state, q=q)
+    return [ServerSentEventMessage(event="rows", data=table)]
 
 
 async def _render_row(record: WatchRecord) -> str:
@@ -669,6 +705,8 @@ async def stream(
         queue = await console.hub.subscribe()
         try:
             yield ServerSentEventMessage(comment="live")
+            for message in await _snapshot(request, session, wanted):
+                yield message
             while True:
                 try:
                     change = await asyncio.wait_for(queue.get(), timeout=PING_EVERY_S)

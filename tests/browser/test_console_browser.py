@@ -4,11 +4,13 @@ keyboard use, narrow and wide screens, and no request leaving the app's origin."
 from __future__ import annotations
 
 import re
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.browser.conftest import API_KEY, Stack, screenshot, sign_in
 
@@ -18,6 +20,9 @@ OTHER = "outlet-park"
 
 WORKER_REPORT_WAIT_S = 15
 """Longest wait for the worker's first totals (it adds them to Redis every 5 s)."""
+BRIDGE_SEES_WAIT_S = 20
+"""Longest wait for the bridge to have polled a change the simulator was told."""
+STREAMS = "**/ui/stream*"
 
 
 def new_import(stack: Stack, slug: str = SLUG, bulks: tuple[int, ...] = (11, 12)) -> str:
@@ -78,6 +83,81 @@ def test_the_detail_page_follows_bulks_live(page: Page, stack: Stack) -> None:
     stack.flip(SLUG, import_id, 11, status="working")
     expect(bulk).to_have_attribute("data-status", "working")
     expect(page.locator("[data-event-id]").first).to_be_visible()
+
+
+def bulk_status(stack: Stack, watch_id: str, bulk_id: int) -> str | None:
+    for bulk in stack.api("GET", f"/v1/watches/{watch_id}")["bulks"]:
+        if bulk["bulk_id"] == bulk_id:
+            status: str | None = bulk["status"]
+            return status
+    return None
+
+
+def until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + BRIDGE_SEES_WAIT_S
+    while not check():
+        assert time.monotonic() < deadline, f"not within {BRIDGE_SEES_WAIT_S}s: {what}"
+        time.sleep(0.05)
+
+
+def hold_streams(page: Page) -> list[Route]:
+    """Keep the page's live stream from connecting until ``release_streams``."""
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route(STREAMS, hold)
+    return held
+
+
+def release_streams(page: Page, held: list[Route]) -> None:
+    for _ in range(200):  # the browser asks for the stream just after the page loads
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the page never asked for its live stream"
+    for route in held:
+        route.continue_()
+    page.unroute(STREAMS)
+
+
+def test_the_detail_page_catches_up_with_a_change_made_before_its_stream_connected(
+    page: Page, stack: Stack
+) -> None:
+    import_id = new_import(stack)
+    watch_id = watch(stack, import_id)
+    until(lambda: bulk_status(stack, watch_id, 11) == "waiting", "bulk 11 seen waiting")
+    sign_in(page)
+    held = hold_streams(page)
+    page.goto(f"/ui/watches/{watch_id}")
+    bulk = page.locator('tr[data-bulk-id="11"]')
+    expect(bulk).to_have_attribute("data-status", "waiting")
+    stack.flip(SLUG, import_id, 11, status="working")
+    until(lambda: bulk_status(stack, watch_id, 11) == "working", "bulk 11 seen working")
+    release_streams(page, held)  # the change was published before anyone on this page listened
+    expect(bulk).to_have_attribute("data-status", "working")
+    expect(page.locator(".summary")).to_have_attribute("data-state", "active")
+
+
+def test_the_list_catches_up_with_changes_made_before_its_stream_connected(page: Page, stack: Stack) -> None:
+    import_id = new_import(stack)
+    first = watch(stack, import_id)
+    until(lambda: bulk_status(stack, first, 11) == "waiting", "bulk 11 seen waiting")
+    sign_in(page)
+    held = hold_streams(page)
+    page.goto("/ui/watches")
+    row = page.locator(f'tr[data-watch-id="{first}"]')
+    expect(row.locator("svg.bar")).to_have_attribute("aria-label", re.compile("2 waiting"))
+    stack.flip(SLUG, import_id, 11, status="working")
+    until(lambda: bulk_status(stack, first, 11) == "working", "bulk 11 seen working")
+    second = watch(stack, new_import(stack))
+    release_streams(page, held)
+    expect(row.locator("svg.bar")).to_have_attribute("aria-label", re.compile("1 working"))
+    expect(page.locator(f'tr[data-watch-id="{second}"]')).to_be_visible()
+    # The rows the snapshot put in place still follow later changes.
+    stack.flip(SLUG, import_id, 12, status="working")
+    expect(row.locator("svg.bar")).to_have_attribute("aria-label", re.compile("2 working"))
 
 
 def test_stop_asks_first_then_stops(page: Page, stack: Stack) -> None:

@@ -121,7 +121,7 @@ class BridgeWorker(Worker):
         self._wake.set()
         self._stop_polling(signum)
         # No drain window for jobs (BRIDGE_WORKER_DRAIN_S=0): arq cancels the running ones now.
-        self._jobs_cut_short = [jid for jid, task in self.tasks.items() if not task.done()]
+        self._note_cut_short()
         super().handle_sig(signum)
 
     async def _sleep_until_tasks_complete(self) -> None:
@@ -130,8 +130,13 @@ class BridgeWorker(Worker):
         try:
             await super()._sleep_until_tasks_complete()
         except asyncio.CancelledError:
-            self._jobs_cut_short = [jid for jid, task in self.tasks.items() if not task.done()]
+            self._note_cut_short()
             raise
+
+    def _note_cut_short(self) -> None:
+        """Add the jobs running now to those the stop cuts short."""
+        running = [jid for jid, task in self.tasks.items() if not task.done()]
+        self._jobs_cut_short += [jid for jid in running if jid not in self._jobs_cut_short]
 
     def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
         self._stop_polling(signum)
@@ -314,22 +319,39 @@ class BridgeWorker(Worker):
             tried += len(batch)
             await asyncio.gather(*(self._start_job(jid) for jid in batch))
 
+    async def _claim(self, job_id: str) -> Any:
+        """The job's score when this worker claimed it (``lua/arq_claim_job.lua``), else None."""
+        if self._claim_job is None:
+            self._claim_job = scripts.register(self.pool, "arq_claim_job")
+        return await self._claim_job(
+            keys=[arq_constants.in_progress_key_prefix + job_id, self.queue_name],
+            args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000)],
+            client=self.pool,
+        )
+
     def _running(self, job_id: str) -> bool:
         task = self.tasks.get(job_id)
         return task is not None and not task.done()
 
     async def _start_job(self, job_id: str) -> None:
+        """Claim one job and start it, unless the stop came meanwhile.
+
+        The stop can come while the loop reads the queue or claims: a job started after it would
+        not be waited for by the drain (which may already have found nothing running) and would be
+        cancelled before it ran. It is left in the queue instead, its claim given back, so another
+        worker runs it at once.
+        """
         await self.sem.acquire()
         self.job_counter += 1
         started = False
         try:
-            if self._claim_job is None:
-                self._claim_job = scripts.register(self.pool, "arq_claim_job")
-            score = await self._claim_job(
-                keys=[arq_constants.in_progress_key_prefix + job_id, self.queue_name],
-                args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000)],
-                client=self.pool,
-            )
+            if not self.allow_pick_jobs:
+                return
+            score = await self._claim(job_id)
+            if score is not None and not self.allow_pick_jobs:
+                with contextlib.suppress(RedisError, OSError):  # else the claim lapses by itself
+                    await self.pool.delete(arq_constants.in_progress_key_prefix + job_id)
+                return
             if score is not None:
                 task = self.loop.create_task(self.run_job(job_id, int(score)))
                 task.add_done_callback(lambda _: self._job_done())
@@ -350,6 +372,19 @@ class BridgeWorker(Worker):
         if runtime is not None:
             runtime.delivery_loop.wake()
 
+    async def _forget_cancelled_jobs(self) -> None:
+        """Wait for the jobs, and drop those that ended cancelled from ``tasks``.
+
+        arq's ``close`` awaits every job, and a job cancelled before ``run_job`` reached its own
+        handling (not yet started, or still reading the job) ends with CancelledError, which
+        ``close`` would raise: the worker would exit 1 with a traceback instead of its drain's
+        code. Such a job is among those cut short; it stays queued and runs again.
+        """
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        for job_id, task in list(self.tasks.items()):
+            if task.cancelled():
+                del self.tasks[job_id]
+
     def _job_done(self) -> None:
         # A slot frees up: due jobs may be waiting for it. While draining, arq waits until its job
         # loop has dropped every finished job from ``tasks``: the loop does so at once, not up to
@@ -360,6 +395,7 @@ class BridgeWorker(Worker):
 
     async def close(self) -> None:
         try:
+            await self._forget_cancelled_jobs()
             await super().close()
         except (RedisError, OSError) as exc:
             # arq stops at its first Redis error, before on_shutdown: stop the poll loop and close

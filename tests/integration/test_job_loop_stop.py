@@ -7,6 +7,9 @@ import asyncio
 import signal
 from typing import Any, Final
 
+import pytest
+from arq import constants as arq_constants
+
 from bridge.redis_url import connect
 from bridge.store import keys
 from bridge.worker.arq_compat import BridgeWorker
@@ -92,3 +95,60 @@ async def test_the_health_record_never_lapses_however_seldom_the_job_loop_looks(
         worker.main_task.cancel()
         await asyncio.gather(worker.main_task, return_exceptions=True)
         await pool.aclose(close_connection_pool=True)
+
+
+class StopsWhileClaiming(BridgeWorker):
+    """A worker whose stop comes while its claim of a job is on its way to Redis."""
+
+    async def _claim(self, job_id: str) -> Any:
+        score = await super()._claim(job_id)
+        self.allow_pick_jobs = False  # as handle_sig_wait_for_completion sets it
+        return score
+
+
+def _worker(pool: Any, cls: type[BridgeWorker] = BridgeWorker) -> BridgeWorker:
+    return cls(functions=[_noop], redis_pool=pool, queue_name=keys.QUEUE, handle_signals=False)
+
+
+async def test_a_job_read_as_the_stop_comes_is_left_queued_for_another_worker(redis_url: str) -> None:
+    """The stop can come while the job loop reads the queue: nothing is started after it (the drain
+    may already have found nothing running, and would cancel the job before it ran)."""
+    pool = connect(redis_url)
+    try:
+        job = await pool.enqueue_job("_noop", _queue_name=keys.QUEUE)
+        assert job is not None
+        worker = _worker(pool)
+        worker.allow_pick_jobs = False  # the stop came during the read
+        await worker.start_jobs([job.job_id.encode()])
+        assert worker.tasks == {} and worker.job_counter == 0
+        assert not await pool.exists(arq_constants.in_progress_key_prefix + job.job_id)
+        assert await pool.zscore(keys.QUEUE, job.job_id) is not None
+
+        during_claim = _worker(pool, StopsWhileClaiming)
+        await during_claim.start_jobs([job.job_id.encode()])
+        assert during_claim.tasks == {} and during_claim.job_counter == 0
+        # the claim is given back: another worker may run the job at once
+        assert not await pool.exists(arq_constants.in_progress_key_prefix + job.job_id)
+        assert await pool.zscore(keys.QUEUE, job.job_id) is not None
+    finally:
+        await pool.aclose(close_connection_pool=True)
+
+
+# arq 0.28 closes its pool with redis-py's deprecated close()
+@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+async def test_a_job_cancelled_before_it_ran_does_not_break_the_worker_s_close(redis_url: str) -> None:
+    """A job cancelled before arq's run_job reached its own handling ends with CancelledError; the
+    close still ends cleanly (the worker exits with its drain's code, not 1 and a traceback)."""
+    pool = connect(redis_url)
+    job = await pool.enqueue_job("_noop", _queue_name=keys.QUEUE)
+    assert job is not None
+    worker = _worker(pool)
+    await worker.start_jobs([job.job_id.encode()])
+    assert list(worker.tasks) == [job.job_id]  # started, not yet run
+    worker.handle_sig(signal.SIGTERM)  # cancels it before its first step
+    try:
+        await worker.close()
+    finally:
+        if worker._watchdog is not None:
+            worker._watchdog.cancel()
+    assert worker._jobs_cut_short == [job.job_id]

@@ -319,6 +319,10 @@ class BridgeWorker(Worker):
             tried += len(batch)
             await asyncio.gather(*(self._start_job(jid) for jid in batch))
 
+    def _stopping(self) -> bool:
+        """The stop came: no job starts any more (arq's flag, read anew after every await)."""
+        return not self.allow_pick_jobs
+
     async def _claim(self, job_id: str) -> Any:
         """The job's score when this worker claimed it (``lua/arq_claim_job.lua``), else None."""
         if self._claim_job is None:
@@ -345,10 +349,10 @@ class BridgeWorker(Worker):
         self.job_counter += 1
         started = False
         try:
-            if not self.allow_pick_jobs:
+            if self._stopping():
                 return
             score = await self._claim(job_id)
-            if score is not None and not self.allow_pick_jobs:
+            if score is not None and self._stopping():
                 with contextlib.suppress(RedisError, OSError):  # else the claim lapses by itself
                     await self.pool.delete(arq_constants.in_progress_key_prefix + job_id)
                 return

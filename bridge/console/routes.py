@@ -244,11 +244,6 @@ def _page(
     )
 
 
-def _watch_record_visible(principal: Principal, club: str) -> None:
-    if not principal.sees(club):
-        raise ApiError(404, "not_found", "no such watch")
-
-
 def _back(form: Mapping[str, str], default: str) -> str:
     """Where a form returns to: a console path only (never another site)."""
     target = form.get("back", "")
@@ -404,13 +399,22 @@ async def create_watch_form(request: Request[Any, Any, Any]) -> Response[Any]:
     return Redirect(f"/ui/watches/{watch.id}", status_code=303, headers=SECURITY_HEADERS)
 
 
-async def _visible_watch(request: Request[Any, Any, Any], principal: Principal, watch_id: str) -> Any:
+async def _seen_watch(
+    request: Request[Any, Any, Any], principal: Principal, watch_id: str
+) -> WatchRecord | None:
+    """The watch, when the id is well formed, the watch exists and the principal sees its club."""
     if not re.fullmatch(WATCH_ID_PATTERN.strip("^$"), watch_id):
-        raise ApiError(404, "not_found", "no such watch")
+        return None
     record = await _store(request).get_watch(watch_id)
-    if record is None:
+    if record is None or not principal.sees(record.spec.loyalty_club_slug):
+        return None
+    return record
+
+
+async def _visible_watch(request: Request[Any, Any, Any], principal: Principal, watch_id: str) -> WatchRecord:
+    record = await _seen_watch(request, principal, watch_id)
+    if record is None:  # an unseen club's watch is not found either
         raise ApiError(404, "not_found", "no such watch")
-    _watch_record_visible(principal, record.spec.loyalty_club_slug)
     return record
 
 
@@ -613,8 +617,8 @@ async def _watch_events(
     if change.kind == "delivery":
         if wanted.watch is None:
             return []
-        record = await _store(request).get_watch(wanted.watch)
-        if record is None or not principal.sees(record.spec.loyalty_club_slug):
+        record = await _seen_watch(request, principal, wanted.watch)
+        if record is None:
             return []
         detail = await watch_detail(
             _store(request), _subscriptions(request), console_of(request).slack, record, principal
@@ -671,12 +675,8 @@ async def _snapshot(
     on every (re)connect closes both gaps (a change that comes during the snapshot is sent after it).
     """
     if wanted.watch is not None:
-        if not re.fullmatch(WATCH_ID_PATTERN.strip("^$"), wanted.watch):
-            return []
-        record = await _store(request).get_watch(wanted.watch)
-        if record is None or not session.principal.sees(record.spec.loyalty_club_slug):
-            return []
-        return await _detail_messages(request, record, session)
+        record = await _seen_watch(request, session.principal, wanted.watch)
+        return [] if record is None else await _detail_messages(request, record, session)
     club, state, q = _list_filters(wanted.club, wanted.state, wanted.q)
     rows = await watch_rows(_store(request), session.principal, club=club, state=state, import_id=q)
     table = fragment("_watch_table.html", rows=rows, club=club, state=state, q=q)

@@ -352,15 +352,16 @@ class BridgeWorker(Worker):
             if self._stopping():
                 return
             score = await self._claim(job_id)
-            if score is not None and self._stopping():
+            if score is None:
+                return
+            if self._stopping():
                 with contextlib.suppress(RedisError, OSError):  # else the claim lapses by itself
                     await self.pool.delete(arq_constants.in_progress_key_prefix + job_id)
                 return
-            if score is not None:
-                task = self.loop.create_task(self.run_job(job_id, int(score)))
-                task.add_done_callback(lambda _: self._job_done())
-                self.tasks[job_id] = task
-                started = True
+            task = self.loop.create_task(self.run_job(job_id, int(score)))
+            task.add_done_callback(lambda _: self._job_done())
+            self.tasks[job_id] = task
+            started = True
         finally:
             if not started:
                 self.job_counter -= 1

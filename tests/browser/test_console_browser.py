@@ -4,15 +4,14 @@ keyboard use, narrow and wide screens, and no request leaving the app's origin."
 from __future__ import annotations
 
 import re
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Page, Route, expect
 
 from tests.browser.conftest import API_KEY, Stack, screenshot, sign_in
+from tests.integration.stack import wait_for
 
 SLUG = "infinity-mall"
 OTHER = "outlet-park"
@@ -93,11 +92,13 @@ def bulk_status(stack: Stack, watch_id: str, bulk_id: int) -> str | None:
     return None
 
 
-def until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + BRIDGE_SEES_WAIT_S
-    while not check():
-        assert time.monotonic() < deadline, f"not within {BRIDGE_SEES_WAIT_S}s: {what}"
-        time.sleep(0.05)
+def bridge_sees(stack: Stack, watch_id: str, bulk_id: int, status: str) -> None:
+    """Wait until the bridge has polled the bulk in this status."""
+    wait_for(
+        lambda: bulk_status(stack, watch_id, bulk_id) == status,
+        BRIDGE_SEES_WAIT_S,
+        f"bulk {bulk_id} seen {status}",
+    )
 
 
 def hold_streams(page: Page) -> list[Route]:
@@ -127,14 +128,14 @@ def test_the_detail_page_catches_up_with_a_change_made_before_its_stream_connect
 ) -> None:
     import_id = new_import(stack)
     watch_id = watch(stack, import_id)
-    until(lambda: bulk_status(stack, watch_id, 11) == "waiting", "bulk 11 seen waiting")
+    bridge_sees(stack, watch_id, 11, "waiting")
     sign_in(page)
     held = hold_streams(page)
     page.goto(f"/ui/watches/{watch_id}")
     bulk = page.locator('tr[data-bulk-id="11"]')
     expect(bulk).to_have_attribute("data-status", "waiting")
     stack.flip(SLUG, import_id, 11, status="working")
-    until(lambda: bulk_status(stack, watch_id, 11) == "working", "bulk 11 seen working")
+    bridge_sees(stack, watch_id, 11, "working")
     release_streams(page, held)  # the change was published before anyone on this page listened
     expect(bulk).to_have_attribute("data-status", "working")
     expect(page.locator(".summary")).to_have_attribute("data-state", "active")
@@ -143,14 +144,14 @@ def test_the_detail_page_catches_up_with_a_change_made_before_its_stream_connect
 def test_the_list_catches_up_with_changes_made_before_its_stream_connected(page: Page, stack: Stack) -> None:
     import_id = new_import(stack)
     first = watch(stack, import_id)
-    until(lambda: bulk_status(stack, first, 11) == "waiting", "bulk 11 seen waiting")
+    bridge_sees(stack, first, 11, "waiting")
     sign_in(page)
     held = hold_streams(page)
     page.goto("/ui/watches")
     row = page.locator(f'tr[data-watch-id="{first}"]')
     expect(row.locator("svg.bar")).to_have_attribute("aria-label", re.compile("2 waiting"))
     stack.flip(SLUG, import_id, 11, status="working")
-    until(lambda: bulk_status(stack, first, 11) == "working", "bulk 11 seen working")
+    bridge_sees(stack, first, 11, "working")
     second = watch(stack, new_import(stack))
     release_streams(page, held)
     expect(row.locator("svg.bar")).to_have_attribute("aria-label", re.compile("1 working"))
